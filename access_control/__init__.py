@@ -1,0 +1,1 @@
+"""Identity and authority: Keycloak tokens, the role→action policy table, permits."""

@@ -1,0 +1,127 @@
+"""Permits: JWS (EdDSA / Ed25519) signed by the portal, verified by nodes.
+
+The portal holds a key ring (one active signing key, older keys kept for
+verification until their permits expire); nodes pin the public JWKS at enrolment
+and refuse anything not signed by a pinned key, not yet valid, expired or revoked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from jwcrypto import jwk, jws
+from jwcrypto.common import JWException
+from pydantic import ValidationError
+
+from tre.core.schemas import PermitClaims
+
+PERMIT_ALG = "EdDSA"
+PERMIT_TYPE = "tre-permit+jwt"
+CLOCK_SKEW_S = 30
+
+
+class PermitError(Exception):
+    """A permit failed verification; the message says why (shown to operators)."""
+
+
+class PermitKeyRing:
+    """The portal's signing keys. Stored as a private JWKS file readable only by its owner."""
+
+    def __init__(self, path: Path, keys: list[jwk.JWK], active_kid: str) -> None:
+        self.path = path
+        self._keys = {k.key_id: k for k in keys}
+        self.active_kid = active_kid
+
+    @classmethod
+    def load_or_create(cls, path: str | Path) -> PermitKeyRing:
+        path = Path(path)
+        if path.exists():
+            data = json.loads(path.read_text())
+            keys = [jwk.JWK(**k) for k in data["keys"]]
+            return cls(path, keys, data["active_kid"])
+        ring = cls(path, [], "")
+        ring.rotate()
+        return ring
+
+    def rotate(self) -> str:
+        """Add a new active key; earlier keys stay for verifying permits they signed."""
+        key = jwk.JWK.generate(kty="OKP", crv="Ed25519", kid=f"permit-{uuid.uuid4().hex[:12]}")
+        self._keys[key.key_id] = key
+        self.active_kid = key.key_id
+        self._save()
+        return key.key_id
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        data = {
+            "active_kid": self.active_kid,
+            "keys": [json.loads(k.export_private()) for k in self._keys.values()],
+        }
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.path)
+
+    def public_jwks(self) -> dict[str, Any]:
+        return {"keys": [json.loads(k.export_public()) for k in self._keys.values()]}
+
+    def sign(self, claims: PermitClaims) -> str:
+        token = jws.JWS(claims.model_dump_json().encode())
+        token.add_signature(
+            self._keys[self.active_kid],
+            alg=PERMIT_ALG,
+            protected={"alg": PERMIT_ALG, "kid": self.active_kid, "typ": PERMIT_TYPE},
+        )
+        return token.serialize(compact=True)
+
+
+def verify_permit(
+    token: str,
+    jwks: dict[str, Any],
+    *,
+    revoked: Iterable[str] = (),
+    now: float | None = None,
+) -> PermitClaims:
+    """Check signature (pinned keys, EdDSA only), validity window and revocation."""
+    try:
+        parsed = jws.JWS()
+        parsed.deserialize(token)
+        header = parsed.jose_header
+    except (JWException, ValueError, TypeError) as exc:
+        raise PermitError(f"permit is not a well-formed JWS: {exc}") from exc
+    if header.get("alg") != PERMIT_ALG:
+        raise PermitError(f"permit algorithm {header.get('alg')!r} is not {PERMIT_ALG}")
+    keyset = jwk.JWKSet.from_json(json.dumps(jwks))
+    key = keyset.get_key(header.get("kid", ""))
+    if key is None:
+        raise PermitError(f"permit signed by unknown key {header.get('kid')!r}")
+    try:
+        parsed.verify(key, alg=PERMIT_ALG)
+    except JWException as exc:
+        raise PermitError("permit signature does not verify with the pinned portal key") from exc
+    try:
+        claims = PermitClaims.model_validate_json(parsed.payload)
+    except ValidationError as exc:
+        raise PermitError(f"permit claims are invalid: {exc.errors()[0]['msg']}") from exc
+    now = time.time() if now is None else now
+    if now + CLOCK_SKEW_S < claims.nbf:
+        raise PermitError(f"permit {claims.permit_id} is not valid yet")
+    if now - CLOCK_SKEW_S >= claims.exp:
+        raise PermitError(f"permit {claims.permit_id} has expired")
+    if claims.permit_id in set(revoked):
+        raise PermitError(f"permit {claims.permit_id} has been revoked")
+    return claims
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """Claims without checking anything: only for display, never for decisions."""
+    parsed = jws.JWS()
+    parsed.deserialize(token)
+    return json.loads(parsed.objects["payload"])

@@ -1,0 +1,1 @@
+"""A hospital's federation node: common data model, ingestion, governance, audit."""

@@ -1,0 +1,64 @@
+"""The node's common data model in `node.duckdb` (DESIGN §5).
+
+Images live in the same file (`image.pixels`, raw bytes of a C-ordered array) so
+that a backup of one file holds everything, and `imaging_study.image_ref` points at
+them. Clinical variables are stored long (one row per subject and variable) because
+every hospital's table has different columns; `clinical_frame` pivots them back.
+"""
+
+from __future__ import annotations
+
+from tre.core.db import Migration
+
+COMPONENT = "node_cdm"
+
+MIGRATIONS: list[Migration] = [
+    (
+        1,
+        """
+        CREATE TABLE dataset (
+            dataset_id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL CHECK (kind IN ('imaging', 'clinical')),
+            title VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            consent_regime VARCHAR NOT NULL DEFAULT 'opt-out'
+                CHECK (consent_regime IN ('opt-in', 'opt-out')),
+            label_names VARCHAR NOT NULL DEFAULT '{}',
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE person (
+            pseudonym VARCHAR PRIMARY KEY,
+            sex VARCHAR,
+            birth_year INTEGER
+        );
+        CREATE TABLE image (
+            image_ref VARCHAR PRIMARY KEY,
+            height INTEGER NOT NULL,
+            width INTEGER NOT NULL,
+            channels INTEGER NOT NULL,
+            dtype VARCHAR NOT NULL,
+            pixels BLOB NOT NULL
+        );
+        CREATE TABLE imaging_study (
+            study_id VARCHAR PRIMARY KEY,
+            dataset_id VARCHAR NOT NULL REFERENCES dataset (dataset_id),
+            pseudonym VARCHAR NOT NULL REFERENCES person (pseudonym),
+            modality VARCHAR,
+            body_site VARCHAR,
+            study_date DATE,
+            manufacturer VARCHAR,
+            label INTEGER,
+            split VARCHAR CHECK (split IN ('train', 'val', 'test')),
+            image_ref VARCHAR REFERENCES image (image_ref)
+        );
+        CREATE TABLE clinical (
+            dataset_id VARCHAR NOT NULL REFERENCES dataset (dataset_id),
+            pseudonym VARCHAR NOT NULL REFERENCES person (pseudonym),
+            variable VARCHAR NOT NULL,
+            value_num DOUBLE,
+            value_text VARCHAR,
+            PRIMARY KEY (dataset_id, pseudonym, variable)
+        )
+        """,
+    )
+]

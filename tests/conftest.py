@@ -1,0 +1,5 @@
+"""Shared fixtures: real services started once per test session (DESIGN §6)."""
+
+pytest_plugins = [
+    "tests.fixtures.keycloak",
+]

@@ -1,0 +1,1 @@
+"""The `tre` command: one Typer app with a sub-command per kind of user."""

@@ -1,0 +1,5 @@
+"""`tre audit` commands."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="audit commands")

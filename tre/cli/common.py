@@ -1,0 +1,23 @@
+"""Small helpers every CLI module uses: one console, one way to fail."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr naming the problem (and what to do), non-zero exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def print_json(value: Any) -> None:
+    """Machine-readable output on stdout (plain, so pipes and `jq` work)."""
+    typer.echo(json.dumps(value, indent=2, default=str))

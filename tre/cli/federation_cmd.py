@@ -1,0 +1,5 @@
+"""`tre federation` commands."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="federation commands")

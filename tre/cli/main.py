@@ -1,0 +1,26 @@
+"""Entry point of the `tre` command."""
+
+from __future__ import annotations
+
+import typer
+
+from tre.cli import (
+    audit_cmd,
+    federation_cmd,
+    keycloak_cmd,
+    node_cmd,
+    node_federation_cmd,
+    portal_cmd,
+)
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Federated trusted research environment for health data.",
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(keycloak_cmd.app, name="keycloak", help="Run and configure the local Keycloak.")
+app.add_typer(portal_cmd.app, name="portal", help="Run the portal (API and web UI).")
+app.add_typer(audit_cmd.app, name="audit", help="Verify and export the audit trail.")
+node_federation_cmd.register(node_cmd.app)
+app.add_typer(node_cmd.app, name="node", help="Operate a hospital federation node.")
+app.add_typer(federation_cmd.app, name="federation", help="Flower SuperLink and runs.")
