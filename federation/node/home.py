@@ -1,0 +1,156 @@
+"""A node's home directory: its configuration, store, audit log and secrets.
+
+Layout (created by `tre node init`):
+
+    node.toml                 hospital id, portal URL, SuperLink address, policy
+    node.duckdb               common data model, ledger, node audit log
+    federation.key            pseudonymisation key (0600); never leaves the node
+    portal-permit-keys.json   the portal's permit JWKS, pinned at enrolment
+    credentials.json          Keycloak service-account client id/secret (0600), optional
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tomllib
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from tre.core.audit import AuditLog
+from tre.core.db import Database
+from federation.node import schema
+
+CONFIG_FILE = "node.toml"
+DB_FILE = "node.duckdb"
+KEY_FILE = "federation.key"
+PERMIT_KEYS_FILE = "portal-permit-keys.json"
+CREDENTIALS_FILE = "credentials.json"
+
+
+class NodeHomeError(Exception):
+    """The node home is missing or inconsistent; the message says what to run."""
+
+
+@dataclass
+class NodeConfig:
+    hospital_id: str
+    portal_url: str
+    superlink: str = "127.0.0.1:9092"
+    suppression_k: int = 10
+    consent_max_age_s: int = 24 * 3600
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_toml(self) -> str:
+        lines = []
+        for key, value in asdict(self).items():
+            if key == "extra":
+                continue
+            lines.append(f"{key} = {json.dumps(value)}")
+        if self.extra:
+            lines.append("\n[extra]")
+            lines.extend(f"{k} = {json.dumps(v)}" for k, v in self.extra.items())
+        return "\n".join(lines) + "\n"
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Write a secret with mode 0600 from the first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+
+
+class NodeHome:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser().resolve()
+
+    # -- creation ---------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, config: NodeConfig, permit_jwks: dict[str, Any]) -> NodeHome:
+        home = cls(path)
+        home.path.mkdir(parents=True, exist_ok=True)
+        (home.path / CONFIG_FILE).write_text(config.to_toml())
+        key_path = home.path / KEY_FILE
+        if not key_path.exists():  # re-running init must not re-key existing pseudonyms
+            write_private(key_path, secrets.token_bytes(32).hex().encode())
+        home.pin_permit_keys(permit_jwks)
+        home.db  # noqa: B018 - creates the store and runs migrations
+        return home
+
+    def exists(self) -> bool:
+        return (self.path / CONFIG_FILE).exists()
+
+    def require(self) -> NodeHome:
+        if not self.exists():
+            raise NodeHomeError(
+                f"no node home at {self.path}: run `tre node init --hospital-id H --portal URL`"
+            )
+        return self
+
+    # -- parts ------------------------------------------------------------------
+    @cached_property
+    def config(self) -> NodeConfig:
+        self.require()
+        data = tomllib.loads((self.path / CONFIG_FILE).read_text())
+        return NodeConfig(**data)
+
+    def save_config(self, config: NodeConfig) -> None:
+        (self.path / CONFIG_FILE).write_text(config.to_toml())
+        self.__dict__["config"] = config
+
+    @cached_property
+    def db(self) -> Database:
+        db = Database(self.path / DB_FILE)
+        db.migrate(schema.COMPONENT, schema.MIGRATIONS)
+        return db
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.db)
+
+    @property
+    def actor(self) -> str:
+        return f"node:{self.config.hospital_id}"
+
+    def permit_jwks(self) -> dict[str, Any]:
+        path = self.path / PERMIT_KEYS_FILE
+        if not path.exists():
+            raise NodeHomeError("no pinned portal key: run `tre node init` against the portal")
+        return json.loads(path.read_text())
+
+    def pin_permit_keys(self, jwks: dict[str, Any]) -> None:
+        (self.path / PERMIT_KEYS_FILE).write_text(json.dumps(jwks, indent=2))
+
+    def credentials(self) -> dict[str, str] | None:
+        """Service-account credentials: env TRE_NODE_CLIENT_ID/SECRET first, then the 0600 file."""
+        cid, secret = os.environ.get("TRE_NODE_CLIENT_ID"), os.environ.get("TRE_NODE_CLIENT_SECRET")
+        if cid and secret:
+            return {"client_id": cid, "client_secret": secret}
+        path = self.path / CREDENTIALS_FILE
+        if path.exists():
+            return json.loads(path.read_text())
+        return None
+
+    def save_credentials(self, client_id: str, client_secret: str) -> None:
+        write_private(
+            self.path / CREDENTIALS_FILE,
+            json.dumps({"client_id": client_id, "client_secret": client_secret}).encode(),
+        )
+
+    @cached_property
+    def _federation_key(self) -> bytes:
+        return bytes.fromhex((self.path / KEY_FILE).read_text().strip())
+
+    def pseudonymise(self, local_patient_id: str) -> str:
+        """Keyed hash of a local patient id: stable per federation key, not reversible."""
+        return pseudonym(self._federation_key, local_patient_id)
+
+
+def pseudonym(key: bytes, local_patient_id: str) -> str:
+    digest = hmac.new(key, f"patient:{local_patient_id}".encode(), hashlib.sha256)
+    return "ps_" + digest.hexdigest()[:32]
