@@ -54,7 +54,7 @@ class Database:
 
     @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor for read-only work (still serialised: DuckDB connections are not thread-safe)."""
+        """A cursor for reads (still serialised: DuckDB connections are not thread-safe)."""
         with self._lock:
             cur = self._con.cursor()
             try:

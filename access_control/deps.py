@@ -1,0 +1,49 @@
+"""FastAPI dependencies: the bearer token becomes a `Principal`; `require` asks the policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Depends, HTTPException, Request, status
+
+from access_control.policy import Action, is_allowed
+from access_control.tokens import Principal, TokenError, TokenValidator
+
+UNAUTHORISED_HEADERS = {"WWW-Authenticate": 'Bearer realm="tre"'}
+
+
+def _validator(request: Request) -> TokenValidator:
+    return request.app.state.token_validator
+
+
+def authenticated(request: Request) -> Principal:
+    """The caller's principal from `Authorization: Bearer …` (or the web session)."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:  # set by the web UI's session middleware
+        return principal
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=UNAUTHORISED_HEADERS
+        )
+    try:
+        return _validator(request).validate(token.strip())
+    except TokenError as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, str(exc), headers=UNAUTHORISED_HEADERS
+        ) from exc
+
+
+def require(action: Action) -> Callable[..., Principal]:
+    """Dependency that admits only principals whose roles the policy table allows."""
+
+    def dependency(principal: Principal = Depends(authenticated)) -> Principal:
+        if not is_allowed(principal, action):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"your roles do not allow {action.value}"
+            )
+        return principal
+
+    dependency.__name__ = f"require_{action.name.lower()}"
+    return dependency

@@ -1,0 +1,98 @@
+"""The one table that says which realm roles may perform which action (invariant 5).
+
+Routes and web pages ask `is_allowed` / `require(action)`; nobody writes ad-hoc role
+checks. Ownership rules ("only your own request") are business rules and live in
+the portal's services, on top of this table.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from access_control.tokens import Principal
+
+
+class Role(StrEnum):
+    RESEARCHER = "researcher"
+    REVIEWER = "reviewer"
+    OUTPUT_CHECKER = "output_checker"
+    STEWARD = "steward"
+    NODE_OPERATOR = "node_operator"
+    NODE = "node"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class Action(StrEnum):
+    REQUEST_CREATE = "request.create"
+    REQUEST_UPDATE = "request.update"
+    REQUEST_SUBMIT = "request.submit"
+    REQUEST_WITHDRAW = "request.withdraw"
+    REQUEST_READ = "request.read"
+    REQUEST_READ_ALL = "request.read_all"
+    REQUEST_REVIEW = "request.review"
+    PERMIT_READ = "permit.read"
+    PERMIT_READ_ALL = "permit.read_all"
+    PERMIT_REVOKE = "permit.revoke"
+    PERMIT_REVOCATIONS = "permit.revocations"
+    PERMIT_KEYS_ROTATE = "permit.keys_rotate"
+    APP_REGISTER = "app.register"
+    APP_READ = "app.read"
+    AUDIT_READ = "audit.read"
+    AUDIT_VERIFY = "audit.verify"
+    CATALOGUE_READ = "catalogue.read"
+    CATALOGUE_PUBLISH = "catalogue.publish"
+    SYNTHETIC_DOWNLOAD = "synthetic.download"
+    FEASIBILITY_RUN = "feasibility.run"
+    RUN_START = "run.start"
+    RUN_READ = "run.read"
+    RUN_CANCEL = "run.cancel"
+    OUTPUT_REVIEW = "output.review"
+    OUTPUT_DOWNLOAD = "output.download"
+    CONSENT_WRITE = "consent.write"
+    CONSENT_READ = "consent.read"
+    CONSENT_SNAPSHOT = "consent.snapshot"
+    NODE_VIEW = "node.view"
+
+
+R = Role
+POLICY: dict[Action, frozenset[Role]] = {
+    Action.REQUEST_CREATE: frozenset({R.RESEARCHER}),
+    Action.REQUEST_UPDATE: frozenset({R.RESEARCHER}),
+    Action.REQUEST_SUBMIT: frozenset({R.RESEARCHER}),
+    Action.REQUEST_WITHDRAW: frozenset({R.RESEARCHER}),
+    Action.REQUEST_READ: frozenset({R.RESEARCHER, R.REVIEWER, R.AUDITOR, R.ADMIN}),
+    Action.REQUEST_READ_ALL: frozenset({R.REVIEWER, R.AUDITOR, R.ADMIN}),
+    Action.REQUEST_REVIEW: frozenset({R.REVIEWER}),
+    Action.PERMIT_READ: frozenset({R.RESEARCHER, R.REVIEWER, R.AUDITOR, R.ADMIN}),
+    Action.PERMIT_READ_ALL: frozenset({R.REVIEWER, R.AUDITOR, R.ADMIN}),
+    Action.PERMIT_REVOKE: frozenset({R.REVIEWER, R.ADMIN}),
+    Action.PERMIT_REVOCATIONS: frozenset({R.NODE, R.NODE_OPERATOR, R.REVIEWER, R.AUDITOR, R.ADMIN}),
+    Action.PERMIT_KEYS_ROTATE: frozenset({R.ADMIN}),
+    Action.APP_REGISTER: frozenset({R.ADMIN}),
+    Action.APP_READ: frozenset(Role),
+    Action.AUDIT_READ: frozenset({R.AUDITOR, R.ADMIN}),
+    Action.AUDIT_VERIFY: frozenset({R.AUDITOR, R.ADMIN}),
+    Action.CATALOGUE_READ: frozenset(Role),
+    Action.CATALOGUE_PUBLISH: frozenset({R.NODE}),
+    Action.SYNTHETIC_DOWNLOAD: frozenset({R.RESEARCHER, R.REVIEWER, R.AUDITOR}),
+    Action.FEASIBILITY_RUN: frozenset({R.RESEARCHER}),
+    Action.RUN_START: frozenset({R.RESEARCHER}),
+    Action.RUN_READ: frozenset({R.RESEARCHER, R.REVIEWER, R.OUTPUT_CHECKER, R.AUDITOR, R.ADMIN}),
+    Action.RUN_CANCEL: frozenset({R.RESEARCHER, R.ADMIN}),
+    Action.OUTPUT_REVIEW: frozenset({R.OUTPUT_CHECKER}),
+    Action.OUTPUT_DOWNLOAD: frozenset({R.RESEARCHER}),
+    Action.CONSENT_WRITE: frozenset({R.STEWARD}),
+    Action.CONSENT_READ: frozenset({R.STEWARD, R.AUDITOR}),
+    Action.CONSENT_SNAPSHOT: frozenset({R.NODE}),
+    Action.NODE_VIEW: frozenset({R.NODE_OPERATOR, R.AUDITOR, R.ADMIN}),
+}
+
+
+def is_allowed(principal: Principal, action: Action) -> bool:
+    return principal.has_any(frozenset(str(r) for r in POLICY[action]))
+
+
+def allowed_actions(principal: Principal) -> set[Action]:
+    """What this principal may do (the web UI shows only these)."""
+    return {a for a in Action if is_allowed(principal, a)}

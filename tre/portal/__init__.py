@@ -1,0 +1,1 @@
+"""The portal: FastAPI app, domain services, store and web UI."""

@@ -1,0 +1,35 @@
+"""The portal's long-lived parts (store, audit log, permit keys), built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from access_control.permits import PermitKeyRing
+from tre.core.audit import AuditLog
+from tre.core.db import Database
+from tre.portal.settings import PortalSettings
+from tre.portal.store import access
+
+
+@dataclass
+class Portal:
+    settings: PortalSettings
+    db: Database
+    audit: AuditLog
+    keys: PermitKeyRing
+
+    @classmethod
+    def open(cls, settings: PortalSettings) -> Portal:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.database)
+        db.migrate(access.COMPONENT, access.MIGRATIONS)
+        audit = AuditLog(db)
+        return cls(settings, db, audit, PermitKeyRing.load_or_create(settings.keys))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

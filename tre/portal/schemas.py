@@ -1,0 +1,130 @@
+"""Request and response bodies of the portal API (EHDS data-access application fields)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tre.core.schemas import Purpose
+
+ShortText = Annotated[str, Field(min_length=1, max_length=300)]
+LongText = Annotated[str, Field(min_length=1, max_length=10_000)]
+Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
+class LegalBasis(StrEnum):
+    EHDS_DATA_PERMIT = "ehds_art_68_data_permit"
+    GDPR_PUBLIC_INTEREST = "gdpr_6_1_e_9_2_i"
+    GDPR_RESEARCH = "gdpr_6_1_e_9_2_j"
+    EXPLICIT_CONSENT = "gdpr_6_1_a_9_2_a"
+
+
+class DataForm(StrEnum):
+    PSEUDONYMISED = "pseudonymised"
+    ANONYMISED = "anonymised"
+
+
+class RequestState(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    IN_REVIEW = "in_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CHANGES_REQUESTED = "changes_requested"
+    WITHDRAWN = "withdrawn"
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    REQUEST_CHANGES = "request_changes"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetRef(Strict):
+    node_id: Identifier
+    dataset_id: Identifier
+
+
+class RequestFields(Strict):
+    title: ShortText
+    organisation: ShortText
+    purpose: Purpose
+    research_question: LongText
+    datasets: list[DatasetRef] = Field(min_length=1, max_length=50)
+    variables: list[ShortText] = Field(default_factory=list, max_length=500)
+    epsilon: float = Field(gt=0, le=100, description="requested privacy budget per dataset")
+    delta: float = Field(gt=0, lt=1e-2)
+    app_id: Identifier
+    duration_days: int = Field(ge=1, le=1825)
+    legal_basis: LegalBasis
+    data_form: DataForm
+    expected_outputs: LongText
+    ethics_reference: Annotated[str, Field(max_length=300)] | None = None
+    min_hospitals: int = Field(default=1, ge=1)
+
+
+class RequestPatch(Strict):
+    """Every field optional: only those given change."""
+
+    title: ShortText | None = None
+    organisation: ShortText | None = None
+    purpose: Purpose | None = None
+    research_question: LongText | None = None
+    datasets: list[DatasetRef] | None = Field(default=None, min_length=1, max_length=50)
+    variables: list[ShortText] | None = Field(default=None, max_length=500)
+    epsilon: float | None = Field(default=None, gt=0, le=100)
+    delta: float | None = Field(default=None, gt=0, lt=1e-2)
+    app_id: Identifier | None = None
+    duration_days: int | None = Field(default=None, ge=1, le=1825)
+    legal_basis: LegalBasis | None = None
+    data_form: DataForm | None = None
+    expected_outputs: LongText | None = None
+    ethics_reference: Annotated[str, Field(max_length=300)] | None = None
+    min_hospitals: int | None = Field(default=None, ge=1)
+
+
+class AccessRequest(RequestFields):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    applicant_sub: str
+    applicant_username: str
+    status: RequestState
+    review_round: int
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None = None
+    decided_at: datetime | None = None
+    permit_id: str | None = None
+    days_elapsed: float | None = None
+    reviews: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Conditions(Strict):
+    """Conditions an approving reviewer may attach; the permit takes the strictest."""
+
+    epsilon: float | None = Field(default=None, gt=0, le=100)
+    duration_days: int | None = Field(default=None, ge=1, le=1825)
+
+
+class ReviewIn(Strict):
+    decision: Decision
+    rationale: Annotated[str, Field(min_length=10, max_length=10_000)]
+    conditions: Conditions | None = None
+
+
+class RevokeIn(Strict):
+    reason: Annotated[str, Field(min_length=5, max_length=2_000)]
+
+
+class AppIn(Strict):
+    app_id: Identifier
+    app_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    description: ShortText

@@ -1,0 +1,1 @@
+"""Domain services: each state change and its audit row in one transaction."""

@@ -1,0 +1,42 @@
+"""The portal's one settings object (env prefix `TRE_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from tre.core.settings import CommonSettings, cache_dir
+
+
+def _default_state_dir() -> Path:
+    return cache_dir() / "portal"
+
+
+class PortalSettings(CommonSettings):
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    db_path: Path | None = None
+    permit_keys_path: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8400
+    public_url: str | None = None
+    review_quorum: int = Field(default=1, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    permit_issuer: str = "tre-portal"
+    suppression_k: int = 10
+
+    @property
+    def database(self) -> Path:
+        return self.db_path or self.state_dir / "portal.duckdb"
+
+    @property
+    def keys(self) -> Path:
+        return self.permit_keys_path or self.state_dir / "permit-keys.json"
+
+    @property
+    def issuer_url(self) -> str:
+        return f"{self.keycloak_url.rstrip('/')}/realms/{self.keycloak_realm}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"

@@ -1,0 +1,1 @@
+"""The portal's SQL, one module per domain: the only place that talks to DuckDB."""
