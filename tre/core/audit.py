@@ -157,7 +157,7 @@ class AuditLog:
             sql += " LIMIT ?"
             params.append(limit)
         with self.db.reader() as cur:
-            return [_row_to_entry(r) for r in cur.execute(sql, params).fetchall()]
+            return [AuditLog.row_to_entry(r) for r in cur.execute(sql, params).fetchall()]
 
     def count(self) -> int:
         with self.db.reader() as cur:
@@ -168,7 +168,13 @@ class AuditLog:
         # inserted one a duplicate or shifted seq, a renumbered one a hash mismatch.
         with self.db.reader() as cur:
             rows = cur.execute("SELECT * FROM audit_log ORDER BY seq, rowid").fetchall()
-        return verify_entries(_row_to_entry(r) for r in rows)
+        return verify_entries(AuditLog.row_to_entry(r) for r in rows)
+
+    @staticmethod
+    def row_to_entry(row: tuple) -> AuditEntry:
+        seq, ts, actor, action, object_type, object_id, details, prev_hash, digest = row
+        return AuditEntry(seq, ts, actor, action, object_type, object_id, json.loads(details),
+                          prev_hash, digest)
 
     def export_jsonl(self) -> Iterator[str]:
         for entry in self.entries():
@@ -211,7 +217,3 @@ def parse_jsonl(lines: Iterable[str]) -> Iterator[AuditEntry]:
             yield AuditEntry(**d)
 
 
-def _row_to_entry(row: tuple) -> AuditEntry:
-    seq, ts, actor, action, object_type, object_id, details, prev_hash, digest = row
-    return AuditEntry(seq, ts, actor, action, object_type, object_id, json.loads(details),
-                      prev_hash, digest)
