@@ -46,4 +46,5 @@ def require(action: Action) -> Callable[..., Principal]:
         return principal
 
     dependency.__name__ = f"require_{action.name.lower()}"
+    dependency.action = action  # lets tests and the web UI map routes to policy rows
     return dependency

@@ -9,7 +9,7 @@ from access_control.permits import PermitKeyRing
 from tre.core.audit import AuditLog
 from tre.core.db import Database
 from tre.portal.settings import PortalSettings
-from tre.portal.store import access
+from tre.portal.store import migrate_all
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Portal:
     def open(cls, settings: PortalSettings) -> Portal:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database)
-        db.migrate(access.COMPONENT, access.MIGRATIONS)
+        migrate_all(db)
         audit = AuditLog(db)
         return cls(settings, db, audit, PermitKeyRing.load_or_create(settings.keys))
 
