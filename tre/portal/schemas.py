@@ -128,3 +128,18 @@ class AppIn(Strict):
     app_id: Identifier
     app_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     description: ShortText
+
+
+class DatasetKind(StrEnum):
+    IMAGING = "imaging"
+    CLINICAL = "clinical"
+
+
+class DatasetDescriptorIn(Strict):
+    """What a node publishes: never row-level values, counts already suppressed."""
+
+    hospital_id: Identifier
+    dataset_id: Identifier
+    kind: DatasetKind
+    title: ShortText
+    descriptor: dict[str, Any]

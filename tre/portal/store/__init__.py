@@ -9,7 +9,7 @@ from tre.core.db import Database
 
 
 def migrate_all(db: Database) -> None:
-    from tre.portal.store import access
+    from tre.portal.store import access, catalogue
 
-    for module in (access,):
+    for module in (access, catalogue):
         db.migrate(module.COMPONENT, module.MIGRATIONS)
