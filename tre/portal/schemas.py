@@ -143,3 +143,13 @@ class DatasetDescriptorIn(Strict):
     kind: DatasetKind
     title: ShortText
     descriptor: dict[str, Any]
+
+
+class OutputDecision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class OutputReviewIn(Strict):
+    decision: OutputDecision
+    rationale: Annotated[str, Field(min_length=10, max_length=10_000)]

@@ -24,6 +24,7 @@ class PortalSettings(CommonSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     permit_issuer: str = "tre-portal"
     suppression_k: int = 10
+    airlock_mia_max_advantage: float = Field(default=0.1, ge=0, le=1)
 
     @property
     def database(self) -> Path:

@@ -9,7 +9,7 @@ from tre.core.db import Database
 
 
 def migrate_all(db: Database) -> None:
-    from tre.portal.store import access, catalogue
+    from tre.portal.store import access, airlock, catalogue
 
-    for module in (access, catalogue):
+    for module in (access, catalogue, airlock):
         db.migrate(module.COMPONENT, module.MIGRATIONS)

@@ -1,0 +1,279 @@
+"""The airlock: nothing a run produced leaves until it is checked (Five Safes "safe outputs").
+
+Outputs enter `pending` with automated checks computed once, at entry, and shown
+to checkers. Release needs two distinct output checkers, neither the permit
+holder: pending → approved_once → released, or rejected by either. A failed
+automated check blocks approval (the checker rejects, giving the reason). Only
+the permit holder downloads, only once released, and every download is audited.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from access_control.tokens import Principal
+from tre.portal.context import Portal, utcnow
+from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
+from tre.portal.store import airlock as store
+
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+MODEL_SUFFIXES = (".pt", ".pth", ".npz", ".safetensors")
+COUNT_KEYS = {"count", "n", "examples", "num_examples", "records", "subjects", "support"}
+PSEUDONYM = re.compile(r"ps_[0-9a-f]{32}")
+MAX_VECTOR = 64  # longest list of numbers an aggregate metric may hold (curves, per-round)
+
+
+def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
+    return {"check": name, "passed": passed, "detail": detail}
+
+
+def _walk(value: Any, path: str):
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+def check_dp_attestations(claims: dict[str, Any], attestations: list[dict[str, Any]]
+                          ) -> dict[str, Any]:
+    caps = {(d["node_id"], d["dataset_id"]): d for d in claims["datasets"]}
+    if not attestations:
+        return _check("dp_attestation", False, "no node attested its privacy spend")
+    problems = []
+    for a in attestations:
+        cap = caps.get((a.get("node_id"), a.get("dataset_id")))
+        where = f"{a.get('node_id')}/{a.get('dataset_id')}"
+        if cap is None:
+            problems.append(f"{where} is not in the permit")
+        elif a.get("epsilon") is None or a.get("delta") is None:
+            problems.append(f"{where} gave no (ε, δ)")
+        elif a["epsilon"] > cap["epsilon_cap"] + 1e-9 or a["delta"] > cap["delta_cap"]:
+            problems.append(f"{where} spent ε={a['epsilon']:.3g}, δ={a['delta']:.2g} above the "
+                            f"cap ε={cap['epsilon_cap']}, δ={cap['delta_cap']}")
+    if problems:
+        return _check("dp_attestation", False, "; ".join(problems))
+    worst = max(a["epsilon"] for a in attestations)
+    return _check("dp_attestation", True,
+                  f"{len(attestations)} node(s) attested; highest ε {worst:.3g} within caps")
+
+
+def _json_files(files: dict[str, bytes]) -> dict[str, Any]:
+    out = {}
+    for name, data in files.items():
+        if name.endswith(".json"):
+            try:
+                out[name] = json.loads(data)
+            except ValueError:
+                out[name] = None
+    return out
+
+
+def _csv_rows(files: dict[str, bytes]) -> dict[str, list[dict[str, str]]]:
+    return {name: list(csv.DictReader(io.StringIO(data.decode("utf-8", "replace"))))
+            for name, data in files.items() if name.endswith(".csv")}
+
+
+def check_aggregates_only(files: dict[str, bytes]) -> dict[str, Any]:
+    problems = []
+    for name, doc in _json_files(files).items():
+        if doc is None:
+            problems.append(f"{name} is not valid JSON")
+            continue
+        for path, value in _walk(doc, name):
+            if isinstance(value, list) and len(value) > MAX_VECTOR and all(
+                isinstance(v, int | float) for v in value
+            ):
+                problems.append(f"{path} holds {len(value)} numbers (looks per-record)")
+            if isinstance(value, str) and PSEUDONYM.search(value):
+                problems.append(f"{path} holds a subject pseudonym")
+    for name, rows in _csv_rows(files).items():
+        columns = {c.lower() for c in (rows[0].keys() if rows else [])}
+        if columns & {"pseudonym", "patient_id", "subject", "study_id"}:
+            problems.append(f"{name} has a per-subject identifier column")
+    for name, data in files.items():
+        if not name.endswith((".json", ".csv", ".png", ".svg", ".md", ".txt") + MODEL_SUFFIXES):
+            problems.append(f"{name}: unknown file type")
+        elif not name.endswith(MODEL_SUFFIXES + (".png",)) and PSEUDONYM.search(
+            data.decode("utf-8", "replace")
+        ):
+            problems.append(f"{name} mentions a subject pseudonym")
+    problems = sorted(set(problems))
+    if problems:
+        return _check("aggregates_only", False, "; ".join(problems[:10]))
+    return _check("aggregates_only", True, "only model weights and aggregate values")
+
+
+def check_small_counts(files: dict[str, bytes], k: int) -> dict[str, Any]:
+    small = []
+    for name, doc in _json_files(files).items():
+        for path, value in _walk(doc, name):
+            key = path.rsplit(".", 1)[-1].lower()
+            if key in COUNT_KEYS and isinstance(value, int | float) and 0 < value < k:
+                small.append(f"{path} = {value}")
+    for name, rows in _csv_rows(files).items():
+        for i, row in enumerate(rows):
+            for col, value in row.items():
+                if (col or "").lower() in COUNT_KEYS:
+                    try:
+                        number = float(value)
+                    except (TypeError, ValueError):
+                        continue
+                    if 0 < number < k:
+                        small.append(f"{name} row {i + 1} {col} = {value}")
+    if small:
+        return _check("small_counts", False, f"counts below {k}: " + "; ".join(small[:10]))
+    return _check("small_counts", True, f"every count is 0 or at least {k}")
+
+
+def check_membership_inference(attestations: list[dict[str, Any]], max_advantage: float
+                               ) -> dict[str, Any]:
+    missing = [a.get("node_id") for a in attestations if a.get("mia_advantage") is None]
+    if missing or not attestations:
+        who = ", ".join(map(str, missing)) or "any node"
+        return _check("membership_inference", False, f"no membership-inference audit from {who}")
+    worst = max(attestations, key=lambda a: a["mia_advantage"])
+    ok = worst["mia_advantage"] <= max_advantage
+    return _check("membership_inference", ok,
+                  f"highest attack advantage {worst['mia_advantage']:.3f} at {worst['node_id']} "
+                  f"({'≤' if ok else '>'} {max_advantage})")
+
+
+def automated_checks(portal: Portal, claims: dict[str, Any], files: dict[str, bytes],
+                     attestations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    s = portal.settings
+    return [
+        check_dp_attestations(claims, attestations),
+        check_aggregates_only(files),
+        check_small_counts(files, s.suppression_k),
+        check_membership_inference(attestations, s.airlock_mia_max_advantage),
+    ]
+
+
+def _output_dir(portal: Portal, oid: str) -> Path:
+    return portal.settings.state_dir / "outputs" / oid
+
+
+def submit_output(portal: Portal, *, run_id: str, permit: dict[str, Any], files: dict[str, bytes],
+                  attestations: list[dict[str, Any]], actor: str = "system") -> dict[str, Any]:
+    """Called by the runs service when a run ends: files go in, state `pending`."""
+    if not files:
+        raise Invalid("an output needs at least one file")
+    for name in files:
+        if not FILE_NAME.match(name):
+            raise Invalid(f"output file name {name!r} is not allowed")
+    oid = f"out_{uuid.uuid4().hex[:16]}"
+    checks = automated_checks(portal, permit["claims"], files, attestations)
+    folder = _output_dir(portal, oid)
+    folder.mkdir(parents=True)
+    try:
+        listing = []
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+            listing.append({"name": name, "bytes": len(data),
+                            "sha256": hashlib.sha256(data).hexdigest()})
+        with portal.db.transaction() as cur:
+            store.insert_output(cur, {
+                "id": oid, "run_id": run_id, "permit_id": permit["id"],
+                "holder_sub": permit["holder_sub"], "files": listing,
+                "attestations": attestations, "checks": checks, "created_at": utcnow(),
+            })
+            portal.audit.append(cur, actor=actor, action="output.submit", object_type="output",
+                                object_id=oid, details={
+                                    "run_id": run_id, "permit_id": permit["id"],
+                                    "files": {f["name"]: f["sha256"] for f in listing},
+                                    "failed_checks": [c["check"] for c in checks
+                                                      if not c["passed"]]})
+            return _with_reviews(cur, store.get_output(cur, oid))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _with_reviews(cur, row: dict[str, Any]) -> dict[str, Any]:
+    row["reviews"] = store.reviews_for(cur, row["id"])
+    return row
+
+
+def _load(cur, oid: str) -> dict[str, Any]:
+    row = store.get_output(cur, oid)
+    if row is None:
+        raise NotFound(f"output {oid} does not exist")
+    return row
+
+
+def _visible(principal: Principal, row: dict[str, Any], *, checker: bool) -> bool:
+    return checker or row["holder_sub"] == principal.subject
+
+
+def list_outputs(portal: Portal, principal: Principal, *, checker: bool) -> list[dict[str, Any]]:
+    with portal.db.reader() as cur:
+        rows = store.list_outputs(cur, None if checker else principal.subject)
+        return [_with_reviews(cur, r) for r in rows]
+
+
+def get_output(portal: Portal, principal: Principal, oid: str, *, checker: bool
+               ) -> dict[str, Any]:
+    with portal.db.reader() as cur:
+        row = _load(cur, oid)
+        if not _visible(principal, row, checker=checker):
+            raise NotFound(f"output {oid} does not exist")
+        return _with_reviews(cur, row)
+
+
+def review_output(portal: Portal, principal: Principal, oid: str, decision: str, rationale: str
+                  ) -> dict[str, Any]:
+    now = utcnow()
+    with portal.db.transaction() as cur:
+        row = _load(cur, oid)
+        if row["holder_sub"] == principal.subject:
+            raise Forbidden("the permit holder cannot check their own output")
+        if row["status"] not in ("pending", "approved_once"):
+            raise Conflict(f"output {oid} is {row['status']}: it is not awaiting a check")
+        if any(r["checker_sub"] == principal.subject for r in store.reviews_for(cur, oid)):
+            raise Conflict("you have already checked this output; a second checker must decide")
+        failed = [c for c in row["checks"] if not c["passed"]]
+        if decision == "approve" and failed:
+            raise Conflict("automated checks failed (" + "; ".join(
+                f"{c['check']}: {c['detail']}" for c in failed) + "): reject it with a reason")
+        store.insert_review(cur, oid, principal.subject, principal.username, decision,
+                            rationale, now)
+        if decision == "reject":
+            status = "rejected"
+        else:
+            status = "approved_once" if row["status"] == "pending" else "released"
+        store.set_status(cur, oid, status, now, decided=status in ("released", "rejected"))
+        portal.audit.append(cur, actor=principal.username, action=f"output.{decision}",
+                            object_type="output", object_id=oid,
+                            details={"status": status, "rationale": rationale})
+        return _with_reviews(cur, _load(cur, oid))
+
+
+def download(portal: Portal, principal: Principal, oid: str, name: str) -> tuple[bytes, str]:
+    """The file's bytes for the permit holder of a released output (hash re-checked)."""
+    with portal.db.transaction() as cur:
+        row = _load(cur, oid)
+        if row["holder_sub"] != principal.subject:
+            raise Forbidden("only the permit holder downloads a released output")
+        if row["status"] != "released":
+            raise Conflict(f"output {oid} is {row['status']}: only released outputs leave")
+        entry = next((f for f in row["files"] if f["name"] == name), None)
+        if entry is None:
+            raise NotFound(f"output {oid} has no file {name!r}")
+        data = (_output_dir(portal, oid) / name).read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise Conflict(f"{name} changed after it was checked: download refused")
+        portal.audit.append(cur, actor=principal.username, action="output.download",
+                            object_type="output", object_id=oid,
+                            details={"file": name, "sha256": entry["sha256"]})
+        return data, name
