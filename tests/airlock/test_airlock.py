@@ -1,0 +1,122 @@
+"""Airlock: automated checks, two distinct checkers, holder-only download after release."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fixtures.portal import bearer, request_body
+from tre.portal.services import airlock
+
+pytestmark = pytest.mark.integration
+
+GOOD_METRICS = {"rounds": [{"round": 1, "auc": 0.91, "examples": 1200},
+                           {"round": 2, "auc": 0.93, "examples": 1200}],
+                "test": {"auc": 0.93, "accuracy": 0.86, "examples": 624}}
+
+
+def attest(node="hospital-a", eps=3.2, mia=0.02):
+    return {"node_id": node, "dataset_id": "pneumonia", "epsilon": eps, "delta": 1e-5,
+            "accountant": "rdp", "noise_multiplier": 1.1, "mia_advantage": mia}
+
+
+@pytest.fixture
+def permit(api, keycloak):
+    alice = bearer(keycloak.token("alice"))
+    rid = api.post("/v1/requests", json=request_body(), headers=alice).json()["id"]
+    api.post(f"/v1/requests/{rid}/submit", headers=alice)
+    pid = api.post(f"/v1/requests/{rid}/reviews", headers=bearer(keycloak.token("rev1")),
+                   json={"decision": "approve", "rationale": "sound and proportionate"}
+                   ).json()["permit_id"]
+    return api.get(f"/v1/permits/{pid}", headers=alice).json()
+
+
+def submit(api, permit, metrics=GOOD_METRICS, attestations=None):
+    files = {"model.pt": b"\x80weights", "metrics.json": json.dumps(metrics).encode()}
+    return airlock.submit_output(
+        api.app.state.portal, run_id="run_test", permit=permit, files=files,
+        attestations=attestations if attestations is not None
+        else [attest(), attest("hospital-b", 2.9)])
+
+
+def check(api, keycloak, oid, user, decision="approve"):
+    return api.post(f"/v1/outputs/{oid}/reviews", headers=bearer(keycloak.token(user)),
+                    json={"decision": decision, "rationale": f"{user} checked the output"})
+
+
+def test_two_checkers_release_and_only_the_holder_downloads(api, keycloak, permit):
+    out = submit(api, permit)
+    assert out["status"] == "pending" and all(c["passed"] for c in out["checks"]), out["checks"]
+    alice = bearer(keycloak.token("alice"))
+    pending = api.get(f"/v1/outputs/{out['id']}/files/model.pt", headers=alice)
+    assert pending.status_code == 409 and "only released" in pending.json()["detail"]
+
+    first = check(api, keycloak, out["id"], "chk1")
+    assert first.json()["status"] == "approved_once"
+    twice = check(api, keycloak, out["id"], "chk1")
+    assert twice.status_code == 409 and "already checked" in twice.json()["detail"]
+    assert api.get(f"/v1/outputs/{out['id']}/files/model.pt", headers=alice).status_code == 409
+    assert check(api, keycloak, out["id"], "chk2").json()["status"] == "released"
+
+    got = api.get(f"/v1/outputs/{out['id']}/files/model.pt", headers=alice)
+    assert got.status_code == 200 and got.content == b"\x80weights"
+    other = api.get(f"/v1/outputs/{out['id']}/files/model.pt",
+                    headers=bearer(keycloak.token("bob")))
+    assert other.status_code == 403
+    log = api.get("/v1/audit", params={"limit": 1000},
+                  headers=bearer(keycloak.token("auditor1"))).json()["entries"]
+    downloads = [e for e in log if e["action"] == "output.download"]
+    assert len(downloads) == 1 and downloads[0]["actor"] == "alice"
+
+
+def test_researcher_cannot_check_and_holder_who_is_checker_cannot_either(api, keycloak, permit):
+    out = submit(api, permit)
+    assert check(api, keycloak, out["id"], "alice").status_code == 403
+    keycloak.ensure_user("olga", roles=["researcher", "output_checker"])
+    olga = bearer(keycloak.token("olga"))
+    rid = api.post("/v1/requests", json=request_body(), headers=olga).json()["id"]
+    api.post(f"/v1/requests/{rid}/submit", headers=olga)
+    pid = api.post(f"/v1/requests/{rid}/reviews", headers=bearer(keycloak.token("rev1")),
+                   json={"decision": "approve", "rationale": "sound and proportionate"}
+                   ).json()["permit_id"]
+    own = submit(api, api.get(f"/v1/permits/{pid}", headers=olga).json())
+    resp = check(api, keycloak, own["id"], "olga")
+    assert resp.status_code == 403 and "own output" in resp.json()["detail"]
+
+
+def test_small_count_is_flagged_and_blocks_release(api, keycloak, permit):
+    metrics = {"test": {"auc": 0.9, "examples": 624},
+               "per_label": [{"label": "pneumonia", "count": 4}]}
+    out = submit(api, permit, metrics=metrics)
+    flagged = {c["check"]: c for c in out["checks"]}["small_counts"]
+    assert not flagged["passed"] and "count = 4" in flagged["detail"]
+    resp = check(api, keycloak, out["id"], "chk1")
+    assert resp.status_code == 409 and "small_counts" in resp.json()["detail"]
+    assert check(api, keycloak, out["id"], "chk1", "reject").json()["status"] == "rejected"
+
+
+def test_dp_attestation_missing_or_over_cap_and_mia_are_flagged(api, permit):
+    over = submit(api, permit, attestations=[attest(eps=50.0)])
+    checks = {c["check"]: c for c in over["checks"]}
+    assert not checks["dp_attestation"]["passed"] and "above the cap" in \
+        checks["dp_attestation"]["detail"]
+    none = submit(api, permit, attestations=[])
+    assert not {c["check"]: c for c in none["checks"]}["dp_attestation"]["passed"]
+    leaky = submit(api, permit, attestations=[attest(mia=0.4)])
+    assert not {c["check"]: c for c in leaky["checks"]}["membership_inference"]["passed"]
+
+
+def test_per_record_arrays_are_flagged(api, permit):
+    out = submit(api, permit, metrics={"scores": [0.1] * 500})
+    agg = {c["check"]: c for c in out["checks"]}["aggregates_only"]
+    assert not agg["passed"] and "per-record" in agg["detail"]
+
+
+def test_bad_file_name_stores_nothing(api, permit):
+    portal = api.app.state.portal
+    before = portal.audit.count()
+    with pytest.raises(airlock.Invalid):
+        airlock.submit_output(portal, run_id="r", permit=permit, files={"../x": b"1"},
+                              attestations=[attest()])
+    assert portal.audit.count() == before
