@@ -13,8 +13,13 @@ import httpx
 import typer
 
 from tre.cli.common import console, fail, print_json
-from tre.core.audit import AuditEntry, AuditLog, canonical_json, parse_jsonl, verify_entries
-from tre.core.db import Database
+from tre.core.audit import (
+    AuditEntry,
+    canonical_json,
+    entries_from_store,
+    parse_jsonl,
+    verify_entries,
+)
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -51,13 +56,7 @@ def _entries(db: Path | None, file: Path | None, portal: str | None,
     if db is not None:
         if not db.exists():
             fail(f"no such store: {db}")
-        database = Database(db, read_only=True)
-        try:
-            with database.reader() as cur:
-                rows = cur.execute("SELECT * FROM audit_log ORDER BY seq, rowid").fetchall()
-        finally:
-            database.close()
-        return [AuditLog.row_to_entry(r) for r in rows]
+        return entries_from_store(db)
     if file is not None:
         if not file.exists():
             fail(f"no such export: {file}")

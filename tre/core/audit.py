@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -207,6 +208,17 @@ def verify_entries(entries: Iterable[AuditEntry]) -> VerifyResult:
         prev = entry.hash
         expected_seq += 1
     return VerifyResult(True, n, prev)
+
+
+def entries_from_store(path: str | Path) -> list[AuditEntry]:
+    """Read the log of a store file that no service holds open (offline audits, restores)."""
+    database = Database(path, read_only=True)
+    try:
+        with database.reader() as cur:
+            rows = cur.execute("SELECT * FROM audit_log ORDER BY seq, rowid").fetchall()
+    finally:
+        database.close()
+    return [AuditLog.row_to_entry(r) for r in rows]
 
 
 def parse_jsonl(lines: Iterable[str]) -> Iterator[AuditEntry]:

@@ -83,10 +83,15 @@ class Database:
                 done.add(version)
         return max(done, default=0)
 
-    def checkpoint(self) -> None:
-        """Flush the write-ahead log into the main file (used before backups)."""
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store's lock with no transaction open (backups copy the file meanwhile)."""
         with self._lock:
-            self._con.execute("CHECKPOINT")
+            yield
+
+    def checkpoint_unlocked(self) -> None:
+        """Flush the write-ahead log into the main file; call inside `exclusive()`."""
+        self._con.execute("CHECKPOINT")
 
     def close(self) -> None:
         with self._lock:

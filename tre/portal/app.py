@@ -13,7 +13,7 @@ import tre
 from access_control.tokens import TokenValidator
 from tre.portal.context import Portal
 from tre.portal.errors import DomainError
-from tre.portal.routes import access, audit, catalogue, outputs
+from tre.portal.routes import access, audit, catalogue, ops, outputs
 from tre.portal.settings import PortalSettings
 
 
@@ -97,5 +97,6 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(catalogue.router)
     app.include_router(outputs.router)
+    app.include_router(ops.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

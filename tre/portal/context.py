@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from access_control.permits import PermitKeyRing
@@ -18,6 +18,7 @@ class Portal:
     db: Database
     audit: AuditLog
     keys: PermitKeyRing
+    metric_sources: list = field(default_factory=list)
 
     @classmethod
     def open(cls, settings: PortalSettings) -> Portal:
@@ -26,6 +27,10 @@ class Portal:
         migrate_all(db)
         audit = AuditLog(db)
         return cls(settings, db, audit, PermitKeyRing.load_or_create(settings.keys))
+
+    def extra_metrics(self) -> list:
+        """Metric families other services add (runs, consent); empty until they register."""
+        return [family for source in self.metric_sources for family in source(self)]
 
     def close(self) -> None:
         self.db.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from tre.core.settings import CommonSettings, cache_dir
 
@@ -24,6 +24,11 @@ class PortalSettings(CommonSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     permit_issuer: str = "tre-portal"
     suppression_k: int = 10
+    # Web UI (tre.portal.web): the browser logs in through the confidential OIDC client.
+    session_secret: SecretStr | None = None  # default: generated once into state_dir, 0600
+    oidc_client_id: str = "tre-portal"
+    oidc_client_secret: SecretStr | None = None
+    session_idle_s: int = Field(default=8 * 3600, ge=60)
     airlock_mia_max_advantage: float = Field(default=0.1, ge=0, le=1)
 
     @property
@@ -41,3 +46,8 @@ class PortalSettings(CommonSettings):
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def cookie_secure(self) -> bool:
+        """Session cookies carry the Secure flag whenever the portal is served over TLS."""
+        return self.base_url.startswith("https://")

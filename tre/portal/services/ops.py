@@ -1,0 +1,69 @@
+"""Operations: store snapshots, permit-key rotation, Prometheus metrics."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from access_control.tokens import Principal
+from tre.core.backup import sha256_file, snapshot
+from tre.portal.context import Portal
+
+
+def backup(portal: Portal, principal: Principal) -> dict[str, Any]:
+    """Snapshot the live store; the snapshot contains the audit row announcing it."""
+    portal.audit.record(actor=principal.username, action="store.backup", object_type="store",
+                        object_id=portal.db.path.name)
+    path = snapshot(portal.db, portal.settings.state_dir / "backups")
+    return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def rotate_permit_key(portal: Portal, principal: Principal) -> dict[str, Any]:
+    """New permits are signed with a new key; the JWKS keeps the old ones for verification."""
+    with portal.db.transaction() as cur:
+        old = portal.keys.active_kid
+        new = portal.keys.rotate()
+        portal.audit.append(cur, actor=principal.username, action="permit_key.rotate",
+                            object_type="permit_key", object_id=new,
+                            details={"previous_kid": old})
+    return {"active_kid": new, "previous_kid": old, "jwks": portal.keys.public_jwks()}
+
+
+class _PortalCollector:
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+
+    def collect(self):
+        with self.portal.db.reader() as cur:
+            requests = cur.execute(
+                "SELECT status, count(*) FROM access_request GROUP BY status").fetchall()
+            permits = cur.execute("SELECT status, count(*) FROM permit GROUP BY status").fetchall()
+            outputs = cur.execute("SELECT status, count(*) FROM output GROUP BY status").fetchall()
+            days = [r[0] for r in cur.execute(
+                "SELECT epoch(decided_at - submitted_at) / 86400.0 FROM access_request "
+                "WHERE decided_at IS NOT NULL AND submitted_at IS NOT NULL").fetchall()]
+            audit_rows = cur.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+        for name, doc, rows in (
+            ("tre_requests", "Access requests by state", requests),
+            ("tre_permits", "Permits by status", permits),
+            ("tre_outputs", "Airlock outputs by status", outputs),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["state"])
+            for state, count in rows:
+                family.add_metric([state], count)
+            yield family
+        yield GaugeMetricFamily("tre_median_days_to_decision",
+                                "Median days from submission to decision",
+                                value=statistics.median(days) if days else float("nan"))
+        yield GaugeMetricFamily("tre_audit_rows", "Rows in the portal audit log",
+                                value=audit_rows)
+        yield from self.portal.extra_metrics()
+
+
+def metrics_text(portal: Portal) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(_PortalCollector(portal))
+    return generate_latest(registry)

@@ -1,0 +1,159 @@
+"""Server-side web sessions.
+
+The browser holds only an opaque, signed session id (cookie HttpOnly, SameSite=Lax,
+Secure behind TLS). Keycloak's tokens, the CSRF synchroniser token and the pending
+OIDC logins stay in this process's memory: a stolen cookie jar holds no token, and a
+restart simply asks everyone to log in again (Keycloak's SSO session makes that one
+click). Sessions end after `session_idle_s` without use, when the refresh token
+is refused, or at logout.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from itsdangerous import BadSignature, Signer
+
+from access_control.tokens import Principal
+from tre.portal.settings import PortalSettings
+
+SESSION_COOKIE = "tre_session"
+SECRET_FILE = "web-session-secret"
+MAX_PENDING_LOGINS = 5
+PENDING_LOGIN_TTL_S = 600.0
+MAX_SESSIONS = 20_000
+
+
+def load_or_create_secret(settings: PortalSettings) -> bytes:
+    """The cookie-signing key: from settings/env, else generated once into state_dir (0600).
+
+    Kept on disk so that signed cookies stay verifiable across restarts of one
+    deployment without anyone having to invent a secret.
+    """
+    if settings.session_secret is not None:
+        return settings.session_secret.get_secret_value().encode()
+    path: Path = settings.state_dir / SECRET_FILE
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_urlsafe(48).encode())
+    return path.read_bytes().strip()
+
+
+@dataclass
+class WebSession:
+    """One browser's session; `principal` is set only after a validated login."""
+
+    id: str
+    csrf: str
+    created: float
+    last_seen: float
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    access_token: str | None = None
+    refresh_token: str | None = None
+    id_token: str | None = None
+    access_exp: float = 0.0
+    refresh_exp: float | None = None
+    principal: Principal | None = None
+
+    @property
+    def logged_in(self) -> bool:
+        return self.principal is not None
+
+    def csrf_ok(self, token: str | None) -> bool:
+        return bool(token) and hmac.compare_digest(self.csrf, str(token))
+
+    def add_pending(self, state: str, data: dict[str, Any]) -> None:
+        """Remember a login in flight (a few at once: users open several tabs)."""
+        now = time.time()
+        self.pending = {k: v for k, v in self.pending.items()
+                        if now - v["ts"] < PENDING_LOGIN_TTL_S}
+        while len(self.pending) >= MAX_PENDING_LOGINS:
+            self.pending.pop(next(iter(self.pending)))
+        self.pending[state] = data | {"ts": now}
+
+    def pop_pending(self, state: str) -> dict[str, Any] | None:
+        data = self.pending.pop(state, None)
+        if data is None or time.time() - data["ts"] >= PENDING_LOGIN_TTL_S:
+            return None
+        return data
+
+    def forget_tokens(self) -> None:
+        self.access_token = self.refresh_token = self.id_token = None
+        self.access_exp, self.refresh_exp, self.principal = 0.0, None, None
+
+
+class SessionStore:
+    """Sessions by id, in memory, evicting the least recently used beyond a cap."""
+
+    def __init__(self, idle_s: int, max_sessions: int = MAX_SESSIONS) -> None:
+        self.idle_s = idle_s
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, WebSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def create(self) -> WebSession:
+        now = time.time()
+        sess = WebSession(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32),
+                          created=now, last_seen=now)
+        with self._lock:
+            self._sessions[sess.id] = sess
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+        return sess
+
+    def get(self, sid: str) -> WebSession | None:
+        now = time.time()
+        with self._lock:
+            sess = self._sessions.get(sid)
+            if sess is None:
+                return None
+            if now - sess.last_seen > self.idle_s:
+                del self._sessions[sid]
+                return None
+            sess.last_seen = now
+            self._sessions.move_to_end(sid)
+            return sess
+
+    def delete(self, sid: str) -> None:
+        with self._lock:
+            self._sessions.pop(sid, None)
+
+    def rotate(self, old: WebSession) -> WebSession:
+        """A fresh id and CSRF token at login, so a planted pre-login id is worthless."""
+        new = self.create()
+        new.pending = {}
+        self.delete(old.id)
+        return new
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+class CookieCodec:
+    """Signs session ids so that the server never even looks up a forged one."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._signer = Signer(secret, salt="tre-portal-web-session")
+
+    def dump(self, sid: str) -> str:
+        return self._signer.sign(sid.encode()).decode()
+
+    def load(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            return self._signer.unsign(value.encode()).decode()
+        except BadSignature:
+            return None
