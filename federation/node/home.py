@@ -17,20 +17,30 @@ import json
 import os
 import secrets
 import tomllib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from federation.node import schema
+from tre.core.audit import MIGRATIONS as AUDIT_MIGRATIONS
 from tre.core.audit import AuditLog
 from tre.core.db import Database
-from federation.node import schema
 
 CONFIG_FILE = "node.toml"
 DB_FILE = "node.duckdb"
 KEY_FILE = "federation.key"
 PERMIT_KEYS_FILE = "portal-permit-keys.json"
 CREDENTIALS_FILE = "credentials.json"
+
+
+HOME_ENV = "TRE_NODE_HOME"
+
+
+def default_home_path() -> Path:
+    """Where `tre node` looks when no --home is given: $TRE_NODE_HOME, else ./node-home."""
+    return Path(os.environ.get(HOME_ENV) or "node-home")
 
 
 class NodeHomeError(Exception):
@@ -107,6 +117,9 @@ class NodeHome:
     def db(self) -> Database:
         db = Database(self.path / DB_FILE)
         db.migrate(schema.COMPONENT, schema.MIGRATIONS)
+        # The audit table too, up front: a transaction that appends to it must not be
+        # the first to touch it (tables created after BEGIN are invisible inside it).
+        db.migrate("audit", AUDIT_MIGRATIONS)
         return db
 
     @cached_property
@@ -150,7 +163,42 @@ class NodeHome:
         """Keyed hash of a local patient id: stable per federation key, not reversible."""
         return pseudonym(self._federation_key, local_patient_id)
 
+    def pseudonymise_many(self, local_patient_ids: Iterable[str]) -> list[str]:
+        """`pseudonymise` for a whole batch (same values; the HMAC key schedule runs once)."""
+        return pseudonyms(self._federation_key, local_patient_ids)
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A sub-key of the federation key for one purpose (study ids, disclosure noise...).
+
+        Separate keys keep one use from being replayed as another; all of them die with
+        the federation key, which never leaves the node.
+        """
+        return hmac.new(self._federation_key, f"derive:{purpose}".encode(), hashlib.sha256).digest()
+
+    def keyed_id(self, prefix: str, purpose: str, value: str) -> str:
+        """A short keyed-hash identifier (e.g. a study id from a SOPInstanceUID)."""
+        return keyed_ids(self.derive_key(purpose), prefix, [value])[0]
+
 
 def pseudonym(key: bytes, local_patient_id: str) -> str:
     digest = hmac.new(key, f"patient:{local_patient_id}".encode(), hashlib.sha256)
     return "ps_" + digest.hexdigest()[:32]
+
+
+def pseudonyms(key: bytes, local_patient_ids: Iterable[str]) -> list[str]:
+    """Batch form of `pseudonym`, identical output."""
+    base = hmac.new(key, digestmod=hashlib.sha256)
+    out = []
+    for local_id in local_patient_ids:
+        h = base.copy()
+        h.update(f"patient:{local_id}".encode())
+        out.append("ps_" + h.hexdigest()[:32])
+    return out
+
+
+def keyed_ids(key: bytes, prefix: str, values: Iterable[str]) -> list[str]:
+    """Keyed BLAKE2b identifiers `<prefix>_<32 hex>`: fast enough for every image of a batch."""
+    return [
+        f"{prefix}_" + hashlib.blake2b(v.encode(), key=key[:64], digest_size=16).hexdigest()
+        for v in values
+    ]

@@ -4,6 +4,15 @@ Images live in the same file (`image.pixels`, raw bytes of a C-ordered array) so
 that a backup of one file holds everything, and `imaging_study.image_ref` points at
 them. Clinical variables are stored long (one row per subject and variable) because
 every hospital's table has different columns; `clinical_frame` pivots them back.
+
+Migrations only ever add (other parts of the node read these tables): version 2
+adds `image.frames` (multi-frame DICOM), `clinical_variable` (each clinical
+variable's type and column order, for descriptors and `clinical_frame`) and
+`ingestion` (one row per committed ingestion batch).
+
+Pixel layout: `image.pixels` holds `frames × height × width × channels` values of
+numpy dtype `image.dtype` (a name such as 'uint8' or 'int16'), little-endian,
+C order; `frames` is 1 (or NULL in rows written before version 2) for 2-D images.
 """
 
 from __future__ import annotations
@@ -60,5 +69,28 @@ MIGRATIONS: list[Migration] = [
             PRIMARY KEY (dataset_id, pseudonym, variable)
         )
         """,
-    )
+    ),
+    (
+        2,
+        """
+        ALTER TABLE image ADD COLUMN frames INTEGER DEFAULT 1;
+        CREATE TABLE clinical_variable (
+            dataset_id VARCHAR NOT NULL REFERENCES dataset (dataset_id),
+            variable VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL CHECK (kind IN ('numeric', 'text')),
+            position INTEGER NOT NULL,
+            PRIMARY KEY (dataset_id, variable)
+        );
+        CREATE TABLE ingestion (
+            batch_id VARCHAR PRIMARY KEY,
+            dataset_id VARCHAR NOT NULL REFERENCES dataset (dataset_id),
+            source_kind VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            params VARCHAR NOT NULL DEFAULT '{}',
+            ingested INTEGER NOT NULL,
+            skipped INTEGER NOT NULL,
+            finished_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )
+        """,
+    ),
 ]

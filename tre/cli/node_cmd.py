@@ -1,5 +1,415 @@
-"""`tre node` commands."""
+"""`tre node`: a hospital node's data plane — enrol, ingest, query, publish, audit.
 
+Every command works on a node home (`--home`, default $TRE_NODE_HOME or
+./node-home). Bad input ends with one line on stderr and a non-zero exit; nothing
+is half-written (each ingestion is one transaction).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
 import typer
+from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, help="node commands")
+from federation.node.data import DataError
+from federation.node.home import NodeHome, NodeHomeError, default_home_path
+from federation.node.ingest import IngestError, IngestReport
+from federation.node.partition import PartitionError, parse_partition, parse_scheme
+from federation.node.portal_client import PortalError
+from tre.cli.common import console, err_console, fail, print_json
+from tre.core.schemas import CohortFilter
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Operate a hospital node: enrol, ingest, query, publish, audit.",
+)
+ingest_app = typer.Typer(no_args_is_help=True, help="Ingest local data into the common model.")
+audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the node's audit log.")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(audit_app, name="audit")
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Node home directory [default: $TRE_NODE_HOME or ./node-home]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+DatasetOpt = Annotated[str, typer.Option("--dataset-id", help="Dataset to ingest into.")]
+TitleOpt = Annotated[str | None, typer.Option("--title", help="Dataset title (new datasets).")]
+RegimeOpt = Annotated[
+    str | None,
+    typer.Option("--consent-regime", help="opt-in or opt-out [default for new datasets: opt-out]"),
+]
+
+
+def home_path(home: Path | None) -> Path:
+    return home if home is not None else default_home_path()
+
+
+@contextmanager
+def node_errors() -> Iterator[None]:
+    """Turn the node's expected failures into one-line errors with a non-zero exit."""
+    try:
+        yield
+    except (NodeHomeError, IngestError, PartitionError, PortalError, DataError) as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "input"
+        fail(f"invalid {where}: {first.get('msg')}")
+    except duckdb.IOException as exc:
+        fail(f"cannot open the node store (is another `tre node` process using it?): {exc}")
+    except duckdb.Error as exc:
+        fail(f"the node store refused the change, nothing was stored: {exc}")
+
+
+def open_home(home: Path | None) -> NodeHome:
+    """The node home, checked to exist, with its store opened and migrated."""
+    node = NodeHome(home_path(home)).require()
+    node.db  # noqa: B018 - open early so a locked store fails here, with a clear message
+    return node
+
+
+class RichProgress:
+    """Adapter from the ingesters' progress hook to a rich bar on stderr."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def start(self, total: int | None, description: str) -> None:
+        self.task = self.progress.add_task(description, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[RichProgress]:
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=False, disable=not enabled,
+    )
+    with progress:
+        yield RichProgress(progress)
+
+
+def report_ingestion(report: IngestReport, as_json: bool, *, show: int = 20) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for item in report.skipped[:show]:
+        console.print(f"  skipped {item.name}: {item.reason}"
+                      + (f" ({item.detail.splitlines()[0][:120]})" if item.detail else ""),
+                      highlight=False, soft_wrap=True)
+    if len(report.skipped) > show:
+        console.print(f"  ... and {len(report.skipped) - show} more (use --json for all)")
+    console.print(report.summary_line(), highlight=False, soft_wrap=True)
+
+
+# -- enrolment and status ----------------------------------------------------------------
+@app.command("init")
+def init(
+    hospital_id: Annotated[str, typer.Option("--hospital-id", help="This hospital's id.")],
+    portal: Annotated[str, typer.Option("--portal", help="Portal base URL.")],
+    home: HomeOpt = None,
+    superlink: Annotated[
+        str | None, typer.Option("--superlink", help="Flower SuperLink HOST:PORT.")] = None,
+    keycloak_url: Annotated[
+        str | None, typer.Option("--keycloak-url", help="Keycloak base URL for the token.")
+    ] = None,
+    credentials_file: Annotated[
+        Path | None,
+        typer.Option("--credentials-file",
+                     help="JSON {client_id, client_secret}; copied into the home as a 0600 file. "
+                          "Else TRE_NODE_CLIENT_ID / TRE_NODE_CLIENT_SECRET are read at use."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-enrol an existing home.")] = False,
+) -> None:
+    """Create the node home and pin the portal's permit keys (GET /v1/permit-keys)."""
+    from federation.node.service import init_node
+
+    with node_errors():
+        node = init_node(
+            home_path(home), hospital_id=hospital_id, portal_url=portal, superlink=superlink,
+            keycloak_url=keycloak_url, credentials_file=credentials_file, force=force,
+        )
+        kids = [k.get("kid") for k in node.permit_jwks()["keys"]]
+    console.print(f"node {hospital_id} ready at {node.path}; pinned permit key(s) "
+                  f"{', '.join(kids)} from {portal}", highlight=False, soft_wrap=True)
+
+
+@app.command("status")
+def status(
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Skip the network checks.")] = False,
+) -> None:
+    """Datasets held (exact local counts), audit head, portal and SuperLink reachability."""
+    from federation.node.service import node_status
+
+    with node_errors():
+        info = node_status(open_home(home), check_network=not offline)
+    if as_json:
+        print_json(info)
+        return
+    console.print(f"node [bold]{info['hospital_id']}[/] at {info['home']}", highlight=False)
+    table = Table("dataset", "kind", "consent", "subjects", "studies", "clinical values", "title")
+    for d in info["datasets"]:
+        table.add_row(d["dataset_id"], d["kind"], d["consent_regime"], str(d["subjects"]),
+                      str(d["studies"]), str(d["clinical_values"]), d["title"])
+    console.print(table)
+    audit = info["audit"]
+    console.print(f"audit: {audit['rows']} rows, head {audit['head_hash'][:16]}…, "
+                  + ("chain intact" if audit["ok"] else f"[red]BROKEN: {audit['problem']}[/]"))
+    console.print(f"permit keys: {', '.join(info['permit_key_ids']) or 'none pinned'}; "
+                  f"credentials: {info['credentials']}", highlight=False)
+    if not offline:
+        for name, key, where in (("portal", "portal", info["portal_url"]),
+                                 ("SuperLink", "superlink_reachable", info["superlink"])):
+            r = info[key]
+            mark = "[green]reachable[/]" if r["reachable"] else "[red]unreachable[/]"
+            console.print(f"{name} {where}: {mark} ({r['detail']})", highlight=False)
+
+
+# -- ingestion ----------------------------------------------------------------------------
+@ingest_app.command("medmnist")
+def ingest_medmnist_cmd(
+    file: Annotated[Path, typer.Argument(help="MedMNIST .npz file.")],
+    dataset_id: DatasetOpt,
+    partition: Annotated[str, typer.Option("--partition", help="This node's share i/n.")] = "1/1",
+    split_scheme: Annotated[
+        str, typer.Option("--split-scheme", help="iid, label-skew or quantity-skew.")] = "iid",
+    seed: Annotated[int, typer.Option("--seed", help="Partition seed (same on all nodes).")] = 0,
+    alpha: Annotated[
+        float, typer.Option("--alpha", help="Dirichlet alpha of the skewed schemes.")] = 0.5,
+    label_names: Annotated[
+        str | None, typer.Option("--label-names", help='JSON, e.g. {"0":"normal"}.')] = None,
+    title: TitleOpt = None,
+    consent_regime: RegimeOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest this node's partition of a MedMNIST file (every split)."""
+    from federation.node.ingest import ingest_medmnist
+
+    with node_errors():
+        share = parse_partition(partition)
+        scheme = parse_scheme(split_scheme)
+        names = _label_names(label_names)
+        node = open_home(home)
+        with progress_bar(not as_json) as bar:
+            report = ingest_medmnist(
+                node, file, dataset_id=dataset_id, partition=share, scheme=scheme, seed=seed,
+                alpha=alpha, title=title, consent_regime=consent_regime, label_names=names,
+                progress=bar,
+            )
+    report_ingestion(report, as_json)
+
+
+@ingest_app.command("dicom")
+def ingest_dicom_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder of DICOM files (recursive).")],
+    dataset_id: DatasetOpt,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="CSV: label and file (relative path) or sop_instance_uid."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split for rows the CSV gives none.")] = None,
+    title: TitleOpt = None,
+    consent_regime: RegimeOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest DICOM instances: pixels decoded, PatientID replaced by a pseudonym."""
+    from federation.node.ingest import ingest_dicom
+
+    with node_errors():
+        node = open_home(home)
+        with progress_bar(not as_json) as bar:
+            report = ingest_dicom(
+                node, directory, dataset_id=dataset_id, labels_csv=labels, split=split,
+                title=title, consent_regime=consent_regime, progress=bar,
+            )
+    report_ingestion(report, as_json)
+
+
+@ingest_app.command("images")
+def ingest_images_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder of PNG / JPEG images.")],
+    labels: Annotated[Path, typer.Option("--labels", help="CSV: file, label [, patient_id, "
+                                         "split, sex, birth_year, study_date, ...].")],
+    dataset_id: DatasetOpt,
+    modality: Annotated[
+        str | None, typer.Option("--modality", help="DICOM modality code, e.g. CR.")] = None,
+    body_site: Annotated[str | None, typer.Option("--body-site", help="e.g. CHEST.")] = None,
+    title: TitleOpt = None,
+    consent_regime: RegimeOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest the images a labels CSV lists."""
+    from federation.node.ingest import ingest_images
+
+    with node_errors():
+        node = open_home(home)
+        with progress_bar(not as_json) as bar:
+            report = ingest_images(
+                node, directory, labels_csv=labels, dataset_id=dataset_id, modality=modality,
+                body_site=body_site, title=title, consent_regime=consent_regime, progress=bar,
+            )
+    report_ingestion(report, as_json)
+
+
+@ingest_app.command("table")
+def ingest_table_cmd(
+    file: Annotated[Path, typer.Argument(help="Clinical table, .csv or .parquet.")],
+    id_column: Annotated[str, typer.Option("--id-column", help="Column of local patient ids.")],
+    dataset_id: DatasetOpt,
+    sex_column: Annotated[
+        str | None, typer.Option("--sex-column", help="Column with M/F/O.")] = None,
+    birth_year_column: Annotated[
+        str | None, typer.Option("--birth-year-column", help="Column with birth years.")] = None,
+    title: TitleOpt = None,
+    consent_regime: RegimeOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest clinical variables (one row per subject) into the long clinical table."""
+    from federation.node.ingest import ingest_table
+
+    with node_errors():
+        node = open_home(home)
+        with progress_bar(not as_json) as bar:
+            report = ingest_table(
+                node, file, id_column=id_column, dataset_id=dataset_id, sex_column=sex_column,
+                birth_year_column=birth_year_column, title=title, consent_regime=consent_regime,
+                progress=bar,
+            )
+    report_ingestion(report, as_json)
+
+
+def _label_names(text: str | None) -> dict[str, str] | None:
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise IngestError(f"--label-names is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise IngestError('--label-names must be a JSON object like {"0": "normal"}')
+    return {str(k): str(v) for k, v in data.items()}
+
+
+# -- queries and publication ----------------------------------------------------------------
+@app.command("query")
+def query(
+    cohort_file: Annotated[str, typer.Argument(help="Cohort filter JSON file, or - for stdin.")],
+    k: Annotated[
+        int | None, typer.Option("--k", min=1, help="Suppression threshold [node config].")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Count a cohort with disclosure control (<k suppressed, others rounded to 5)."""
+    from federation.node.query import run_query
+
+    with node_errors():
+        if cohort_file == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(cohort_file)
+            if not path.is_file():
+                fail(f"cohort file {path} does not exist")
+            text = path.read_text()
+        try:
+            cohort = CohortFilter.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "cohort"
+            fail(f"invalid cohort filter ({where}): {first.get('msg')}")
+        node = open_home(home)
+        result = run_query(node, cohort, k=k)
+    if as_json:
+        print_json(result)
+        return
+    table = Table("dataset", "kind", "subjects", "studies", "by label")
+    for d in result["datasets"]:
+        labels = ", ".join(f"{n}: {v}" for n, v in d.get("by_label", {}).items())
+        table.add_row(d["dataset_id"], d["kind"], str(d["subjects"]), str(d.get("studies", "")),
+                      labels)
+    console.print(table)
+    console.print(f"counts below {result['k']} shown as <{result['k']}, others rounded to "
+                  f"{result['rounding']}; age = {result['age_reference']}", highlight=False)
+
+
+@app.command("publish")
+def publish_cmd(
+    dataset_id: Annotated[
+        list[str] | None, typer.Option("--dataset-id", help="Only these (repeatable).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the descriptors; send nothing.")] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register the node's datasets in the portal catalogue (suppressed descriptors only)."""
+    from federation.node.service import descriptors, publish
+
+    with node_errors():
+        node = open_home(home)
+        if dry_run:
+            print_json(descriptors(node, dataset_id or None))
+            return
+        results = publish(node, dataset_id or None)
+    if as_json:
+        print_json(results)
+        return
+    for r in results:
+        console.print(f"published {r['dataset_id']} to {node.config.portal_url}", highlight=False)
+    if not results:
+        console.print("no datasets to publish")
+
+
+# -- audit ----------------------------------------------------------------------------------
+@audit_app.command("verify")
+def audit_verify(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Walk the hash chain; exit 1 naming the first row that breaks it."""
+    with node_errors():
+        result = open_home(home).audit.verify()
+    if as_json:
+        print_json(result.as_dict())
+    elif result.ok:
+        console.print(f"audit log intact: {result.rows} rows, head {result.head_hash}",
+                      highlight=False)
+    if not result.ok:
+        if not as_json:
+            fail(f"audit log broken at row {result.first_bad_seq}: {result.problem}")
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    home: HomeOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="JSONL file [default: stdout].")
+    ] = None,
+) -> None:
+    """Export the log as JSON lines (verifiable offline with `tre audit verify --file`)."""
+    with node_errors():
+        lines = list(open_home(home).audit.export_jsonl())
+    text = "".join(line + "\n" for line in lines)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        err_console.print(f"wrote {len(lines)} entries to {output}", highlight=False)

@@ -1,0 +1,160 @@
+"""The node's HTTP client of the portal: pinning permit keys, publishing descriptors.
+
+The node authenticates as its Keycloak service account (client-credentials grant,
+one client per hospital, role `node`); the portal decides from the token's
+`hospital_id` what the node may publish. Failures become `PortalError` with a
+message that names the URL and the portal's answer, for a one-line CLI error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+from jwcrypto import jwk
+
+from federation.node.home import NodeHome
+from tre.core.settings import CommonSettings
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class PortalError(Exception):
+    """The portal or Keycloak could not be reached or refused; `status` is the HTTP code."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        if isinstance(body, dict):
+            detail = body.get("detail") or body.get("error_description") or body.get("error")
+            if detail:
+                return str(detail)
+    except ValueError:
+        pass
+    return resp.text[:200] or resp.reason_phrase
+
+
+def validate_permit_jwks(jwks: Any) -> dict[str, Any]:
+    """A JWKS of Ed25519 public keys, or PortalError: a node must not pin anything else."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise PortalError("the portal's permit-keys answer is not a JWKS with at least one key")
+    for entry in keys:
+        try:
+            key = jwk.JWK(**entry)
+        except Exception as exc:  # noqa: BLE001 - jwcrypto raises several kinds
+            raise PortalError(f"the portal sent an invalid permit key: {exc}") from exc
+        if key.get("kty") != "OKP" or key.get("crv") != "Ed25519":
+            raise PortalError("the portal sent a permit key that is not Ed25519")
+        if key.has_private:
+            raise PortalError("the portal sent a private key as a permit key; refusing to pin it")
+        if not key.get("kid"):
+            raise PortalError("the portal sent a permit key without a key id (kid)")
+    return {"keys": keys}
+
+
+class PortalClient:
+    """Typed calls to the portal's node-facing routes."""
+
+    def __init__(
+        self,
+        portal_url: str,
+        *,
+        keycloak_url: str | None = None,
+        realm: str | None = None,
+        credentials: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        settings = CommonSettings()
+        self.portal_url = portal_url.rstrip("/")
+        self.keycloak_url = (keycloak_url or settings.keycloak_url).rstrip("/")
+        self.realm = realm or settings.keycloak_realm
+        self.credentials = credentials
+        self.timeout = timeout
+        self._token: tuple[str, float] | None = None
+
+    @classmethod
+    def for_home(cls, home: NodeHome, *, timeout: float = DEFAULT_TIMEOUT_S) -> PortalClient:
+        """Keycloak URL from the node config (`extra.keycloak_url`), else $TRE_KEYCLOAK_URL."""
+        cfg = home.config
+        return cls(
+            cfg.portal_url,
+            keycloak_url=cfg.extra.get("keycloak_url") or os.environ.get("TRE_KEYCLOAK_URL"),
+            realm=cfg.extra.get("keycloak_realm"),
+            credentials=home.credentials(),
+            timeout=timeout,
+        )
+
+    # -- plumbing -------------------------------------------------------------------
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return httpx.request(method, url, timeout=self.timeout, **kwargs)
+        except httpx.HTTPError as exc:
+            raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+
+    def access_token(self) -> str:
+        """The service account's bearer token (client credentials), cached until near expiry."""
+        if self._token and self._token[1] > time.time() + 30:
+            return self._token[0]
+        if not self.credentials:
+            raise PortalError(
+                "no service-account credentials: set TRE_NODE_CLIENT_ID / TRE_NODE_CLIENT_SECRET"
+                " or run `tre node init --credentials-file FILE`"
+            )
+        url = f"{self.keycloak_url}/realms/{self.realm}/protocol/openid-connect/token"
+        resp = self._request(
+            "POST", url, data={"grant_type": "client_credentials", **self.credentials}
+        )
+        if resp.status_code != 200:
+            raise PortalError(
+                f"Keycloak refused the node's credentials at {url}: {resp.status_code} "
+                f"{_detail(resp)}", resp.status_code)
+        body = resp.json()
+        token = body["access_token"]
+        self._token = (token, time.time() + float(body.get("expires_in", 60)))
+        return token
+
+    # -- routes ---------------------------------------------------------------------
+    def permit_keys(self) -> dict[str, Any]:
+        """`GET /v1/permit-keys`: the JWKS the node pins to verify permits."""
+        url = f"{self.portal_url}/v1/permit-keys"
+        resp = self._request("GET", url)
+        if resp.status_code != 200:
+            raise PortalError(f"{url} answered {resp.status_code}: {_detail(resp)}",
+                              resp.status_code)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise PortalError(f"{url} did not answer JSON") from exc
+        return validate_permit_jwks(data)
+
+    def publish_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/catalogue/datasets` with a descriptor (see descriptor.publication_body)."""
+        url = f"{self.portal_url}/v1/catalogue/datasets"
+        resp = self._request(
+            "POST", url, json=body, headers={"Authorization": f"Bearer {self.access_token()}"}
+        )
+        if resp.status_code not in (200, 201):
+            raise PortalError(
+                f"the portal refused dataset {body.get('dataset_id')}: {resp.status_code} "
+                f"{_detail(resp)}", resp.status_code)
+        try:
+            return resp.json()
+        except ValueError:
+            return {}
+
+    def reachable(self) -> tuple[bool, str]:
+        """Whether the portal answers at all (any HTTP status counts as reachable)."""
+        url = f"{self.portal_url}/v1/permit-keys"
+        try:
+            resp = httpx.get(url, timeout=min(self.timeout, 3.0))
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, f"HTTP {resp.status_code}"

@@ -1,0 +1,186 @@
+"""What the `tre node` commands do (the CLI only parses and prints): enrolment,
+status, publication. Ingestion lives in `federation.node.ingest`, queries in
+`federation.node.query`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from federation.node.data import dataset_overview
+from federation.node.descriptor import build_descriptor, dataset_facts, publication_body
+from federation.node.home import CREDENTIALS_FILE, NodeConfig, NodeHome, NodeHomeError
+from federation.node.portal_client import PortalClient, PortalError
+from federation.node.query import DISCLOSURE_KEY_PURPOSE
+
+HOSPITAL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def read_credentials_file(path: Path) -> dict[str, str]:
+    """A JSON file {"client_id": ..., "client_secret": ...} (e.g. from the realm bootstrap)."""
+    if not path.is_file():
+        raise NodeHomeError(f"credentials file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+        creds = {"client_id": str(data["client_id"]), "client_secret": str(data["client_secret"])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NodeHomeError(
+            f"credentials file {path} must be JSON with client_id and client_secret"
+        ) from exc
+    if not creds["client_id"] or not creds["client_secret"]:
+        raise NodeHomeError(f"credentials file {path} has an empty client_id or client_secret")
+    return creds
+
+
+def init_node(
+    path: str | Path,
+    *,
+    hospital_id: str,
+    portal_url: str,
+    superlink: str | None = None,
+    keycloak_url: str | None = None,
+    credentials_file: str | Path | None = None,
+    force: bool = False,
+) -> NodeHome:
+    """Create (or with `force`, re-enrol) a node home and pin the portal's permit keys.
+
+    Re-enrolling keeps the federation key and the data (re-keying would orphan every
+    pseudonym); it refuses a different hospital id for an existing home.
+    """
+    if not HOSPITAL_ID_RE.match(hospital_id or ""):
+        raise NodeHomeError(
+            f"hospital id {hospital_id!r} is invalid: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    if not re.match(r"^https?://", portal_url or ""):
+        raise NodeHomeError(f"portal URL {portal_url!r} must start with http:// or https://")
+    home = NodeHome(path)
+    previous: NodeConfig | None = None
+    if home.exists():
+        previous = home.config
+        if not force:
+            raise NodeHomeError(
+                f"{home.path} is already the home of node {previous.hospital_id}: "
+                "pass --force to re-enrol (keeps the federation key and data)"
+            )
+        if previous.hospital_id != hospital_id:
+            raise NodeHomeError(
+                f"{home.path} belongs to hospital {previous.hospital_id}, not {hospital_id}"
+            )
+    creds = read_credentials_file(Path(credentials_file)) if credentials_file else None
+    jwks = PortalClient(portal_url).permit_keys()
+    config = previous or NodeConfig(hospital_id=hospital_id, portal_url=portal_url)
+    config.portal_url = portal_url.rstrip("/")
+    if superlink:
+        config.superlink = superlink
+    if keycloak_url:
+        config.extra["keycloak_url"] = keycloak_url.rstrip("/")
+    home = NodeHome.create(path, config, jwks)
+    if creds:
+        home.save_credentials(creds["client_id"], creds["client_secret"])
+    home.audit.record(
+        actor=home.actor,
+        action="node.reenrol" if previous else "node.init",
+        object_type="node",
+        object_id=hospital_id,
+        details={
+            "portal_url": config.portal_url,
+            "superlink": config.superlink,
+            "permit_key_ids": [k.get("kid") for k in jwks["keys"]],
+            "credentials": credentials_source(home),
+        },
+    )
+    return home
+
+
+def credentials_source(home: NodeHome) -> str:
+    if os.environ.get("TRE_NODE_CLIENT_ID") and os.environ.get("TRE_NODE_CLIENT_SECRET"):
+        return "env"
+    return "file" if (home.path / CREDENTIALS_FILE).exists() else "none"
+
+
+def tcp_reachable(address: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """Whether a TCP connection to HOST:PORT opens (the SuperLink's Fleet API)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return False, f"address {address!r} is not HOST:PORT"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True, "TCP connect ok"
+    except OSError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def node_status(home: NodeHome, *, check_network: bool = True) -> dict[str, Any]:
+    """What the node holds (exact local counts: this is for its operator) and what it reaches."""
+    cfg = home.require().config
+    verify = home.audit.verify()
+    try:
+        kids = [k.get("kid") for k in home.permit_jwks()["keys"]]
+    except NodeHomeError:
+        kids = []
+    status: dict[str, Any] = {
+        "home": str(home.path),
+        "hospital_id": cfg.hospital_id,
+        "portal_url": cfg.portal_url,
+        "superlink": cfg.superlink,
+        "suppression_k": cfg.suppression_k,
+        "permit_key_ids": kids,
+        "credentials": credentials_source(home),
+        "datasets": dataset_overview(home.db),
+        "audit": {"ok": verify.ok, "rows": verify.rows, "head_hash": verify.head_hash,
+                  "problem": verify.problem},
+    }
+    if check_network:
+        ok, detail = PortalClient(cfg.portal_url).reachable()
+        status["portal"] = {"reachable": ok, "detail": detail}
+        ok, detail = tcp_reachable(cfg.superlink)
+        status["superlink_reachable"] = {"reachable": ok, "detail": detail}
+    return status
+
+
+def descriptors(home: NodeHome, dataset_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """Descriptors of the node's datasets (all, or the named ones), ready to publish."""
+    secret = home.derive_key(DISCLOSURE_KEY_PURPOSE)
+    ids = dataset_ids or [d["dataset_id"] for d in dataset_overview(home.db)]
+    out = []
+    for dataset_id in ids:
+        try:
+            facts = dataset_facts(home.db, dataset_id, secret=secret)
+        except LookupError as exc:
+            raise NodeHomeError(str(exc)) from exc
+        out.append(build_descriptor(
+            facts, hospital_id=home.config.hospital_id, k=home.config.suppression_k))
+    return out
+
+
+def publish(
+    home: NodeHome, dataset_ids: list[str] | None = None, *, client: PortalClient | None = None
+) -> list[dict[str, Any]]:
+    """Send each dataset's descriptor to the portal catalogue; each attempt is audited with
+    the exact descriptor that left the node (it holds no row-level values)."""
+    client = client or PortalClient.for_home(home)
+    client.access_token()  # fail before anything is sent if the credentials are wrong
+    results = []
+    for descriptor in descriptors(home, dataset_ids):
+        body = publication_body(descriptor)
+        try:
+            answer = client.publish_dataset(body)
+        except PortalError as exc:
+            home.audit.record(
+                actor=home.actor, action="catalogue.publish_failed", object_type="dataset",
+                object_id=descriptor["dataset_id"],
+                details={"portal_url": client.portal_url, "status": exc.status,
+                         "error": str(exc)},
+            )
+            raise
+        home.audit.record(
+            actor=home.actor, action="catalogue.publish", object_type="dataset",
+            object_id=descriptor["dataset_id"],
+            details={"portal_url": client.portal_url, "descriptor": descriptor},
+        )
+        results.append({"dataset_id": descriptor["dataset_id"], "portal": answer})
+    return results
