@@ -13,7 +13,7 @@ import tre
 from access_control.tokens import TokenValidator
 from tre.portal.context import Portal
 from tre.portal.errors import DomainError
-from tre.portal.routes import access, audit, catalogue, ops, outputs
+from tre.portal.routes import access, audit, catalogue, consent, ops, outputs
 from tre.portal.settings import PortalSettings
 
 
@@ -98,5 +98,6 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(catalogue.router)
     app.include_router(outputs.router)
     app.include_router(ops.router)
+    app.include_router(consent.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -9,7 +9,7 @@ from tre.core.db import Database
 
 
 def migrate_all(db: Database) -> None:
-    from tre.portal.store import access, airlock, catalogue
+    from tre.portal.store import access, airlock, catalogue, consent
 
-    for module in (access, catalogue, airlock):
+    for module in (access, catalogue, airlock, consent):
         db.migrate(module.COMPONENT, module.MIGRATIONS)
