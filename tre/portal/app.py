@@ -15,6 +15,7 @@ from tre.portal.context import Portal
 from tre.portal.errors import DomainError
 from tre.portal.routes import access, audit, catalogue, consent, ops, outputs
 from tre.portal.settings import PortalSettings
+from tre.portal.web import install as install_web
 
 
 class BodySizeLimit:
@@ -99,5 +100,6 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(outputs.router)
     app.include_router(ops.router)
     app.include_router(consent.router)
+    install_web(app, settings)  # web UI: pages, session + CSRF middleware, static files
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -66,6 +66,7 @@ class WebSession:
     access_exp: float = 0.0
     refresh_exp: float | None = None
     principal: Principal | None = None
+    flashes: list[str] = field(default_factory=list)
 
     @property
     def logged_in(self) -> bool:

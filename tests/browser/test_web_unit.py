@@ -1,0 +1,204 @@
+"""Web UI pieces that need no browser and no Keycloak: language choice, the French
+catalogue's coverage, PKCE, session cookies, CSRF refusals, form error mapping."""
+
+from __future__ import annotations
+
+import ast
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from jinja2 import nodes
+
+from tre.core.schemas import Purpose
+from tre.portal.app import create_app
+from tre.portal.schemas import DataForm, DatasetKind, Decision, LegalBasis, RequestState
+from tre.portal.settings import PortalSettings
+from tre.portal.web import forms, i18n, pages
+from tre.portal.web.oidc import LoginStart
+from tre.portal.web.session import CookieCodec, SessionStore, load_or_create_secret
+
+pytestmark = pytest.mark.unit
+WEB = Path(pages.__file__).parent
+
+
+@pytest.mark.parametrize(("header", "cookie", "expected"), [
+    ("fr-BE,fr;q=0.9,en;q=0.8", None, "fr"),
+    ("en-US,en;q=0.9,fr;q=0.8", None, "en"),
+    ("de-DE,de;q=0.9,fr;q=0.5", None, "fr"),
+    ("nl-BE,nl;q=0.9", None, "en"),
+    ("en;q=0.2,fr;q=0.7", None, "fr"),
+    ("fr", "en", "en"),
+    ("en", "fr", "fr"),
+    ("en", "xx", "en"),
+    ("garbage;;q=;,", None, "en"),
+    (None, None, "en"),
+])
+def test_language_negotiation(header, cookie, expected):
+    assert i18n.negotiate(header, cookie) == expected
+
+
+def _template_strings() -> set[str]:
+    found = set()
+    for path in pages.TEMPLATES.glob("*.html"):
+        if path.name == "consent_receipt.html":
+            continue  # another component's template, not translated through `_`
+        tree = pages.ENV.parse(path.read_text())
+        for call in tree.find_all(nodes.Call):
+            if isinstance(call.node, nodes.Name) and call.node.name == "_" and call.args \
+                    and isinstance(call.args[0], nodes.Const):
+                found.add(call.args[0].value)
+    return found
+
+
+def _python_strings() -> set[str]:
+    found = set()
+    for path in WEB.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+                if name == "_" and isinstance(node.args[0].value, str):
+                    found.add(node.args[0].value)
+    return found
+
+
+def test_every_text_of_the_pages_has_a_french_translation():
+    used = _template_strings() | _python_strings() | set(pages.STATUS_TITLES.values())
+    assert len(used) > 150, "the extraction found too little: is it still working?"
+    missing = sorted(s for s in used if s not in i18n.FR)
+    assert not missing, f"no French for: {missing}"
+
+
+def test_every_identifier_shown_has_an_english_and_a_french_label():
+    shown = {*map(str, Purpose), *map(str, LegalBasis), *map(str, DataForm),
+             *map(str, RequestState), *map(str, Decision), *map(str, DatasetKind),
+             "active", "expired", "revoked", "exhausted", "pending", "approved_once",
+             "released", "dp_attestation", "aggregates_only", "small_counts",
+             "membership_inference"}
+    assert not shown - set(i18n.EN), shown - set(i18n.EN)
+    assert not shown - set(i18n.FR), shown - set(i18n.FR)
+
+
+def test_french_placeholders_match_the_english_ones():
+    for en, fr in i18n.FR.items():
+        assert set(re.findall(r"{(\w+)}", en)) == set(re.findall(r"{(\w+)}", fr)), en
+
+
+def test_pkce_s256_matches_rfc_7636_appendix_b():
+    start = LoginStart("state", "nonce", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
+    assert start.challenge == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def test_session_secret_is_generated_once_with_mode_0600(tmp_path):
+    settings = PortalSettings(state_dir=tmp_path / "state")
+    first = load_or_create_secret(settings)
+    assert len(first) >= 32 and load_or_create_secret(settings) == first
+    path = tmp_path / "state" / "web-session-secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    given = PortalSettings(state_dir=tmp_path / "other", session_secret="s" * 40)
+    assert load_or_create_secret(given) == b"s" * 40
+
+
+def test_cookie_signature_and_session_rotation():
+    codec = CookieCodec(b"k" * 32)
+    store = SessionStore(idle_s=60)
+    sess = store.create()
+    value = codec.dump(sess.id)
+    assert codec.load(value) == sess.id
+    assert codec.load(value[:-2] + "xx") is None
+    assert CookieCodec(b"other-key" * 4).load(value) is None
+    fresh = store.rotate(sess)
+    assert fresh.id != sess.id and fresh.csrf != sess.csrf
+    assert store.get(sess.id) is None and store.get(fresh.id) is fresh
+
+
+def test_idle_sessions_expire():
+    store = SessionStore(idle_s=60)
+    sess = store.create()
+    sess.last_seen -= 61
+    assert store.get(sess.id) is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("/requests/x?y=1", "/requests/x?y=1"), ("https://evil.example/", "/"),
+    ("//evil.example/", "/"), ("/\\evil.example", "/"), ("", "/"), (None, "/"),
+])
+def test_redirect_targets_stay_on_the_portal(value, expected):
+    assert pages.safe_next(value) == expected
+
+
+def test_form_errors_name_the_fields_in_the_users_language():
+    values = {"title": "", "organisation": "KU Leuven", "purpose": "marketing",
+              "research_question": "Why?", "epsilon": "beaucoup", "delta": "0,5",
+              "app_id": "app", "duration_days": "90", "min_hospitals": "1",
+              "legal_basis": "gdpr_6_1_e_9_2_j", "data_form": "", "expected_outputs": "x",
+              "ethics_reference": "", "variables": "age\n\nsex\n",
+              "datasets": [{"node_id": "hospital-a", "dataset_id": "bad id!"}]}
+    fields, errors = forms.parse_request(values, i18n.translator("fr"))
+    assert fields is None
+    assert errors["title"] == ["Ce champ est obligatoire."]
+    assert errors["purpose"] == ["Choisissez une des options."]
+    assert errors["epsilon"] == ["Saisissez un nombre."]
+    assert errors["delta"] == ["Doit être inférieur à 0.01."]
+    assert errors["data_form"] == ["Ce champ est obligatoire."]
+    assert "datasets.0.dataset_id" in errors
+    good = values | {"title": "T", "purpose": "ai_training", "epsilon": "2,5", "delta": "1e-5",
+                     "data_form": "anonymised",
+                     "datasets": [{"node_id": "hospital-a", "dataset_id": "pneumonia"}]}
+    fields, errors = forms.parse_request(good, i18n.translator("en"))
+    assert not errors and fields.epsilon == 2.5 and fields.variables == ["age", "sex"]
+
+
+@pytest.fixture
+def offline_portal(tmp_path):
+    """The portal without a reachable Keycloak: enough for anonymous pages and CSRF."""
+    settings = PortalSettings(state_dir=tmp_path / "portal", keycloak_url="http://127.0.0.1:9")
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def test_posts_without_the_session_token_are_refused(offline_portal):
+    home = offline_portal.get("/")
+    assert home.status_code == 200
+    cookie = home.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    for data in ({"lang": "fr"}, {"lang": "fr", "csrf_token": "forged"}):
+        refused = offline_portal.post("/lang", data=data, follow_redirects=False)
+        assert refused.status_code == 403 and "security token" in refused.text
+        assert "tre_lang" not in refused.headers.get("set-cookie", "")
+    ok = offline_portal.post("/lang", data={"lang": "fr", "csrf_token": _csrf(home.text),
+                                            "next": "/transparency"}, follow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["location"] == "/transparency"
+    page = offline_portal.get("/transparency")
+    assert "Registre de transparence" in page.text and 'lang="fr"' in page.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+
+
+def test_a_stranger_without_session_is_refused_too(tmp_path):
+    settings = PortalSettings(state_dir=tmp_path / "p", keycloak_url="http://127.0.0.1:9")
+    with TestClient(create_app(settings)) as client:
+        refused = client.post("/logout", data={"csrf_token": "x"}, follow_redirects=False)
+        assert refused.status_code == 403
+
+
+def test_pages_send_anonymous_users_to_login(offline_portal):
+    for path in ("/requests", "/requests/new", "/review", "/permits", "/audit", "/outputs",
+                 "/catalogue"):
+        resp = offline_portal.get(path, follow_redirects=False)
+        assert resp.status_code == 303, path
+        assert resp.headers["location"].startswith("/login?next=%2F"), path
+
+
+def test_secure_cookie_behind_tls(tmp_path):
+    settings = PortalSettings(state_dir=tmp_path / "p", keycloak_url="http://127.0.0.1:9",
+                              public_url="https://tre.example.org")
+    with TestClient(create_app(settings), base_url="https://tre.example.org") as client:
+        assert "Secure" in client.get("/").headers["set-cookie"]

@@ -1,0 +1,28 @@
+"""The web portal: server-rendered pages over the same services and policy as the API.
+
+`install(app)` adds the session middleware, the static files and the page routers.
+Login is OIDC authorization code + PKCE against Keycloak (`login.py`); every POST
+carries a CSRF synchroniser token (`pages.csrf_protect`); pages speak English and
+French (`i18n.py`).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from tre.portal.settings import PortalSettings
+from tre.portal.web import catalogue, login, outputs, views
+from tre.portal.web.auth import WebAuth, WebSessionMiddleware
+from tre.portal.web.pages import STATIC
+from tre.portal.web.session import load_or_create_secret
+
+
+def install(app: FastAPI, settings: PortalSettings) -> None:
+    """Mount the web UI on the portal app (call once, in `create_app`)."""
+    auth = WebAuth(settings, load_or_create_secret(settings))
+    app.state.web_auth = auth
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for module in (login, views, catalogue, outputs):
+        app.include_router(module.router)
+    app.add_middleware(WebSessionMiddleware, auth=auth)

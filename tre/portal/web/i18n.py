@@ -1,0 +1,394 @@
+"""English and French for the web UI.
+
+Templates and pages write English text through `_()`; French comes from the
+catalogue below (the first users are Belgian). The language is the one chosen
+with the switch (a cookie), else the best match of the browser's
+Accept-Language, else English. A unit test checks that every string the
+templates and pages use has a French entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+LANGUAGES = ("en", "fr")
+DEFAULT_LANGUAGE = "en"
+LANG_COOKIE = "tre_lang"
+
+Translator = Callable[..., str]
+
+
+def negotiate(accept_language: str | None, cookie: str | None) -> str:
+    """The cookie wins; otherwise the highest-q supported language of the header."""
+    if cookie in LANGUAGES:
+        return cookie
+    best, best_q = DEFAULT_LANGUAGE, 0.0
+    for i, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        primary = tag.strip().lower().split("-")[0]
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        q -= i * 1e-6  # earlier tags win ties, as browsers intend
+        if primary in LANGUAGES and q > best_q:
+            best, best_q = primary, q
+    return best
+
+
+def translator(lang: str) -> Translator:
+    """`_("text", name=value)`: the French text (or the English one), then `str.format`."""
+    table = FR if lang == "fr" else EN
+
+    def _(text: str, /, **values: object) -> str:
+        out = table.get(text, text)
+        return out.format(**values) if values else out
+
+    return _
+
+
+EN: dict[str, str] = {
+    # Identifiers the services use (states, purposes, legal bases…) as English labels.
+    "draft": "draft", "submitted": "submitted", "in_review": "in review",
+    "approved": "approved", "rejected": "rejected", "changes_requested": "changes requested",
+    "withdrawn": "withdrawn", "active": "active", "expired": "expired", "revoked": "revoked",
+    "exhausted": "exhausted", "pending": "pending", "approved_once": "approved once",
+    "released": "released",
+    "approve": "approve", "reject": "reject", "request_changes": "request changes",
+    "public_interest_health": "Public interest in public health",
+    "policy_making": "Policy making and regulation",
+    "statistics": "Official statistics",
+    "education": "Education and teaching",
+    "scientific_research": "Scientific research",
+    "ai_training": "Training AI (research)",
+    "improvement_of_care": "Improvement of care",
+    "ehds_art_68_data_permit": "EHDS Art. 68 — data permit",
+    "gdpr_6_1_e_9_2_i": "GDPR 6(1)(e) and 9(2)(i) — public interest in public health",
+    "gdpr_6_1_e_9_2_j": "GDPR 6(1)(e) and 9(2)(j) — scientific research",
+    "gdpr_6_1_a_9_2_a": "GDPR 6(1)(a) and 9(2)(a) — explicit consent",
+    "pseudonymised": "pseudonymised", "anonymised": "anonymised",
+    "imaging": "imaging", "clinical": "clinical",
+    "dp_attestation": "Differential-privacy attestation within the permit's caps",
+    "aggregates_only": "Only aggregates and model weights",
+    "small_counts": "No count below the threshold",
+    "membership_inference": "Membership-inference audit at each node",
+}
+
+FR: dict[str, str] = {
+    # layout and navigation
+    "Trusted research environment": "Environnement de recherche de confiance",
+    "Federated health-data TRE": "TRE fédéré pour données de santé",
+    "Home": "Accueil",
+    "Transparency register": "Registre de transparence",
+    "My requests": "Mes demandes",
+    "Access requests": "Demandes d'accès",
+    "Permits": "Autorisations",
+    "Review queue": "File de revue",
+    "Audit log": "Journal d'audit",
+    "Log in": "Se connecter",
+    "Log out": "Se déconnecter",
+    "Language": "Langue",
+    "Signed in as {name}": "Connecté·e en tant que {name}",
+    "Roles": "Rôles",
+    "Main navigation": "Navigation principale",
+    "Data never leaves the hospital: models travel to the data, and every access is "
+    "requested, reviewed, bounded and logged.":
+        "Les données ne quittent jamais l'hôpital : les modèles vont vers les données, et "
+        "chaque accès est demandé, examiné, limité et journalisé.",
+    # home
+    "Welcome": "Bienvenue",
+    "Welcome, {name}": "Bienvenue, {name}",
+    "What you can do here": "Ce que vous pouvez faire ici",
+    "Log in with your institution's account to request access, review requests or "
+    "audit the environment.":
+        "Connectez-vous avec le compte de votre institution pour demander un accès, examiner "
+        "des demandes ou auditer l'environnement.",
+    "See which permits were granted or refused, and how long decisions take.":
+        "Voyez quelles autorisations ont été accordées ou refusées, et le temps de décision.",
+    "Write, submit and follow your data access requests.":
+        "Rédigez, soumettez et suivez vos demandes d'accès aux données.",
+    "Your permits, their privacy budget and expiry.":
+        "Vos autorisations, leur budget de confidentialité et leur échéance.",
+    "Requests waiting for your decision.": "Demandes en attente de votre décision.",
+    "Read and verify the tamper-evident audit trail.":
+        "Consultez et vérifiez la piste d'audit infalsifiable.",
+    "Every permit granted or refused.": "Toutes les autorisations accordées ou refusées.",
+    "All permits issued by the portal.": "Toutes les autorisations émises par le portail.",
+    "Open": "Ouvrir",
+    "Your account has no role in this environment yet. Ask an administrator.":
+        "Votre compte n'a encore aucun rôle dans cet environnement. Adressez-vous à un "
+        "administrateur.",
+    # transparency
+    "Permits granted": "Autorisations accordées",
+    "Refusals": "Refus",
+    "Decisions": "Décisions",
+    "Median days to decision": "Délai médian de décision (jours)",
+    "Every data permit the portal granted and every request it refused, as the EHDS "
+    "asks. No personal data is shown.":
+        "Chaque autorisation de données accordée et chaque demande refusée par le portail, "
+        "comme le demande l'EHDS. Aucune donnée personnelle n'est affichée.",
+    "No permit has been granted yet.": "Aucune autorisation n'a encore été accordée.",
+    "No request has been refused.": "Aucune demande n'a été refusée.",
+    "Title": "Titre",
+    "Organisation": "Organisation",
+    "Purpose": "Finalité",
+    "Datasets": "Jeux de données",
+    "Status": "Statut",
+    "Issued": "Émise",
+    "Expires": "Échéance",
+    "Submitted": "Soumise",
+    "Decided": "Décidée",
+    "Justification": "Justification",
+    "Privacy budget ε": "Budget de confidentialité ε",
+    "Revocation reason": "Motif de révocation",
+    "no decision yet": "aucune décision encore",
+    # requests
+    "New request": "Nouvelle demande",
+    "You have no access request yet.": "Vous n'avez encore aucune demande d'accès.",
+    "No access request yet.": "Aucune demande d'accès pour l'instant.",
+    "Applicant": "Demandeur·euse",
+    "Created": "Créée",
+    "Days elapsed": "Jours écoulés",
+    "Permit": "Autorisation",
+    "Request": "Demande",
+    "Edit": "Modifier",
+    "Edit request": "Modifier la demande",
+    "Submit for review": "Soumettre pour revue",
+    "Withdraw": "Retirer",
+    "Withdraw this request? This cannot be undone.":
+        "Retirer cette demande ? C'est irréversible.",
+    "Save draft": "Enregistrer le brouillon",
+    "Save changes": "Enregistrer les modifications",
+    "Cancel": "Annuler",
+    "Back": "Retour",
+    "Research question": "Question de recherche",
+    "Requested variables": "Variables demandées",
+    "One per line.": "Une par ligne.",
+    "Privacy budget ε per dataset": "Budget de confidentialité ε par jeu de données",
+    "δ": "δ",
+    "App (model) to run": "Application (modèle) à exécuter",
+    "Duration (days)": "Durée (jours)",
+    "Legal basis": "Base juridique",
+    "Data form": "Forme des données",
+    "Expected outputs": "Résultats attendus",
+    "Ethics approval reference": "Référence de l'avis éthique",
+    "Minimum number of hospitals": "Nombre minimum d'hôpitaux",
+    "Hospital (node)": "Hôpital (nœud)",
+    "Dataset": "Jeu de données",
+    "Add a dataset": "Ajouter un jeu de données",
+    "Remove": "Supprimer",
+    "Choose…": "Choisir…",
+    "optional": "facultatif",
+    "The request has errors; see the fields marked below.":
+        "La demande contient des erreurs ; voir les champs signalés ci-dessous.",
+    "Request details": "Détails de la demande",
+    "Reviews": "Revues",
+    "No review yet.": "Aucune revue pour l'instant.",
+    "Round {n}": "Tour {n}",
+    "Reviewer": "Examinateur·rice",
+    "Decision": "Décision",
+    "Rationale": "Justification",
+    "Conditions": "Conditions",
+    "Review round": "Tour de revue",
+    "Request saved as a draft. Submit it when it is complete.":
+        "Demande enregistrée comme brouillon. Soumettez-la lorsqu'elle est complète.",
+    "Request submitted for review.": "Demande soumise pour revue.",
+    "Request withdrawn.": "Demande retirée.",
+    "Changes saved.": "Modifications enregistrées.",
+    "No app is registered yet; an administrator must register one first.":
+        "Aucune application n'est encore enregistrée ; un administrateur doit d'abord en "
+        "enregistrer une.",
+    "The committee asked for changes: edit the request, then submit it again.":
+        "Le comité a demandé des modifications : modifiez la demande puis soumettez-la à "
+        "nouveau.",
+    "This request can no longer be edited.": "Cette demande ne peut plus être modifiée.",
+    "Yes": "Oui",
+    "No": "Non",
+    # states
+    "draft": "brouillon",
+    "submitted": "soumise",
+    "in_review": "en revue",
+    "approved": "approuvée",
+    "rejected": "rejetée",
+    "changes_requested": "modifications demandées",
+    "withdrawn": "retirée",
+    "active": "active",
+    "expired": "expirée",
+    "revoked": "révoquée",
+    "exhausted": "épuisée",
+    # decisions
+    "approve": "approuver",
+    "reject": "rejeter",
+    "request_changes": "demander des modifications",
+    "Approve": "Approuver",
+    "Reject": "Rejeter",
+    "Request changes": "Demander des modifications",
+    # purposes
+    "public_interest_health": "Intérêt public en santé",
+    "policy_making": "Élaboration des politiques",
+    "statistics": "Statistiques",
+    "education": "Enseignement",
+    "scientific_research": "Recherche scientifique",
+    "ai_training": "Entraînement d'IA",
+    "improvement_of_care": "Amélioration des soins",
+    # legal bases
+    "ehds_art_68_data_permit": "EHDS art. 68 — autorisation de données",
+    "gdpr_6_1_e_9_2_i": "RGPD 6(1)(e) et 9(2)(i) — intérêt public en santé publique",
+    "gdpr_6_1_e_9_2_j": "RGPD 6(1)(e) et 9(2)(j) — recherche scientifique",
+    "gdpr_6_1_a_9_2_a": "RGPD 6(1)(a) et 9(2)(a) — consentement explicite",
+    "pending": "en attente",
+    "approved_once": "approuvée une fois",
+    "released": "libérée",
+    "imaging": "imagerie",
+    "clinical": "clinique",
+    "dp_attestation": "Attestation de confidentialité différentielle dans les plafonds",
+    "aggregates_only": "Uniquement des agrégats et des poids de modèle",
+    "small_counts": "Aucun effectif sous le seuil",
+    "membership_inference": "Audit d'inférence d'appartenance dans chaque nœud",
+    "pseudonymised": "pseudonymisées",
+    "anonymised": "anonymisées",
+    # review
+    "Requests awaiting your decision": "Demandes en attente de votre décision",
+    "Nothing is waiting for your review.": "Rien n'attend votre revue.",
+    "Review": "Examiner",
+    "Your decision": "Votre décision",
+    "Explain your decision (at least 10 characters). Rejections are published in the "
+    "transparency register.":
+        "Expliquez votre décision (au moins 10 caractères). Les refus sont publiés dans le "
+        "registre de transparence.",
+    "Conditions on approval": "Conditions de l'approbation",
+    "Leave empty to grant what was requested. The permit takes the strictest conditions "
+    "of all approving reviewers.":
+        "Laissez vide pour accorder ce qui a été demandé. L'autorisation retient les "
+        "conditions les plus strictes de tous les approbateurs.",
+    "Maximum ε": "ε maximal",
+    "Maximum duration (days)": "Durée maximale (jours)",
+    "Record decision": "Enregistrer la décision",
+    "Decision recorded.": "Décision enregistrée.",
+    "You applied for this request: someone else must review it.":
+        "Vous êtes l'auteur·e de cette demande : quelqu'un d'autre doit l'examiner.",
+    "You already reviewed this request in this round.":
+        "Vous avez déjà examiné cette demande lors de ce tour.",
+    "This request is not awaiting review.": "Cette demande n'attend pas de revue.",
+    "Votes this round": "Votes de ce tour",
+    # permits
+    "You hold no permit yet.": "Vous ne détenez encore aucune autorisation.",
+    "No permit yet.": "Aucune autorisation pour l'instant.",
+    "Holder": "Titulaire",
+    "App": "Application",
+    "App hash": "Empreinte de l'application",
+    "ε cap": "Plafond ε",
+    "δ cap": "Plafond δ",
+    "Signed permit (JWS)": "Autorisation signée (JWS)",
+    "Nodes verify this token with the portal's public key before running anything.":
+        "Les nœuds vérifient ce jeton avec la clé publique du portail avant toute exécution.",
+    "Revoke permit": "Révoquer l'autorisation",
+    "Reason": "Motif",
+    "Revoke": "Révoquer",
+    "Permit revoked.": "Autorisation révoquée.",
+    "Revoked": "Révoquée",
+    # audit
+    "Verify chain": "Vérifier la chaîne",
+    "Export (JSON lines)": "Exporter (lignes JSON)",
+    "Entries {first}–{last} of {total}": "Entrées {first} à {last} sur {total}",
+    "The log is empty.": "Le journal est vide.",
+    "Time": "Heure",
+    "Actor": "Acteur·rice",
+    "Action": "Action",
+    "Object": "Objet",
+    "Details": "Détails",
+    "Hash": "Empreinte",
+    "First": "Début",
+    "Previous": "Précédent",
+    "Next": "Suivant",
+    "Last": "Fin",
+    "Filter by action": "Filtrer par action",
+    "Filter": "Filtrer",
+    "The chain is intact: {rows} entries, head {head}.":
+        "La chaîne est intacte : {rows} entrées, tête {head}.",
+    "The chain is broken at entry {seq}: {problem}":
+        "La chaîne est rompue à l'entrée {seq} : {problem}",
+    "Each entry's hash covers the previous entry's hash: editing, deleting or reordering "
+    "any entry breaks the chain from there on.":
+        "L'empreinte de chaque entrée couvre celle de l'entrée précédente : modifier, "
+        "supprimer ou réordonner une entrée rompt la chaîne à partir de là.",
+    # catalogue and airlock
+    "Catalogue": "Catalogue",
+    "Airlock": "Sas de sortie",
+    "My outputs": "Mes résultats",
+    "Which hospitals hold which datasets, with suppressed counts.":
+        "Quels hôpitaux détiennent quels jeux de données, avec effectifs masqués.",
+    "Every data access request and its decision.":
+        "Chaque demande d'accès aux données et sa décision.",
+    "Check what runs produced before anything leaves.":
+        "Contrôlez ce que les exécutions ont produit avant toute sortie.",
+    "Results of your runs, downloadable once released.":
+        "Les résultats de vos exécutions, téléchargeables une fois libérés.",
+    "Each hospital's node publishes what it holds. Counts below the suppression threshold "
+    "are shown as a range, never exactly.":
+        "Le nœud de chaque hôpital publie ce qu'il détient. Les effectifs sous le seuil de "
+        "masquage sont donnés comme un intervalle, jamais exactement.",
+    "Published": "Publié",
+    "Request access": "Demander l'accès",
+    "No hospital has published a dataset yet.":
+        "Aucun hôpital n'a encore publié de jeu de données.",
+    "Output": "Résultat",
+    "Run": "Exécution",
+    "Files": "Fichiers",
+    "File": "Fichier",
+    "Size (bytes)": "Taille (octets)",
+    "Download": "Télécharger",
+    "Automated checks": "Contrôles automatiques",
+    "{n} failed": "{n} en échec",
+    "all passed": "tous réussis",
+    "Awaiting your check": "En attente de votre contrôle",
+    "Nothing is waiting for your check.": "Rien n'attend votre contrôle.",
+    "Other outputs": "Autres résultats",
+    "No output yet.": "Aucun résultat pour l'instant.",
+    "Release needs two different output checkers; either can reject. Only released files "
+    "can be downloaded, by the permit holder, and every download is logged.":
+        "La libération exige deux contrôleur·euses différent·es ; chacun·e peut rejeter. Seuls "
+        "les fichiers libérés peuvent être téléchargés, par le ou la titulaire de "
+        "l'autorisation, et chaque téléchargement est journalisé.",
+    "Privacy attestations of the nodes": "Attestations de confidentialité des nœuds",
+    "Membership-inference advantage": "Avantage d'inférence d'appartenance",
+    "Checks by people": "Contrôles humains",
+    "Automated checks failed: this output can only be rejected.":
+        "Des contrôles automatiques ont échoué : ce résultat ne peut qu'être rejeté.",
+    "Approve release": "Approuver la libération",
+    # errors
+    "Access denied": "Accès refusé",
+    "Not found": "Introuvable",
+    "Something went wrong": "Une erreur s'est produite",
+    "Your roles do not allow this page.": "Vos rôles ne permettent pas d'accéder à cette page.",
+    "Your roles do not allow this action.": "Vos rôles ne permettent pas cette action.",
+    "The form was refused because its security token is missing or out of date. Reload "
+    "the page and try again.":
+        "Le formulaire a été refusé car son jeton de sécurité est absent ou périmé. "
+        "Rechargez la page et réessayez.",
+    "Login failed": "Échec de la connexion",
+    "This login link has expired or was already used. Please log in again.":
+        "Ce lien de connexion a expiré ou a déjà été utilisé. Veuillez vous reconnecter.",
+    "Back to the home page": "Retour à l'accueil",
+    "Conflict": "Conflit",
+    "Invalid input": "Saisie invalide",
+    # validation messages
+    "This field is required.": "Ce champ est obligatoire.",
+    "Enter at least {n} characters.": "Saisissez au moins {n} caractères.",
+    "Enter at most {n} characters.": "Saisissez au plus {n} caractères.",
+    "Enter a number.": "Saisissez un nombre.",
+    "Enter a whole number.": "Saisissez un nombre entier.",
+    "Must be greater than {n}.": "Doit être supérieur à {n}.",
+    "Must be at least {n}.": "Doit être au moins {n}.",
+    "Must be less than {n}.": "Doit être inférieur à {n}.",
+    "Must be at most {n}.": "Doit être au plus {n}.",
+    "Choose one of the options.": "Choisissez une des options.",
+    "Use only letters, digits and . _ : -": "Utilisez uniquement lettres, chiffres et . _ : -",
+    "Give at least {n}.": "Indiquez-en au moins {n}.",
+    "Give at most {n}.": "Indiquez-en au plus {n}.",
+    "Unexpected field.": "Champ inattendu.",
+}

@@ -1,0 +1,106 @@
+"""Login, logout and the language switch.
+
+Login: /login stores state, nonce and the PKCE verifier in the (pre-login) session
+and sends the browser to Keycloak; /auth/callback checks the state, exchanges the
+code, checks the ID token's nonce, validates the access token like the API does,
+then rotates the session id. Logout ends the portal session and then Keycloak's
+(end-session endpoint with id_token_hint and post_logout_redirect_uri).
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import Response
+
+from tre.portal.web.auth import WebAuth
+from tre.portal.web.i18n import LANG_COOKIE, LANGUAGES
+from tre.portal.web.oidc import OidcError, new_login
+from tre.portal.web.pages import Ctx, PageError, context, redirect, safe_next, web_router
+
+router = web_router()
+CALLBACK_PATH = "/auth/callback"
+LANG_COOKIE_MAX_AGE = 365 * 24 * 3600
+
+
+def _auth(request: Request) -> WebAuth:
+    return request.app.state.web_auth
+
+
+def _base(request: Request) -> str:
+    return request.app.state.settings.base_url.rstrip("/")
+
+
+@router.get("/login")
+async def login(request: Request, next: str | None = None, ctx: Ctx = Depends(context)
+                ) -> Response:
+    """Send the browser to Keycloak's login page (or straight on if already logged in)."""
+    target = safe_next(next)
+    if ctx.user is not None:
+        return redirect(target)
+    start = new_login()
+    sess = ctx.web.ensure()
+    sess.add_pending(start.state, {"nonce": start.nonce, "verifier": start.verifier,
+                                   "next": target})
+    try:
+        url = await _auth(request).oidc.authorization_url(
+            start, _base(request) + CALLBACK_PATH, ui_locale=ctx.lang)
+    except OidcError as exc:
+        raise PageError(502, str(exc)) from exc
+    return redirect(url)
+
+
+@router.get(CALLBACK_PATH)
+async def callback(request: Request, state: str = "", code: str = "",
+                   error: str | None = None, error_description: str | None = None,
+                   ctx: Ctx = Depends(context)) -> Response:
+    """Keycloak sends the browser back here with a code bound to our state and PKCE."""
+    auth = _auth(request)
+    sess = ctx.web.session
+    pending = sess.pop_pending(state) if sess is not None and state else None
+    if pending is None:
+        raise PageError(400, ctx._("This login link has expired or was already used. "
+                                   "Please log in again."))
+    if error:
+        raise PageError(401, f"{ctx._('Login failed')}: {error_description or error}")
+    try:
+        tokens = await auth.oidc.exchange_code(code, _base(request) + CALLBACK_PATH,
+                                               pending["verifier"])
+        if not tokens.id_token:
+            raise OidcError("the identity provider returned no ID token")
+        await auth.oidc.verify_id_token(tokens.id_token, pending["nonce"])
+        principal = await auth.principal_for(request.app.state.token_validator, tokens)
+    except OidcError as exc:
+        raise PageError(401, f"{ctx._('Login failed')}: {exc}") from exc
+    fresh = auth.store.rotate(sess)
+    fresh.flashes = sess.flashes
+    auth.sign_in(fresh, tokens, principal)
+    ctx.web.replace(fresh)
+    return redirect(pending["next"])
+
+
+@router.post("/logout")
+async def logout(request: Request, ctx: Ctx = Depends(context)) -> Response:
+    """End our session, then Keycloak's, which sends the browser back to the home page."""
+    sess = ctx.web.session
+    id_token = sess.id_token if sess is not None else None
+    ctx.web.replace(None)
+    if id_token is None:
+        return redirect("/")
+    try:
+        url = await _auth(request).oidc.end_session_url(id_token, _base(request) + "/")
+    except OidcError:
+        return redirect("/")
+    return redirect(url)
+
+
+@router.post("/lang")
+def switch_language(lang: str = Form(...), next: str = Form("/"), ctx: Ctx = Depends(context)
+                    ) -> Response:
+    """Remember the chosen language in a cookie (it then wins over Accept-Language)."""
+    if lang not in LANGUAGES:
+        raise PageError(422, ctx._("Choose one of the options."))
+    response = redirect(safe_next(next))
+    secure = ctx.request.app.state.settings.cookie_secure
+    response.set_cookie(LANG_COOKIE, lang, max_age=LANG_COOKIE_MAX_AGE, httponly=True,
+                        samesite="lax", secure=secure)
+    return response
