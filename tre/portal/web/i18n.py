@@ -360,6 +360,91 @@ FR: dict[str, str] = {
     "Automated checks failed: this output can only be rejected.":
         "Des contrôles automatiques ont échoué : ce résultat ne peut qu'être rejeté.",
     "Approve release": "Approuver la libération",
+    # consent registry
+    "Consent registry": "Registre des consentements",
+    "Record, update and withdraw consents; import FHIR; prepare the activity report.":
+        "Enregistrez, modifiez et retirez des consentements ; importez du FHIR ; préparez le "
+        "rapport d'activité.",
+    "Every organisation's consents and their history.":
+        "Les consentements de chaque organisation et leur historique.",
+    "Record a consent": "Enregistrer un consentement",
+    "Import FHIR": "Importer du FHIR",
+    "Export FHIR": "Exporter en FHIR",
+    "Activity report": "Rapport d'activité",
+    "Every change is a new version; nothing is ever deleted. Nodes pull the registry before "
+    "every run.":
+        "Chaque modification crée une nouvelle version ; rien n'est jamais supprimé. Les nœuds "
+        "récupèrent le registre avant chaque exécution.",
+    "Subject pseudonym": "Pseudonyme de la personne",
+    "Purposes": "Finalités",
+    "Valid from": "Valable à partir du",
+    "Valid until": "Valable jusqu'au",
+    "Version": "Version",
+    "Registry version": "Version du registre",
+    "Updated": "Mise à jour",
+    "No consent matches.": "Aucun consentement ne correspond.",
+    "The form has errors; see the fields marked below.":
+        "Le formulaire contient des erreurs ; voir les champs signalés ci-dessous.",
+    "Consent recorded.": "Consentement enregistré.",
+    "Consent updated: a new version was recorded.":
+        "Consentement modifié : une nouvelle version a été enregistrée.",
+    "Consent withdrawn. Every node applies it before its next run.":
+        "Consentement retiré. Chaque nœud l'appliquera avant sa prochaine exécution.",
+    "Data subject": "Personne concernée",
+    "The pseudonym the hospitals derive with the federation key; never a name or a national "
+    "number.":
+        "Le pseudonyme que les hôpitaux dérivent avec la clé de fédération ; jamais un nom ni "
+        "un numéro national.",
+    "Consent given": "Consentement donné",
+    "Objection (opt-out)": "Opposition (opt-out)",
+    "Note": "Note",
+    "Record consent": "Enregistrer le consentement",
+    "Consent": "Consentement",
+    "Receipt for the data subject": "Reçu pour la personne concernée",
+    "History": "Historique",
+    "Change": "Changement",
+    "Recorded": "Enregistrée",
+    "Audit entry": "Entrée d'audit",
+    "Withdraw consent": "Retirer le consentement",
+    "Change purposes or validity": "Modifier les finalités ou la validité",
+    "Re-activate the consent": "Réactiver le consentement",
+    "Record a new version": "Enregistrer une nouvelle version",
+    "Import FHIR consents": "Importer des consentements FHIR",
+    "One FHIR R4 Consent resource or a Bundle of them. The import is all or nothing: one bad "
+    "entry and nothing is recorded.":
+        "Une ressource FHIR R4 Consent ou un Bundle de celles-ci. L'import est tout ou rien : "
+        "une seule entrée invalide et rien n'est enregistré.",
+    "Import done.": "Import terminé.",
+    "Withdrawn": "Retirés",
+    "Unchanged": "Inchangés",
+    "FHIR JSON file": "Fichier JSON FHIR",
+    "…or paste the JSON": "…ou collez le JSON",
+    "Import": "Importer",
+    "Choose a FHIR JSON file or paste its content.":
+        "Choisissez un fichier JSON FHIR ou collez son contenu.",
+    "The file is too large for the form; use the API for big imports.":
+        "Le fichier est trop volumineux pour le formulaire ; utilisez l'API pour les gros "
+        "imports.",
+    "This is not valid JSON: {error}": "Ce n'est pas du JSON valide : {error}",
+    "Material for the data-altruism organisation's annual activity report (Data Governance "
+    "Act, Art. 20), drawn from the audit trail.":
+        "Éléments du rapport d'activité annuel de l'organisation altruiste en matière de "
+        "données (règlement sur la gouvernance des données, art. 20), tirés de la piste "
+        "d'audit.",
+    "Year": "Année",
+    "Show": "Afficher",
+    "Download (JSON)": "Télécharger (JSON)",
+    "Consents at the end of the period": "Consentements en fin de période",
+    "Subjects": "Personnes",
+    "No consent yet.": "Aucun consentement pour l'instant.",
+    "Permits that could draw on these consents":
+        "Autorisations pouvant s'appuyer sur ces consentements",
+    "ε spent": "ε dépensé",
+    "No permit drew on this organisation's consents in that year.":
+        "Aucune autorisation ne s'est appuyée sur les consentements de cette organisation "
+        "cette année-là.",
+    "Techniques applied": "Techniques appliquées",
+    "Audit anchor": "Ancre d'audit",
     # errors
     "Access denied": "Accès refusé",
     "Not found": "Introuvable",
