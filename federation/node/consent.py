@@ -1,0 +1,334 @@
+"""The node's consent filter, fed by the portal's consent snapshots (DESIGN §2.2, §5 Consent).
+
+Before every run and query the node pulls `GET /v1/consents/snapshot?since=V` with its
+service account (a delta after the first full pull, Parquet on the wire) and keeps
+the result in `node.duckdb`, one row per consent and purpose, so the decision is one
+DuckDB join. If the portal cannot be reached the cached snapshot is used while it is
+younger than `NodeConfig.consent_max_age_s`; after that the node refuses to run.
+
+Rules, for a permit purpose P (with `P.covered_by()`: AI training is covered by
+consent to scientific research too), evaluated on the node's date:
+
+* opt-in  (data altruism): a subject is used only with an *active* consent covering
+  P whose validity period includes today;
+* opt-out (objection): every subject is used except those with a *withdrawn* consent
+  (an objection) covering P;
+* in both regimes a withdrawal covering P wins over any other consent for P, from
+  any organisation: the conservative reading of conflicting statements.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from federation.node.governance import ConsentDecision, Refusal
+from federation.node.home import NodeHome
+from federation.node.portal_client import PortalClient, PortalError
+from tre.core.db import Migration
+from tre.core.schemas import ConsentRegime, ConsentStatus, Purpose
+
+COMPONENT = "node_consent"
+MIGRATIONS: list[Migration] = [
+    (
+        1,
+        """
+        CREATE TABLE consent_cache (
+            consent_id VARCHAR NOT NULL,
+            subject VARCHAR NOT NULL,
+            organisation VARCHAR NOT NULL,
+            purpose VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            valid_from DATE,
+            valid_to DATE,
+            version BIGINT NOT NULL
+        );
+        CREATE TABLE consent_sync (
+            version BIGINT NOT NULL,
+            kind VARCHAR NOT NULL,
+            received BIGINT NOT NULL,
+            consents BIGINT NOT NULL,
+            portal_url VARCHAR NOT NULL,
+            pulled_at DOUBLE NOT NULL
+        )
+        """,
+    )
+]
+# No primary key on consent_cache on purpose: a delta replaces a consent's rows with
+# DELETE + INSERT in one transaction, and bulk loads stay index-free and fast.
+
+SNAPSHOT_COLUMNS = {"consent_id", "subject", "organisation", "purposes", "status",
+                    "valid_from", "valid_to", "version"}
+PULL_TIMEOUT_S = 60.0
+
+
+class ConsentUnavailable(Refusal):
+    """No consent state the node may rely on: never pulled, or stale and the portal is
+    unreachable. The node runs nothing on the dataset (invariant 2)."""
+
+
+@dataclass(frozen=True)
+class SnapshotState:
+    version: int
+    pulled_at: float
+    consents: int
+    source: str  # "portal" (pulled just now) or "cache"
+
+    def age_s(self, now: float) -> float:
+        return max(0.0, now - self.pulled_at)
+
+
+def migrate(home: NodeHome) -> None:
+    home.db.migrate(COMPONENT, MIGRATIONS)
+
+
+def cached_state(home: NodeHome) -> SnapshotState | None:
+    """The last successful pull, if any."""
+    migrate(home)
+    with home.db.reader() as cur:
+        row = cur.execute(
+            "SELECT version, pulled_at, consents FROM consent_sync"
+            " ORDER BY pulled_at DESC LIMIT 1"
+        ).fetchall()
+    return SnapshotState(row[0][0], row[0][1], row[0][2], "cache") if row else None
+
+
+def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, version: int,
+                   portal_url: str, now: float) -> SnapshotState:
+    """Install a full snapshot (replace) or a delta (upsert by consent id), audited, in
+    one transaction: a failed pull leaves the previous state whole."""
+    missing = SNAPSHOT_COLUMNS - set(table.column_names)
+    if missing:
+        raise ValueError(f"the consent snapshot lacks columns {sorted(missing)}")
+    if kind not in ("full", "delta"):
+        raise ValueError(f"unknown snapshot kind {kind!r}")
+    migrate(home)
+    with home.db.transaction() as cur:
+        cur.register("consent_incoming", table)
+        try:
+            if kind == "full":
+                cur.execute("DELETE FROM consent_cache")
+            elif table.num_rows:
+                cur.execute("DELETE FROM consent_cache WHERE consent_id IN"
+                            " (SELECT consent_id FROM consent_incoming)")
+            cur.execute(
+                "INSERT INTO consent_cache SELECT consent_id, subject, organisation,"
+                " unnest(purposes) AS purpose, status, valid_from, valid_to, version"
+                " FROM consent_incoming"
+            )
+        finally:
+            cur.unregister("consent_incoming")
+        consents = cur.execute(
+            "SELECT count(DISTINCT consent_id) FROM consent_cache").fetchall()[0][0]
+        cur.execute("INSERT INTO consent_sync VALUES (?, ?, ?, ?, ?, ?)",
+                    [version, kind, table.num_rows, consents, portal_url, now])
+        home.audit.append(cur, actor=home.actor, action="consent.sync",
+                          object_type="consent_snapshot", object_id=str(version),
+                          details={"kind": kind, "since": since, "version": version,
+                                   "received": table.num_rows, "consents": consents,
+                                   "portal": portal_url})
+    return SnapshotState(version, now, consents, "portal")
+
+
+def pull_snapshot(home: NodeHome, client: PortalClient | None = None, *,
+                  clock: Callable[[], float] = time.time) -> SnapshotState:
+    """Fetch the changes since the cached version and install them; raises PortalError
+    (status None when the portal or Keycloak cannot be reached)."""
+    client = client or PortalClient.for_home(home, timeout=PULL_TIMEOUT_S)
+    state = cached_state(home)
+    since = state.version if state else 0
+    url = f"{client.portal_url}/v1/consents/snapshot"
+    token = client.access_token()
+    try:
+        resp = httpx.get(url, params={"since": since, "format": "parquet"},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=client.timeout)
+    except httpx.HTTPError as exc:
+        raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+    if resp.status_code != 200:
+        raise PortalError(f"{url} answered {resp.status_code}: {resp.text[:200]}",
+                          resp.status_code)
+    try:
+        table = pq.read_table(io.BytesIO(resp.content))
+        kind = resp.headers["X-Consent-Kind"]
+        version = int(resp.headers["X-Consent-Version"])
+    except (KeyError, ValueError, pa.ArrowException) as exc:
+        raise PortalError(f"{url} sent an unreadable consent snapshot: {exc}",
+                          resp.status_code) from exc
+    return apply_snapshot(home, table, kind=kind, since=since, version=version,
+                          portal_url=client.portal_url, now=clock())
+
+
+def ensure_fresh(home: NodeHome, client: PortalClient | None = None, *,
+                 clock: Callable[[], float] = time.time) -> SnapshotState:
+    """Pull now; if that fails, fall back to a cached snapshot younger than the node's
+    `consent_max_age_s`; otherwise raise ConsentUnavailable (audited)."""
+    try:
+        return pull_snapshot(home, client, clock=clock)
+    except PortalError as exc:
+        problem = str(exc)
+    state = cached_state(home)
+    max_age = home.config.consent_max_age_s
+    now = clock()
+    if state is not None and state.age_s(now) <= max_age:
+        home.audit.record(actor=home.actor, action="consent.sync_failed",
+                          object_type="consent_snapshot", object_id=str(state.version),
+                          details={"problem": problem, "using_cache_age_s": state.age_s(now),
+                                   "max_age_s": max_age})
+        return state
+    if state is None:
+        refusal = ConsentUnavailable(
+            "consent-unavailable",
+            f"no consent snapshot has ever been pulled and the portal cannot be reached "
+            f"({problem}); nothing runs until `tre node` can pull one")
+    else:
+        refusal = ConsentUnavailable(
+            "consent-stale",
+            f"the cached consent snapshot (version {state.version}) is "
+            f"{state.age_s(now):.0f}s old, above the maximum of {max_age}s, and the portal "
+            f"cannot be reached ({problem}); refusing to use possibly withdrawn consent")
+    home.audit.record(actor=home.actor, action="consent.refused",
+                      object_type="consent_snapshot",
+                      object_id=str(state.version if state else 0),
+                      details={"code": refusal.code, "reason": refusal.reason})
+    raise refusal
+
+
+def decide(home: NodeHome, *, regime: ConsentRegime, purpose: Purpose,
+           pseudonyms: Sequence[str], today: date) -> tuple[list[str], int]:
+    """(allowed pseudonyms in input order, how many distinct candidates were excluded),
+    by one DuckDB query over the cached snapshot."""
+    regime, purpose = ConsentRegime(regime), Purpose(purpose)
+    # Purpose values are enum members (checked above), so inlining them is safe, and it
+    # lets DuckDB push the purpose test into the scan instead of a subquery join.
+    covering = ", ".join(f"'{p.value}'" for p in sorted(purpose.covered_by()))
+    candidates = pa.table({"ord": pa.array(range(len(pseudonyms)), pa.int64()),
+                           "pseudonym": pa.array(pseudonyms, pa.string())})
+    withdrawn = (
+        "NOT EXISTS (SELECT 1 FROM consent_cache w WHERE w.subject = i.pseudonym"
+        f" AND w.status = '{ConsentStatus.WITHDRAWN.value}' AND w.purpose IN ({covering}))"
+    )
+    consented = (
+        "EXISTS (SELECT 1 FROM consent_cache a WHERE a.subject = i.pseudonym"
+        f" AND a.status = '{ConsentStatus.ACTIVE.value}' AND a.purpose IN ({covering})"
+        " AND (a.valid_from IS NULL OR a.valid_from <= $today)"
+        " AND (a.valid_to IS NULL OR a.valid_to >= $today))"
+    )
+    if regime is ConsentRegime.OPT_OUT:
+        where, params = withdrawn, {}
+    else:
+        where, params = f"{consented} AND {withdrawn}", {"today": today}
+    with home.db.reader() as cur:
+        cur.register("consent_candidates", candidates)
+        try:
+            allowed = [r[0] for r in cur.execute(
+                "SELECT i.pseudonym FROM consent_candidates i WHERE " + where +
+                " ORDER BY i.ord", params).fetchall()]
+        finally:
+            cur.unregister("consent_candidates")
+    distinct = len(set(pseudonyms))
+    return allowed, distinct - len(set(allowed))
+
+
+class SnapshotConsentFilter:
+    """The `ConsentFilter` of `federation.node.governance`, backed by the portal's
+    consent registry: pulls (or falls back to a fresh cache), then decides in DuckDB.
+
+    Give it the node home (or its path: then it opens the store for each call and
+    closes it again, as Flower starts a new process per message).
+    """
+
+    def __init__(self, home: NodeHome | str | Path, *, client: PortalClient | None = None,
+                 clock: Callable[[], float] = time.time, pull: bool = True) -> None:
+        self._home = home
+        self._client = client
+        self.clock = clock
+        self.pull = pull
+        self.last_state: SnapshotState | None = None
+
+    @contextmanager
+    def _session(self) -> Iterator[NodeHome]:
+        if isinstance(self._home, NodeHome):
+            yield self._home
+            return
+        home = NodeHome(self._home).require()
+        try:
+            yield home
+        finally:
+            if "db" in home.__dict__:
+                home.db.close()
+            for name in ("db", "audit"):
+                home.__dict__.pop(name, None)
+
+    def filter(self, *, dataset_id: str, regime: ConsentRegime | None = None,
+               purpose: Purpose, pseudonyms: Sequence[str]) -> ConsentDecision:
+        """Subjects of `pseudonyms` the dataset's regime lets `purpose` use, after a pull.
+        `regime` defaults to the dataset's `consent_regime`. Raises ConsentUnavailable."""
+        with self._session() as home:
+            if regime is None:
+                regime = dataset_regime(home, dataset_id)
+            if self.pull:
+                state = ensure_fresh(home, self._client, clock=self.clock)
+            else:
+                state = cached_state(home)
+                if state is None or state.age_s(self.clock()) > home.config.consent_max_age_s:
+                    raise ConsentUnavailable("consent-stale", "no fresh consent snapshot cached")
+            self.last_state = state
+            today = datetime.fromtimestamp(self.clock(), UTC).date()
+            allowed, excluded = decide(home, regime=regime, purpose=purpose,
+                                       pseudonyms=pseudonyms, today=today)
+            basis = (f"{ConsentRegime(regime).value} for {Purpose(purpose).value}, consent "
+                     f"snapshot v{state.version} ({state.source})")
+            home.audit.record(actor=home.actor, action="consent.filter", object_type="dataset",
+                              object_id=dataset_id,
+                              details={"regime": ConsentRegime(regime).value,
+                                       "purpose": Purpose(purpose).value,
+                                       "snapshot_version": state.version,
+                                       "snapshot_source": state.source,
+                                       "candidates": len(set(pseudonyms)),
+                                       "allowed": len(set(allowed)), "excluded": excluded})
+            return ConsentDecision(allowed, excluded, basis)
+
+    def filter_dataset(self, dataset_id: str, purpose: Purpose) -> ConsentDecision:
+        """The same decision for every subject the dataset holds (images or clinical)."""
+        with self._session() as home:
+            pseudonyms = dataset_pseudonyms(home, dataset_id)
+        return self.filter(dataset_id=dataset_id, purpose=purpose, pseudonyms=pseudonyms)
+
+
+def dataset_regime(home: NodeHome, dataset_id: str) -> ConsentRegime:
+    with home.db.reader() as cur:
+        row = cur.execute("SELECT consent_regime FROM dataset WHERE dataset_id = ?",
+                          [dataset_id]).fetchall()
+    if not row:
+        raise Refusal("unknown-dataset",
+                      f"dataset {dataset_id!r} is not held by {home.config.hospital_id}")
+    return ConsentRegime(row[0][0])
+
+
+def dataset_pseudonyms(home: NodeHome, dataset_id: str) -> list[str]:
+    with home.db.reader() as cur:
+        return [r[0] for r in cur.execute(
+            "SELECT pseudonym FROM imaging_study WHERE dataset_id = ?"
+            " UNION SELECT pseudonym FROM clinical WHERE dataset_id = ? ORDER BY 1",
+            [dataset_id, dataset_id]).fetchall()]
+
+
+def status(home: NodeHome, *, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """For `tre node status`: the cached snapshot's version, age and whether it may be used."""
+    state = cached_state(home)
+    if state is None:
+        return {"version": None, "age_s": None, "consents": 0, "fresh": False}
+    age = state.age_s(clock())
+    return {"version": state.version, "age_s": round(age, 1), "consents": state.consents,
+            "pulled_at": datetime.fromtimestamp(state.pulled_at, UTC).isoformat(),
+            "fresh": age <= home.config.consent_max_age_s}
