@@ -1,0 +1,1 @@
+"""Flower apps of the approved catalogue (node-installed code, named by the FAB shim)."""

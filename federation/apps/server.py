@@ -1,0 +1,198 @@
+"""The training ServerApp: FedAvg (weighted by examples) or FedProx over governed nodes.
+
+Runs beside the SuperLink. It never sees data: it sends the global model, gets
+back DP-trained weights and aggregate metrics, and records per round what each
+hospital reported (ε spent so far, or why it refused). At the end it asks every
+node to release the unused part of its ε reservation and writes the final
+model, `report.json` and `report.png` into the run's results folder.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, FedProx
+
+from access_control.permits import unverified_claims
+from federation.apps.params import RunParams
+from federation.apps.report import MODEL, PLOT, EventLog, plot_report, write_report
+from federation.apps.tasks import params_spec
+from federation.training.models import build_model
+
+app = ServerApp()
+
+
+def weighted_mean_finite(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Example-weighted mean per metric over the nodes where it is defined (AUC is
+    undefined on a node whose split holds one class); sums for counts."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    total = 0.0
+    for rec in records:
+        m = next(iter(rec.metric_records.values()))
+        w = float(m.get(weight_key, 0) or 0)
+        total += w
+        for k, v in m.items():
+            if k == weight_key or isinstance(v, list):
+                continue
+            v = float(v)
+            if math.isfinite(v) and w > 0:
+                sums[k] = sums.get(k, 0.0) + v * w
+                weights[k] = weights.get(k, 0.0) + w
+    out = MetricRecord({k: sums[k] / weights[k] for k in sums})
+    out[weight_key] = int(total)
+    return out
+
+
+def train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Weighted train loss, plus the largest ε any node has spent (not an average)."""
+    out = weighted_mean_finite(records, weight_key)
+    eps = [float(next(iter(r.metric_records.values())).get("epsilon", 0)) for r in records]
+    keep = {k: out[k] for k in ("train-loss", weight_key) if k in out}
+    keep["epsilon-max"] = max(eps, default=0.0)
+    return MetricRecord(keep)
+
+
+def _node_row(msg: Message) -> dict[str, Any]:
+    row: dict[str, Any] = {"node_id": int(msg.metadata.src_node_id)}
+    if msg.has_error():
+        row.update(status="refused", reason=msg.error.reason)
+        return row
+    m = msg.content.metric_records.get("metrics", MetricRecord())
+    node = msg.content.config_records.get("node", ConfigRecord())
+    row.update(
+        status="trained", hospital_id=node.get("hospital-id"), dataset_id=node.get("dataset-id"),
+        epsilon=m.get("epsilon"), epsilon_target=m.get("epsilon-target"), delta=m.get("delta"),
+        noise_multiplier=m.get("noise-multiplier"), steps=m.get("steps"),
+        num_examples=m.get("num-examples"), train_loss=m.get("train-loss"),
+        excluded_by_consent=m.get("excluded-by-consent"),
+    )
+    return row
+
+
+def _permit_summary(token: str) -> dict[str, Any]:
+    try:
+        c = unverified_claims(token)
+    except Exception:  # noqa: BLE001 - nodes refuse bad permits; the server only reports
+        return {}
+    return {"permit_id": c.get("permit_id"), "app_hash": c.get("app_hash"),
+            "hospitals": sorted({d["node_id"] for d in c.get("datasets", [])}),
+            "min_hospitals": c.get("min_hospitals", 1)}
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the governed rounds; results and progress go to `results-dir`."""
+    params = RunParams.from_run_config(dict(context.run_config))
+    events = EventLog(params.results_dir or None)
+    permit = _permit_summary(params.permit)
+    hospitals = permit.get("hospitals") or []
+    min_nodes = params.min_nodes or max(len(hospitals), 1)
+    started = time.time()
+    report: dict[str, Any] = {
+        "run_id": context.run_id, "permit": permit, "params": {
+            k: v for k, v in params.to_run_config().items() if k != "permit"},
+        "started_at": started, "rounds": [], "status": "running",
+    }
+    events.emit("start", run_id=context.run_id, permit=permit, min_nodes=min_nodes,
+                params=report["params"])
+    if params.secagg:
+        # flwr 1.42 offers SecAgg+ only through the legacy FitIns workflow
+        # (flwr.server.workflow.SecAggPlusWorkflow + LegacyContext), not with the
+        # Message API strategies used here: refuse rather than pretend.
+        report["status"] = "failed"
+        report["error"] = ("secure aggregation (SecAgg+) is not available with the Message API "
+                           "strategies of the installed Flower release")
+        events.emit("end", status="failed", error=report["error"])
+        if params.results_dir:
+            write_report(params.results_dir, report)
+        log(WARNING, report["error"])
+        return
+
+    model = build_model(params.model, params_spec(params), seed=params.seed)
+    arrays = ArrayRecord(model.state_dict())
+    common = {"fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": min_nodes,
+              "min_evaluate_nodes": min_nodes, "min_available_nodes": min_nodes,
+              "train_metrics_aggr_fn": train_metrics,
+              "evaluate_metrics_aggr_fn": weighted_mean_finite}
+    strategy = (FedProx(proximal_mu=params.proximal_mu, **common)
+                if params.strategy == "fedprox" else FedAvg(**common))
+    trained_nodes: set[int] = set()
+    status = "completed"
+    for rnd in range(1, params.rounds + 1):
+        t0 = time.time()
+        replies = list(grid.send_and_receive(
+            strategy.configure_train(rnd, arrays, ConfigRecord({"lr": params.lr}), grid),
+            timeout=params.round_timeout,
+        ))
+        nodes = [_node_row(m) for m in replies]
+        ok = [m for m in replies if not m.has_error()]
+        trained_nodes.update(int(m.metadata.src_node_id) for m in ok)
+        agg_arrays, agg_train = (strategy.aggregate_train(rnd, ok) if ok else (None, None))
+        if agg_arrays is not None:
+            arrays = agg_arrays
+        eval_metrics = None
+        if agg_arrays is not None:
+            ev = list(grid.send_and_receive(
+                strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid),
+                timeout=params.round_timeout,
+            ))
+            ev_ok = [m for m in ev if not m.has_error()]
+            agg_eval = strategy.aggregate_evaluate(rnd, ev_ok) if ev_ok else None
+            eval_metrics = dict(agg_eval) if agg_eval is not None else None
+        row = {"round": rnd, "seconds": time.time() - t0, "nodes": nodes,
+               "train": dict(agg_train) if agg_train is not None else None,
+               "evaluate": eval_metrics}
+        report["rounds"].append(row)
+        events.emit("round", **row)
+        log(INFO, "[TRE] round %d: %s", rnd, {n.get("hospital_id") or n["node_id"]:
+                                               n.get("epsilon") or n.get("reason")
+                                               for n in nodes})
+        if len(ok) < min_nodes:
+            status = "stopped"
+            report["stop_reason"] = (f"round {rnd}: {len(ok)} of the {min_nodes} required "
+                                     "hospitals trained")
+            break
+
+    # Release what each node reserved but did not spend (e.g. the run stopped early).
+    releases = []
+    if trained_nodes:
+        msgs = [Message(content=RecordDict({"config": ConfigRecord()}),
+                        message_type="query.close", dst_node_id=nid) for nid in trained_nodes]
+        for m in grid.send_and_receive(msgs, timeout=120):
+            if m.has_error():
+                releases.append({"node_id": int(m.metadata.src_node_id), "error": m.error.reason})
+            else:
+                mm = m.content.metric_records.get("metrics", MetricRecord())
+                releases.append({"node_id": int(m.metadata.src_node_id),
+                                 "released": mm.get("released"), "charged": mm.get("charged")})
+    report.update(status=status, releases=releases, finished_at=time.time(),
+                  seconds=time.time() - started)
+    report["epsilon_per_node"] = _final_epsilons(report["rounds"])
+    if params.results_dir:
+        state = {k: torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()}
+        torch.save(state, f"{params.results_dir}/{MODEL}")
+        report["model_file"] = MODEL
+        write_report(params.results_dir, report)
+        plot_report(report, f"{params.results_dir}/{PLOT}")
+        write_report(params.results_dir, {**report, "plot_file": PLOT})
+    events.emit("end", status=status, epsilon_per_node=report["epsilon_per_node"],
+                stop_reason=report.get("stop_reason"))
+
+
+def _final_epsilons(rounds: Iterable[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in rounds:
+        for n in r["nodes"]:
+            if n.get("status") == "trained" and n.get("hospital_id"):
+                out[n["hospital_id"]] = float(n["epsilon"])
+    return out

@@ -1,0 +1,45 @@
+"""Start a hospital's Flower SuperNode for a node home.
+
+The node home travels as SuperNode node config (`node-home`, `hospital-id`): the
+ClientApp reads its store, keys and policy from there, never from the run. FABs
+are installed under the home (`<home>/flwr`), so what ran is inspectable per node.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from federation.node.home import NodeHome
+from federation.superlink import flower_env, tool
+
+FLWR_DIR = "flwr"
+
+
+def supernode_command(home: NodeHome, superlink: str, *, port: int,
+                      insecure: bool = True) -> list[str]:
+    """The `flower-supernode` command line for a node home."""
+    node_config = f'node-home="{home.path}" hospital-id="{home.config.hospital_id}"'
+    cmd = [tool("flower-supernode"), "--superlink", superlink, "--port", str(port),
+           "--node-config", node_config]
+    if insecure:
+        cmd.append("--insecure")
+    return cmd
+
+
+def start_supernode(
+    home: str | Path | NodeHome, superlink: str | None = None, *, port: int = 9094,
+    insecure: bool = True, log_path: str | Path | None = None,
+) -> subprocess.Popen:
+    """Start the SuperNode as a child process in its own process group."""
+    home = home if isinstance(home, NodeHome) else NodeHome(home)
+    home.require()
+    superlink = superlink or home.config.superlink
+    flwr_home = home.path / FLWR_DIR
+    flwr_home.mkdir(exist_ok=True)
+    out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        supernode_command(home, superlink, port=port, insecure=insecure),
+        env=flower_env(flwr_home), stdout=out or None, stderr=subprocess.STDOUT if out else None,
+        start_new_session=True,
+    )

@@ -1,0 +1,65 @@
+"""Aggregate evaluation metrics: the only thing about a test split that leaves a node.
+
+Invariant 1: AUC, accuracy, loss and the number of examples, never per-record scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class TensorSet:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TensorSet, batch_size: int = 512) -> dict[str, float]:
+    """Aggregate metrics only: loss, accuracy, AUC (one-vs-rest macro for >2 classes;
+    NaN when the split holds a single class) and the number of examples."""
+    model.eval()
+    n = len(data)
+    if n == 0:
+        return {"loss": 0.0, "accuracy": 0.0, "auc": float("nan"), "num-examples": 0}
+    logits = torch.cat([model(data.x[i:i + batch_size]) for i in range(0, n, batch_size)])
+    loss = float(nn.functional.cross_entropy(logits, data.y, reduction="mean"))
+    probs = torch.softmax(logits, dim=1).numpy()
+    y = data.y.numpy()
+    acc = float((probs.argmax(1) == y).mean())
+    return {"loss": loss, "accuracy": acc, "auc": auc_score(y, probs), "num-examples": n}
+
+
+def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half); NaN with one class only."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = np.asarray(scores)[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auc_score(y: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC from class probabilities (one-vs-rest macro average for >2 classes)."""
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return binary_auc(y == 1, probs[:, 1])
+    per_class = [binary_auc(y == c, probs[:, c]) for c in range(probs.shape[1])]
+    finite = [a for a in per_class if np.isfinite(a)]
+    return float(np.mean(finite)) if finite else float("nan")

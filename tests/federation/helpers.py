@@ -1,0 +1,107 @@
+"""Test helpers: node homes holding a label-skewed partition of the real PneumoniaMNIST,
+and permits signed by the portal's real key ring class."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from access_control.permits import PermitKeyRing
+from federation.apps.fab import fab_hash
+from federation.node.home import NodeConfig, NodeHome
+from tre.core.schemas import PermitClaims, PermitDataset, Purpose
+from tre.core.settings import default_data_root
+
+NPZ = default_data_root() / "medmnist" / "pneumoniamnist.npz"
+
+
+def label_skew_indices(labels: np.ndarray, index: int, count: int, seed: int,
+                       major: float = 0.6) -> np.ndarray:
+    """Indices of partition `index` of `count`: class c goes mostly (share `major`) to
+    partition c mod count, the rest evenly to the others. Disjoint, covering, seeded."""
+    rng = np.random.default_rng(seed)
+    owner = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        probs = np.full(count, (1 - major) / max(count - 1, 1))
+        probs[int(c) % count] = major if count > 1 else 1.0
+        owner[idx] = rng.choice(count, size=len(idx), p=probs)
+    return np.flatnonzero(owner == index)
+
+
+def populate(home: NodeHome, dataset_id: str, index: int, count: int, *, seed: int = 7,
+             regime: str = "opt-out", limit: int | None = None) -> dict[str, int]:
+    """Insert partition index/count of every split through the common data model."""
+    data = np.load(NPZ)
+    counts: dict[str, int] = {}
+    rows_person, rows_image, rows_study = [], [], []
+    for split in ("train", "val", "test"):
+        images, labels = data[f"{split}_images"], data[f"{split}_labels"].reshape(-1)
+        idx = label_skew_indices(labels, index, count, seed)
+        if limit is not None:
+            idx = idx[:limit]
+        counts[split] = len(idx)
+        for i in idx:
+            local = f"{split}-{i}"
+            ps = home.pseudonymise(local)
+            ref = f"img-{dataset_id}-{local}"
+            img = images[i]
+            rows_person.append((ps, None, None))
+            rows_image.append((ref, img.shape[0], img.shape[1], 1, "uint8",
+                               np.ascontiguousarray(img).tobytes()))
+            rows_study.append((f"st-{dataset_id}-{local}", dataset_id, ps, "XR", "chest",
+                               int(labels[i]), split, ref))
+    person = pa.table({k: v for k, v in zip(["pseudonym", "sex", "birth_year"],
+                                            map(list, zip(*rows_person, strict=True)),
+                                            strict=True)})
+    image = pa.table({
+        "image_ref": [r[0] for r in rows_image], "height": [r[1] for r in rows_image],
+        "width": [r[2] for r in rows_image], "channels": [r[3] for r in rows_image],
+        "dtype": [r[4] for r in rows_image],
+        "pixels": pa.array([r[5] for r in rows_image], type=pa.binary()),
+    })
+    study = pa.table({k: [r[j] for r in rows_study] for j, k in enumerate(
+        ["study_id", "dataset_id", "pseudonym", "modality", "body_site", "label", "split",
+         "image_ref"])})
+    with home.db.transaction() as cur:
+        cur.execute(
+            "INSERT INTO dataset (dataset_id, kind, title, source, consent_regime)"
+            " VALUES (?, 'imaging', ?, 'pneumoniamnist.npz', ?)",
+            [dataset_id, f"PneumoniaMNIST partition {index}/{count}", regime],
+        )
+        cur.register("p_src", person)
+        cur.execute("INSERT INTO person SELECT pseudonym, sex::VARCHAR, birth_year::INTEGER"
+                    " FROM p_src")
+        cur.register("i_src", image)
+        cur.execute("INSERT INTO image (image_ref, height, width, channels, dtype, pixels)"
+                    " SELECT * FROM i_src")
+        cur.register("s_src", study)
+        cur.execute("INSERT INTO imaging_study (study_id, dataset_id, pseudonym, modality,"
+                    " body_site, label, split, image_ref) SELECT * FROM s_src")
+    return counts
+
+
+def make_home(root: Path, hospital: str, ring: PermitKeyRing, *, portal: str = "http://127.0.0.1:9",
+              ) -> NodeHome:
+    return NodeHome.create(root / hospital, NodeConfig(hospital_id=hospital, portal_url=portal),
+                           ring.public_jwks())
+
+
+def claims(datasets: list[tuple[str, str]], *, eps: float = 4.0, delta: float = 1e-5,
+           app_hash: str | None = None, nbf: int | None = None, exp: int | None = None,
+           **extra: Any) -> PermitClaims:
+    now = int(time.time())
+    return PermitClaims(
+        iss="tre-portal-test", permit_id=f"pmt_{uuid.uuid4().hex[:10]}",
+        request_id="req_test", sub="researcher-1", purpose=Purpose.AI_TRAINING,
+        datasets=[PermitDataset(node_id=h, dataset_id=d, epsilon_cap=eps, delta_cap=delta)
+                  for h, d in datasets],
+        app_id="tre/tre-train", app_hash=app_hash or fab_hash(),
+        iat=now, nbf=now - 60 if nbf is None else nbf, exp=now + 3600 if exp is None else exp,
+        **extra,
+    )

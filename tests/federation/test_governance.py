@@ -1,0 +1,338 @@
+"""Refusals at the node: each one audited, no data read, ledger unchanged.
+
+Real DuckDB files, real permits signed with the portal's key ring class, the real
+revocation puller against a real HTTP server; the governed train task is the one
+the ClientApp runs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from access_control.permits import PermitKeyRing
+from federation.apps.fab import fab_hash
+from federation.apps.params import RunParams
+from federation.apps.tasks import NodeContext, train_task
+from federation.node.governance import (
+    Refusal,
+    RegimeConsentFilter,
+    RevocationList,
+    fetch_revoked,
+    node_session,
+)
+from federation.node.home import NodeHome
+from federation.node.ledger import PrivacyLedger
+from tre.core.schemas import ConsentRegime, Purpose
+
+from .helpers import claims, make_home, populate
+
+pytestmark = pytest.mark.integration
+
+DATASET = "pneu"
+
+
+class Portal:
+    """The portal's revocation endpoint, served over real HTTP for the puller."""
+
+    def __init__(self) -> None:
+        self.revoked: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                if self.path != "/v1/permits/revoked":
+                    self.send_error(404)
+                    return
+                body = json.dumps({"revoked": outer.revoked}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def portal() -> Iterator[Portal]:
+    p = Portal()
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def ring(tmp_path_factory: pytest.TempPathFactory) -> PermitKeyRing:
+    return PermitKeyRing.load_or_create(tmp_path_factory.mktemp("portal") / "permit-keys.json")
+
+
+@pytest.fixture
+def home(tmp_path: Path, ring: PermitKeyRing, portal: Portal) -> Path:
+    h = make_home(tmp_path, "hospital-a", ring, portal=portal.url)
+    populate(h, DATASET, 0, 3, limit=300)
+    PrivacyLedger(h.db, h.audit, actor="operator").set_budget(DATASET, 6.0)
+    h.db.close()
+    return h.path
+
+
+def state(path: Path) -> tuple[dict, list[str], int]:
+    """(ledger rows, audit actions, number of data.read entries)."""
+    with node_session(path) as h:
+        ledger = PrivacyLedger(h.db, h.audit, actor="t").snapshot()
+        actions = [e.action for e in h.audit.entries()]
+    return ledger, actions, actions.count("data.read")
+
+
+def run(path: Path, token: str, *, app_hash: str | None = None, run_id: str = "run-1",
+        rounds: int = 1, **kw: object) -> dict:
+    ctx = NodeContext(home=path, run_id=run_id, app_hash=app_hash or fab_hash())
+    return train_task(ctx, RunParams(permit=token, rounds=rounds, batch_size=64, **kw),
+                      server_round=1, weights=None).metrics
+
+
+def assert_refused(path: Path, token: str, code: str, **kw: object) -> Refusal:
+    before_ledger, before_actions, _ = state(path)
+    with pytest.raises(Refusal) as err:
+        run(path, token, **kw)
+    assert err.value.code == code, err.value
+    after_ledger, after_actions, reads = state(path)
+    assert after_ledger == before_ledger, "a refusal changed the ledger"
+    assert reads == 0, "a refused run read data"
+    new = after_actions[len(before_actions):]
+    assert new == ["federation.refused"], new
+    return err.value
+
+
+def test_accepted_permit_trains_and_charges(home: Path, ring: PermitKeyRing) -> None:
+    token = ring.sign(claims([("hospital-a", DATASET)], eps=3.0))
+    metrics = run(home, token)
+    assert 0 < metrics["epsilon"] <= 3.0
+    ledger, actions, reads = state(home)
+    assert reads == 1
+    assert actions[-4:] == ["privacy.reserve", "privacy.charge", "data.read", "privacy.release"]
+    (charge,) = ledger["privacy_charge"]
+    assert charge[7] == pytest.approx(metrics["epsilon"])  # epsilon_run column
+
+
+def test_forged_signature(home: Path, ring: PermitKeyRing, tmp_path: Path) -> None:
+    forger = PermitKeyRing.load_or_create(tmp_path / "forger.json")
+    forger.active_kid = ring.active_kid  # claims the portal's key id
+    forger._keys[ring.active_kid] = forger._keys.popitem()[1]
+    token = forger.sign(claims([("hospital-a", DATASET)]))
+    assert_refused(home, token, "permit-invalid")
+
+
+def test_tampered_claims(home: Path, ring: PermitKeyRing) -> None:
+    import base64
+
+    token = ring.sign(claims([("hospital-a", DATASET)], eps=1.0))
+    head, payload, sig = token.split(".")
+    data = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    data["datasets"][0]["epsilon_cap"] = 50.0
+    forged = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    assert_refused(home, f"{head}.{forged}.{sig}", "permit-invalid")
+
+
+def test_expired(home: Path, ring: PermitKeyRing) -> None:
+    now = int(time.time())
+    token = ring.sign(claims([("hospital-a", DATASET)], nbf=now - 7200, exp=now - 3600))
+    assert_refused(home, token, "permit-expired")
+
+
+def test_not_yet_valid(home: Path, ring: PermitKeyRing) -> None:
+    now = int(time.time())
+    token = ring.sign(claims([("hospital-a", DATASET)], nbf=now + 3600, exp=now + 7200))
+    assert_refused(home, token, "permit-not-yet-valid")
+
+
+def test_revoked(home: Path, ring: PermitKeyRing, portal: Portal) -> None:
+    c = claims([("hospital-a", DATASET)])
+    portal.revoked = [c.permit_id]
+    try:
+        assert_refused(home, ring.sign(c), "permit-revoked")
+    finally:
+        portal.revoked = []
+
+
+def test_revocation_cache_fallback(tmp_path: Path, portal: Portal) -> None:
+    cache = tmp_path / "revoked.json"
+    portal.revoked = ["pmt_x"]
+    try:
+        live = fetch_revoked(portal.url, cache)
+    finally:
+        portal.revoked = []
+    assert live.source == "portal" and "pmt_x" in live.revoked
+    cached = fetch_revoked("http://127.0.0.1:9", cache, timeout=0.5)
+    assert cached.source == "cache" and "pmt_x" in cached.revoked
+    with pytest.raises(Refusal) as err:
+        fetch_revoked("http://127.0.0.1:9", cache, timeout=0.5, max_age_s=0)
+    assert err.value.code == "revocation-unknown"
+
+
+def test_unreachable_portal_without_cache_refuses(tmp_path: Path, ring: PermitKeyRing) -> None:
+    h = make_home(tmp_path, "hospital-a", ring, portal="http://127.0.0.1:9")
+    populate(h, DATASET, 0, 3, limit=50)
+    PrivacyLedger(h.db, h.audit, actor="operator").set_budget(DATASET, 6.0)
+    h.db.close()
+    assert_refused(h.path, ring.sign(claims([("hospital-a", DATASET)])), "revocation-unknown")
+
+
+def test_other_hospital(home: Path, ring: PermitKeyRing) -> None:
+    token = ring.sign(claims([("hospital-b", DATASET)]))
+    assert_refused(home, token, "wrong-hospital")
+
+
+def test_dataset_not_held(home: Path, ring: PermitKeyRing) -> None:
+    token = ring.sign(claims([("hospital-a", "other-dataset")]))
+    assert_refused(home, token, "unknown-dataset")
+
+
+def test_wrong_app_hash(home: Path, ring: PermitKeyRing) -> None:
+    token = ring.sign(claims([("hospital-a", DATASET)], app_hash="0" * 64))
+    assert_refused(home, token, "wrong-app")
+    good = ring.sign(claims([("hospital-a", DATASET)]))
+    assert_refused(home, good, "wrong-app", app_hash="f" * 64)
+
+
+def test_epsilon_above_remaining_budget(home: Path, ring: PermitKeyRing) -> None:
+    token = ring.sign(claims([("hospital-a", DATASET)], eps=8.0))  # budget is 6
+    refusal = assert_refused(home, token, "budget")
+    assert "remaining budget" in refusal.reason
+
+
+def test_epsilon_above_permit_cap(home: Path, ring: PermitKeyRing) -> None:
+    token = ring.sign(claims([("hospital-a", DATASET)], eps=2.0))
+    assert_refused(home, token, "above-permit-cap", target_epsilon=3.0)
+
+
+def test_no_budget_policy(tmp_path: Path, ring: PermitKeyRing, portal: Portal) -> None:
+    h = make_home(tmp_path, "hospital-a", ring, portal=portal.url)
+    populate(h, DATASET, 0, 3, limit=50)
+    h.db.close()
+    refusal = assert_refused(h.path, ring.sign(claims([("hospital-a", DATASET)])), "budget")
+    assert "tre node budget set" in refusal.reason
+
+
+def test_opt_in_without_consent_snapshot_uses_nobody(tmp_path: Path, ring: PermitKeyRing,
+                                                     portal: Portal) -> None:
+    h = make_home(tmp_path, "hospital-a", ring, portal=portal.url)
+    populate(h, DATASET, 0, 3, limit=50, regime="opt-in")
+    PrivacyLedger(h.db, h.audit, actor="operator").set_budget(DATASET, 6.0)
+    h.db.close()
+    assert_refused(h.path, ring.sign(claims([("hospital-a", DATASET)])), "no-consented-records")
+
+
+def test_regime_filter() -> None:
+    f = RegimeConsentFilter()
+    out = f.filter(dataset_id="d", regime=ConsentRegime.OPT_OUT, purpose=Purpose.AI_TRAINING,
+                   pseudonyms=["a", "b"])
+    assert out.allowed == ["a", "b"] and out.excluded == 0
+    out = f.filter(dataset_id="d", regime=ConsentRegime.OPT_IN, purpose=Purpose.AI_TRAINING,
+                   pseudonyms=["a", "b"])
+    assert out.allowed == [] and out.excluded == 2
+
+
+def test_round_beyond_plan_is_refused_and_released(home: Path, ring: PermitKeyRing) -> None:
+    token = ring.sign(claims([("hospital-a", DATASET)], eps=2.0))
+    ctx = NodeContext(home=home, run_id="run-stop", app_hash=fab_hash())
+    p = RunParams(permit=token, rounds=2, batch_size=64)
+    w = None
+    for rnd in (1, 2):
+        out = train_task(ctx, p, server_round=rnd, weights=w)
+        w = out.weights
+        assert out.metrics["epsilon"] <= 2.0
+    with pytest.raises(Refusal) as err:  # the server asks for a round the plan does not hold
+        train_task(ctx, p, server_round=3, weights=w)
+    assert err.value.code == "budget-exhausted"
+    ledger, _, reads = state(home)
+    assert reads == 2 and len(ledger["privacy_charge"]) == 2
+
+
+def test_concurrent_runs_race_for_last_budget(home: Path, ring: PermitKeyRing) -> None:
+    """Two runs, each asking for 4 of the 6 ε left, start at once in two threads sharing the
+    node store: exactly one reserves and trains, the other is refused before reading."""
+    tokens = [ring.sign(claims([("hospital-a", DATASET)], eps=4.0)) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results: dict[int, object] = {}
+
+    with node_session(home) as h:
+        ledger = PrivacyLedger(h.db, h.audit, actor="t")
+        from federation.node.governance import Governor
+        from federation.training.dp import plan_dp
+
+        def attempt(i: int) -> None:
+            gov = Governor(h, revocations=lambda: RevocationList(frozenset(), "test", 0))
+            auth = gov.authorise(tokens[i], app_hash=fab_hash(), run_id=f"race-{i}")
+            plan = plan_dp(num_examples=300, batch_size=64, local_epochs=1, rounds=1,
+                           target_epsilon=4.0, delta=1e-5)
+            barrier.wait()
+            try:
+                results[i] = gov.reserve(auth, plan)
+            except Refusal as r:
+                results[i] = r
+
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wins = [r for r in results.values() if not isinstance(r, Refusal)]
+        losses = [r for r in results.values() if isinstance(r, Refusal)]
+        assert len(wins) == 1 and len(losses) == 1
+        assert losses[0].code == "budget"
+        assert len(ledger.snapshot()["privacy_reservation"]) == 1
+        assert ledger.status(DATASET).epsilon_remaining == pytest.approx(2.0)
+
+
+def test_concurrent_processes_race_for_last_budget(home: Path, ring: PermitKeyRing) -> None:
+    """The same race between two OS processes (as two Flower runs' ClientApps would be):
+    DuckDB's file lock serialises them; exactly one trains."""
+    import multiprocessing as mp
+
+    tokens = [ring.sign(claims([("hospital-a", DATASET)], eps=4.0)) for _ in range(2)]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_race_worker, args=(str(home), tok, f"prun-{i}", q))
+             for i, tok in enumerate(tokens)]
+    for p in procs:
+        p.start()
+    outcomes = [q.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert sorted(o[0] for o in outcomes) == ["ok", "refused:budget"], outcomes
+    ledger, _, reads = state(home)
+    assert reads == 1 and len(ledger["privacy_reservation"]) == 1
+
+
+def _race_worker(home: str, token: str, run_id: str, q: object) -> None:
+    try:
+        ctx = NodeContext(home=Path(home), run_id=run_id, app_hash=fab_hash(),
+                          revocations=lambda: RevocationList(frozenset(), "test", 0))
+        train_task(ctx, RunParams(permit=token, rounds=1, batch_size=64), server_round=1,
+                   weights=None)
+        q.put(("ok", run_id))  # type: ignore[attr-defined]
+    except Refusal as r:
+        q.put((f"refused:{r.code}", run_id))  # type: ignore[attr-defined]
+
+
+def test_refusal_keeps_audit_chain_valid(home: Path, ring: PermitKeyRing) -> None:
+    token = ring.sign(claims([("hospital-b", DATASET)]))
+    with pytest.raises(Refusal):
+        run(home, token)
+    h = NodeHome(home)
+    assert h.audit.verify().ok
+    h.db.close()
