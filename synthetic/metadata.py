@@ -12,8 +12,9 @@ column is checked by rules that put privacy first:
 * dates and timestamps are modelled as ``datetime``, also when they arrive as
   ISO strings or ``datetime.date`` objects; date-only columns come back as dates.
 * integers (or integer-valued floats, as the long clinical table stores them) with
-  few distinct values, booleans and short strings are ``categorical``; a 0/1
-  label is a class, not a measurement.
+  few distinct small values (<= 10 values, all within +-100), booleans and strings
+  are ``categorical``: a 0/1 label or a grade is a class, not a measurement, while
+  a birth year stays a (rounded) number.
 
 The outcome is a `TablePlan`: the prepared frame of the modelled columns, the SDV
 metadata built from the checked column kinds (no data-derived ranges in it, so it
@@ -39,6 +40,8 @@ ColumnKind = Literal["numerical", "categorical", "datetime", "boolean"]
 
 #: Integer columns with at most this many distinct values are modelled as categories.
 MAX_INTEGER_CATEGORIES = 10
+#: ... and whose values are small codes (0/1 labels, grades 1-5); years stay numbers.
+MAX_CODE_VALUE = 100
 #: Share of unique non-null values above which a string column is an identifier.
 UNIQUE_STRING_SHARE = 0.95
 #: Below this many non-null values uniqueness says nothing (every value may be rare).
@@ -112,20 +115,31 @@ class TablePlan:
         """Modelled column names of the given kinds (all when none given), in table order."""
         return [c for c, s in self.columns.items() if not kinds or s.kind in kinds]
 
-    def restore(self, synthetic: pd.DataFrame) -> pd.DataFrame:
-        """Give sampled rows the real table's column order and types (dates as dates)."""
-        out = synthetic.reindex(columns=list(self.columns)).copy()
+    def conform(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Rows (e.g. sampled ones) in the modelled representation, date-only dates floored.
+
+        Reports compare real and synthetic rows in this one representation.
+        """
+        missing = [c for c in self.columns if c not in rows.columns]
+        if missing:
+            raise ValueError(f"rows lack modelled column(s): {', '.join(missing)}")
+        out = conform(rows, self.columns)
         for name, spec in self.columns.items():
-            col = out[name]
-            if spec.kind == "datetime":
-                col = pd.to_datetime(col, errors="coerce")
-                if spec.date_only:
-                    col = col.dt.floor("D")
-            elif spec.integer and spec.kind in ("numerical", "categorical"):
-                num = pd.to_numeric(col, errors="coerce")
-                col = num.round().astype("Int64") if num.isna().any() else num.round().astype(
-                    "int64")
-            out[name] = col
+            if spec.kind == "datetime" and spec.date_only:
+                out[name] = out[name].dt.floor("D")
+            elif spec.kind == "numerical" and spec.integer:
+                out[name] = out[name].round()
+        return out
+
+    def restore(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Conformed rows with the types a researcher expects (whole numbers as integers)."""
+        out = rows[list(self.columns)].copy()
+        for name, spec in self.columns.items():
+            if spec.integer:
+                num = pd.to_numeric(out[name], errors="coerce").round()
+                out[name] = num.astype("Int64") if num.isna().any() else num.astype("int64")
+            elif spec.kind == "boolean":
+                out[name] = out[name].astype("boolean")
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -225,9 +239,9 @@ def plan_table(
 ) -> TablePlan:
     """Detect, then check, how each column is modelled; drop identifiers with a reason.
 
-    `exclude` names extra columns to leave out; `keep` overrides the name rule only
-    (for a low-cardinality column such as ``site_id`` that is not an identifier):
-    uniqueness rules still apply to it.
+    `exclude` names extra columns to leave out; `keep` overrides the name rules only
+    (ours and SDV's, for a low-cardinality column such as ``site_id`` that is not an
+    identifier): the uniqueness rules still apply to it.
     """
     if df.empty or len(df.columns) == 0:
         raise ValueError("the table is empty: nothing to synthesise")
@@ -242,7 +256,6 @@ def plan_table(
     detected = detect_sdv_sdtypes(df)
     excluded: list[ExcludedColumn] = []
     specs: dict[str, ColumnSpec] = {}
-    prepared: dict[str, pd.Series] = {}
     notes: list[str] = []
 
     for name in df.columns:
@@ -265,28 +278,24 @@ def plan_table(
         if as_dt is not None:
             date_only = bool((as_dt.dropna() == as_dt.dropna().dt.floor("D")).all())
             specs[name] = ColumnSpec(name, "datetime", "dates and times", sdv_type, date_only)
-            prepared[name] = as_dt
             continue
 
         if pd.api.types.is_bool_dtype(col) or (
             col.dtype == object and all(isinstance(v, bool | np.bool_) for v in nonnull)
         ):
             specs[name] = ColumnSpec(name, "boolean", "true/false values", sdv_type)
-            prepared[name] = col.astype("boolean").astype(object).where(col.notna(), None)
             continue
 
         if pd.api.types.is_numeric_dtype(col):
-            numeric = pd.to_numeric(col, errors="coerce").astype(float)
             integer = _integer_valued(col)
             n_unique = nonnull.nunique()
-            if integer and n_unique <= max_integer_categories:
+            small_codes = float(nonnull.abs().max()) <= MAX_CODE_VALUE
+            if integer and n_unique <= max_integer_categories and small_codes:
                 specs[name] = ColumnSpec(
                     name, "categorical",
                     f"integer with {n_unique} distinct values (a class, not a measurement)",
                     sdv_type, integer=True,
                 )
-                values = numeric.round().astype("Int64")
-                prepared[name] = values.astype(object).where(values.notna(), None)
                 continue
             if integer and _looks_like_integer_key(col):
                 excluded.append(ExcludedColumn(
@@ -297,23 +306,19 @@ def plan_table(
                 notes.append(f"{name}: integer-valued floats, synthesised values are rounded")
             specs[name] = ColumnSpec(name, "numerical", "numeric measurement", sdv_type,
                                      integer=integer)
-            prepared[name] = numeric
             continue
 
-        strings = col.astype(object).where(col.notna(), None).map(
-            lambda v: v if v is None else str(v))
         n_unique = nonnull.astype(str).nunique()
         if n >= MIN_ROWS_FOR_UNIQUENESS and n_unique / n >= UNIQUE_STRING_SHARE:
             excluded.append(ExcludedColumn(
                 name, f"high-cardinality text ({n_unique} distinct of {n} values, "
                 f">= {UNIQUE_STRING_SHARE:.0%} unique): identifier-like"))
             continue
-        if sdv_type in _SDV_PII_SDTYPES:
+        if sdv_type in _SDV_PII_SDTYPES and name not in keep:
             excluded.append(ExcludedColumn(name, f"personal data (SDV detected '{sdv_type}')"))
             continue
         specs[name] = ColumnSpec(name, "categorical", f"text with {n_unique} distinct values",
                                  sdv_type)
-        prepared[name] = strings
 
     if not specs:
         raise ValueError(
@@ -326,9 +331,42 @@ def plan_table(
             sdv_type == "ordinal" and spec.kind == "categorical"
         ):
             notes.append(f"{name}: SDV detected '{sdv_type}', modelled as '{spec.kind}'")
-    data = pd.DataFrame(prepared, index=df.index)[list(specs)]
+    data = conform(df, specs)
     metadata = build_metadata(specs)
     return TablePlan(data=data, columns=specs, excluded=excluded, metadata=metadata, notes=notes)
+
+
+def conform_column(col: pd.Series, spec: ColumnSpec) -> pd.Series:
+    """One column in the modelled representation (the same for real and synthetic rows).
+
+    datetime64[ns] for dates, float64 for numbers, Python objects (str, int, bool or
+    None) for categories, so that SDV and the reports see one dtype per column.
+    """
+    if spec.kind == "datetime":
+        out = _as_datetime(col)
+        if out is None:
+            out = pd.to_datetime(col, errors="coerce", format="mixed")
+            if getattr(out.dt, "tz", None) is not None:
+                out = out.dt.tz_convert("UTC").dt.tz_localize(None)
+        return out.astype("datetime64[ns]")
+    if spec.kind == "numerical":
+        return pd.to_numeric(col, errors="coerce").astype(float)
+    obj = col.astype(object)
+    missing = col.isna().to_numpy()
+    if spec.kind == "boolean":
+        values = [None if m else bool(v) for v, m in zip(obj, missing, strict=True)]
+    elif spec.integer:
+        num = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+        values = [None if np.isnan(v) else int(round(v)) for v in num]
+    else:
+        values = [None if m else str(v) for v, m in zip(obj, missing, strict=True)]
+    return pd.Series(values, index=col.index, dtype=object, name=col.name)
+
+
+def conform(df: pd.DataFrame, specs: dict[str, ColumnSpec]) -> pd.DataFrame:
+    """The modelled columns of `df` in the modelled representation, in plan order."""
+    return pd.DataFrame({name: conform_column(df[name], spec) for name, spec in specs.items()},
+                        index=df.index)
 
 
 def build_metadata(specs: dict[str, ColumnSpec]) -> Metadata:

@@ -60,6 +60,7 @@ class SyntheticResult:
     timings: dict[str, float]
     train: pd.DataFrame = field(repr=False)
     holdout: pd.DataFrame = field(repr=False)
+    modelled: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
 
     @property
     def passed(self) -> bool:
@@ -114,8 +115,8 @@ class SyntheticResult:
         from synthetic.plots import marginal_plots, pair_trends_png
 
         out = {f"marginal_{k}.png": v for k, v in
-               marginal_plots(self.train, self.synthetic, self.plan, min_count=min_count).items()}
-        pair = pair_trends_png(self.train, self.synthetic, self.plan, min_count=min_count)
+               marginal_plots(self.train, self.modelled, self.plan, min_count=min_count).items()}
+        pair = pair_trends_png(self.train, self.modelled, self.plan, min_count=min_count)
         if pair is not None:
             out["pair_trends.png"] = pair
         return out
@@ -245,17 +246,17 @@ def run_pipeline(
     emit(progress, "fit", 1, 1, f"fitted {synth.name}")
     lap("fit")
 
-    synthetic = _sample(synth, n_rows, plan, progress)
+    modelled = _sample(synth, n_rows, plan, progress)
     lap("sample")
 
     emit(progress, "fidelity", 0, 1, "SDV diagnostic, quality and utility")
-    fidelity = fidelity_report(train, holdout, synthetic, plan, target=target,
+    fidelity = fidelity_report(train, holdout, modelled, plan, target=target,
                                model=utility_model, seed=seed, limits=limits)
     emit(progress, "fidelity", 1, 1, f"quality {fidelity.quality_score:.3f}")
     lap("fidelity")
 
     emit(progress, "privacy", 0, 1, "copies, distances, membership and anonymeter attacks")
-    privacy = privacy_report(train, holdout, synthetic, plan, target=target, seed=seed,
+    privacy = privacy_report(train, holdout, modelled, plan, target=target, seed=seed,
                              limits=limits)
     emit(progress, "privacy", 1, 1, "privacy report done")
     lap("privacy")
@@ -280,8 +281,9 @@ def run_pipeline(
         "limits": limits.as_dict(),
     }
     return SyntheticResult(
-        synthetic=synthetic, plan=plan, fidelity=fidelity, privacy=privacy, gate=gate,
-        settings=settings, timings=timings, train=train, holdout=holdout)
+        synthetic=plan.restore(modelled), plan=plan, fidelity=fidelity, privacy=privacy,
+        gate=gate, settings=settings, timings=timings, train=train, holdout=holdout,
+        modelled=modelled)
 
 
 def _sample(synth: Synthesizer, n_rows: int, plan: TablePlan,
@@ -298,8 +300,5 @@ def _sample(synth: Synthesizer, n_rows: int, plan: TablePlan,
         parts.append(part)
         done += n
         emit(progress, "sample", done, n_rows, f"sampled {done} of {n_rows} rows")
-    missing = [c for c in plan.columns if c not in parts[0].columns]
-    if missing:
-        raise RuntimeError(f"{synth.name} did not produce column(s): {', '.join(missing)}")
-    return plan.restore(pd.concat(parts, ignore_index=True))
+    return plan.conform(pd.concat(parts, ignore_index=True))
 
