@@ -27,3 +27,6 @@ app.add_typer(node_cmd.app, name="node", help="Operate a hospital federation nod
 app.command("backup")(ops_cmd.backup)
 app.command("restore")(ops_cmd.restore_cmd)
 app.add_typer(federation_cmd.app, name="federation", help="Flower SuperLink and runs.")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,36 @@
+"""What every benchmark records beside its figures: the machine, the command, the date."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    mem_gib = None
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+            mem_gib = round(kib / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    return {"cpus": os.cpu_count(), "memory_gib": mem_gib, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version()}
+
+
+def write_result(name: str, figures: dict[str, Any]) -> Path:
+    """bench/results/<name>.json with the figures and their context."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    doc = {"benchmark": name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+           "command": " ".join(["python", *sys.argv]), "machine": machine(), **figures}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return path
