@@ -27,7 +27,7 @@ from flwr.clientapp import ClientApp
 from federation.apps.fab import running_fab_hash
 from federation.apps.params import RunParams
 from federation.apps.tasks import NodeContext, close_task, evaluate_task, train_task
-from federation.node.governance import Refusal
+from federation.node.governance import Refusal, consent_filter_for
 
 app = ClientApp()
 
@@ -48,8 +48,10 @@ def _ctx(msg: Message, context: Context) -> NodeContext:
     home = context.node_config.get("node-home")
     if not home:
         raise Refusal("no-node-home", "this SuperNode was started without node-config node-home")
+    kind = str(context.node_config.get("consent-filter", "snapshot"))
     return NodeContext(home=Path(str(home)), run_id=f"flwr-{msg.metadata.run_id}",
-                       app_hash=running_fab_hash())
+                       app_hash=running_fab_hash(),
+                       consent_filter=lambda h: consent_filter_for(h, kind))
 
 
 def _refused(msg: Message, context: Context, refusal: Refusal) -> Message:

@@ -48,7 +48,9 @@ class NodeContext:
     home: Path
     run_id: str
     app_hash: str | None
-    consent_filter: ConsentFilter = field(default_factory=RegimeConsentFilter)
+    consent_filter: ConsentFilter | Callable[[Any], ConsentFilter] = field(
+        default_factory=RegimeConsentFilter)
+    """A filter, or a factory given the open NodeHome (e.g. the snapshot filter)."""
     revocations: Callable[[], RevocationList] | None = None
     clock: Callable[[], float] = time.time
 
@@ -62,8 +64,10 @@ class TrainOutcome:
 
 
 def _governor(home: Any, ctx: NodeContext) -> Governor:
-    return Governor(home, consent_filter=ctx.consent_filter, revocations=ctx.revocations,
-                    clock=ctx.clock)
+    cf = ctx.consent_filter
+    if not hasattr(cf, "filter"):
+        cf = cf(home)
+    return Governor(home, consent_filter=cf, revocations=ctx.revocations, clock=ctx.clock)
 
 
 def _targets(auth: Authorisation, p: RunParams) -> tuple[float, float]:

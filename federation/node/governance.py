@@ -141,6 +141,19 @@ class ConsentFilter(Protocol):
     ) -> ConsentDecision: ...
 
 
+def consent_filter_for(home: NodeHome, kind: str = "snapshot") -> ConsentFilter:
+    """The node's consent filter, chosen by the operator (SuperNode node config
+    `consent-filter`), never by a run: `snapshot` (the portal's consent registry, pulled
+    per run) or `regime` (the dataset's regime with no consent records)."""
+    if kind == "regime":
+        return RegimeConsentFilter()
+    if kind == "snapshot":
+        from federation.node.consent import SnapshotConsentFilter
+
+        return SnapshotConsentFilter(home)
+    raise Refusal("consent-filter", f"unknown consent filter {kind!r} in node config")
+
+
 class RegimeConsentFilter:
     """The dataset's regime with no consent records at all.
 
@@ -291,10 +304,15 @@ class Governor:
         from federation.training.data import split_pseudonyms
 
         everyone = split_pseudonyms(self.home.db, auth.dataset.dataset_id, split)
-        decision = self.consent_filter.filter(
-            dataset_id=auth.dataset.dataset_id, regime=auth.regime,
-            purpose=auth.claims.purpose, pseudonyms=everyone,
-        )
+        try:
+            decision = self.consent_filter.filter(
+                dataset_id=auth.dataset.dataset_id, regime=auth.regime,
+                purpose=auth.claims.purpose, pseudonyms=everyone,
+            )
+        except Refusal as refusal:  # e.g. no fresh consent snapshot
+            self.refuse(refusal, run_id=auth.run_id, permit_id=auth.claims.permit_id,
+                        stage="consent")
+            raise
         return Cohort(decision.allowed, decision.excluded, decision.basis)
 
     # 6 --------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Start a hospital's Flower SuperNode for a node home.
 
 The node home travels as SuperNode node config (`node-home`, `hospital-id`): the
-ClientApp reads its store, keys and policy from there, never from the run. FABs
+ClientApp reads its store, keys and policy from there, never from the run; so is
+the consent filter (`consent-filter`: `snapshot`, the portal's consent registry, by
+default; `regime` applies the dataset's regime with no consent records). FABs
 are installed under the home (`<home>/flwr`), so what ran is inspectable per node.
 """
 
@@ -17,9 +19,10 @@ FLWR_DIR = "flwr"
 
 
 def supernode_command(home: NodeHome, superlink: str, *, port: int,
-                      insecure: bool = True) -> list[str]:
+                      insecure: bool = True, consent_filter: str = "snapshot") -> list[str]:
     """The `flower-supernode` command line for a node home."""
-    node_config = f'node-home="{home.path}" hospital-id="{home.config.hospital_id}"'
+    node_config = (f'node-home="{home.path}" hospital-id="{home.config.hospital_id}"'
+                   f' consent-filter="{consent_filter}"')
     cmd = [tool("flower-supernode"), "--superlink", superlink, "--port", str(port),
            "--node-config", node_config]
     if insecure:
@@ -29,7 +32,7 @@ def supernode_command(home: NodeHome, superlink: str, *, port: int,
 
 def start_supernode(
     home: str | Path | NodeHome, superlink: str | None = None, *, port: int = 9094,
-    insecure: bool = True, log_path: str | Path | None = None,
+    insecure: bool = True, log_path: str | Path | None = None, consent_filter: str = "snapshot",
 ) -> subprocess.Popen:
     """Start the SuperNode as a child process in its own process group."""
     home = home if isinstance(home, NodeHome) else NodeHome(home)
@@ -39,7 +42,8 @@ def start_supernode(
     flwr_home.mkdir(exist_ok=True)
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        supernode_command(home, superlink, port=port, insecure=insecure),
+        supernode_command(home, superlink, port=port, insecure=insecure,
+                          consent_filter=consent_filter),
         env=flower_env(flwr_home), stdout=out or None, stderr=subprocess.STDOUT if out else None,
         start_new_session=True,
     )

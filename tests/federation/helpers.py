@@ -3,8 +3,11 @@ and permits signed by the portal's real key ring class."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,33 @@ def claims(datasets: list[tuple[str, str]], *, eps: float = 4.0, delta: float = 
         iat=now, nbf=now - 60 if nbf is None else nbf, exp=now + 3600 if exp is None else exp,
         **extra,
     )
+
+
+class Portal:
+    """The portal's revocation endpoint, served over real HTTP for the puller."""
+
+    def __init__(self) -> None:
+        self.revoked: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                if self.path != "/v1/permits/revoked":
+                    self.send_error(404)
+                    return
+                body = json.dumps({"revoked": outer.revoked}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()

@@ -11,7 +11,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,41 +30,11 @@ from federation.node.home import NodeHome
 from federation.node.ledger import PrivacyLedger
 from tre.core.schemas import ConsentRegime, Purpose
 
-from .helpers import claims, make_home, populate
+from .helpers import Portal, claims, make_home, populate
 
 pytestmark = pytest.mark.integration
 
 DATASET = "pneu"
-
-
-class Portal:
-    """The portal's revocation endpoint, served over real HTTP for the puller."""
-
-    def __init__(self) -> None:
-        self.revoked: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                if self.path != "/v1/permits/revoked":
-                    self.send_error(404)
-                    return
-                body = json.dumps({"revoked": outer.revoked}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="module")

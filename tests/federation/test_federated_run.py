@@ -1,0 +1,89 @@
+"""Acceptance: a governed federated DP run on real Flower processes.
+
+SuperLink + 3 SuperNodes on loopback, each node home holding a label-skewed
+partition i/3 of the real PneumoniaMNIST file; 2 rounds of the small GroupNorm
+CNN started through `start_run` (the `flwr run` path the CLI and portal use).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from access_control.permits import PermitKeyRing
+from federation.apps.launch import follow_run, start_run
+from federation.apps.params import RunParams
+from federation.node.governance import node_session
+from federation.node.ledger import PrivacyLedger
+
+from .helpers import Portal, claims, make_home, populate
+
+pytestmark = pytest.mark.integration
+
+HOSPITALS = ["hospital-1", "hospital-2", "hospital-3"]
+CAP = 3.0
+
+
+@pytest.mark.timeout(900)
+def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # noqa: ANN001
+    portal = Portal()
+    ring = PermitKeyRing.load_or_create(tmp_path / "portal-keys.json")
+    homes = []
+    for i, hospital in enumerate(HOSPITALS):
+        home = make_home(tmp_path / "nodes", hospital, ring, portal=portal.url)
+        populate(home, "pneumonia", i, 3)
+        PrivacyLedger(home.db, home.audit, actor="operator").set_budget("pneumonia", 10.0)
+        home.db.close()
+        homes.append(home.path)
+    permit = claims([(h, "pneumonia") for h in HOSPITALS], eps=CAP, delta=1e-5)
+    token = ring.sign(permit)
+    try:
+        for path in homes:
+            flower_cluster.start_node(path)
+        handle = start_run(flower_cluster.superlink,
+                           RunParams(permit=token, rounds=2, batch_size=128, lr=0.5),
+                           tmp_path / "results")
+        events: list[dict] = []
+        try:
+            report = follow_run(handle, events.append, timeout_s=800)
+        except Exception:
+            print(flower_cluster.logs())
+            raise
+    finally:
+        portal.close()
+
+    assert report["status"] == "completed", report
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "end"
+    assert len(report["rounds"]) == 2
+    results = tmp_path / "results"
+    assert (results / "report.json").exists() and (results / "report.png").exists()
+    assert (results / "model.pt").exists()
+    assert json.loads((results / "report.json").read_text())["permit"]["permit_id"] == \
+        permit.permit_id
+    final = report["epsilon_per_node"]
+    assert sorted(final) == HOSPITALS
+    for rnd in report["rounds"]:
+        assert {n["status"] for n in rnd["nodes"]} == {"trained"}
+        assert rnd["evaluate"]["num-examples"] > 0
+        assert 0.0 <= rnd["evaluate"]["auc"] <= 1.0
+        for n in rnd["nodes"]:
+            assert 0 < n["epsilon"] <= CAP
+    # The ledger at each node holds exactly what the run reported, round by round.
+    for hospital, path in zip(HOSPITALS, homes, strict=True):
+        reported = [next(n["epsilon"] for n in r["nodes"] if n["hospital_id"] == hospital)
+                    for r in report["rounds"]]
+        with node_session(path) as home:
+            ledger = PrivacyLedger(home.db, home.audit, actor="t")
+            charges = ledger.charges(dataset_id="pneumonia")
+            actions = [e.action for e in home.audit.entries()]
+            assert home.audit.verify().ok
+            status = ledger.status("pneumonia")
+        assert [c["round"] for c in charges] == [1, 2]
+        assert [c["epsilon_run"] for c in charges] == pytest.approx(reported)
+        assert max(c["epsilon_run"] for c in charges) <= CAP
+        assert actions.count("data.read") == 4  # train + evaluate, two rounds
+        assert "privacy.release" in actions
+        assert status.active_runs == 0
+        assert status.epsilon_spent == pytest.approx(reported[-1])
