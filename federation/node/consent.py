@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import pyarrow.parquet as pq
 from federation.node.governance import ConsentDecision, Refusal
 from federation.node.home import NodeHome
 from federation.node.portal_client import PortalClient, PortalError
-from tre.core.db import Migration
+from tre.core.db import Database, Migration
 from tre.core.schemas import ConsentRegime, ConsentStatus, Purpose
 
 COMPONENT = "node_consent"
@@ -88,8 +89,14 @@ class SnapshotState:
         return max(0.0, now - self.pulled_at)
 
 
+_migrated: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
 def migrate(home: NodeHome) -> None:
-    home.db.migrate(COMPONENT, MIGRATIONS)
+    """Create the cache tables once per open store (cheap to call before every use)."""
+    if home.db not in _migrated:
+        home.db.migrate(COMPONENT, MIGRATIONS)
+        _migrated.add(home.db)
 
 
 def cached_state(home: NodeHome) -> SnapshotState | None:
@@ -98,7 +105,7 @@ def cached_state(home: NodeHome) -> SnapshotState | None:
     with home.db.reader() as cur:
         row = cur.execute(
             "SELECT version, pulled_at, consents FROM consent_sync"
-            " ORDER BY pulled_at DESC LIMIT 1"
+            " ORDER BY rowid DESC LIMIT 1"
         ).fetchall()
     return SnapshotState(row[0][0], row[0][1], row[0][2], "cache") if row else None
 
@@ -114,11 +121,16 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
         raise ValueError(f"unknown snapshot kind {kind!r}")
     migrate(home)
     with home.db.transaction() as cur:
+        previous = 0 if kind == "full" else _last_count(cur)
         cur.register("consent_incoming", table)
         try:
             if kind == "full":
                 cur.execute("DELETE FROM consent_cache")
             elif table.num_rows:
+                replaced = cur.execute(
+                    "SELECT count(DISTINCT consent_id) FROM consent_cache WHERE consent_id IN"
+                    " (SELECT consent_id FROM consent_incoming)").fetchall()[0][0]
+                previous -= replaced
                 cur.execute("DELETE FROM consent_cache WHERE consent_id IN"
                             " (SELECT consent_id FROM consent_incoming)")
             cur.execute(
@@ -128,8 +140,7 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
             )
         finally:
             cur.unregister("consent_incoming")
-        consents = cur.execute(
-            "SELECT count(DISTINCT consent_id) FROM consent_cache").fetchall()[0][0]
+        consents = previous + table.num_rows
         cur.execute("INSERT INTO consent_sync VALUES (?, ?, ?, ?, ?, ?)",
                     [version, kind, table.num_rows, consents, portal_url, now])
         home.audit.append(cur, actor=home.actor, action="consent.sync",
@@ -138,6 +149,12 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
                                    "received": table.num_rows, "consents": consents,
                                    "portal": portal_url})
     return SnapshotState(version, now, consents, "portal")
+
+
+def _last_count(cur: Any) -> int:
+    row = cur.execute("SELECT consents FROM consent_sync ORDER BY rowid DESC LIMIT 1"
+                      ).fetchall()
+    return row[0][0] if row else 0
 
 
 def pull_snapshot(home: NodeHome, client: PortalClient | None = None, *,

@@ -319,7 +319,7 @@ def snapshot(portal: Portal, principal: Principal, since: int) -> tuple[dict[str
 def parquet_bytes(table: pa.Table) -> bytes:
     """A snapshot as Parquet: a million consents travel in tens of MB, not hundreds."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd", compression_level=1)
     return buf.getvalue()
 
 
