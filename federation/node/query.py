@@ -125,18 +125,20 @@ def cohort_members(
             return out
         for ds_id, label in cur.execute(
             "SELECT DISTINCT dataset_id, label FROM imaging_study"
+            " WHERE dataset_id IN (SELECT unnest(?::VARCHAR[]))", [list(out)],
         ).fetchall():
             if ds_id in out:
                 out[ds_id].known_labels.add(label)
 
+        imaging_ids = [d for d, m in out.items() if m.kind == "imaging"]
         s_where, s_params = _study_conditions(cohort, today)
         p_where, p_params = _person_conditions(cohort, age_here=False, today=today)
         where = ["s.dataset_id IN (SELECT unnest(?::VARCHAR[]))", *s_where, *p_where]
         rows = cur.execute(
             "SELECT s.dataset_id, s.label, s.pseudonym, s.study_id FROM imaging_study s"
             " JOIN person p ON p.pseudonym = s.pseudonym WHERE " + " AND ".join(where),
-            [list(out), *s_params, *p_params],
-        ).fetchall()
+            [imaging_ids, *s_params, *p_params],
+        ).fetchall() if imaging_ids else []
         for ds_id, label, pseudonym, study_id in rows:
             m = out[ds_id]
             m.subjects.add(pseudonym)
@@ -146,7 +148,7 @@ def cohort_members(
         clinical_ids = [d for d, m in out.items() if m.kind == "clinical"]
         if clinical_ids:
             p_where, p_params = _person_conditions(cohort, age_here=True, today=today)
-            where = ["c.dataset_id IN (SELECT unnest(?::VARCHAR[]))", *p_where]
+            where = p_where or ["TRUE"]
             params = [clinical_ids, *p_params]
             if _has_study_conditions(cohort):
                 s_where, s_params = _study_conditions(cohort, today)
@@ -156,7 +158,8 @@ def cohort_members(
                 )
                 params += s_params
             for ds_id, pseudonym in cur.execute(
-                "SELECT DISTINCT c.dataset_id, c.pseudonym FROM clinical c"
+                "SELECT c.dataset_id, c.pseudonym FROM (SELECT DISTINCT dataset_id, pseudonym"
+                " FROM clinical WHERE dataset_id IN (SELECT unnest(?::VARCHAR[]))) c"
                 " JOIN person p ON p.pseudonym = c.pseudonym WHERE " + " AND ".join(where),
                 params,
             ).fetchall():

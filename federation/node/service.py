@@ -163,9 +163,10 @@ def publish(
     """Send each dataset's descriptor to the portal catalogue; each attempt is audited with
     the exact descriptor that left the node (it holds no row-level values)."""
     client = client or PortalClient.for_home(home)
+    built = descriptors(home, dataset_ids)
     client.access_token()  # fail before anything is sent if the credentials are wrong
     results = []
-    for descriptor in descriptors(home, dataset_ids):
+    for descriptor in built:
         body = publication_body(descriptor)
         try:
             answer = client.publish_dataset(body)

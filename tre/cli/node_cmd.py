@@ -97,7 +97,7 @@ class RichProgress:
 def progress_bar(enabled: bool = True) -> Iterator[RichProgress]:
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=False, disable=not enabled,
+        console=err_console, transient=True, disable=not enabled,
     )
     with progress:
         yield RichProgress(progress)

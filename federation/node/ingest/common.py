@@ -6,6 +6,7 @@ row by row: DuckDB's per-statement overhead would otherwise dominate ingestion.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import re
@@ -339,7 +340,14 @@ def insert_studies(
             [dataset_id],
         )
     finally:
-        for name in ("_new_persons", "_new_images", "_new_studies"):
+        release(cur, "_new_persons", "_new_images", "_new_studies")
+
+
+def release(cur: duckdb.DuckDBPyConnection, *views: str) -> None:
+    """Unregister Arrow views; after a failed statement the transaction is aborted and
+    DuckDB refuses even that, and the original error is the one worth raising."""
+    for name in views:
+        with contextlib.suppress(duckdb.Error):
             cur.unregister(name)
 
 

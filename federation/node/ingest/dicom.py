@@ -1,7 +1,9 @@
 """DICOM folders: one `imaging_study` row per SOP instance, pixels decoded and stored.
 
 Identity: `PatientID` is replaced by the keyed-hash pseudonym before anything is
-written (an instance without one is its own subject, keyed by study or instance
+written. The pseudonym is of the bare id, as in clinical tables and the consent
+registry, so one patient's images, clinical rows and consent meet on one pseudonym
+(an instance without a PatientID is its own subject, keyed by study or instance
 UID); the study id is a keyed hash of the SOPInstanceUID, so re-running skips what
 is stored and two copies of one instance in a folder (e.g. one image in several
 transfer syntaxes) give one row. Nothing else from the header is kept beyond the
@@ -22,7 +24,7 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from federation.node.home import NodeHome
+from federation.node.home import NodeHome, keyed_ids
 from federation.node.ingest.common import (
     IngestError,
     IngestReport,
@@ -62,9 +64,17 @@ def _birth_year(ds: pydicom.Dataset) -> int | None:
 def _local_patient_id(ds: pydicom.Dataset, fallback: str) -> str:
     pid = _text(ds, "PatientID")
     if pid:
-        return f"dicom:{pid}"
+        return pid
     study = _text(ds, "StudyInstanceUID")
     return f"dicom-study:{study}" if study else f"dicom-instance:{fallback}"
+
+
+def instance_hex(home: NodeHome, dataset_id: str, identity: str) -> str:
+    """The keyed hash behind an instance's ids: study `st_<hex>`, image `im_<hex>`.
+
+    `identity` is the SOPInstanceUID (or `sha256:<file hash>` when it has none).
+    """
+    return keyed_ids(home.derive_key("study"), "x", [f"{dataset_id}:{identity}"])[0][2:]
 
 
 def read_instance(path: Path) -> tuple[pydicom.Dataset | None, Any, str | None, str]:
@@ -130,7 +140,6 @@ def ingest_dicom(
     files = _files(root)
     progress.start(len(files), f"DICOM {root.name}")
     report = IngestReport(dataset_id=dataset_id, source_kind="dicom")
-    study_key = home.derive_key("study")
     params = {"directory": str(root), "files": len(files), "labels_csv": str(labels_csv or ""),
               "split": split}
     with home.db.transaction() as cur:
@@ -155,9 +164,7 @@ def ingest_dicom(
                 continue
             sop_uid = _text(ds, "SOPInstanceUID")
             identity = sop_uid or "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-            hexid = hashlib.blake2b(
-                f"{dataset_id}:{identity}".encode(), key=study_key, digest_size=16
-            ).hexdigest()
+            hexid = instance_hex(home, dataset_id, identity)
             study_id = "st_" + hexid
             if study_id in seen:
                 report.skip(name, "duplicate instance", f"same SOPInstanceUID as {seen[study_id]}")

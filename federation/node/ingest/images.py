@@ -126,7 +126,7 @@ def ingest_images(
             birth = col("birth_year", i)
             row_split = col("split", i)
             patient = col("patient_id", i)
-            local_id = f"image:{patient}" if patient else f"image-file:{name}"
+            local_id = patient or f"image-file:{name}"
             rows.add(
                 pseudonym=home.pseudonymise(local_id),
                 sex=normalise_sex(col("sex", i)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,17 @@ KNOWN_MODALITY: dict[str, tuple[str, str]] = {
     "chestmnist": ("CR", "CHEST"),
     "breastmnist": ("US", "BREAST"),
 }
+
+
+def local_id(stem: str, split: str, index: int) -> str:
+    """The local patient id of image `index` of `split` in file `<stem>.npz`."""
+    return f"{stem.lower()}:{split}:{index}"
+
+
+def image_hexes(home: NodeHome, dataset_id: str, local_ids: Iterable[str]) -> list[str]:
+    """Keyed hashes behind study ids (`st_<hex>`) and image refs (`im_<hex>`)."""
+    ids = keyed_ids(home.derive_key("study"), "x", (f"{dataset_id}:{lid}" for lid in local_ids))
+    return [i[2:] for i in ids]
 
 
 def _load(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -118,7 +130,7 @@ def ingest_medmnist(
             shape = images.shape[1:]
         elif images.shape[1:] != shape:
             raise IngestError(f"{path.name}: image shapes differ between splits")
-        local_ids.extend(f"{stem}:{split}:{j}" for j in idx.tolist())
+        local_ids.extend(local_id(stem, split, j) for j in idx.tolist())
         splits.extend([split] * len(idx))
         image_parts.append(images[idx])
         label_parts.append(np.asarray(labels).reshape(len(labels), -1)[idx, 0].astype(np.int32))
@@ -130,8 +142,7 @@ def ingest_medmnist(
     labels_all = np.concatenate(label_parts)
 
     pseudonyms = home.pseudonymise_many(local_ids)
-    hexes = [s[3:] for s in keyed_ids(home.derive_key("study"), "st", (
-        f"{dataset_id}:{lid}" for lid in local_ids))]
+    hexes = image_hexes(home, dataset_id, local_ids)
     study_ids = ["st_" + h for h in hexes]
     image_refs = ["im_" + h for h in hexes]
     count = len(local_ids)

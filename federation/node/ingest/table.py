@@ -1,6 +1,8 @@
 """Clinical tables (CSV or Parquet) into the long `clinical` table.
 
-One row per subject; the id column is pseudonymised and dropped, every other
+One row per subject; the id column (the hospital's patient id, as in DICOM
+PatientID, so images and clinical rows of a patient share one pseudonym) is
+pseudonymised and dropped, every other
 column becomes a variable: numeric columns (and booleans, as 0/1) go to
 `value_num`, others to `value_text`; empty cells are not stored. A variable's type
 is fixed by its first ingestion (`clinical_variable`), so a later file cannot turn
@@ -9,8 +11,10 @@ a numeric variable into text.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -26,6 +30,7 @@ from federation.node.ingest.common import (
     ensure_dataset,
     finish_batch,
     normalise_sex,
+    release,
 )
 
 
@@ -88,7 +93,7 @@ def ingest_table(
     frame = frame[keep].reset_index(drop=True)
 
     local_ids = frame[id_column].astype(str).str.strip()
-    pseudonyms = home.pseudonymise_many(f"table:{v}" for v in local_ids)
+    pseudonyms = home.pseudonymise_many(local_ids)
     sex = (frame[sex_column].map(normalise_sex) if sex_column
            else pd.Series([None] * len(frame), dtype=object))
     birth = (pd.to_numeric(frame[birth_year_column], errors="coerce") if birth_year_column
@@ -171,9 +176,9 @@ def ingest_table(
                 "INSERT INTO clinical (dataset_id, pseudonym, variable, value_num, value_text)"
                 " SELECT ?, pseudonym, variable, value_num, value_text FROM _new", [dataset_id])
         finally:
-            cur.execute("DROP TABLE IF EXISTS _new")
-            cur.unregister("_long")
-            cur.unregister("_persons")
+            with contextlib.suppress(duckdb.Error):  # aborted transaction: keep first error
+                cur.execute("DROP TABLE IF EXISTS _new")
+            release(cur, "_long", "_persons")
         report.ingested = len(new_subjects)
         report.already_present = len(frame) - report.ingested
         finish_batch(

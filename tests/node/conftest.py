@@ -1,0 +1,123 @@
+"""Fixtures of the node data-plane tests: a real portal over HTTP (for the permit
+keys a node pins at enrolment), node homes on real DuckDB files, the real data."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from federation.node.home import NodeHome
+from federation.node.service import init_node
+from tre.core.settings import CommonSettings
+from tre.portal.app import create_app
+from tre.portal.settings import PortalSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PortalServer:
+    """The real portal app served by uvicorn on a loopback port, in a thread."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.port = free_port()
+        # Keycloak is not needed for the public permit-keys route; point at a closed port.
+        settings = PortalSettings(
+            state_dir=state_dir, host="127.0.0.1", port=self.port,
+            keycloak_url=f"http://127.0.0.1:{free_port()}",
+        )
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> PortalServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("portal did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def jwks(self) -> dict:
+        return httpx.get(f"{self.url}/v1/permit-keys", timeout=5).json()
+
+
+@pytest.fixture(scope="session")
+def portal_server(tmp_path_factory) -> Iterator[PortalServer]:
+    with PortalServer(tmp_path_factory.mktemp("portal")) as server:
+        yield server
+
+
+@pytest.fixture
+def make_node(tmp_path, portal_server):
+    """Create node homes enrolled with the real portal: make_node('H1') -> NodeHome."""
+
+    def make(hospital_id: str = "hospital-a", **kwargs) -> NodeHome:
+        return init_node(tmp_path / f"home-{hospital_id}", hospital_id=hospital_id,
+                         portal_url=portal_server.url, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def node(make_node) -> NodeHome:
+    return make_node()
+
+
+@pytest.fixture(scope="session")
+def pneumonia_npz() -> Path:
+    path = CommonSettings().data_root / "medmnist" / "pneumoniamnist.npz"
+    assert path.is_file(), f"real data missing: {path} (see ../shared/data/README.md)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def dicom_testdata() -> Path:
+    """pydicom's bundled test files (read in place, never written)."""
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file("CT_small.dcm")).parent
+
+
+@pytest.fixture
+def dicom_copy(tmp_path, dicom_testdata):
+    """Copy some bundled DICOM files into a fresh folder: dicom_copy(['CT_small.dcm'])."""
+
+    def copy(names: list[str], folder: str = "dicom") -> Path:
+        out = tmp_path / folder
+        out.mkdir(exist_ok=True)
+        for name in names:
+            shutil.copy(dicom_testdata / name, out / name)
+        return out
+
+    return copy
+
+
+def table_counts(home: NodeHome) -> dict[str, int]:
+    """Rows per table of a node store (for 'nothing changed' assertions)."""
+    with home.db.reader() as cur:
+        tables = [r[0] for r in cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+        ).fetchall()]
+        return {t: cur.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in tables}

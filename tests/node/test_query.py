@@ -1,0 +1,159 @@
+"""Cohort queries over the common model: semantics on exact members, then what leaves."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from federation.node import disclosure as dc
+from federation.node.ingest import ingest_dicom, ingest_medmnist, ingest_table
+from federation.node.query import cohort_members, run_query
+from tre.core.schemas import CohortFilter
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def loaded(node, pneumonia_npz, dicom_copy, tmp_path):
+    ingest_medmnist(node, pneumonia_npz, dataset_id="pneumonia")
+    ingest_dicom(node, dicom_copy(["CT_small.dcm", "MR_small.dcm", "examples_overlay.dcm"]),
+                 dataset_id="scans")
+    bc = load_breast_cancer(as_frame=True).frame
+    bc.insert(0, "mrn", [f"W{i}" for i in range(len(bc))])
+    bc.to_csv(tmp_path / "wdbc.csv", index=False)
+    ingest_table(node, tmp_path / "wdbc.csv", id_column="mrn", dataset_id="wdbc")
+    # Demographics of the two scanned patients, keyed by their DICOM PatientIDs.
+    pd.DataFrame({"pid": ["1CT1", "4MR1"], "born": [1950, 1990], "bmi": [31.0, 19.5]}).to_csv(
+        tmp_path / "demo.csv", index=False)
+    ingest_table(node, tmp_path / "demo.csv", id_column="pid", dataset_id="demo",
+                 birth_year_column="born")
+    with np.load(pneumonia_npz) as d:
+        labels = np.concatenate([d[f"{s}_labels"][:, 0] for s in ("train", "val", "test")])
+    return node, bc, labels
+
+
+def members(home, **cohort):
+    return cohort_members(home.db, CohortFilter(**cohort), today=date(2005, 1, 1))
+
+
+def test_cohort_semantics(loaded):
+    home, bc, labels = loaded
+    m = members(home)
+    assert len(m["pneumonia"].subjects) == len(m["pneumonia"].studies) == len(labels)
+    assert len(m["pneumonia"].by_label[1]) == int((labels == 1).sum())
+    assert len(m["wdbc"].subjects) == 569 and len(m["scans"].subjects) == 3
+
+    m = members(home, modality=["cr"])
+    assert len(m["pneumonia"].subjects) == len(labels) and not m["scans"].subjects
+    m = members(home, dataset_id="pneumonia", label=[1])
+    assert list(m) == ["pneumonia"] and len(m["pneumonia"].subjects) == (labels == 1).sum()
+    m = members(home, study_date_from="2005-01-01")
+    assert len(m["scans"].studies) == 1 and not m["pneumonia"].subjects
+    m = members(home, clinical={"mean radius": {"min": 15}})
+    assert len(m["wdbc"].subjects) == int((bc["mean radius"] >= 15).sum())
+    assert not m["pneumonia"].subjects and not m["scans"].subjects
+    m = members(home, clinical={"mean radius": {"min": 12, "max": 14}, "mean texture": {"max": 20}})
+    expected = bc["mean radius"].between(12, 14) & (bc["mean texture"] <= 20)
+    assert len(m["wdbc"].subjects) == int(expected.sum())
+    m = members(home, sex=["f"])
+    assert len(m["scans"].subjects) == 1 and not m["wdbc"].subjects
+    m = members(home, clinical={"no such variable": {"min": 0}})
+    assert all(not d.subjects for d in m.values())
+
+
+def test_age_is_study_year_minus_birth_year_else_current_year(loaded):
+    home, *_ = loaded
+    # CT 2004, born 1950: 54 at the study. MR 2004, born 1990: 14.
+    m = members(home, age_min=50, age_max=60)
+    assert len(m["scans"].studies) == 1
+    assert len(m["demo"].subjects) == 1  # 'today' is 2005: 55 and 15
+    m = cohort_members(home.db, CohortFilter(age_min=50, age_max=60), today=date(2026, 6, 1))
+    assert len(m["scans"].studies) == 1  # the study date decides, not today
+    assert not m["demo"].subjects         # 76 and 36 today
+    m = members(home, age_max=150)
+    assert not m["pneumonia"].subjects    # unknown birth year never matches an age range
+
+
+def test_clinical_dataset_counts_subjects_with_a_matching_study(loaded):
+    home, *_ = loaded
+    m = members(home, modality=["CT"])
+    assert len(m["demo"].subjects) == 1 and not m["wdbc"].subjects
+
+
+def test_disclosed_answer(loaded):
+    home, _, labels = loaded
+    result = run_query(home, CohortFilter())
+    by_id = {d["dataset_id"]: d for d in result["datasets"]}
+    assert set(by_id) == {"pneumonia", "scans", "wdbc", "demo"}
+    pn = by_id["pneumonia"]
+    assert abs(pn["subjects"] - len(labels)) <= 4 and pn["subjects"] % 5 == 0
+    assert set(pn["by_label"]) == {"normal", "pneumonia"}
+    assert pn["studies"] == pn["subjects"]  # one study each: one perturbation, not two
+    assert by_id["scans"]["subjects"] == "<10" and by_id["scans"]["studies"] == "<10"
+    assert by_id["demo"]["subjects"] == "<10"
+    assert abs(by_id["wdbc"]["subjects"] - 569) <= 4
+    # Zero cells are shown, suppressed: their absence would reveal them.
+    result = run_query(home, CohortFilter(dataset_id="pneumonia", label=[0]))
+    assert result["datasets"][0]["by_label"]["pneumonia"] == "<10"
+    assert run_query(home, CohortFilter(dataset_id="elsewhere"))["datasets"] == []
+    # Same question, same answer: repeating a query gives nothing to average.
+    again = run_query(home, CohortFilter())
+    assert again["datasets"] == run_query(home, CohortFilter())["datasets"]
+    high_k = run_query(home, CohortFilter(dataset_id="wdbc",
+                                          clinical={"mean radius": {"min": 20}}), k=50)
+    assert high_k["k"] == 50 and high_k["datasets"][0]["subjects"] == "<50"
+
+
+def test_every_number_that_leaves_is_a_multiple_of_five_at_least_k(loaded):
+    home, bc, _ = loaded
+    for cohort in [{}, {"label": [1]}, {"modality": ["MR"]}, {"sex": ["M"]},
+                   {"clinical": {"mean radius": {"max": 11}}}, {"age_min": 10}]:
+        result = run_query(home, CohortFilter(**cohort))
+        values = []
+        for d in result["datasets"]:
+            values += [d["subjects"], d.get("studies", "<10"), *d.get("by_label", {}).values()]
+        for v in values:
+            assert v == "<10" or (isinstance(v, int) and v >= 10 and v % 5 == 0), (cohort, v)
+
+
+def test_queries_are_audited_without_their_answers(loaded):
+    home, *_ = loaded
+    before = home.audit.count()
+    cohort = CohortFilter(modality=["CR"], label=[1])
+    run_query(home, cohort)
+    entry = home.audit.entries(after_seq=before)[-1]
+    assert entry.action == "query.cohort"
+    assert entry.details["cohort"]["modality"] == ["CR"]
+    assert set(entry.details) == {"cohort", "k", "datasets"}
+    assert home.audit.verify().ok
+
+
+def test_differencing_attack_on_the_node_fails(loaded):
+    """An attacker narrows a clinical range one patient at a time and subtracts."""
+    home, bc, _ = loaded
+    radii = np.sort(bc["mean radius"].unique())[150:350]
+    chain = []
+    for r in radii:
+        cohort = CohortFilter(dataset_id="wdbc", clinical={"mean radius": {"max": float(r)}})
+        true = len(cohort_members(home.db, cohort)["wdbc"].subjects)
+        shown = run_query(home, cohort)["datasets"][0]["subjects"]
+        chain.append((true, shown))
+    pairs = [(a, b) for a, b in zip(chain, chain[1:], strict=False)] + [
+        (a, b) for a, b in zip(chain, chain[2:], strict=False)] + [
+        (a, b) for a, b in zip(chain, chain[3:], strict=False)]
+    small = [((t1, s1), (t2, s2)) for (t1, s1), (t2, s2) in pairs if 1 <= t2 - t1 <= 3]
+    assert len(small) > 150
+    # Subtracting two answers never gives the 1-3 patients between them.
+    assert all(s2 - s1 != t2 - t1 for (t1, s1), (t2, s2) in small)
+    # Locating a rounding step (R -> R+5 one patient apart) would pin the exact count
+    # (R+3) under rounding alone; with cell-key perturbation it mostly misleads.
+    steps = [(s1, t2) for (t1, s1), (t2, s2) in small if t2 - t1 == 1 and s2 > s1]
+    plain = [(dc.disclose(t1), t2) for (t1, _), (t2, _) in small
+             if t2 - t1 == 1 and dc.disclose(t2) > dc.disclose(t1)]
+    assert plain and all(r + 3 == t for r, t in plain)
+    assert len(steps) > 20
+    assert sum(r + 3 == t for r, t in steps) / len(steps) < 0.45
