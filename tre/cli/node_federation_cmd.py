@@ -1,7 +1,116 @@
 """`tre node serve` and `tre node budget`: the node's federation side."""
 
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from tre.cli.common import console, fail, print_json
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Node home directory [default: $TRE_NODE_HOME or ./node-home]"),
+]
+
+budget_app = typer.Typer(no_args_is_help=True,
+                         help="Privacy budget (ε) per dataset: the operator's policy.")
+
+
+def _home(home: Path | None):  # noqa: ANN202 - NodeHome, imported lazily
+    from federation.node.home import NodeHome, NodeHomeError
+
+    path = home or Path(os.environ.get("TRE_NODE_HOME", "node-home"))
+    try:
+        return NodeHome(path).require()
+    except NodeHomeError as exc:
+        fail(str(exc))
+
+
+def serve(
+    home: HomeOpt = None,
+    superlink: Annotated[str | None, typer.Option(
+        "--superlink", help="SuperLink HOST:PORT [default: node.toml superlink]")] = None,
+    port: Annotated[int, typer.Option("--port", help="This SuperNode's ClientAppIo port")] = 9094,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure/--tls", help="Plain HTTP to the SuperLink (loopback / development)")] = True,
+    consent_filter: Annotated[str, typer.Option(
+        "--consent-filter",
+        help="snapshot: the portal's consent registry; regime: dataset regime, no records",
+    )] = "snapshot",
+) -> None:
+    """Run this hospital's Flower SuperNode (foreground; Ctrl-C stops it)."""
+    from federation.node.serve import start_supernode
+
+    h = _home(home)
+    if consent_filter not in ("snapshot", "regime"):
+        fail("--consent-filter must be snapshot or regime")
+    target = superlink or h.config.superlink
+    proc = start_supernode(h, target, port=port, insecure=insecure,
+                           consent_filter=consent_filter)
+    console.print(f"SuperNode of [bold]{h.config.hospital_id}[/] → SuperLink {target} "
+                  f"(ClientAppIo port {port}, pid {proc.pid})")
+    try:
+        raise typer.Exit(proc.wait())
+    except KeyboardInterrupt:
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise typer.Exit(proc.wait()) from None
+
+
+@budget_app.command("set")
+def budget_set(
+    dataset_id: Annotated[str, typer.Argument(help="Dataset id")],
+    epsilon: Annotated[float, typer.Argument(help="Total ε this dataset may ever spend")],
+    home: HomeOpt = None,
+) -> None:
+    """Set a dataset's total privacy budget (recorded in the ledger and the node audit log)."""
+    from federation.node.ledger import PrivacyLedger
+
+    if epsilon < 0:
+        fail("epsilon must be >= 0")
+    h = _home(home)
+    with h.db.reader() as cur:
+        known = cur.execute("SELECT count(*) FROM dataset WHERE dataset_id = ?",
+                            [dataset_id]).fetchone()[0]
+    if not known:
+        fail(f"dataset {dataset_id!r} is not held by this node (see `tre node datasets`)")
+    ledger = PrivacyLedger(h.db, h.audit, actor=f"operator@{h.config.hospital_id}")
+    ledger.set_budget(dataset_id, epsilon)
+    _show(ledger.statuses(), as_json=False, only=dataset_id)
+
+
+@budget_app.command("show")
+def budget_show(
+    dataset_id: Annotated[str | None, typer.Argument(help="Only this dataset")] = None,
+    home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Total, spent, reserved and remaining ε per dataset."""
+    from federation.node.ledger import PrivacyLedger
+
+    h = _home(home)
+    ledger = PrivacyLedger(h.db, h.audit, actor=h.actor)
+    _show(ledger.statuses(), as_json=as_json, only=dataset_id)
+
+
+def _show(statuses: list, *, as_json: bool, only: str | None) -> None:
+    rows = [s for s in statuses if only is None or s.dataset_id == only]
+    if as_json:
+        print_json([s.as_dict() for s in rows])
+        return
+    table = Table("dataset", "total ε", "spent", "reserved", "remaining", "open runs")
+    for s in rows:
+        fmt = (lambda v: "—" if v is None else f"{v:.3f}")  # noqa: E731
+        table.add_row(s.dataset_id, fmt(s.epsilon_total), fmt(s.epsilon_spent),
+                      fmt(s.epsilon_reserved), fmt(s.epsilon_remaining), str(s.active_runs))
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add the federation commands to the `tre node` group."""
+    app.command("serve")(serve)
+    app.add_typer(budget_app, name="budget")
