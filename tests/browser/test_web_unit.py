@@ -191,7 +191,7 @@ def test_a_stranger_without_session_is_refused_too(tmp_path):
 
 def test_pages_send_anonymous_users_to_login(offline_portal):
     for path in ("/requests", "/requests/new", "/review", "/permits", "/audit", "/outputs",
-                 "/catalogue"):
+                 "/catalogue", "/consents", "/consents/import"):
         resp = offline_portal.get(path, follow_redirects=False)
         assert resp.status_code == 303, path
         assert resp.headers["location"].startswith("/login?next=%2F"), path

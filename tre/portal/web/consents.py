@@ -38,7 +38,8 @@ def consents_list(subject: str | None = Query(None, max_length=128),
                                  subject=subject or None, status=status, limit=PAGE,
                                  offset=offset)
     return render(ctx, "consents.html", page=page, subject=subject or "",
-                  status=status.value if status else "", organisation=organisation or "",
+                  status_filter=status.value if status else "",
+                  organisation=organisation or "",
                   offset=offset, limit=PAGE, statuses=[s.value for s in ConsentStatus],
                   sees_all=ctx.allowed(Action.AUDIT_READ))
 

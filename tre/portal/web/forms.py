@@ -82,6 +82,8 @@ def parse(model: type[BaseModel], data: dict[str, Any], _: Translator
 
 def parse_request(values: dict[str, Any], _: Translator) -> tuple[RequestFields | None, Errors]:
     fields, errors = parse(RequestFields, request_input(values), _)
+    if "datasets" in errors and not values["datasets"]:
+        errors["datasets"] = [_("Add at least one dataset.")]
     return fields, errors  # type: ignore[return-value]
 
 

@@ -476,4 +476,5 @@ FR: dict[str, str] = {
     "Give at least {n}.": "Indiquez-en au moins {n}.",
     "Give at most {n}.": "Indiquez-en au plus {n}.",
     "Unexpected field.": "Champ inattendu.",
+    "Add at least one dataset.": "Ajoutez au moins un jeu de données.",
 }

@@ -63,12 +63,13 @@ def _fmt_dt(value: datetime | str | None) -> str:
     return str(value)
 
 
-def _fmt_num(value: float | int | None, digits: int = 1) -> str:
+def _fmt_num(value: float | int | None, digits: int | None = None) -> str:
+    """Fixed decimals when asked (days, ε); otherwise the shortest form (δ = 1e-05)."""
     if value is None:
         return "—"
-    if isinstance(value, float) and (abs(value) < 1e-3 and value != 0):
-        return f"{value:.0e}"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    if digits is not None:
+        return f"{value:.{digits}f}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _environment() -> Environment:
