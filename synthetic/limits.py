@@ -19,7 +19,7 @@ class ReportLimits:
     """Caps on the rows used by each report (seeded subsamples above the cap)."""
 
     #: Real and synthetic rows given to SDV's quality and diagnostic reports.
-    quality_rows: int = 10_000
+    quality_rows: int = 5_000
     #: Rows used to train each utility classifier (synthetic and real).
     utility_rows: int = 20_000
     #: Query rows for distance to closest record and for membership inference
@@ -27,7 +27,7 @@ class ReportLimits:
     distance_rows: int = 2_000
     #: Reference rows searched for the nearest record (training rows for DCR,
     #: synthetic rows for the membership attack).
-    reference_rows: int = 50_000
+    reference_rows: int = 20_000
     #: Rows of each of training / control / synthetic given to anonymeter.
     anonymeter_rows: int = 1_000
     #: Attacks per anonymeter evaluator (moderate: seconds, not minutes).
