@@ -247,6 +247,28 @@ def test_auditor_pages_the_log_and_verifies_the_chain(web_portal, new_page):
     page.click("#verify-chain")
     expect(page.locator("#verdict")).to_contain_text("The chain is intact")
     shot(page, "21-audit-verified")
+    bad = page.goto(web_portal.url + "/audit?limit=0")
+    assert bad.status == 422
+    expect(page.locator("h1")).to_have_text("Invalid input")
+    expect(page.locator(".error-message")).to_contain_text("limit")
+
+
+def test_reviewer_revokes_a_permit_and_the_register_says_so(web_portal, new_page):
+    permit = _permit_for(web_portal, "bob")
+    page = new_page()
+    login(page, web_portal, "rev1", f"/permits/{permit['id']}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.fill("#reason", "ok")
+    page.click("#revoke-permit")
+    expect(page.locator("#reason-error")).to_have_text("Enter at least 5 characters.")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.fill("#reason", "Ethics approval lapsed")
+    page.click("#revoke-permit")
+    expect(page.locator("#permit-status")).to_contain_text("revoked")
+    page.goto(web_portal.url + "/transparency")
+    row = page.locator(f"#permits-table tr[data-permit='{permit['id']}']")
+    expect(row).to_contain_text("revoked")
+    expect(row).to_contain_text("Ethics approval lapsed")
 
 
 def test_steward_records_and_withdraws_a_consent(web_portal, new_page):

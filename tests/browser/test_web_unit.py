@@ -115,6 +115,14 @@ def test_cookie_signature_and_session_rotation():
     assert store.get(sess.id) is None and store.get(fresh.id) is fresh
 
 
+def test_a_flood_of_anonymous_sessions_never_evicts_a_logged_in_one():
+    store = SessionStore(idle_s=60, max_sessions=10, max_anonymous=5)
+    user = store.rotate(store.create())
+    for _ in range(50):
+        store.create()
+    assert store.get(user.id) is user and len(store) == 6
+
+
 def test_idle_sessions_expire():
     store = SessionStore(idle_s=60)
     sess = store.create()

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -232,6 +233,10 @@ class PageRoute(APIRoute):
                 return error_page(request, exc.status_code, exc.message)
             except HTTPException as exc:
                 return error_page(request, exc.status_code, str(exc.detail))
+            except RequestValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}"
+                                     for e in exc.errors())
+                return error_page(request, 422, problems)
 
         return page_handler
 

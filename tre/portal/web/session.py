@@ -30,6 +30,7 @@ SECRET_FILE = "web-session-secret"
 MAX_PENDING_LOGINS = 5
 PENDING_LOGIN_TTL_S = 600.0
 MAX_SESSIONS = 20_000
+MAX_ANONYMOUS = 5_000
 
 
 def load_or_create_secret(settings: PortalSettings) -> bytes:
@@ -96,50 +97,59 @@ class WebSession:
 
 
 class SessionStore:
-    """Sessions by id, in memory, evicting the least recently used beyond a cap."""
+    """Sessions by id, in memory, in two pools each evicting its least recently used.
 
-    def __init__(self, idle_s: int, max_sessions: int = MAX_SESSIONS) -> None:
+    Anonymous sessions (a CSRF token for the language switch, a login in flight) are
+    cheap to create, so a flood of them must never push out a logged-in user's
+    session: they live in their own, smaller pool."""
+
+    def __init__(self, idle_s: int, max_sessions: int = MAX_SESSIONS,
+                 max_anonymous: int = MAX_ANONYMOUS) -> None:
         self.idle_s = idle_s
-        self.max_sessions = max_sessions
-        self._sessions: OrderedDict[str, WebSession] = OrderedDict()
+        self._pools: dict[bool, OrderedDict[str, WebSession]] = {
+            False: OrderedDict(), True: OrderedDict()}
+        self._caps = {False: max_anonymous, True: max_sessions}
         self._lock = threading.Lock()
 
-    def create(self) -> WebSession:
+    def create(self, *, authenticated: bool = False) -> WebSession:
         now = time.time()
         sess = WebSession(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32),
                           created=now, last_seen=now)
+        pool = self._pools[authenticated]
         with self._lock:
-            self._sessions[sess.id] = sess
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+            pool[sess.id] = sess
+            while len(pool) > self._caps[authenticated]:
+                pool.popitem(last=False)
         return sess
 
     def get(self, sid: str) -> WebSession | None:
         now = time.time()
         with self._lock:
-            sess = self._sessions.get(sid)
-            if sess is None:
-                return None
-            if now - sess.last_seen > self.idle_s:
-                del self._sessions[sid]
-                return None
-            sess.last_seen = now
-            self._sessions.move_to_end(sid)
-            return sess
+            for pool in self._pools.values():
+                sess = pool.get(sid)
+                if sess is None:
+                    continue
+                if now - sess.last_seen > self.idle_s:
+                    del pool[sid]
+                    return None
+                sess.last_seen = now
+                pool.move_to_end(sid)
+                return sess
+        return None
 
     def delete(self, sid: str) -> None:
         with self._lock:
-            self._sessions.pop(sid, None)
+            for pool in self._pools.values():
+                pool.pop(sid, None)
 
     def rotate(self, old: WebSession) -> WebSession:
         """A fresh id and CSRF token at login, so a planted pre-login id is worthless."""
-        new = self.create()
-        new.pending = {}
+        new = self.create(authenticated=True)
         self.delete(old.id)
         return new
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        return sum(len(pool) for pool in self._pools.values())
 
 
 class CookieCodec:
