@@ -320,14 +320,7 @@ def insert_studies(
     cur.register("_new_images", images)
     cur.register("_new_studies", studies)
     try:
-        cur.execute(
-            "INSERT INTO person (pseudonym, sex, birth_year)"
-            " SELECT pseudonym, any_value(sex), any_value(birth_year) FROM _new_persons"
-            " GROUP BY pseudonym"
-            " ON CONFLICT (pseudonym) DO UPDATE SET"
-            " sex = coalesce(person.sex, excluded.sex),"
-            " birth_year = coalesce(person.birth_year, excluded.birth_year)"
-        )
+        upsert_persons(cur, "_new_persons", persons)
         cur.execute(
             "INSERT INTO image (image_ref, height, width, channels, dtype, pixels, frames)"
             " SELECT image_ref, height, width, channels, dtype, pixels, frames FROM _new_images"
@@ -349,6 +342,32 @@ def release(cur: duckdb.DuckDBPyConnection, *views: str) -> None:
     for name in views:
         with contextlib.suppress(duckdb.Error):
             cur.unregister(name)
+
+
+def upsert_persons(cur: duckdb.DuckDBPyConnection, view: str, persons: pa.Table) -> None:
+    """Insert unseen persons; fill a known person's unknown sex / birth year.
+
+    An anti-join insert plus a targeted update, rather than ON CONFLICT DO UPDATE,
+    which costs DuckDB about half as much again on a whole MedMNIST file.
+    """
+    cur.execute(
+        "INSERT INTO person (pseudonym, sex, birth_year)"
+        f" SELECT n.pseudonym, any_value(n.sex), any_value(n.birth_year) FROM {view} n"
+        " ANTI JOIN person p ON p.pseudonym = n.pseudonym GROUP BY n.pseudonym"
+    )
+    if persons.column("sex").null_count == persons.num_rows and (
+        persons.column("birth_year").null_count == persons.num_rows
+    ):
+        return
+    cur.execute(
+        "UPDATE person SET sex = coalesce(person.sex, n.sex),"
+        " birth_year = coalesce(person.birth_year, n.birth_year)"
+        " FROM (SELECT pseudonym, any_value(sex) AS sex, any_value(birth_year) AS birth_year"
+        f" FROM {view} GROUP BY pseudonym) n"
+        " WHERE person.pseudonym = n.pseudonym"
+        " AND ((person.sex IS NULL AND n.sex IS NOT NULL)"
+        " OR (person.birth_year IS NULL AND n.birth_year IS NOT NULL))"
+    )
 
 
 def existing_study_ids(cur: duckdb.DuckDBPyConnection, dataset_id: str) -> set[str]:

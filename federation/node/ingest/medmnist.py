@@ -9,6 +9,7 @@ federation (same key) agree on who is who.
 from __future__ import annotations
 
 import hashlib
+import io
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,11 +57,14 @@ def image_hexes(home: NodeHome, dataset_id: str, local_ids: Iterable[str]) -> li
     return [i[2:] for i in ids]
 
 
-def _load(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _load(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
+    """The file's (images, labels) per split and its SHA-256 (read once, for the audit)."""
     if not path.is_file():
         raise IngestError(f"file {path} does not exist")
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
     try:
-        with np.load(path) as npz:
+        with np.load(io.BytesIO(raw)) as npz:
             keys = set(npz.files)
             data = {
                 split: (npz[f"{split}_images"], npz[f"{split}_labels"])
@@ -83,7 +87,7 @@ def _load(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise IngestError(
                 f"{path.name}: {split} has {len(images)} images but {len(labels)} labels"
             )
-    return data
+    return data, digest
 
 
 def ingest_medmnist(
@@ -109,7 +113,7 @@ def ingest_medmnist(
     i, n = partition
     if not 1 <= i <= n:
         raise PartitionError(f"--partition {i}/{n}: i must be between 1 and n")
-    data = _load(path)
+    data, digest = _load(path)
     stem = path.stem.lower()
     names = label_names or KNOWN_LABEL_NAMES.get(stem, {})
     modality, body_site = KNOWN_MODALITY.get(stem, ("CR", "CHEST"))
@@ -180,7 +184,7 @@ def ingest_medmnist(
     report = IngestReport(dataset_id=dataset_id, source_kind="medmnist")
     params: dict[str, Any] = {
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": digest,
         "partition": f"{i}/{n}",
         "split_scheme": scheme.value,
         "seed": seed,
@@ -214,10 +218,3 @@ def ingest_medmnist(
     progress.advance(total)
     return report
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

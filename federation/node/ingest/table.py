@@ -31,6 +31,7 @@ from federation.node.ingest.common import (
     finish_batch,
     normalise_sex,
     release,
+    upsert_persons,
 )
 
 
@@ -164,14 +165,7 @@ def ingest_table(
             )
             new_subjects = {r[0] for r in cur.execute("SELECT DISTINCT pseudonym FROM _new")
                             .fetchall()}
-            cur.execute(
-                "INSERT INTO person (pseudonym, sex, birth_year)"
-                " SELECT pseudonym, sex, birth_year FROM _persons"
-                " WHERE pseudonym IN (SELECT pseudonym FROM _new)"
-                " ON CONFLICT (pseudonym) DO UPDATE SET"
-                " sex = coalesce(person.sex, excluded.sex),"
-                " birth_year = coalesce(person.birth_year, excluded.birth_year)"
-            )
+            upsert_persons(cur, "_persons", persons)
             cur.execute(
                 "INSERT INTO clinical (dataset_id, pseudonym, variable, value_num, value_text)"
                 " SELECT ?, pseudonym, variable, value_num, value_text FROM _new", [dataset_id])
