@@ -77,7 +77,7 @@ def test_every_identifier_shown_has_an_english_and_a_french_label():
              *map(str, RequestState), *map(str, Decision), *map(str, DatasetKind),
              "active", "expired", "revoked", "exhausted", "pending", "approved_once",
              "released", "dp_attestation", "aggregates_only", "small_counts",
-             "membership_inference"}
+             "membership_inference", "record", "withdraw", "reconsent", "update"}
     assert not shown - set(i18n.EN), shown - set(i18n.EN)
     assert not shown - set(i18n.FR), shown - set(i18n.FR)
 

@@ -141,7 +141,11 @@ class OidcClient:
             body = {}
         if resp.status_code != 200 or "access_token" not in body:
             reason = body.get("error_description") or body.get("error") or resp.status_code
-            raise OidcError(f"the identity provider refused the token request: {reason}")
+            hint = ""
+            if self.client_secret is None and body.get("error") in ("unauthorized_client",
+                                                                    "invalid_client"):
+                hint = f" (client {self.client_id!r} is confidential: set TRE_OIDC_CLIENT_SECRET)"
+            raise OidcError(f"the identity provider refused the token request: {reason}{hint}")
         now = time.time()
         refresh_in = body.get("refresh_expires_in")
         return TokenSet(
