@@ -218,8 +218,13 @@ def _looks_like_integer_key(col: pd.Series) -> bool:
     return monotonic or dense
 
 
-def detect_sdv_sdtypes(df: pd.DataFrame) -> dict[str, str]:
-    """SDV's own guess per column (kept in the plan so disagreements are visible)."""
+def detect_sdv_sdtypes(df: pd.DataFrame, max_rows: int = 10_000) -> dict[str, str]:
+    """SDV's own guess per column (kept in the plan so disagreements are visible).
+
+    Advisory only, so large tables are detected on a seeded sample of `max_rows`.
+    """
+    if len(df) > max_rows:
+        df = df.sample(n=max_rows, random_state=0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
