@@ -28,12 +28,21 @@ ROLE_USERS = {
 }
 
 
+def api_routes(routes) -> list[APIRoute]:
+    """Every API route, including those of routers FastAPI includes lazily."""
+    found = []
+    for route in routes:
+        if hasattr(route, "original_router"):
+            found.extend(api_routes(route.original_router.routes))
+        elif isinstance(route, APIRoute) and route.path.startswith("/v1/"):
+            found.append(route)
+    return found
+
+
 def protected_routes(app) -> list[tuple[str, str, Action]]:
-    """(method, concrete path, action) for every route guarded by the policy table."""
+    """(method, concrete path, action) for every API route guarded by the policy table."""
     out = []
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
+    for route in api_routes(app.routes):
         actions = [d.call.action for d in route.dependant.dependencies
                    if hasattr(d.call, "action")]
         if not actions:
