@@ -15,28 +15,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
-import numpy as np
-import pyarrow as pa
-import pydicom
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from federation.node.home import NodeConfig, NodeHome
-from federation.node.ingest import ingest_dicom, ingest_medmnist
-from federation.node.ingest.dicom import read_instance
-from tre.core.settings import CommonSettings
+import duckdb  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pydicom  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+from bench.common import write_result  # noqa: E402
+from federation.node.home import NodeConfig, NodeHome  # noqa: E402
+from federation.node.ingest import ingest_dicom, ingest_medmnist  # noqa: E402
+from federation.node.ingest.dicom import read_instance  # noqa: E402
+from tre.core.settings import CommonSettings  # noqa: E402
 
 
 def fresh_home(root: Path, name: str) -> NodeHome:
@@ -120,17 +119,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rows.items()}
     n_dicom = len(dicom_files)
     result = {
-        "benchmark": "ingest",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "numpy": np.__version__, "duckdb": duckdb.__version__,
-            "pydicom": pydicom.__version__, "pyarrow": pa.__version__,
-        },
+        "versions": {"numpy": np.__version__, "duckdb": duckdb.__version__,
+                     "pydicom": pydicom.__version__, "pyarrow": pa.__version__},
         "repeats": args.repeats,
         "medmnist": {
             "file": npz.name,
@@ -155,16 +145,16 @@ def main() -> None:
             "runs_s": {k: rows[k] for k in ("dcm_plain", "dcm_ingest")},
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result("ingest", result)
+    date = json.loads(path.read_text())["date"][:10]
     m, dc = result["medmnist"], result["dicom"]
     print(f"| ingest | MedMNIST {m['images']} images: {m['ingest_images_per_s']:,.0f} img/s vs "
           f"np.load {m['plain_images_per_s']:,.0f} img/s (×{m['ratio_ingest_to_plain']:.2f} "
           f"time); DICOM {dc['files']} files: {dc['ingest_images_per_s']:,.0f} img/s vs "
           f"dcmread+pixel_array {dc['plain_images_per_s']:,.0f} img/s "
           f"(×{dc['ratio_ingest_to_plain']:.2f}) | `python bench/ingest.py` | "
-          f"{result['date'][:10]} |")
-    print(f"wrote {RESULTS}")
+          f"{date} |")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -191,3 +191,44 @@ def test_publish_reports_an_unreachable_keycloak(cli, enrolled, pneumonia_npz, m
     monkeypatch.setenv("TRE_KEYCLOAK_URL", "http://127.0.0.1:9")
     cli("ingest", "medmnist", str(pneumonia_npz), "--dataset-id", "p", "--home", home)
     one_line_error(cli("publish", "--home", home), "cannot reach http://127.0.0.1:9/realms/tre")
+
+
+def test_audit_verify_names_a_tampered_row(cli, enrolled, pneumonia_npz):
+    home = str(enrolled)
+    cli("ingest", "medmnist", str(pneumonia_npz), "--dataset-id", "p", "--partition", "1/9",
+        "--home", home)
+    node = NodeHome(home)
+    with node.db.transaction() as cur:
+        cur.execute("UPDATE audit_log SET details = replace(details, '1/9', '2/9') WHERE seq = 2")
+    node.db.close()
+    one_line_error(cli("audit", "verify", "--home", home), "row 2", "altered")
+    r = cli("audit", "verify", "--home", home, "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["first_bad_seq"] == 2
+
+
+def test_credentials_from_the_environment(cli, enrolled, monkeypatch):
+    monkeypatch.setenv("TRE_NODE_CLIENT_ID", "from-env")
+    monkeypatch.setenv("TRE_NODE_CLIENT_SECRET", "x")
+    assert NodeHome(enrolled).credentials() == {"client_id": "from-env", "client_secret": "x"}
+    r = cli("status", "--home", str(enrolled), "--json", "--offline")
+    assert json.loads(r.stdout)["credentials"] == "env"
+
+
+def test_a_store_held_by_another_process_gives_a_clear_error(cli, enrolled):
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ok', flush=True);"
+         " time.sleep(60)", str(enrolled / "node.duckdb")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        time.sleep(0.2)
+        one_line_error(cli("status", "--home", str(enrolled), "--offline"),
+                       "cannot open the node store")
+    finally:
+        holder.kill()
+        holder.wait()
