@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.keycloak",
     "tests.fixtures.portal",
+    "tests.fixtures.browser",
+    "tests.fixtures.flower",
 ]
