@@ -30,11 +30,12 @@ def load_images(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(X N×H×W×C, y int64, pseudonyms) of one split (None: all), ordered by study id.
 
-    One query; the pixel blobs arrive as one Arrow buffer and are viewed, not copied
-    per image. `pseudonyms` restricts to those subjects (the consent filter's
-    output). Unlabelled studies are left out unless `labelled_only` is False (their
-    label is then -1). All images must share shape and dtype (MedMNIST does; mixed
-    DICOM folders need resampling first): otherwise DataError names the shapes.
+    One query; the pixel blobs arrive as one Arrow buffer and are reshaped in one
+    copy, not decoded per image. An empty result has shape (0, 0, 0, 0). `pseudonyms`
+    restricts to those subjects (the consent filter's output). Unlabelled studies are
+    left out unless `labelled_only` is False (their label is then -1). All images must
+    share shape and dtype (MedMNIST does; mixed DICOM folders need resampling first):
+    otherwise DataError names the shapes.
     """
     sql = [
         "SELECT s.pseudonym, coalesce(s.label, -1) AS label, i.height, i.width, i.channels,",
@@ -80,8 +81,8 @@ def load_images(
         raise DataError(f"dataset {dataset_id}: pixel blobs do not match their recorded shape")
     images = data.view(dtype).reshape(n, shape["height"], shape["width"], shape["channels"])
     labels = table.column("label").to_numpy().astype(np.int64)
-    return images.astype(dtype.newbyteorder("="), copy=False), labels, table.column(
-        "pseudonym").to_pylist()
+    # One copy: native byte order, writable, and independent of the Arrow buffers.
+    return images.astype(dtype.newbyteorder("=")), labels, table.column("pseudonym").to_pylist()
 
 
 def clinical_frame(db: Database, dataset_id: str) -> pd.DataFrame:

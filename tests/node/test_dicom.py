@@ -244,3 +244,13 @@ def test_patient_id_appears_nowhere_in_the_store(node, dicom_testdata, dicom_cop
     for pid, name in marked.items():
         assert pid.encode() not in raw
         assert str(name).encode() not in raw
+
+
+def test_loader_refuses_mixed_shapes_by_name(node, dicom_copy):
+    from federation.node.data import DataError
+
+    ingest_dicom(node, dicom_copy(["CT_small.dcm", "MR_small.dcm"]), dataset_id="mixed")
+    with pytest.raises(DataError, match="mixes image shapes"):
+        load_images(node.db, "mixed", None, labelled_only=False)
+    X, y, ps = load_images(node.db, "mixed", None)  # no labels: nothing to train on
+    assert X.shape == (0, 0, 0, 0) and ps == []

@@ -382,15 +382,6 @@ def existing_study_ids(cur: duckdb.DuckDBPyConnection, dataset_id: str) -> set[s
 # -- label files ----------------------------------------------------------------------
 
 
-@dataclass
-class Labels:
-    """A labels CSV read and checked: `by_key` maps the join key to (label, split)."""
-
-    by_key: dict[str, tuple[int | None, str | None]]
-    label_names: dict[str, str]
-    extra: pd.DataFrame | None = None
-
-
 def read_labels_csv(path: Path, key_columns: tuple[str, ...]) -> tuple[pd.DataFrame, str]:
     """Read a labels CSV; returns the frame and which key column it uses."""
     if not path.is_file():
