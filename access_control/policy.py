@@ -47,7 +47,9 @@ class Action(StrEnum):
     FEASIBILITY_RUN = "feasibility.run"
     RUN_START = "run.start"
     RUN_READ = "run.read"
+    RUN_READ_ALL = "run.read_all"
     RUN_CANCEL = "run.cancel"
+    RUN_CANCEL_ANY = "run.cancel_any"
     OUTPUT_REVIEW = "output.review"
     OUTPUT_DOWNLOAD = "output.download"
     CONSENT_WRITE = "consent.write"
@@ -81,7 +83,9 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.FEASIBILITY_RUN: frozenset({R.RESEARCHER}),
     Action.RUN_START: frozenset({R.RESEARCHER}),
     Action.RUN_READ: frozenset({R.RESEARCHER, R.REVIEWER, R.OUTPUT_CHECKER, R.AUDITOR, R.ADMIN}),
+    Action.RUN_READ_ALL: frozenset({R.REVIEWER, R.OUTPUT_CHECKER, R.AUDITOR, R.ADMIN}),
     Action.RUN_CANCEL: frozenset({R.RESEARCHER, R.ADMIN}),
+    Action.RUN_CANCEL_ANY: frozenset({R.ADMIN}),
     Action.OUTPUT_REVIEW: frozenset({R.OUTPUT_CHECKER}),
     Action.OUTPUT_DOWNLOAD: frozenset({R.RESEARCHER}),
     Action.CONSENT_WRITE: frozenset({R.STEWARD}),

@@ -13,7 +13,8 @@ import tre
 from access_control.tokens import TokenValidator
 from tre.portal.context import Portal
 from tre.portal.errors import DomainError
-from tre.portal.routes import access, audit, catalogue, consent, ops, outputs
+from tre.portal.routes import access, audit, catalogue, consent, ops, outputs, runs
+from tre.portal.services import runs as run_service
 from tre.portal.settings import PortalSettings
 from tre.portal.web import install as install_web
 
@@ -72,6 +73,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.portal = Portal.open(settings)
         app.state.token_validator = TokenValidator(settings.issuer_url, settings.portal_audience)
+        run_service.recover(app.state.portal)
         try:
             yield
         finally:
@@ -100,6 +102,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(outputs.router)
     app.include_router(ops.router)
     app.include_router(consent.router)
+    app.include_router(runs.router)
     install_web(app, settings)  # web UI: pages, session + CSRF middleware, static files
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

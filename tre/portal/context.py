@@ -18,7 +18,7 @@ class Portal:
     db: Database
     audit: AuditLog
     keys: PermitKeyRing
-    metric_sources: list = field(default_factory=list)
+    run_threads: dict = field(default_factory=dict)  # run id -> the thread following it
 
     @classmethod
     def open(cls, settings: PortalSettings) -> Portal:
@@ -27,10 +27,6 @@ class Portal:
         migrate_all(db)
         audit = AuditLog(db)
         return cls(settings, db, audit, PermitKeyRing.load_or_create(settings.keys))
-
-    def extra_metrics(self) -> list:
-        """Metric families other services add (runs, consent); empty until they register."""
-        return [family for source in self.metric_sources for family in source(self)]
 
     def close(self) -> None:
         self.db.close()

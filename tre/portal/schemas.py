@@ -153,3 +153,19 @@ class OutputDecision(StrEnum):
 class OutputReviewIn(Strict):
     decision: OutputDecision
     rationale: Annotated[str, Field(min_length=10, max_length=10_000)]
+
+
+class RunIn(Strict):
+    """A training run under a permit; privacy bounds default to the permit's caps."""
+
+    permit_id: Identifier
+    model: Identifier = "cnn-gn"
+    rounds: int = Field(default=3, ge=1, le=100)
+    local_epochs: int = Field(default=1, ge=1, le=50)
+    batch_size: int = Field(default=128, ge=1, le=4096)
+    lr: float = Field(default=0.5, gt=0, le=10)
+    strategy: Annotated[str, Field(pattern=r"^(fedavg|fedprox)$")] = "fedavg"
+    epsilon: float | None = Field(default=None, gt=0, le=100)
+    delta: float | None = Field(default=None, gt=0, lt=1e-2)
+    min_hospitals: int | None = Field(default=None, ge=1)
+    seed: int = 0

@@ -29,6 +29,9 @@ class PortalSettings(CommonSettings):
     oidc_client_id: str = "tre-portal"
     oidc_client_secret: SecretStr | None = None
     session_idle_s: int = Field(default=8 * 3600, ge=60)
+    superlink: str = "127.0.0.1:9093"
+    superlink_insecure: bool = True
+    run_timeout_s: float = Field(default=6 * 3600, gt=0)
     airlock_mia_max_advantage: float = Field(default=0.1, ge=0, le=1)
 
     @property

@@ -42,6 +42,7 @@ class _PortalCollector:
                 "SELECT status, count(*) FROM access_request GROUP BY status").fetchall()
             permits = cur.execute("SELECT status, count(*) FROM permit GROUP BY status").fetchall()
             outputs = cur.execute("SELECT status, count(*) FROM output GROUP BY status").fetchall()
+            runs = cur.execute("SELECT state, count(*) FROM run GROUP BY state").fetchall()
             days = [r[0] for r in cur.execute(
                 "SELECT epoch(decided_at - submitted_at) / 86400.0 FROM access_request "
                 "WHERE decided_at IS NOT NULL AND submitted_at IS NOT NULL").fetchall()]
@@ -50,6 +51,7 @@ class _PortalCollector:
             ("tre_requests", "Access requests by state", requests),
             ("tre_permits", "Permits by status", permits),
             ("tre_outputs", "Airlock outputs by status", outputs),
+            ("tre_runs", "Federated runs by state", runs),
         ):
             family = GaugeMetricFamily(name, doc, labels=["state"])
             for state, count in rows:
@@ -60,7 +62,6 @@ class _PortalCollector:
                                 value=statistics.median(days) if days else float("nan"))
         yield GaugeMetricFamily("tre_audit_rows", "Rows in the portal audit log",
                                 value=audit_rows)
-        yield from self.portal.extra_metrics()
 
 
 def metrics_text(portal: Portal) -> bytes:

@@ -1,0 +1,224 @@
+"""Federated runs started by the portal on the SuperLink (the researcher never touches it).
+
+A run is checked against the permit (holder, status, caps), recorded `queued`,
+then submitted to Flower and followed in a background thread that stores per-round
+progress. When it ends, the model, report and plot enter the airlock as a pending
+output with each node's DP attestation. A portal restarted mid-run reattaches to
+the Flower run it had submitted, or marks the run failed: never `running` forever.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from access_control.policy import Action, is_allowed
+from access_control.tokens import Principal
+from federation.apps import launch
+from federation.apps.params import RunParams
+from tre.portal.context import Portal, utcnow
+from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
+from tre.portal.schemas import RunIn
+from tre.portal.services import airlock
+from tre.portal.store import access as access_store
+from tre.portal.store import runs as store
+
+ACTIVE = ("queued", "running")
+OUTPUT_FILES = ("model.pt", "report.json", "report.png")
+
+
+def _results_dir(portal: Portal, run_id: str) -> Path:
+    return portal.settings.state_dir / "runs" / run_id
+
+
+def _load(cur, run_id: str) -> dict[str, Any]:
+    row = store.get_run(cur, run_id)
+    if row is None:
+        raise NotFound(f"run {run_id} does not exist")
+    return row
+
+
+def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, Any]:
+    now = utcnow()
+    with portal.db.transaction() as cur:
+        permit = access_store.get_permit(cur, body.permit_id)
+        if permit is None:
+            raise NotFound(f"permit {body.permit_id} does not exist")
+        if permit["holder_sub"] != principal.subject:
+            raise Forbidden("only the permit holder can start runs under it")
+        if permit["status"] == "active" and permit["expires_at"] <= now:
+            access_store.set_permit_status(cur, permit["id"], "expired")
+            permit["status"] = "expired"
+        if permit["status"] != "active":
+            raise Conflict(f"permit {permit['id']} is {permit['status']}: no run can start")
+        caps = permit["claims"]["datasets"]
+        eps_cap = min(d["epsilon_cap"] for d in caps)
+        delta_cap = min(d["delta_cap"] for d in caps)
+        if body.epsilon is not None and body.epsilon > eps_cap:
+            raise Invalid(f"epsilon {body.epsilon} is above the permit's cap {eps_cap}")
+        if body.delta is not None and body.delta > delta_cap:
+            raise Invalid(f"delta {body.delta} is above the permit's cap {delta_cap}")
+        hospitals = len({d["node_id"] for d in caps})
+        if body.min_hospitals is not None and body.min_hospitals > hospitals:
+            raise Invalid(f"min_hospitals {body.min_hospitals} is above the {hospitals} "
+                          "hospitals the permit names")
+        run_id = f"run_{uuid.uuid4().hex[:16]}"
+        results = _results_dir(portal, run_id)
+        params = {
+            "model": body.model, "rounds": body.rounds, "local_epochs": body.local_epochs,
+            "batch_size": body.batch_size, "lr": body.lr, "strategy": body.strategy,
+            "target_epsilon": body.epsilon or 0.0, "delta": body.delta or 0.0,
+            "min_nodes": body.min_hospitals or permit["claims"].get("min_hospitals", 0),
+            "seed": body.seed,
+        }
+        try:
+            RunParams(permit=permit["token"], **params).check()
+        except ValueError as exc:
+            raise Invalid(str(exc)) from exc
+        store.insert_run(cur, {"id": run_id, "permit_id": permit["id"],
+                               "holder_sub": principal.subject,
+                               "holder_username": principal.username, "params": params,
+                               "results_dir": str(results), "created_at": now})
+        portal.audit.append(cur, actor=principal.username, action="run.start",
+                            object_type="run", object_id=run_id,
+                            details={"permit_id": permit["id"], "params": params})
+        row = store.get_run(cur, run_id)
+    _spawn(portal, run_id, permit, params, attach=False)
+    return row
+
+
+def _spawn(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[str, Any],
+           *, attach: bool) -> None:
+    thread = threading.Thread(target=_execute, args=(portal, run_id, permit, params, attach),
+                              name=f"run-{run_id}", daemon=True)
+    portal.run_threads[run_id] = thread
+    thread.start()
+
+
+def _set(portal: Portal, run_id: str, audit_action: str | None = None, **values: Any) -> None:
+    with portal.db.transaction() as cur:
+        store.update_run(cur, run_id, utcnow(), **values)
+        if audit_action:
+            portal.audit.append(cur, actor="system", action=audit_action, object_type="run",
+                                object_id=run_id, details={k: v for k, v in values.items()
+                                                           if k in ("state", "error",
+                                                                    "epsilon_per_node")})
+
+
+def _handle(portal: Portal, row: dict[str, Any]) -> launch.RunHandle:
+    results = Path(row["results_dir"])
+    return launch.RunHandle(int(row["flower_run_id"]), portal.settings.superlink, results,
+                            results / ".flwr")
+
+
+def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[str, Any],
+             attach: bool) -> None:
+    try:
+        with portal.db.reader() as cur:
+            row = _load(cur, run_id)
+        if attach:
+            handle = _handle(portal, row)
+        else:
+            handle = launch.start_run(
+                portal.settings.superlink, RunParams(permit=permit["token"], **params),
+                row["results_dir"], insecure=portal.settings.superlink_insecure)
+            _set(portal, run_id, "run.submitted", state="running",
+                 flower_run_id=handle.run_id)
+        rounds: list[dict[str, Any]] = []
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("event") == "round":
+                rounds.append({k: v for k, v in event.items() if k != "event"})
+                eps = {n["hospital_id"]: n["epsilon"] for r in rounds for n in r["nodes"]
+                       if n.get("status") == "trained" and n.get("hospital_id")}
+                _set(portal, run_id, rounds=rounds, epsilon_per_node=eps)
+
+        report = launch.follow_run(handle, on_event, timeout_s=portal.settings.run_timeout_s)
+        with portal.db.reader() as cur:
+            if _load(cur, run_id)["state"] == "cancelled":
+                return
+        if report.get("status") != "completed":
+            _set(portal, run_id, "run.fail", state="failed",
+                 error=report.get("stop_reason") or report.get("error") or report.get("status"),
+                 epsilon_per_node=report.get("epsilon_per_node", {}))
+            return
+        output = _to_airlock(portal, run_id, permit, report, Path(row["results_dir"]))
+        _set(portal, run_id, "run.complete", state="completed", output_id=output["id"],
+             epsilon_per_node=report.get("epsilon_per_node", {}))
+    except Exception as exc:  # noqa: BLE001 - whatever happened, the run must not stay running
+        with portal.db.reader() as cur:
+            cancelled = _load(cur, run_id)["state"] == "cancelled"
+        if not cancelled:
+            _set(portal, run_id, "run.fail", state="failed", error=str(exc)[:2000])
+
+
+def attestations(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each node's last trained round: its (ε, δ) and its own membership-inference audit."""
+    latest: dict[str, dict[str, Any]] = {}
+    for rnd in report.get("rounds", []):
+        for node in rnd.get("nodes", []):
+            if node.get("status") == "trained" and node.get("hospital_id"):
+                latest[node["hospital_id"]] = node
+    audits = {a.get("hospital_id"): a for a in report.get("privacy_audits", [])}
+    return [{
+        "node_id": hospital, "dataset_id": n.get("dataset_id"), "epsilon": n.get("epsilon"),
+        "delta": n.get("delta"), "accountant": report.get("params", {}).get("accountant"),
+        "noise_multiplier": n.get("noise_multiplier"), "steps": n.get("steps"),
+        "mia_advantage": audits.get(hospital, {}).get("mia_advantage"),
+    } for hospital, n in sorted(latest.items())]
+
+
+def _to_airlock(portal: Portal, run_id: str, permit: dict[str, Any], report: dict[str, Any],
+                results: Path) -> dict[str, Any]:
+    files = {name: (results / name).read_bytes() for name in OUTPUT_FILES
+             if (results / name).exists()}
+    return airlock.submit_output(portal, run_id=run_id, permit=permit, files=files,
+                                 attestations=attestations(report))
+
+
+def get_run(portal: Portal, principal: Principal, run_id: str) -> dict[str, Any]:
+    with portal.db.reader() as cur:
+        row = _load(cur, run_id)
+    if row["holder_sub"] != principal.subject and not is_allowed(principal, Action.RUN_READ_ALL):
+        raise NotFound(f"run {run_id} does not exist")
+    return row
+
+
+def list_runs(portal: Portal, principal: Principal) -> list[dict[str, Any]]:
+    owner = None if is_allowed(principal, Action.RUN_READ_ALL) else principal.subject
+    with portal.db.reader() as cur:
+        return store.list_runs(cur, owner)
+
+
+def cancel_run(portal: Portal, principal: Principal, run_id: str) -> dict[str, Any]:
+    with portal.db.transaction() as cur:
+        row = _load(cur, run_id)
+        if row["holder_sub"] != principal.subject and not is_allowed(principal,
+                                                                     Action.RUN_CANCEL_ANY):
+            raise Forbidden("only the run's researcher or an admin can cancel it")
+        if row["state"] not in ACTIVE:
+            raise Conflict(f"run {run_id} is {row['state']}: nothing to cancel")
+        store.update_run(cur, run_id, utcnow(), state="cancelled")
+        portal.audit.append(cur, actor=principal.username, action="run.cancel",
+                            object_type="run", object_id=run_id)
+    if row.get("flower_run_id") is not None:
+        launch.stop_run(_handle(portal, row))
+    with portal.db.reader() as cur:
+        return _load(cur, run_id)
+
+
+def recover(portal: Portal) -> None:
+    """At startup: reattach to runs Flower knows, fail those that never reached it."""
+    with portal.db.reader() as cur:
+        pending = store.list_runs(cur, states=ACTIVE)
+        permits = {r["id"]: access_store.get_permit(cur, r["permit_id"]) for r in pending}
+    for row in pending:
+        if row.get("flower_run_id") is None:
+            _set(portal, row["id"], "run.fail", state="failed",
+                 error="the portal restarted before the run reached the SuperLink")
+        else:
+            portal.audit.record(actor="system", action="run.reattach", object_type="run",
+                                object_id=row["id"])
+            _spawn(portal, row["id"], permits[row["id"]], row["params"], attach=True)

@@ -1,0 +1,84 @@
+"""SQL for federated runs started from the portal."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from duckdb import DuckDBPyConnection as Cursor
+
+from tre.core.db import Migration, rows_as_dicts
+
+COMPONENT = "portal_runs"
+MIGRATIONS: list[Migration] = [
+    (
+        1,
+        """
+        CREATE TABLE run (
+            id VARCHAR PRIMARY KEY,
+            permit_id VARCHAR NOT NULL,
+            holder_sub VARCHAR NOT NULL,
+            holder_username VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            params VARCHAR NOT NULL,
+            flower_run_id BIGINT,
+            results_dir VARCHAR NOT NULL,
+            rounds VARCHAR NOT NULL DEFAULT '[]',
+            epsilon_per_node VARCHAR NOT NULL DEFAULT '{}',
+            output_id VARCHAR,
+            error VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        )
+        """,
+    )
+]
+
+_JSON = ("params", "rounds", "epsilon_per_node")
+
+
+def insert_run(cur: Cursor, row: dict[str, Any]) -> None:
+    cur.execute(
+        "INSERT INTO run (id, permit_id, holder_sub, holder_username, state, params,"
+        " results_dir, created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+        [row["id"], row["permit_id"], row["holder_sub"], row["holder_username"],
+         json.dumps(row["params"]), row["results_dir"], row["created_at"], row["created_at"]],
+    )
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    for key in _JSON:
+        row[key] = json.loads(row[key])
+    return row
+
+
+def get_run(cur: Cursor, run_id: str) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM run WHERE id = ?", [run_id])
+    rows = rows_as_dicts(cur)
+    return _row(rows[0]) if rows else None
+
+
+def list_runs(cur: Cursor, holder_sub: str | None = None,
+              states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    sql, params = "SELECT * FROM run WHERE true", []
+    if holder_sub is not None:
+        sql += " AND holder_sub = ?"
+        params.append(holder_sub)
+    if states:
+        sql += f" AND state IN ({', '.join('?' for _ in states)})"
+        params.extend(states)
+    cur.execute(sql + " ORDER BY created_at", params)
+    return [_row(r) for r in rows_as_dicts(cur)]
+
+
+def update_run(cur: Cursor, run_id: str, now: datetime, **values: Any) -> None:
+    sets, params = ["updated_at = ?"], [now]
+    for key, value in values.items():
+        sets.append(f"{key} = ?")
+        params.append(json.dumps(value) if key in _JSON else value)
+    cur.execute(f"UPDATE run SET {', '.join(sets)} WHERE id = ?", [*params, run_id])
+
+
+def count_by_state(cur: Cursor) -> list[tuple[str, int]]:
+    return cur.execute("SELECT state, count(*) FROM run GROUP BY state").fetchall()
