@@ -22,9 +22,10 @@ from __future__ import annotations
 import io
 import time
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import pyarrow.parquet as pq
 from federation.node.governance import ConsentDecision, Refusal
 from federation.node.home import NodeHome
 from federation.node.portal_client import PortalClient, PortalError
+from federation.node.query import DatasetMembers
 from tre.core.db import Database, Migration
 from tre.core.schemas import ConsentRegime, ConsentStatus, Purpose
 
@@ -349,3 +351,23 @@ def status(home: NodeHome, *, clock: Callable[[], float] = time.time) -> dict[st
     return {"version": state.version, "age_s": round(age, 1), "consents": state.consents,
             "pulled_at": datetime.fromtimestamp(state.pulled_at, UTC).isoformat(),
             "fresh": age <= home.config.consent_max_age_s}
+
+
+def consented_members(consent_filter: SnapshotConsentFilter,
+                      members: dict[str, DatasetMembers], purpose: Purpose
+                      ) -> dict[str, DatasetMembers]:
+    """Cohort members (of `query.cohort_members`) restricted to subjects the consent
+    filter allows for `purpose`, before disclosure: a feasibility count must not count
+    a subject a run could not use (invariant 2)."""
+    out = {}
+    for ds_id, m in members.items():
+        decision = consent_filter.filter(dataset_id=ds_id, regime=None, purpose=purpose,
+                                         pseudonyms=sorted(m.subjects))
+        keep = set(decision.allowed)
+        by_label = defaultdict(set)
+        for label, subjects in m.by_label.items():
+            by_label[label] = subjects & keep
+        out[ds_id] = replace(m, subjects=m.subjects & keep,
+                             studies={s for s in m.studies if s[1] in keep},
+                             known_labels=set(m.known_labels), by_label=by_label)
+    return out

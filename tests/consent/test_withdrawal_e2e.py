@@ -1,0 +1,157 @@
+"""Acceptance: a withdrawal between two training runs, with real processes.
+
+Real Keycloak, the real portal over HTTP, a real SuperLink and three SuperNodes
+whose ClientApps use the snapshot consent filter (the production default): run 1
+uses three subjects per hospital; their steward withdraws; run 2, started after the
+withdrawal, excludes them on every node, each node's audit says so, and the
+node's feasibility counts drop accordingly (after disclosure control).
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from federation.apps.fab import fab_hash
+from federation.apps.launch import follow_run, start_run
+from federation.apps.params import RunParams
+from federation.node import disclosure
+from federation.node.consent import SnapshotConsentFilter, consented_members
+from federation.node.governance import node_session
+from federation.node.home import NodeConfig, NodeHome
+from federation.node.ledger import PrivacyLedger
+from federation.node.query import DISCLOSURE_KEY_PURPOSE, cohort_members, disclose_members
+from federation.training.data import split_pseudonyms
+from tests.federation.helpers import populate
+from tests.fixtures.portal import bearer, request_body
+from tre.core.schemas import CohortFilter, Purpose
+
+pytestmark = pytest.mark.e2e
+
+HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
+PER_NODE = 3
+LIMIT = 160  # studies per split and hospital: small, the test is about consent
+APP_ID = "tre-train"
+
+
+def _ok(resp: httpx.Response) -> dict:
+    assert resp.status_code in (200, 201), resp.text
+    return resp.json()
+
+
+def _feasibility(home: NodeHome) -> tuple[int, object]:
+    """Exact and disclosed subject counts of the node's dataset for AI training."""
+    members = cohort_members(home.db, CohortFilter(dataset_id="pneumonia"))
+    kept = consented_members(SnapshotConsentFilter(home), members, Purpose.AI_TRAINING)
+    disclosed = disclose_members(kept, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE),
+                                 k=home.config.suppression_k)
+    return len(kept["pneumonia"].subjects), disclosed[0]["subjects"]
+
+
+@pytest.mark.timeout(1500)
+def test_withdrawal_between_two_runs_excludes_subjects_on_every_node(
+    keycloak, live_portal, flower_cluster, tmp_path, monkeypatch,
+):
+    # SuperNodes and their ClientApps find Keycloak through the environment
+    monkeypatch.setenv("TRE_KEYCLOAK_URL", keycloak.base_url)
+    monkeypatch.setenv("TRE_KEYCLOAK_REALM", keycloak.realm)
+    url = live_portal.url
+    _ok(httpx.post(f"{url}/v1/apps", headers=bearer(keycloak.token("admin1")), json={
+        "app_id": APP_ID, "app_hash": fab_hash(), "description": "DP-SGD image classifier"}))
+    jwks = httpx.get(f"{url}/v1/permit-keys").json()
+
+    homes, chosen, train_sizes = {}, {}, {}
+    for i, hospital in enumerate(HOSPITALS):
+        home = NodeHome.create(tmp_path / "nodes" / hospital, NodeConfig(
+            hospital_id=hospital, portal_url=url,
+            extra={"keycloak_url": keycloak.base_url, "keycloak_realm": keycloak.realm}), jwks)
+        creds = keycloak.client_credentials(hospital)
+        home.save_credentials(creds["client_id"], creds["client_secret"])
+        populate(home, "pneumonia", i, 3, limit=LIMIT, regime="opt-out")
+        PrivacyLedger(home.db, home.audit, actor="operator").set_budget("pneumonia", 20.0)
+        train = split_pseudonyms(home.db, "pneumonia", "train")
+        chosen[hospital], train_sizes[hospital] = train[:PER_NODE], len(train)
+        home.db.close()
+        homes[hospital] = home.path
+
+    # the data-altruism organisation holds these subjects' consent for AI training
+    steward = bearer(keycloak.token("steward1"))
+    consent_ids = [
+        _ok(httpx.post(f"{url}/v1/consents", headers=steward,
+                       json={"subject": s, "purposes": ["ai_training"]}))["id"]
+        for subjects in chosen.values() for s in subjects
+    ]
+
+    alice = bearer(keycloak.token("alice"))
+    req = _ok(httpx.post(f"{url}/v1/requests", headers=alice, json=request_body(
+        app_id=APP_ID, epsilon=8.0,
+        datasets=[{"node_id": h, "dataset_id": "pneumonia"} for h in HOSPITALS])))
+    _ok(httpx.post(f"{url}/v1/requests/{req['id']}/submit", headers=alice))
+    decided = _ok(httpx.post(f"{url}/v1/requests/{req['id']}/reviews",
+                             headers=bearer(keycloak.token("rev1")),
+                             json={"decision": "approve", "rationale": "sound and proportionate"}))
+    permit = _ok(httpx.get(f"{url}/v1/permits/{decided['permit_id']}", headers=alice))["token"]
+
+    feasibility_before = {}
+    for hospital in HOSPITALS:
+        with node_session(homes[hospital]) as home:
+            feasibility_before[hospital] = _feasibility(home)
+
+    for path in homes.values():
+        flower_cluster.start_node(path, consent_filter="snapshot")
+
+    def run(name: str) -> dict:
+        handle = start_run(flower_cluster.superlink,
+                           RunParams(permit=permit, rounds=1, batch_size=64, lr=0.5,
+                                     target_epsilon=2.0), tmp_path / name)
+        try:
+            report = follow_run(handle, timeout_s=900)
+        except Exception:
+            print(flower_cluster.logs())
+            raise
+        assert report["status"] == "completed", (report, flower_cluster.logs())
+        return {n["hospital_id"]: n for n in report["rounds"][0]["nodes"]}
+
+    first = run("run-1")
+    for hospital in HOSPITALS:
+        assert first[hospital]["status"] == "trained"
+        assert first[hospital]["excluded_by_consent"] == 0
+        assert first[hospital]["num_examples"] == train_sizes[hospital]
+
+    steward = bearer(keycloak.token("steward1"))  # a fresh token: run 1 took minutes
+    for cid in consent_ids:
+        _ok(httpx.post(f"{url}/v1/consents/{cid}/withdraw", headers=steward,
+                       json={"reason": "withdrawn between the two runs"}))
+
+    second = run("run-2")
+    for hospital in HOSPITALS:
+        assert second[hospital]["excluded_by_consent"] == PER_NODE
+        assert second[hospital]["num_examples"] == train_sizes[hospital] - PER_NODE
+
+    for hospital in HOSPITALS:
+        with node_session(homes[hospital]) as home:
+            entries = home.audit.entries()
+            assert home.audit.verify().ok
+            reads = [e.details for e in entries
+                     if e.action == "data.read" and e.details.get("split") == "train"]
+            assert [r["excluded_by_consent"] for r in reads] == [0, PER_NODE]
+            assert [r["records"] for r in reads] == [train_sizes[hospital],
+                                                     train_sizes[hospital] - PER_NODE]
+            syncs = [e.details for e in entries if e.action == "consent.sync"]
+            assert syncs and syncs[0]["kind"] == "full"
+            assert any(s["kind"] == "delta" and s["received"] >= PER_NODE for s in syncs)
+            filters = [e.details for e in entries if e.action == "consent.filter"]
+            assert filters[-1]["regime"] == "opt-out" and filters[-1]["purpose"] == "ai_training"
+            # the node's feasibility answer no longer counts the withdrawn subjects
+            exact_before, _ = feasibility_before[hospital]
+            exact_after, shown = _feasibility(home)
+            assert exact_after == exact_before - PER_NODE
+            members = consented_members(SnapshotConsentFilter(home),
+                                        cohort_members(home.db,
+                                                       CohortFilter(dataset_id="pneumonia")),
+                                        Purpose.AI_TRAINING)["pneumonia"]
+            key = disclosure.cell_key(disclosure.record_keys(
+                home.derive_key(DISCLOSURE_KEY_PURPOSE), members.subjects))
+            assert shown == disclosure.disclose(exact_after, k=home.config.suppression_k,
+                                                key=key)
+            assert not set(chosen[hospital]) & members.subjects
