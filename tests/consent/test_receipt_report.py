@@ -79,17 +79,19 @@ def test_activity_report_from_the_audit_trail(api, keycloak):
     ai_permit = _approved_permit(api, keycloak)  # purpose ai_training, covered by research
     stats_permit = _approved_permit(api, keycloak, purpose="statistics",
                                     title="Hospital statistics")
-    # what a run leaves in the audit log (the runs service appends such entries)
-    api.app.state.portal.audit.record(
-        actor="system", action="run.finish", object_type="run", object_id="run_1",
-        details={"run_id": "run_1", "permit_id": ai_permit, "attestations": [
-            {"node_id": "hospital-a", "dataset_id": "pneumonia", "epsilon": 1.5, "delta": 1e-5},
-            {"node_id": "hospital-b", "dataset_id": "pneumonia", "epsilon": 2.0,
-             "delta": 1e-5}]})
-    api.app.state.portal.audit.record(
-        actor="system", action="run.finish", object_type="run", object_id="run_2",
-        details={"run_id": "run_2", "permit_id": ai_permit, "node_id": "hospital-a",
-                 "dataset_id": "pneumonia", "epsilon": 0.5})
+    # what runs leave in the audit log: the runs service's run.start / run.complete,
+    # and a flat per-node figure
+    audit = api.app.state.portal.audit
+    audit.record(actor="alice", action="run.start", object_type="run", object_id="run_1",
+                 details={"permit_id": ai_permit, "params": {"rounds": 2}})
+    audit.record(actor="system", action="run.complete", object_type="run", object_id="run_1",
+                 details={"state": "completed",
+                          "epsilon_per_node": {"hospital-a": 1.5, "hospital-b": 2.0}})
+    audit.record(actor="system", action="run.finish", object_type="run", object_id="run_2",
+                 details={"run_id": "run_2", "permit_id": ai_permit, "node_id": "hospital-a",
+                          "dataset_id": "pneumonia", "epsilon": 0.5})
+    audit.record(actor="system", action="run.complete", object_type="run", object_id="run_9",
+                 details={"state": "completed", "epsilon_per_node": {"hospital-a": 9.0}})
 
     year = datetime.now(UTC).year
     report = api.get("/v1/consents/report", params={"year": year}, headers=s1)
@@ -103,7 +105,8 @@ def test_activity_report_from_the_audit_trail(api, keycloak):
     assert "scientific_research" in p["covered_by_consented_purposes"]
     assert p["consenting_subjects"] == 12 and p["epsilon_cap"] == 8.0
     assert p["epsilon_spent"] == {"hospital-a/pneumonia": 2.0, "hospital-b/pneumonia": 2.0}
-    assert [r["run_id"] for r in p["runs"]] == ["run_1", "run_2"]
+    assert [(r["run_id"], r["action"]) for r in p["runs"]] == [
+        ("run_1", "run.start"), ("run_1", "run.complete"), ("run_2", "run.finish")]
     assert rep["consents"]["at_end_of_period"]["active:scientific_research"] == 12
     assert rep["consents"]["changes"] == {"record": 12}
     assert any("differentially private" in t for t in rep["techniques"])

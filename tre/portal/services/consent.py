@@ -398,9 +398,20 @@ TECHNIQUES = [
 ]
 
 
-def _epsilon_of(details: dict[str, Any]) -> list[dict[str, Any]]:
-    """ε figures an audit entry reports: flat (`epsilon`/`epsilon_spent`) or attestations."""
+def _epsilon_of(details: dict[str, Any], datasets: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """ε figures an audit entry reports: `epsilon_per_node` (the runs service), node
+    attestations, or a flat `epsilon`/`epsilon_spent`. A node's dataset comes from the
+    permit when the entry does not name it."""
     figures = []
+    per_node = details.get("epsilon_per_node")
+    if isinstance(per_node, dict):
+        for node, eps in sorted(per_node.items()):
+            mine = [d["dataset_id"] for d in datasets if d.get("node_id") == node]
+            if isinstance(eps, int | float):
+                figures.append({"node_id": node,
+                                "dataset_id": mine[0] if len(mine) == 1 else None,
+                                "epsilon": eps, "delta": None})
     for a in details.get("attestations") or []:
         if isinstance(a, dict) and isinstance(a.get("epsilon"), int | float):
             figures.append({"node_id": a.get("node_id"), "dataset_id": a.get("dataset_id"),
@@ -425,9 +436,10 @@ def activity_report(portal: Portal, principal: Principal, organisation: str | No
 
     A permit counts when its purpose is covered (`Purpose.covered_by`) by an active,
     valid consent of the organisation during the permit's active time in the year. Runs
-    are every audit entry whose action starts with run./ledger./output./training. and
-    whose details name the permit; ε per run is the largest figure reported for it (runs
-    report cumulative spend) and ε spent per dataset is the sum over runs (composition).
+    are the audit entries whose action starts with run./ledger./output./training. and
+    that name the permit, or belong to a run whose `run.start` did; ε per run and node is
+    the largest figure reported for it (runs report cumulative spend) and ε spent per
+    dataset is the sum over runs (basic composition).
     """
     org = _report_organisation(principal, organisation)
     start, end = datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
@@ -436,6 +448,7 @@ def activity_report(portal: Portal, principal: Principal, organisation: str | No
     issued: dict[str, Any] = {}
     ended: dict[str, tuple[datetime, str]] = {}
     runs: dict[str, list[Any]] = {}
+    run_permit: dict[str, str] = {}
     for e in entries:
         if e.action == "request.create":
             requests[e.object_id] = {"applicant": e.actor, **e.details}
@@ -443,9 +456,13 @@ def activity_report(portal: Portal, principal: Principal, organisation: str | No
             issued[e.object_id] = e
         elif e.action in ("permit.revoke", "permit.expire", "permit.exhaust"):
             ended.setdefault(e.object_id, (_ts(e.ts), e.action.split(".")[1]))
-        elif e.action.startswith(RUN_ACTION_PREFIXES) and e.details.get("permit_id") \
-                and _ts(e.ts) >= start:
-            runs.setdefault(e.details["permit_id"], []).append(e)
+        elif e.action.startswith(RUN_ACTION_PREFIXES):
+            # run.start names the permit; later entries of the run name only the run
+            pid = e.details.get("permit_id") or run_permit.get(e.object_id)
+            if e.object_type == "run" and pid:
+                run_permit[e.object_id] = pid
+            if pid and _ts(e.ts) >= start:
+                runs.setdefault(pid, []).append(e)
 
     permits = []
     with portal.db.reader() as cur:
@@ -498,7 +515,7 @@ def _permit_entry(pid: str, e: Any, claims: dict[str, Any], req: dict[str, Any],
     run_eps: dict[tuple[str, Any, Any], float] = {}
     run_list = []
     for r in run_entries:
-        figures = _epsilon_of(r.details)
+        figures = _epsilon_of(r.details, claims.get("datasets", []))
         run_list.append({"seq": r.seq, "ts": r.ts, "action": r.action, "actor": r.actor,
                          "run_id": r.details.get("run_id") or r.object_id, "epsilon": figures})
         for f in figures:
