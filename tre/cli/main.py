@@ -6,8 +6,10 @@ import typer
 
 from tre.cli import (
     audit_cmd,
+    demo_cmd,
     federation_cmd,
     keycloak_cmd,
+    login_cmd,
     node_cmd,
     node_federation_cmd,
     ops_cmd,
@@ -24,6 +26,8 @@ app.add_typer(portal_cmd.app, name="portal", help="Run the portal (API and web U
 app.add_typer(audit_cmd.app, name="audit", help="Verify and export the audit trail.")
 node_federation_cmd.register(node_cmd.app)
 app.add_typer(node_cmd.app, name="node", help="Operate a hospital federation node.")
+app.command("login")(login_cmd.login)
+app.command("demo")(demo_cmd.demo)
 app.command("backup")(ops_cmd.backup)
 app.command("restore")(ops_cmd.restore_cmd)
 app.add_typer(federation_cmd.app, name="federation", help="Flower SuperLink and runs.")
