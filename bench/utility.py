@@ -9,7 +9,7 @@ in the same script on the same data: a centralised non-private model and a
 centralised DP model (same ε, δ). All three are scored on the full official test
 split (624 images). Writes bench/results/utility.json.
 
-    python bench/utility.py [--rounds 10] [--epsilon 8] [--model cnn-gn]
+    python bench/utility.py [--rounds 6 --local-epochs 2 --batch-size 128 --lr 0.25 --epsilon 8]
 """
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ def centralised(model_id: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--local-epochs", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.5)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--local-epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.25)
     ap.add_argument("--epsilon", type=float, default=8.0)
     ap.add_argument("--delta", type=float, default=1e-5)
     ap.add_argument("--model", default="cnn-gn")
