@@ -493,7 +493,7 @@ class KeycloakServer:
     @classmethod
     def load(cls, data_dir: Path | None = None) -> KeycloakServer | None:
         """The instance recorded in `data_dir`'s state file (running or not)."""
-        data_dir = Path(data_dir or default_data_dir())
+        data_dir = Path(data_dir or default_data_dir()).resolve()
         try:
             d = json.loads((data_dir / "state.json").read_text())
         except (OSError, ValueError):

@@ -11,7 +11,7 @@ import pytest
 from jwcrypto import jwk, jwt
 
 from access_control.keycloak import bootstrap as kc_bootstrap
-from access_control.keycloak import oidc
+from access_control.keycloak import oidc, runner
 from access_control.keycloak import realm as spec
 
 pytestmark = pytest.mark.integration
@@ -161,3 +161,11 @@ def test_the_realm_export_imports_and_issues_good_node_tokens(keycloak) -> None:
     finally:
         admin.change_current_realm("master")
         admin.delete_realm(name)
+
+
+def test_the_pinned_checksum_matches_the_cached_distribution(keycloak) -> None:
+    """The zip the session's Keycloak came from is the one whose hash we pinned."""
+    zip_path = runner.keycloak_cache_dir() / f"keycloak-quarkus-dist-{runner.KEYCLOAK_VERSION}.zip"
+    runner.verify_checksum(zip_path, runner.PINNED_SHA512[runner.KEYCLOAK_VERSION])
+    marker = runner.keycloak_cache_dir() / f"keycloak-{runner.KEYCLOAK_VERSION}" / ".tre-verified"
+    assert marker.read_text().strip() == runner.PINNED_SHA512[runner.KEYCLOAK_VERSION]
