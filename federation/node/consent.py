@@ -224,8 +224,8 @@ def ensure_fresh(home: NodeHome, client: PortalClient | None = None, *,
 
 def decide(home: NodeHome, *, regime: ConsentRegime, purpose: Purpose,
            pseudonyms: Sequence[str], today: date) -> tuple[list[str], int]:
-    """(allowed pseudonyms in input order, how many distinct candidates were excluded),
-    by one DuckDB query over the cached snapshot."""
+    """(allowed pseudonyms, distinct, in input order; how many distinct candidates were
+    excluded), by one DuckDB query over the cached snapshot."""
     regime, purpose = ConsentRegime(regime), Purpose(purpose)
     # Purpose values are enum members (checked above), so inlining them is safe, and it
     # lets DuckDB push the purpose test into the scan instead of a subquery join.
@@ -249,13 +249,17 @@ def decide(home: NodeHome, *, regime: ConsentRegime, purpose: Purpose,
     with home.db.reader() as cur:
         cur.register("consent_candidates", candidates)
         try:
-            allowed = [r[0] for r in cur.execute(
+            distinct = cur.execute("SELECT count(DISTINCT pseudonym) FROM consent_candidates"
+                                   ).fetchall()[0][0]
+            # numpy, not fetchall: one array instead of a tuple per row
+            allowed = cur.execute(
                 "SELECT i.pseudonym FROM consent_candidates i WHERE " + where +
-                " ORDER BY i.ord", params).fetchall()]
+                " ORDER BY i.ord", params).fetchnumpy()["pseudonym"].tolist()
         finally:
             cur.unregister("consent_candidates")
-    distinct = len(set(pseudonyms))
-    return allowed, distinct - len(set(allowed))
+    if distinct < len(pseudonyms):  # duplicates in the input: report each subject once
+        allowed = list(dict.fromkeys(allowed))
+    return allowed, distinct - len(allowed)
 
 
 class SnapshotConsentFilter:
@@ -313,8 +317,8 @@ class SnapshotConsentFilter:
                                        "purpose": Purpose(purpose).value,
                                        "snapshot_version": state.version,
                                        "snapshot_source": state.source,
-                                       "candidates": len(set(pseudonyms)),
-                                       "allowed": len(set(allowed)), "excluded": excluded})
+                                       "candidates": len(allowed) + excluded,
+                                       "allowed": len(allowed), "excluded": excluded})
             return ConsentDecision(allowed, excluded, basis)
 
     def filter_dataset(self, dataset_id: str, purpose: Purpose) -> ConsentDecision:
