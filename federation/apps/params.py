@@ -34,7 +34,7 @@ class RunParams:
     delta: float = 0.0  # 0: the permit's δ cap
     accountant: str = "rdp"
     dataset_id: str = ""  # "": the permit's only dataset at the node
-    grad_sample_mode: str = "hooks"
+    grad_sample_mode: str = "ew"  # expanded weights: ~1.6x a non-DP step here, hooks ~2.2x
     seed: int = 0
     min_nodes: int = 0  # 0: every hospital named in the permit
     round_timeout: int = 1800
