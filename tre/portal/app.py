@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from re import Pattern
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -13,26 +14,33 @@ import tre
 from access_control.tokens import TokenValidator
 from tre.portal.context import Portal
 from tre.portal.errors import DomainError
-from tre.portal.routes import access, audit, catalogue, consent, ops, outputs, runs
+from tre.portal.routes import access, audit, catalogue, consent, ops, outputs, runs, synthetic
 from tre.portal.services import runs as run_service
 from tre.portal.settings import PortalSettings
 from tre.portal.web import install as install_web
 
 
 class BodySizeLimit:
-    """Refuse bodies above the limit with 413 before anything reads them into memory."""
+    """Refuse bodies above the limit with 413 before anything reads them into memory.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `larger` gives paths that take files (matched on the whole path) their own limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 larger: Sequence[tuple[Pattern[str], int]] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = tuple(larger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = next((n for pattern, n in self.larger if pattern.match(scope["path"])),
+                     self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         seen = 0
 
@@ -41,18 +49,18 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._reject(send)
+            await self._reject(send, limit)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, limit: int) -> None:
         response = JSONResponse(
-            {"detail": f"request body is larger than the limit of {self.max_bytes} bytes"},
+            {"detail": f"request body is larger than the limit of {limit} bytes"},
             status_code=413,
         )
         await response({"type": "http"}, _no_receive, send)
@@ -103,6 +111,8 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(consent.router)
     app.include_router(runs.router)
+    app.include_router(synthetic.router)
     install_web(app, settings)  # web UI: pages, session + CSRF middleware, static files
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       larger=[(synthetic.UPLOAD_PATH, settings.max_upload_bytes)])
     return app

@@ -13,6 +13,8 @@ from tre.core.schemas import Purpose
 ShortText = Annotated[str, Field(min_length=1, max_length=300)]
 LongText = Annotated[str, Field(min_length=1, max_length=10_000)]
 Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
+AppId = Annotated[str, Field(min_length=1, max_length=100,
+                             pattern=r"^[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)?$")]
 
 
 class LegalBasis(StrEnum):
@@ -61,7 +63,7 @@ class RequestFields(Strict):
     variables: list[ShortText] = Field(default_factory=list, max_length=500)
     epsilon: float = Field(gt=0, le=100, description="requested privacy budget per dataset")
     delta: float = Field(gt=0, lt=1e-2)
-    app_id: Identifier
+    app_id: AppId
     duration_days: int = Field(ge=1, le=1825)
     legal_basis: LegalBasis
     data_form: DataForm
@@ -81,7 +83,7 @@ class RequestPatch(Strict):
     variables: list[ShortText] | None = Field(default=None, max_length=500)
     epsilon: float | None = Field(default=None, gt=0, le=100)
     delta: float | None = Field(default=None, gt=0, lt=1e-2)
-    app_id: Identifier | None = None
+    app_id: AppId | None = None
     duration_days: int | None = Field(default=None, ge=1, le=1825)
     legal_basis: LegalBasis | None = None
     data_form: DataForm | None = None
@@ -125,7 +127,7 @@ class RevokeIn(Strict):
 
 
 class AppIn(Strict):
-    app_id: Identifier
+    app_id: AppId
     app_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     description: ShortText
 

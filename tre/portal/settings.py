@@ -22,6 +22,8 @@ class PortalSettings(CommonSettings):
     public_url: str | None = None
     review_quorum: int = Field(default=1, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Routes that take files (a node's synthetic table, reports and plots) get this limit.
+    max_upload_bytes: int = Field(default=64 * 1_048_576, ge=1024)
     permit_issuer: str = "tre-portal"
     suppression_k: int = 10
     # Web UI (tre.portal.web): the browser logs in through the confidential OIDC client.

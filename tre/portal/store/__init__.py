@@ -9,7 +9,7 @@ from tre.core.db import Database
 
 
 def migrate_all(db: Database) -> None:
-    from tre.portal.store import access, airlock, catalogue, consent, runs
+    from tre.portal.store import access, airlock, catalogue, consent, runs, synthetic
 
-    for module in (access, catalogue, airlock, runs, consent):
+    for module in (access, catalogue, airlock, runs, consent, synthetic):
         db.migrate(module.COMPONENT, module.MIGRATIONS)

@@ -22,7 +22,7 @@ MIGRATIONS: list[Migration] = [
             holder_username VARCHAR NOT NULL,
             state VARCHAR NOT NULL,
             params VARCHAR NOT NULL,
-            flower_run_id BIGINT,
+            flower_run_id UBIGINT,
             results_dir VARCHAR NOT NULL,
             rounds VARCHAR NOT NULL DEFAULT '[]',
             epsilon_per_node VARCHAR NOT NULL DEFAULT '{}',

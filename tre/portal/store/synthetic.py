@@ -1,0 +1,69 @@
+"""SQL for the synthetic releases nodes upload next to their catalogue entries.
+
+The files themselves (Parquet, CSV, plots) live on disk under the portal's state
+directory; a row here names them with their SHA-256, the gate verdict and the
+reports. Releases are never overwritten: the newest per dataset is the one served,
+older ones stay as the record of what was offered when.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from duckdb import DuckDBPyConnection as Cursor
+
+from tre.core.db import Migration, rows_as_dicts
+
+COMPONENT = "portal_synthetic"
+MIGRATIONS: list[Migration] = [
+    (
+        1,
+        """
+        CREATE TABLE synthetic_release (
+            id VARCHAR PRIMARY KEY,
+            hospital_id VARCHAR NOT NULL,
+            dataset_id VARCHAR NOT NULL,
+            uploaded_by VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            rows INTEGER NOT NULL,
+            columns VARCHAR NOT NULL,
+            files VARCHAR NOT NULL,
+            gate VARCHAR NOT NULL,
+            report VARCHAR NOT NULL
+        )
+        """,
+    )
+]
+
+_JSON = ("columns", "files", "gate", "report")
+
+
+def insert_release(cur: Cursor, row: dict[str, Any]) -> None:
+    cur.execute(
+        "INSERT INTO synthetic_release (id, hospital_id, dataset_id, uploaded_by, created_at,"
+        " rows, columns, files, gate, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [row["id"], row["hospital_id"], row["dataset_id"], row["uploaded_by"],
+         row["created_at"], row["rows"], *(json.dumps(row[k]) for k in _JSON)],
+    )
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    for key in _JSON:
+        row[key] = json.loads(row[key])
+    return row
+
+
+def latest_release(cur: Cursor, hospital_id: str, dataset_id: str) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM synthetic_release WHERE hospital_id = ? AND dataset_id = ?"
+                " ORDER BY created_at DESC, id DESC LIMIT 1", [hospital_id, dataset_id])
+    rows = rows_as_dicts(cur)
+    return _row(rows[0]) if rows else None
+
+
+def hospitals_with_release(cur: Cursor, dataset_id: str) -> list[str]:
+    """Hospitals offering a synthetic version of a dataset id (ids repeat across nodes)."""
+    cur.execute("SELECT DISTINCT hospital_id FROM synthetic_release WHERE dataset_id = ?"
+                " ORDER BY hospital_id", [dataset_id])
+    return [r[0] for r in cur.fetchall()]
+
