@@ -158,10 +158,16 @@ def descriptors(home: NodeHome, dataset_ids: list[str] | None = None) -> list[di
 
 
 def publish(
-    home: NodeHome, dataset_ids: list[str] | None = None, *, client: PortalClient | None = None
+    home: NodeHome,
+    dataset_ids: list[str] | None = None,
+    *,
+    client: PortalClient | None = None,
+    synthetic: bool = True,
 ) -> list[dict[str, Any]]:
     """Send each dataset's descriptor to the portal catalogue; each attempt is audited with
-    the exact descriptor that left the node (it holds no row-level values)."""
+    the exact descriptor that left the node (it holds no row-level values). With
+    `synthetic`, a dataset whose latest synthesis passed the gate also gets its synthetic
+    table, reports and plots uploaded (see `publish_synthetic`)."""
     client = client or PortalClient.for_home(home)
     built = descriptors(home, dataset_ids)
     client.access_token()  # fail before anything is sent if the credentials are wrong
@@ -183,5 +189,47 @@ def publish(
             object_id=descriptor["dataset_id"],
             details={"portal_url": client.portal_url, "descriptor": descriptor},
         )
-        results.append({"dataset_id": descriptor["dataset_id"], "portal": answer})
+        entry = {"dataset_id": descriptor["dataset_id"], "portal": answer}
+        if synthetic:
+            entry["synthetic"] = publish_synthetic(home, descriptor["dataset_id"], client)
+        results.append(entry)
     return results
+
+
+def publish_synthetic(home: NodeHome, dataset_id: str, client: PortalClient) -> dict[str, Any]:
+    """Upload the dataset's latest synthetic release if, and only if, it passed the gate.
+
+    A dataset never synthesised, or whose latest run failed the gate, is reported as
+    not published (with the reason) and nothing is sent; each upload is audited with
+    the hashes of exactly what left the node.
+    """
+    from federation.node.synthesis import SynthesisError, latest, releasable
+
+    if latest(home, dataset_id) is None:
+        return {"published": False, "reason": "never synthesised"}
+    try:
+        release = releasable(home, dataset_id)
+    except SynthesisError as exc:
+        home.audit.record(actor=home.actor, action="synthetic.publish_refused",
+                          object_type="dataset", object_id=dataset_id,
+                          details={"reason": str(exc)})
+        return {"published": False, "reason": str(exc)}
+    sent = {"synthetic.parquet": release.files["synthetic.parquet"],
+            "report.json": release.files["report.json"],
+            **{f"plots/{n}": release.files[f"plots/{n}"] for n in release.plots}}
+    try:
+        answer = client.upload_synthetic(home.config.hospital_id, dataset_id,
+                                         table=release.table, report=release.report,
+                                         plots=release.plots)
+    except PortalError as exc:
+        home.audit.record(actor=home.actor, action="synthetic.publish_failed",
+                          object_type="dataset", object_id=dataset_id,
+                          details={"run_id": release.run_id, "status": exc.status,
+                                   "error": str(exc)})
+        raise
+    home.audit.record(actor=home.actor, action="synthetic.publish", object_type="dataset",
+                      object_id=dataset_id,
+                      details={"portal_url": client.portal_url, "run_id": release.run_id,
+                               "files": sent, "portal_release": answer.get("release_id")})
+    return {"published": True, "run_id": release.run_id,
+            "release_id": answer.get("release_id"), "rows": answer.get("rows")}

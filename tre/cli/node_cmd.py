@@ -1,4 +1,4 @@
-"""`tre node`: a hospital node's data plane — enrol, ingest, query, publish, audit.
+"""`tre node`: a hospital node's data plane — enrol, ingest, query, synthesize, publish, audit.
 
 Every command works on a node home (`--home`, default $TRE_NODE_HOME or
 ./node-home). Bad input ends with one line on stderr and a non-zero exit; nothing
@@ -25,12 +25,13 @@ from federation.node.home import NodeHome, NodeHomeError, default_home_path
 from federation.node.ingest import IngestError, IngestReport
 from federation.node.partition import PartitionError, parse_partition, parse_scheme
 from federation.node.portal_client import PortalError
+from federation.node.synthesis import SynthesisError
 from tre.cli.common import console, err_console, fail, print_json
 from tre.core.schemas import CohortFilter
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Operate a hospital node: enrol, ingest, query, publish, audit.",
+    help="Operate a hospital node: enrol, ingest, query, synthesize, publish, audit.",
 )
 ingest_app = typer.Typer(no_args_is_help=True, help="Ingest local data into the common model.")
 audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the node's audit log.")
@@ -59,7 +60,8 @@ def node_errors() -> Iterator[None]:
     """Turn the node's expected failures into one-line errors with a non-zero exit."""
     try:
         yield
-    except (NodeHomeError, IngestError, PartitionError, PortalError, DataError) as exc:
+    except (NodeHomeError, IngestError, PartitionError, PortalError, DataError,
+            SynthesisError) as exc:
         fail(str(exc))
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -353,6 +355,62 @@ def query(
                   f"{result['rounding']}; age = {result['age_reference']}", highlight=False)
 
 
+@app.command("synthesize")
+def synthesize_cmd(
+    dataset_id: Annotated[str, typer.Argument(
+        help="Dataset: a clinical table, or an imaging dataset (its study metadata).")],
+    synthesizer: Annotated[
+        str, typer.Option("--synthesizer", help="gaussian_copula, ctgan or tvae.")
+    ] = "gaussian_copula",
+    rows: Annotated[
+        int | None, typer.Option("--rows", help="Synthetic rows [default: as many as real].")
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Categorical column for the utility check and the "
+                     "inference attack [default: label, diagnosis, outcome... by name]."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Hold-out split and sampling seed.")] = 0,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Training epochs (ctgan, tvae).")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a synthetic table, report fidelity and privacy, and run the release gate.
+
+    Reports are kept in the node home either way; the table and plots are kept as
+    releasable (for `tre node publish`) only when every gate check passed.
+    """
+    from federation.node.synthesis import synthesize
+    from synthetic import rich_progress
+
+    with node_errors():
+        node = open_home(home)
+        if as_json or not err_console.is_terminal:  # bars only for a person watching
+            outcome = synthesize(node, dataset_id, synthesizer=synthesizer, rows=rows,
+                                 target=target, seed=seed, epochs=epochs)
+        else:
+            with rich_progress(console=err_console) as progress:
+                outcome = synthesize(node, dataset_id, synthesizer=synthesizer, rows=rows,
+                                     target=target, seed=seed, epochs=epochs,
+                                     progress=progress)
+    where = outcome.release_dir or outcome.run_dir
+    if as_json:
+        print_json({"dataset_id": dataset_id, "run_id": outcome.run_id,
+                    "passed": outcome.passed, "stored": str(where),
+                    "release_files": outcome.files, "report": outcome.result.report()})
+    else:
+        console.print(outcome.result.summary(), highlight=False, soft_wrap=True)
+    if not outcome.passed:
+        failed = ", ".join(c.name for c in outcome.result.gate.failed)
+        fail(f"release gate failed ({failed}): nothing stored as releasable, report in "
+             f"{outcome.run_dir}. Try fewer rows, coarser variables or another synthesizer "
+             "(not new seeds until one passes)")
+    if not as_json:
+        console.print(f"stored {outcome.run_id} in {where}; `tre node publish` uploads it",
+                      highlight=False, soft_wrap=True)
+
+
 @app.command("publish")
 def publish_cmd(
     dataset_id: Annotated[
@@ -362,7 +420,8 @@ def publish_cmd(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register the node's datasets in the portal catalogue (suppressed descriptors only)."""
+    """Register the node's datasets in the portal catalogue (suppressed descriptors only),
+    with the synthetic version of each dataset whose latest synthesis passed the gate."""
     from federation.node.service import descriptors, publish
 
     with node_errors():
@@ -376,6 +435,13 @@ def publish_cmd(
         return
     for r in results:
         console.print(f"published {r['dataset_id']} to {node.config.portal_url}", highlight=False)
+        syn = r.get("synthetic") or {}
+        if syn.get("published"):
+            console.print(f"  synthetic version {syn['run_id']} uploaded ({syn.get('rows')} rows)",
+                          highlight=False)
+        elif syn.get("reason") and syn["reason"] != "never synthesised":
+            console.print(f"  synthetic version not published: {syn['reason']}",
+                          highlight=False, soft_wrap=True)
     if not results:
         console.print("no datasets to publish")
 
