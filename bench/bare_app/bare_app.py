@@ -13,8 +13,9 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+from federation.node.data import load_images
 from federation.node.home import NodeHome
-from federation.training.data import images_to_tensor, load_imaging
+from federation.training.data import images_to_tensor
 from federation.training.dp import DPPlan, DPTrainer, steps_per_epoch
 from federation.training.evaluation import TensorSet, evaluate
 from federation.training.models import ModelSpec, build_model
@@ -26,7 +27,8 @@ server = ServerApp()
 def _data(context: Context, split: str) -> tuple[np.ndarray, np.ndarray]:
     home = NodeHome(str(context.node_config["node-home"]))
     try:
-        return load_imaging(home.db, str(context.run_config["dataset-id"]), split)
+        images, labels, _ = load_images(home.db, str(context.run_config["dataset-id"]), split)
+        return images, labels
     finally:
         home.db.close()
 

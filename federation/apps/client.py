@@ -26,7 +26,13 @@ from flwr.clientapp import ClientApp
 
 from federation.apps.fab import running_fab_hash
 from federation.apps.params import RunParams
-from federation.apps.tasks import NodeContext, close_task, evaluate_task, train_task
+from federation.apps.tasks import (
+    NodeContext,
+    audit_task,
+    close_task,
+    evaluate_task,
+    train_task,
+)
 from federation.node.governance import Refusal, consent_filter_for
 
 app = ClientApp()
@@ -93,6 +99,21 @@ def evaluate(msg: Message, context: Context) -> Message:
     except Refusal as refusal:
         return _refused(msg, context, refusal)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query("audit")
+def audit(msg: Message, context: Context) -> Message:
+    """Membership-inference audit of the final model; only the attack's advantage leaves."""
+    try:
+        params = RunParams.from_run_config(dict(context.run_config))
+        out = audit_task(_ctx(msg, context), params,
+                         weights=to_weights(msg.content.array_records["arrays"]))
+    except Refusal as refusal:
+        return _refused(msg, context, refusal)
+    hospital = str(out.pop("hospital-id"))
+    return Message(content=RecordDict({"metrics": MetricRecord(out),
+                                       "node": ConfigRecord({"hospital-id": hospital})}),
+                   reply_to=msg)
 
 
 @app.query("close")

@@ -163,6 +163,7 @@ def main(grid: Grid, context: Context) -> None:
                                      "hospitals trained")
             break
 
+    report["privacy_audits"] = _privacy_audits(grid, arrays, trained_nodes, params)
     # Release what each node reserved but did not spend (e.g. the run stopped early).
     releases = []
     if trained_nodes:
@@ -187,6 +188,27 @@ def main(grid: Grid, context: Context) -> None:
         write_report(params.results_dir, {**report, "plot_file": PLOT})
     events.emit("end", status=status, epsilon_per_node=report["epsilon_per_node"],
                 stop_reason=report.get("stop_reason"))
+
+
+def _privacy_audits(grid: Grid, arrays: ArrayRecord, nodes: set[int], params: RunParams
+                    ) -> list[dict[str, Any]]:
+    """Each node's membership-inference audit of the final model (for the airlock)."""
+    if not nodes:
+        return []
+    msgs = [Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord()}),
+                    message_type="query.audit", dst_node_id=nid) for nid in nodes]
+    audits = []
+    for m in grid.send_and_receive(msgs, timeout=params.round_timeout):
+        if m.has_error():
+            audits.append({"node_id": int(m.metadata.src_node_id), "error": m.error.reason})
+            continue
+        mm = m.content.metric_records.get("metrics", MetricRecord())
+        node = m.content.config_records.get("node", ConfigRecord())
+        audits.append({"node_id": int(m.metadata.src_node_id),
+                       "hospital_id": node.get("hospital-id"),
+                       "mia_advantage": mm.get("mia-advantage"), "mia_auc": mm.get("mia-auc"),
+                       "records": mm.get("mia-records")})
+    return audits
 
 
 def _final_epsilons(rounds: Iterable[dict[str, Any]]) -> dict[str, float]:

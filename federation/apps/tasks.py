@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from federation.apps.params import RunParams
+from federation.node.data import load_images
 from federation.node.governance import (
     Authorisation,
     ConsentFilter,
@@ -32,7 +33,7 @@ from federation.node.governance import (
     node_session,
 )
 from federation.node.ledger import Reservation
-from federation.training.data import images_to_tensor, load_imaging
+from federation.training.data import images_to_tensor
 
 if TYPE_CHECKING:
     from federation.training.dp import DPPlan
@@ -159,7 +160,7 @@ def train_task(
         history = gov.ledger.history(res.reservation_id)
         eps_after = gov.charge_round(auth, res, server_round=server_round,
                                      steps=res.steps_per_round)
-        images, labels = load_imaging(home.db, auth.dataset.dataset_id, "train",
+        images, labels, _ = load_images(home.db, auth.dataset.dataset_id, "train",
                                       cohort.pseudonyms)
         gov.audit_read(auth, split="train", records=len(labels), excluded=cohort.excluded,
                        purpose=f"train round {server_round}")
@@ -222,7 +223,7 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> d
         auth = gov.authorise(params.permit, app_hash=ctx.app_hash, run_id=ctx.run_id,
                              dataset_id=params.dataset_id or None)
         cohort = gov.cohort(auth, "test")
-        images, labels = load_imaging(home.db, auth.dataset.dataset_id, "test",
+        images, labels, _ = load_images(home.db, auth.dataset.dataset_id, "test",
                                       cohort.pseudonyms)
         gov.audit_read(auth, split="test", records=len(labels), excluded=cohort.excluded,
                        purpose="evaluate")
@@ -240,6 +241,53 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> d
     out = evaluate(model, TensorSet(images_to_tensor(images), torch.from_numpy(labels)))
     return {k: float(v) if not (isinstance(v, float) and math.isnan(v)) else float("nan")
             for k, v in out.items()}
+
+
+def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights,
+               max_records: int = 500) -> dict[str, Any]:
+    """Empirical membership-inference audit of the final model on this node's own data.
+
+    A loss-threshold attack tries to tell training members (the consented train split)
+    from held-out records (the test split) by the model's loss on them; only the
+    attack's advantage (max TPR − FPR over thresholds) and AUC leave the node, for the
+    airlock's automated checks. Balanced, seeded samples keep the figure comparable.
+    """
+    import torch
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from federation.training.models import build_model
+
+    with node_session(ctx.home) as home:
+        gov = _governor(home, ctx)
+        auth = gov.authorise(params.permit, app_hash=ctx.app_hash, run_id=ctx.run_id,
+                             dataset_id=params.dataset_id or None)
+        members, held_out = gov.cohort(auth, "train"), gov.cohort(auth, "test")
+        x_in, y_in, _ = load_images(home.db, auth.dataset.dataset_id, "train",
+                                    members.pseudonyms)
+        x_out, y_out, _ = load_images(home.db, auth.dataset.dataset_id, "test",
+                                      held_out.pseudonyms)
+        gov.audit_read(auth, split="train+test", records=len(y_in) + len(y_out),
+                       excluded=members.excluded + held_out.excluded, purpose="privacy-audit")
+    hospital = auth.dataset.node_id
+    n = min(len(y_in), len(y_out), max_records)
+    if n < 20:
+        return {"hospital-id": hospital, "mia-advantage": float("nan"), "mia-records": n}
+    rng = np.random.default_rng(params.seed)
+    pick_in = rng.choice(len(y_in), n, replace=False)
+    pick_out = rng.choice(len(y_out), n, replace=False)
+    torch.set_num_threads(1)
+    model = build_model(params.model, params_spec(params))
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    model.eval()
+    with torch.no_grad():
+        x = images_to_tensor(np.concatenate([x_in[pick_in], x_out[pick_out]]))
+        y = torch.from_numpy(np.concatenate([y_in[pick_in], y_out[pick_out]]))
+        losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none").numpy()
+    is_member = np.concatenate([np.ones(n), np.zeros(n)])
+    fpr, tpr, _ = roc_curve(is_member, -losses)
+    auc = float(roc_auc_score(is_member, -losses))
+    return {"hospital-id": hospital, "mia-advantage": float(np.max(tpr - fpr)),
+            "mia-auc": auc, "mia-records": n}
 
 
 def close_task(ctx: NodeContext, params: RunParams) -> dict[str, float]:

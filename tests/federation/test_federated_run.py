@@ -70,6 +70,12 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
         assert 0.0 <= rnd["evaluate"]["auc"] <= 1.0
         for n in rnd["nodes"]:
             assert 0 < n["epsilon"] <= CAP
+    # Each node audited the final model for membership inference; only figures came back.
+    audits = {a["hospital_id"]: a for a in report["privacy_audits"]}
+    assert sorted(audits) == HOSPITALS
+    for audit in audits.values():
+        assert -1.0 <= audit["mia_advantage"] <= 1.0 and audit["records"] >= 20
+        assert set(audit) == {"node_id", "hospital_id", "mia_advantage", "mia_auc", "records"}
     # The ledger at each node holds exactly what the run reported, round by round.
     for hospital, path in zip(HOSPITALS, homes, strict=True):
         reported = [next(n["epsilon"] for n in r["nodes"] if n["hospital_id"] == hospital)
@@ -83,7 +89,7 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
         assert [c["round"] for c in charges] == [1, 2]
         assert [c["epsilon_run"] for c in charges] == pytest.approx(reported)
         assert max(c["epsilon_run"] for c in charges) <= CAP
-        assert actions.count("data.read") == 4  # train + evaluate, two rounds
+        assert actions.count("data.read") == 5  # train + evaluate for two rounds, one audit
         assert "privacy.release" in actions
         assert status.active_runs == 0
         assert status.epsilon_spent == pytest.approx(reported[-1])
