@@ -1,0 +1,35 @@
+"""CI's check of `tre demo --exit --json`: the story ran end to end and the summary says so."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(path: str) -> int:
+    summary = json.loads(Path(path).read_text())
+    problems = []
+    if summary.get("nodes") != 3:
+        problems.append(f"nodes is {summary.get('nodes')}, not 3")
+    if summary.get("output_released") is not True:
+        problems.append("the run's output was not released")
+    audits = summary.get("audit_verified") or {}
+    if not audits or not all(audits.values()):
+        problems.append(f"audit chains not all verified: {audits}")
+    cap = summary.get("epsilon_cap")
+    eps = summary.get("epsilon_per_node") or {}
+    if not eps or cap is None or any(v > cap for v in eps.values()):
+        problems.append(f"ε per node {eps} not within the cap {cap}")
+    if not isinstance(summary.get("test_auc"), int | float):
+        problems.append("no test AUC reported")
+    for p in problems:
+        print(f"demo summary: {p}", file=sys.stderr)
+    if not problems:
+        print(f"demo summary ok: AUC {summary['test_auc']:.3f}, ε {eps} ≤ {cap}, "
+              f"stages {summary.get('seconds')}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,69 @@
+"""A run starts only under an active permit its holder owns, within the permit's caps."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.portal import bearer, request_body
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def permit_id(api, keycloak) -> str:
+    alice = bearer(keycloak.token("alice"))
+    rid = api.post("/v1/requests", json=request_body(), headers=alice).json()["id"]
+    api.post(f"/v1/requests/{rid}/submit", headers=alice)
+    return api.post(f"/v1/requests/{rid}/reviews", headers=bearer(keycloak.token("rev1")),
+                    json={"decision": "approve", "rationale": "sound and proportionate"}
+                    ).json()["permit_id"]
+
+
+def runs_in_store(api) -> int:
+    with api.app.state.portal.db.reader() as cur:
+        return cur.execute("SELECT count(*) FROM run").fetchone()[0]
+
+
+def test_someone_elses_permit_is_403(api, keycloak, permit_id):
+    resp = api.post("/v1/runs", json={"permit_id": permit_id},
+                    headers=bearer(keycloak.token("bob")))
+    assert resp.status_code == 403 and "permit holder" in resp.json()["detail"]
+    assert runs_in_store(api) == 0
+
+
+def test_revoked_permit_is_409(api, keycloak, permit_id):
+    api.post(f"/v1/permits/{permit_id}/revoke", json={"reason": "ethics lapsed"},
+             headers=bearer(keycloak.token("rev1")))
+    resp = api.post("/v1/runs", json={"permit_id": permit_id},
+                    headers=bearer(keycloak.token("alice")))
+    assert resp.status_code == 409 and "revoked" in resp.json()["detail"]
+    assert runs_in_store(api) == 0
+
+
+def test_expired_permit_is_409(api, keycloak, permit_id):
+    with api.app.state.portal.db.transaction() as cur:
+        cur.execute("UPDATE permit SET expires_at = now() - INTERVAL 1 HOUR WHERE id = ?",
+                    [permit_id])
+    resp = api.post("/v1/runs", json={"permit_id": permit_id},
+                    headers=bearer(keycloak.token("alice")))
+    assert resp.status_code == 409 and "expired" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"epsilon": 50.0}, "above the permit's cap"),
+    ({"delta": 1e-3}, "above the permit's cap"),
+    ({"min_hospitals": 5}, "hospitals the permit names"),
+    ({"model": "gpt-5"}, "catalogue"),
+    ({"rounds": 0}, "rounds"),
+])
+def test_above_caps_or_nonsense_is_422(api, keycloak, permit_id, extra, named):
+    resp = api.post("/v1/runs", json={"permit_id": permit_id} | extra,
+                    headers=bearer(keycloak.token("alice")))
+    assert resp.status_code == 422 and named in resp.text
+    assert runs_in_store(api) == 0
+
+
+def test_reviewer_cannot_start_runs(api, keycloak, permit_id):
+    resp = api.post("/v1/runs", json={"permit_id": permit_id},
+                    headers=bearer(keycloak.token("rev1")))
+    assert resp.status_code == 403
