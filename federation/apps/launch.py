@@ -51,47 +51,87 @@ def _toml_value(v: Any) -> str:
     return json.dumps(str(v))
 
 
-def write_connection(flwr_home: Path, superlink: str, *, insecure: bool = True) -> Path:
-    """A Flower config with one SuperLink connection named `tre` (never the user's file)."""
+def write_connection(flwr_home: Path, superlink: str, *, insecure: bool = True,
+                     root_certificates: str | Path | None = None) -> Path:
+    """A Flower config with one SuperLink connection named `tre` (never the user's file).
+    With TLS, `root_certificates` is the CA that signed the SuperLink's certificate."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     path = flwr_home / "config.toml"
-    path.write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "{superlink}"\ninsecure = {"true" if insecure else "false"}\n'
-    )
+    text = (f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "{superlink}"\ninsecure = {"true" if insecure else "false"}\n')
+    if not insecure and root_certificates:
+        text += f'root-certificates = "{Path(root_certificates).resolve()}"\n'
+    path.write_text(text)
     return path
+
+
+def _json_out(stdout: str) -> dict[str, Any]:
+    try:
+        return json.loads(stdout[stdout.index("{"):])
+    except ValueError:
+        return {}
+
+
+def submit_app(
+    superlink: str, app_dir: Path, run_config: dict[str, Any], results_dir: str | Path, *,
+    insecure: bool = True, root_certificates: str | Path | None = None,
+    flwr_home: str | Path | None = None, timeout_s: float = 120.0,
+) -> RunHandle:
+    """`flwr run` one FAB folder with a run-config file; returns once Flower accepted it.
+    Used for the training and the feasibility app alike."""
+    results = Path(results_dir).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    home = Path(flwr_home) if flwr_home else results / ".flwr"
+    write_connection(home, superlink, insecure=insecure, root_certificates=root_certificates)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "fab"
+        shutil.copytree(app_dir, copy)  # `flwr run` may migrate files in place
+        cfg = Path(tmp) / "run-config.toml"
+        cfg.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()))
+        proc = subprocess.run(
+            [tool("flwr"), "run", str(copy), CONNECTION, "--format", "json",
+             "--run-config", str(cfg)],
+            env=flower_env(home), capture_output=True, text=True, timeout=timeout_s,
+        )
+    out = _json_out(proc.stdout)
+    if proc.returncode != 0 or not out.get("success"):
+        detail = out.get("error-message") or proc.stderr.strip() or proc.stdout.strip()
+        raise RunError(f"flwr run failed: {detail}")
+    return RunHandle(int(out["run-id"]), superlink, results, home)
+
+
+def register_supernode(
+    superlink: str, public_key: str | Path, flwr_home: str | Path, *, insecure: bool = True,
+    root_certificates: str | Path | None = None, name: str | None = None,
+) -> int:
+    """Register a SuperNode's public key (OpenSSH, NIST EC) through the Control API;
+    returns the node id the SuperLink assigned. A node started with that private key
+    (`--auth-supernode-private-key`) activates as exactly this node id."""
+    home = Path(flwr_home)
+    write_connection(home, superlink, insecure=insecure, root_certificates=root_certificates)
+    cmd = [tool("flwr"), "supernode", "register", str(public_key), CONNECTION, "--format", "json"]
+    if name:
+        cmd += ["--name", name]
+    proc = subprocess.run(cmd, env=flower_env(home), capture_output=True, text=True, timeout=60)
+    out = _json_out(proc.stdout)
+    if proc.returncode != 0 or not out.get("success"):
+        detail = out.get("error-message") or proc.stderr.strip() or proc.stdout.strip()
+        raise RunError(f"flwr supernode register failed: {detail}")
+    return int(out["node-id"])
 
 
 def start_run(
     superlink: str, params: RunParams, results_dir: str | Path, *, insecure: bool = True,
     flwr_home: str | Path | None = None, timeout_s: float = 120.0,
+    root_certificates: str | Path | None = None,
 ) -> RunHandle:
     """Submit the run to the SuperLink's Control API; returns once Flower accepted it."""
     params.check()
     results = Path(results_dir).resolve()
-    results.mkdir(parents=True, exist_ok=True)
-    home = Path(flwr_home) if flwr_home else results / ".flwr"
-    write_connection(home, superlink, insecure=insecure)
     params = RunParams(**{**params.__dict__, "results_dir": str(results)})
-    with tempfile.TemporaryDirectory() as tmp:
-        app_dir = Path(tmp) / "fab"
-        shutil.copytree(FAB_DIR, app_dir)  # `flwr run` may migrate files in place
-        cfg = Path(tmp) / "run-config.toml"
-        cfg.write_text("".join(f"{k} = {_toml_value(v)}\n"
-                               for k, v in params.to_run_config().items()))
-        proc = subprocess.run(
-            [tool("flwr"), "run", str(app_dir), CONNECTION, "--format", "json",
-             "--run-config", str(cfg)],
-            env=flower_env(home), capture_output=True, text=True, timeout=timeout_s,
-        )
-    try:
-        out = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        out = {}
-    if proc.returncode != 0 or not out.get("success"):
-        detail = out.get("error-message") or proc.stderr.strip() or proc.stdout.strip()
-        raise RunError(f"flwr run failed: {detail}")
-    return RunHandle(int(out["run-id"]), superlink, results, home)
+    return submit_app(superlink, FAB_DIR, params.to_run_config(), results, insecure=insecure,
+                      root_certificates=root_certificates, flwr_home=flwr_home,
+                      timeout_s=timeout_s)
 
 
 def run_status(handle: RunHandle) -> str | None:

@@ -207,6 +207,7 @@ def _privacy_audits(grid: Grid, arrays: ArrayRecord, nodes: set[int], params: Ru
         audits.append({"node_id": int(m.metadata.src_node_id),
                        "hospital_id": node.get("hospital-id"),
                        "mia_advantage": mm.get("mia-advantage"), "mia_auc": mm.get("mia-auc"),
+                       "mia_chance_advantage": mm.get("mia-chance-advantage"),
                        "records": mm.get("mia-records")})
     return audits
 

@@ -244,13 +244,15 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> d
 
 
 def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights,
-               max_records: int = 500) -> dict[str, Any]:
+               max_per_label: int = 300) -> dict[str, Any]:
     """Empirical membership-inference audit of the final model on this node's own data.
 
     A loss-threshold attack tries to tell training members (the consented train split)
-    from held-out records (the test split) by the model's loss on them; only the
-    attack's advantage (max TPR − FPR over thresholds) and AUC leave the node, for the
-    airlock's automated checks. Balanced, seeded samples keep the figure comparable.
+    from held-out records (the consented val and test splits) by the model's loss.
+    Samples are balanced label by label, so a label mix that differs between splits
+    is not mistaken for leakage. Only the attack's advantage (max TPR − FPR), its AUC
+    and the advantage that chance alone reaches at this sample size (the 95 % critical
+    value of the two-sample Kolmogorov–Smirnov statistic) leave the node.
     """
     import torch
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -261,20 +263,31 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights,
         gov = _governor(home, ctx)
         auth = gov.authorise(params.permit, app_hash=ctx.app_hash, run_id=ctx.run_id,
                              dataset_id=params.dataset_id or None)
-        members, held_out = gov.cohort(auth, "train"), gov.cohort(auth, "test")
-        x_in, y_in, _ = load_images(home.db, auth.dataset.dataset_id, "train",
-                                    members.pseudonyms)
-        x_out, y_out, _ = load_images(home.db, auth.dataset.dataset_id, "test",
-                                      held_out.pseudonyms)
-        gov.audit_read(auth, split="train+test", records=len(y_in) + len(y_out),
-                       excluded=members.excluded + held_out.excluded, purpose="privacy-audit")
+        dataset = auth.dataset.dataset_id
+        members = gov.cohort(auth, "train")
+        x_in, y_in, _ = load_images(home.db, dataset, "train", members.pseudonyms)
+        outside, excluded = [], members.excluded
+        for split in ("val", "test"):
+            cohort = gov.cohort(auth, split)
+            outside.append(load_images(home.db, dataset, split, cohort.pseudonyms)[:2])
+            excluded += cohort.excluded
+        x_out = np.concatenate([o[0] for o in outside if len(o[1])] or [x_in[:0]])
+        y_out = np.concatenate([o[1] for o in outside])
+        gov.audit_read(auth, split="train+val+test", records=len(y_in) + len(y_out),
+                       excluded=excluded, purpose="privacy-audit")
+    rng = np.random.default_rng(params.seed)
+    pick_in, pick_out = [], []
+    for label in np.intersect1d(y_in, y_out):
+        both = (np.flatnonzero(y_in == label), np.flatnonzero(y_out == label))
+        k = min(len(both[0]), len(both[1]), max_per_label)
+        pick_in.append(rng.choice(both[0], k, replace=False))
+        pick_out.append(rng.choice(both[1], k, replace=False))
+    pick_in = np.concatenate(pick_in or [np.zeros(0, int)]).astype(int)
+    pick_out = np.concatenate(pick_out or [np.zeros(0, int)]).astype(int)
+    n = len(pick_in)
     hospital = auth.dataset.node_id
-    n = min(len(y_in), len(y_out), max_records)
     if n < 20:
         return {"hospital-id": hospital, "mia-advantage": float("nan"), "mia-records": n}
-    rng = np.random.default_rng(params.seed)
-    pick_in = rng.choice(len(y_in), n, replace=False)
-    pick_out = rng.choice(len(y_out), n, replace=False)
     torch.set_num_threads(1)
     model = build_model(params.model, params_spec(params))
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
@@ -285,9 +298,9 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights,
         losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none").numpy()
     is_member = np.concatenate([np.ones(n), np.zeros(n)])
     fpr, tpr, _ = roc_curve(is_member, -losses)
-    auc = float(roc_auc_score(is_member, -losses))
     return {"hospital-id": hospital, "mia-advantage": float(np.max(tpr - fpr)),
-            "mia-auc": auc, "mia-records": n}
+            "mia-auc": float(roc_auc_score(is_member, -losses)), "mia-records": n,
+            "mia-chance-advantage": float(1.358 * np.sqrt(2 / n))}
 
 
 def close_task(ctx: NodeContext, params: RunParams) -> dict[str, float]:

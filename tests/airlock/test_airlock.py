@@ -120,3 +120,13 @@ def test_bad_file_name_stores_nothing(api, permit):
         airlock.submit_output(portal, run_id="r", permit=permit, files={"../x": b"1"},
                               attestations=[attest()])
     assert portal.audit.count() == before
+
+
+def test_mia_within_chance_at_small_samples_passes_but_above_chance_does_not(api, permit):
+    noisy = attest(mia=0.15) | {"mia_chance_advantage": 0.19}
+    out = submit(api, permit, attestations=[noisy])
+    assert {c["check"]: c for c in out["checks"]}["membership_inference"]["passed"]
+    leaky = attest(mia=0.3) | {"mia_chance_advantage": 0.19}
+    out = submit(api, permit, attestations=[leaky])
+    check = {c["check"]: c for c in out["checks"]}["membership_inference"]
+    assert not check["passed"] and "TOO HIGH" in check["detail"]

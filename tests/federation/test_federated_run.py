@@ -75,7 +75,9 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
     assert sorted(audits) == HOSPITALS
     for audit in audits.values():
         assert -1.0 <= audit["mia_advantage"] <= 1.0 and audit["records"] >= 20
-        assert set(audit) == {"node_id", "hospital_id", "mia_advantage", "mia_auc", "records"}
+        assert set(audit) == {"node_id", "hospital_id", "mia_advantage", "mia_auc",
+                              "mia_chance_advantage", "records"}
+        assert 0 < audit["mia_chance_advantage"] < 1
     # The ledger at each node holds exactly what the run reported, round by round.
     for hospital, path in zip(HOSPITALS, homes, strict=True):
         reported = [next(n["epsilon"] for n in r["nodes"] if n["hospital_id"] == hospital)

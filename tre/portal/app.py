@@ -14,7 +14,18 @@ import tre
 from access_control.tokens import TokenValidator
 from tre.portal.context import Portal
 from tre.portal.errors import DomainError
-from tre.portal.routes import access, audit, catalogue, consent, ops, outputs, runs, synthetic
+from tre.portal.routes import (
+    access,
+    audit,
+    catalogue,
+    consent,
+    feasibility,
+    nodes,
+    ops,
+    outputs,
+    runs,
+    synthetic,
+)
 from tre.portal.services import runs as run_service
 from tre.portal.settings import PortalSettings
 from tre.portal.web import install as install_web
@@ -112,6 +123,8 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(consent.router)
     app.include_router(runs.router)
     app.include_router(synthetic.router)
+    app.include_router(feasibility.router)
+    app.include_router(nodes.router)
     install_web(app, settings)  # web UI: pages, session + CSRF middleware, static files
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        larger=[(synthetic.UPLOAD_PATH, settings.max_upload_bytes)])

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tre.core.schemas import Purpose
+from tre.core.schemas import CohortFilter, Purpose
 
 ShortText = Annotated[str, Field(min_length=1, max_length=300)]
 LongText = Annotated[str, Field(min_length=1, max_length=10_000)]
@@ -171,3 +171,18 @@ class RunIn(Strict):
     delta: float | None = Field(default=None, gt=0, lt=1e-2)
     min_hospitals: int | None = Field(default=None, ge=1)
     seed: int = 0
+
+
+class FeasibilityIn(Strict):
+    """A feasibility count: a cohort over the common model, optionally one dataset id
+    (the cohort's `dataset_id`), sent to every hospital that published a match."""
+
+    cohort: CohortFilter = Field(default_factory=CohortFilter)
+    purpose: Purpose = Purpose.SCIENTIFIC_RESEARCH
+    hospitals: list[Identifier] | None = None
+
+
+class NodeKeyIn(Strict):
+    """A SuperNode's public key (OpenSSH, NIST EC curve) registered at enrolment."""
+
+    public_key: str = Field(min_length=40, max_length=2000)

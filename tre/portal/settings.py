@@ -33,6 +33,9 @@ class PortalSettings(CommonSettings):
     session_idle_s: int = Field(default=8 * 3600, ge=60)
     superlink: str = "127.0.0.1:9093"
     superlink_insecure: bool = True
+    # CA certificate that signed the SuperLink's TLS certificate (when not insecure)
+    superlink_root_certificates: Path | None = None
+    feasibility_timeout_s: float = Field(default=180, gt=0)
     run_timeout_s: float = Field(default=6 * 3600, gt=0)
     airlock_mia_max_advantage: float = Field(default=0.1, ge=0, le=1)
 

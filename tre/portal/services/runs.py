@@ -167,6 +167,7 @@ def attestations(report: dict[str, Any]) -> list[dict[str, Any]]:
         "delta": n.get("delta"), "accountant": report.get("params", {}).get("accountant"),
         "noise_multiplier": n.get("noise_multiplier"), "steps": n.get("steps"),
         "mia_advantage": audits.get(hospital, {}).get("mia_advantage"),
+        "mia_chance_advantage": audits.get(hospital, {}).get("mia_chance_advantage"),
     } for hospital, n in sorted(latest.items())]
 
 

@@ -9,7 +9,7 @@ from tre.core.db import Database
 
 
 def migrate_all(db: Database) -> None:
-    from tre.portal.store import access, airlock, catalogue, consent, runs, synthetic
+    from tre.portal.store import access, airlock, catalogue, consent, nodes, runs, synthetic
 
-    for module in (access, catalogue, airlock, runs, consent, synthetic):
+    for module in (access, catalogue, airlock, runs, consent, synthetic, nodes):
         db.migrate(module.COMPONENT, module.MIGRATIONS)

@@ -7,7 +7,7 @@ from fastapi import Depends
 from fastapi.responses import Response
 
 from access_control.policy import Action
-from tre.portal.services import catalogue
+from tre.portal.services import catalogue, synthetic
 from tre.portal.web.pages import Ctx, needs, render, web_router
 
 router = web_router()
@@ -22,4 +22,5 @@ def catalogue_page(ctx: Ctx = Depends(needs(Action.CATALOGUE_READ))) -> Response
 def dataset_page(hospital_id: str, dataset_id: str,
                  ctx: Ctx = Depends(needs(Action.CATALOGUE_READ))) -> Response:
     return render(ctx, "dataset.html",
-                  ds=catalogue.get_dataset(ctx.portal, hospital_id, dataset_id))
+                  ds=catalogue.get_dataset(ctx.portal, hospital_id, dataset_id),
+                  synthetic=synthetic.latest_summary(ctx.portal, hospital_id, dataset_id))

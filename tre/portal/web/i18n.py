@@ -483,4 +483,9 @@ FR: dict[str, str] = {
     "Give at most {n}.": "Indiquez-en au plus {n}.",
     "Unexpected field.": "Champ inattendu.",
     "Add at least one dataset.": "Ajoutez au moins un jeu de données.",
+    # synthetic data on the dataset page
+    "Synthetic data": "Données synthétiques",
+    "Generated at the hospital and released because every privacy-gate check passed.":
+        "Générées à l'hôpital et publiées parce que chaque contrôle de confidentialité a réussi.",
+    "rows": "lignes",
 }

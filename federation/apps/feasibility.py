@@ -1,0 +1,177 @@
+"""The feasibility app: a cohort count run as a Flower query, one answer per hospital.
+
+Why a Flower run and not an HTTP call to each hospital: nodes dial out to the
+SuperLink and accept no inbound connections, so the SuperLink is the only way to
+reach them; and the same node selection (run config `node-map`, established at
+enrolment: see `federation.node.enrol`) and the same app-by-hash rule apply.
+
+The ServerApp sends one `query.feasibility` message to each SuperNode named in
+the run's `node-map` (the portal puts there the hospitals that published a
+matching dataset) and writes `feasibility.json` into `results-dir`. The ClientApp
+is node-installed code: it refuses unless the FAB it was sent is this node's own
+feasibility FAB (by hash), pulls the consent snapshot, counts the cohort, keeps
+only consented subjects, applies disclosure control (suppression below the node's
+k, cell-key perturbation, rounding) and audits the query. Only disclosed values
+leave the node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+
+from federation.apps.fab import fab_hash, running_fab_hash
+from federation.node.governance import ConsentFilter, Refusal, consent_filter_for, node_session
+from federation.node.home import NodeHome
+from federation.node.query import (
+    AGE_REFERENCE,
+    DISCLOSURE_KEY_PURPOSE,
+    cohort_digest,
+    cohort_members,
+    disclose_members,
+)
+from tre.core.schemas import CohortFilter, ConsentRegime, Purpose
+
+FEASIBILITY_FAB_DIR = Path(__file__).resolve().parent / "feasibility_fab"
+FEASIBILITY_APP_ID = "tre/tre-feasibility"
+RESULTS = "feasibility.json"
+REFUSED = 4030
+
+server = ServerApp()
+client = ClientApp()
+
+
+def feasibility_fab_hash() -> str:
+    """The hash nodes accept for a feasibility query (their own copy of the shim)."""
+    return fab_hash(FEASIBILITY_FAB_DIR)
+
+
+def parse_node_map(text: str) -> dict[str, int]:
+    """`{"hospital-a": 123, ...}` from the run config (JSON string)."""
+    raw = json.loads(text or "{}")
+    if not isinstance(raw, dict):
+        raise ValueError("node-map must be a JSON object hospital -> node id")
+    return {str(h): int(n) for h, n in raw.items()}
+
+
+# -- node side ---------------------------------------------------------------------------
+def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filter: ConsentFilter,
+           *, run_id: str) -> dict[str, Any]:
+    """Disclosed counts of the consented cohort at this node; the query is audited.
+
+    Consent is applied before disclosure: a count must not include a subject that a run
+    for `purpose` could not use. The snapshot filter pulls the portal's consent
+    snapshot first (or refuses on a stale one)."""
+    members = cohort_members(home.db, cohort)
+    for ds_id, m in members.items():
+        with home.db.reader() as cur:
+            regime = ConsentRegime(cur.execute(
+                "SELECT consent_regime FROM dataset WHERE dataset_id = ?", [ds_id]
+            ).fetchone()[0])
+        decision = consent_filter.filter(dataset_id=ds_id, regime=regime, purpose=purpose,
+                                         pseudonyms=sorted(m.subjects))
+        keep = set(decision.allowed)
+        m.subjects &= keep
+        m.studies = {s for s in m.studies if s[1] in keep}
+        for label in list(m.by_label):
+            m.by_label[label] = m.by_label[label] & keep
+    k = home.config.suppression_k
+    datasets = disclose_members(members, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
+    home.audit.record(
+        actor=home.actor, action="query.feasibility", object_type="cohort",
+        object_id=cohort_digest(cohort)[:16],
+        details={"run_id": run_id, "cohort": cohort.model_dump(mode="json"),
+                 "purpose": purpose.value, "k": k,
+                 "datasets": [d["dataset_id"] for d in datasets]},
+    )
+    return {"hospital_id": home.config.hospital_id, "k": k, "rounding": 5,
+            "age_reference": AGE_REFERENCE, "datasets": datasets}
+
+
+@client.query("feasibility")
+def feasibility(msg: Message, context: Context) -> Message:
+    """Answer one feasibility query with disclosed counts, or refuse (audited)."""
+    who = context.node_config.get("hospital-id", "node")
+    home_path = context.node_config.get("node-home")
+    try:
+        if not home_path:
+            raise Refusal("no-node-home", "this SuperNode was started without node-home")
+        running = running_fab_hash()
+        if running != feasibility_fab_hash():
+            raise Refusal("wrong-app", f"the app being run (hash {running or 'unknown'}) is not "
+                          "this node's feasibility app")
+        cfg = dict(context.run_config)
+        cohort = CohortFilter.model_validate_json(str(cfg.get("cohort", "{}")))
+        purpose = Purpose(str(cfg.get("purpose", Purpose.SCIENTIFIC_RESEARCH.value)))
+        kind = str(context.node_config.get("consent-filter", "snapshot"))
+        with node_session(Path(str(home_path))) as home:
+            try:
+                result = answer(home, cohort, purpose, consent_filter_for(home, kind),
+                                run_id=f"flwr-{msg.metadata.run_id}")
+            except Refusal as refusal:
+                home.audit.record(actor=home.actor, action="query.refused",
+                                  object_type="run", object_id=f"flwr-{msg.metadata.run_id}",
+                                  details={"code": refusal.code, "reason": refusal.reason})
+                raise
+    except Refusal as refusal:
+        return Message(Error(code=REFUSED, reason=f"{who} refused: [{refusal.code}] "
+                             f"{refusal.reason}"), reply_to=msg)
+    except ValueError as exc:  # a malformed cohort or purpose
+        return Message(Error(code=REFUSED, reason=f"{who} refused: [bad-query] {exc}"),
+                       reply_to=msg)
+    return Message(RecordDict({"answer": ConfigRecord({"json": json.dumps(result)})}),
+                   reply_to=msg)
+
+
+# -- server side -------------------------------------------------------------------------
+@server.main()
+def main(grid: Grid, context: Context) -> None:
+    """Query the mapped SuperNodes once and write their answers to `results-dir`."""
+    cfg = dict(context.run_config)
+    results_dir = str(cfg.get("results-dir", ""))
+    node_map = parse_node_map(str(cfg.get("node-map", "{}")))
+    timeout = float(cfg.get("timeout", 120))
+    by_node = {n: h for h, n in node_map.items()}
+    online = set(grid.get_node_ids())
+    targets = sorted(by_node)
+    log(INFO, "[TRE] feasibility to %s (online %s)", node_map, sorted(online))
+    messages = [Message(RecordDict({"query": ConfigRecord({"cohort": str(cfg.get("cohort"))})}),
+                        message_type="query.feasibility", dst_node_id=nid) for nid in targets]
+    answers: dict[int, dict[str, Any]] = {}
+    started = time.time()
+    replies = grid.send_and_receive(messages, timeout=timeout) if messages else []
+    for reply in replies:
+        nid = int(reply.metadata.src_node_id)
+        row: dict[str, Any] = {"hospital_id": by_node.get(nid), "node_id": nid}
+        if reply.has_error():
+            row.update(status="refused", reason=reply.error.reason)
+        else:
+            result = json.loads(str(reply.content.config_records["answer"]["json"]))
+            if result.get("hospital_id") != row["hospital_id"]:
+                # the enrolled node answered for another hospital: keep nothing of it
+                named = result.get("hospital_id")
+                row.update(status="refused", reason=f"answer names hospital {named!r}, "
+                           f"node enrolled as {row['hospital_id']!r}")
+                log(WARNING, "[TRE] %s", row["reason"])
+            else:
+                row.update(status="answered", result=result)
+        answers[nid] = row
+    for nid in targets:
+        answers.setdefault(nid, {"hospital_id": by_node[nid], "node_id": nid,
+                                 "status": "no-reply",
+                                 "reason": "offline" if nid not in online else "timed out"})
+    out = {"run_id": context.run_id, "status": "completed", "seconds": time.time() - started,
+           "answers": [answers[n] for n in targets]}
+    if results_dir:
+        Path(results_dir).mkdir(parents=True, exist_ok=True)
+        tmp = Path(results_dir) / (RESULTS + ".tmp")
+        tmp.write_text(json.dumps(out))
+        tmp.replace(Path(results_dir) / RESULTS)
