@@ -68,10 +68,17 @@ def test_cli_summary_names_quality_gate_and_excluded_identifier(synthesised):
 def test_publish_then_researchers_download_csv_and_parquet(synthesised, live_portal,
                                                           client_for, keycloak):
     home = synthesised.home
-    results = publish(home, [DATASET], client=client_for())
-    syn = results[0]["synthetic"]
-    assert syn["published"] and syn["rows"] == ROWS, syn
+    config = home.config
+    config.portal_url = live_portal.url
+    config.extra["keycloak_url"] = keycloak.base_url
+    config.extra["keycloak_realm"] = keycloak.realm
+    home.save_config(config)
+    creds = keycloak.client_credentials("hospital-a")
+    home.save_credentials(creds["client_id"], creds["client_secret"])
+    result = cli("publish", "--dataset-id", DATASET, "--home", str(home.path))
+    assert result.exit_code == 0, result.output + result.stderr
     release = releasable(home, DATASET)
+    assert f"synthetic version {release.run_id} uploaded ({ROWS} rows)" in result.stdout
 
     alice = keycloak.token("alice")
     resp = get(live_portal, f"/v1/catalogue/{DATASET}/synthetic", alice, format="parquet")
