@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from federation.training.models import MODELS
-
 STRATEGIES = ("fedavg", "fedprox")
 
 
@@ -58,6 +56,8 @@ class RunParams:
 
     def check(self) -> None:
         """Reject nonsense early with a message naming the field."""
+        from federation.training.models import MODELS  # torch loads only when checking
+
         if self.model not in MODELS:
             raise ValueError(f"model {self.model!r} is not in the catalogue {sorted(MODELS)}")
         if self.strategy not in STRATEGIES:

@@ -26,11 +26,9 @@ import httpx
 import typer
 from rich.table import Table
 
-from access_control.keycloak.bootstrap import admin_client, bootstrap
 from access_control.keycloak.oidc import password_grant
 from access_control.keycloak.realm import CLI_CLIENT, DEMO_PASSWORD
 from access_control.keycloak.runner import KeycloakServer, free_port
-from federation.apps.fab import APP_ID, fab_hash
 from tre.cli.common import console, fail
 from tre.core.audit import entries_from_store, verify_entries
 from tre.core.settings import CommonSettings, cache_dir
@@ -157,6 +155,8 @@ class Demo:
 
     # -- stages -----------------------------------------------------------------------
     def keycloak(self) -> str:
+        from access_control.keycloak.bootstrap import admin_client, bootstrap
+
         self.kc = KeycloakServer.start(data_dir=self.state / "keycloak")
         admin = admin_client(self.kc.base_url, self.kc.admin_username, self.kc.admin_password)
         self.realm = bootstrap(admin, hospitals=HOSPITALS)
@@ -164,6 +164,8 @@ class Demo:
         return f"Keycloak {self.kc.base_url}, realm tre with demo users and 3 hospital clients"
 
     def portal(self) -> str:
+        from federation.apps.fab import APP_ID, fab_hash
+
         port, self.superlink = free_port(), f"127.0.0.1:{free_port()}"
         self.portal_url = f"http://127.0.0.1:{port}"
         env = self.env | {"TRE_STATE_DIR": str(self.state / "portal"),
@@ -265,6 +267,8 @@ class Demo:
         return "3 SuperNodes connected to the SuperLink"
 
     def request(self) -> str:
+        from federation.apps.fab import APP_ID
+
         body = {
             "title": "Paediatric pneumonia detection with DP federated learning",
             "organisation": "KU Leuven", "purpose": "ai_training",

@@ -6,10 +6,6 @@ import json
 from pathlib import Path
 
 import typer
-import uvicorn
-
-from tre.portal.app import create_app
-from tre.portal.settings import PortalSettings
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -22,6 +18,11 @@ def serve(
     state_dir: Path = typer.Option(None, help="where the store and permit keys live"),
 ) -> None:
     """Run the portal (API under /v1, OpenAPI at /openapi.json)."""
+    import uvicorn
+
+    from tre.portal.app import create_app
+    from tre.portal.settings import PortalSettings
+
     overrides = {k: v for k, v in
                  {"host": host, "port": port, "db_path": db, "state_dir": state_dir}.items()
                  if v is not None}
@@ -33,4 +34,7 @@ def serve(
 @app.command()
 def openapi() -> None:
     """Print the OpenAPI document."""
+    from tre.portal.app import create_app
+    from tre.portal.settings import PortalSettings
+
     typer.echo(json.dumps(create_app(PortalSettings()).openapi(), indent=2))
