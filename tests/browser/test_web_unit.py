@@ -210,3 +210,16 @@ def test_secure_cookie_behind_tls(tmp_path):
                               public_url="https://tre.example.org")
     with TestClient(create_app(settings), base_url="https://tre.example.org") as client:
         assert "Secure" in client.get("/").headers["set-cookie"]
+
+
+def test_run_progress_plot_draws_auc_and_epsilon_per_hospital():
+    from tre.portal.web.runs import progress_png
+
+    run = {"rounds": [
+        {"round": r, "evaluate": {"auc": 0.8 + r / 100},
+         "nodes": [{"hospital_id": h, "epsilon": r * 2.5, "status": "trained"}
+                   for h in ("hospital-a", "hospital-b")] + [{"node_id": 9, "reason": "x"}]}
+        for r in (1, 2, 3)]}
+    png = progress_png(run, {"auc": "AUC", "epsilon": "ε", "round": "round"})
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert progress_png({"rounds": []}, {"auc": "a", "epsilon": "e", "round": "r"})

@@ -78,6 +78,8 @@ EN: dict[str, str] = {
     "aggregates_only": "Only aggregates and model weights",
     "small_counts": "No count below the threshold",
     "membership_inference": "Membership-inference audit at each node",
+    "queued": "queued", "running": "running", "completed": "completed", "failed": "failed",
+    "cancelled": "cancelled",
 }
 
 FR: dict[str, str] = {
@@ -488,4 +490,29 @@ FR: dict[str, str] = {
     "Generated at the hospital and released because every privacy-gate check passed.":
         "Générées à l'hôpital et publiées parce que chaque contrôle de confidentialité a réussi.",
     "rows": "lignes",
+    # runs
+    "queued": "en file", "running": "en cours", "completed": "terminée", "failed": "échouée",
+    "cancelled": "annulée",
+    "Runs": "Exécutions",
+    "Start a run": "Lancer une exécution",
+    "Rounds": "Tours",
+    "Round": "Tour",
+    "rounds": "tours",
+    "No run yet.": "Aucune exécution pour l'instant.",
+    "You hold no active permit.": "Vous ne détenez aucune autorisation active.",
+    "Model": "Modèle",
+    "Local epochs": "Époques locales",
+    "Batch size": "Taille de lot",
+    "Learning rate": "Taux d'apprentissage",
+    "ε and δ default to the permit's caps; each hospital enforces them itself.":
+        "ε et δ valent par défaut les plafonds de l'autorisation ; chaque hôpital les "
+        "applique lui-même.",
+    "Start": "Lancer",
+    "Test AUC": "AUC de test",
+    "Accuracy": "Exactitude",
+    "ε per hospital": "ε par hôpital",
+    "ε spent per hospital": "ε dépensé par hôpital",
+    "Test AUC and ε per round": "AUC de test et ε par tour",
+    "Output in the airlock": "Résultat dans le sas de sortie",
+    "Cancel the run": "Annuler l'exécution",
 }
