@@ -184,6 +184,17 @@ def test_portal_rechecks_figures_and_columns(synthesised, live_portal, client_fo
                                 report=json.dumps(forged).encode(), plots={})
     assert err.value.status == 422 and "mia_advantage" in str(err.value)
 
+    # the upload route takes files above the general 1 MiB body limit; other routes do not
+    big = {"large.png": PNG + bytes(3 * 1_048_576)}
+    with pytest.raises(PortalError) as err:
+        client.upload_synthetic("hospital-a", DATASET, table=good.table,
+                                report=json.dumps(forged).encode(), plots=big)
+    assert err.value.status == 422, "past the body limit, refused by the gate re-check"
+    resp = httpx.post(f"{live_portal.url}/v1/catalogue/datasets", content=bytes(3 * 1_048_576),
+                      headers={**bearer(client.access_token()),
+                               "Content-Type": "application/json"})
+    assert resp.status_code == 413
+
     with_ids = pd.read_parquet(io.BytesIO(good.table))
     with_ids.insert(0, "pseudonym", [f"ps_{i:032x}" for i in range(len(with_ids))])
     buf = io.BytesIO()
