@@ -56,6 +56,7 @@ class Action(StrEnum):
     CONSENT_READ = "consent.read"
     CONSENT_SNAPSHOT = "consent.snapshot"
     NODE_VIEW = "node.view"
+    NODE_ENROL = "node.enrol"
 
 
 R = Role
@@ -92,6 +93,8 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.CONSENT_READ: frozenset({R.STEWARD, R.AUDITOR}),
     Action.CONSENT_SNAPSHOT: frozenset({R.NODE}),
     Action.NODE_VIEW: frozenset({R.NODE_OPERATOR, R.AUDITOR, R.ADMIN}),
+    # a node registers its own Flower key (own hospital only, checked by the service)
+    Action.NODE_ENROL: frozenset({R.NODE, R.ADMIN}),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -31,13 +32,37 @@ def flower_env(flwr_home: str | Path | None = None, base: dict[str, str] | None 
     return env
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """The SuperLink's TLS material (from `tre federation provision`)."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def in_dir(cls, folder: str | Path) -> TLSFiles:
+        d = Path(folder)
+        return cls(d / "ca.crt", d / "superlink.crt", d / "superlink.key")
+
+
 def superlink_command(host: str = "127.0.0.1", port: int = 9093, *, insecure: bool = True,
-                      database: str | Path | None = None) -> list[str]:
-    """The `flower-superlink` command line for one address."""
+                      database: str | Path | None = None, tls: TLSFiles | None = None,
+                      supernode_auth: bool = False) -> list[str]:
+    """The `flower-superlink` command line for one address.
+
+    `tls`: serve Fleet, Control and Runtime APIs over TLS. `supernode_auth`: only
+    SuperNodes whose public key was registered (`flwr supernode register`) may
+    connect, and each request must be signed with that key."""
     cmd = [tool("flower-superlink"), "--host", host, "--port", str(port),
            "--disable-runtime-dependency-installation"]
-    if insecure:
+    if tls is not None:
+        cmd += ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.cert),
+                "--ssl-keyfile", str(tls.key)]
+    elif insecure:
         cmd.append("--insecure")
+    if supernode_auth:
+        cmd.append("--enable-supernode-auth")
     if database is not None:
         cmd += ["--database", str(database)]
     return cmd
@@ -46,13 +71,15 @@ def superlink_command(host: str = "127.0.0.1", port: int = 9093, *, insecure: bo
 def start_superlink(
     host: str = "127.0.0.1", port: int = 9093, *, insecure: bool = True,
     flwr_home: str | Path | None = None, database: str | Path | None = None,
-    log_path: str | Path | None = None,
+    log_path: str | Path | None = None, tls: TLSFiles | None = None,
+    supernode_auth: bool = False,
 ) -> subprocess.Popen:
     """Start the SuperLink as a child process (its own process group, so it can be
     stopped with the ServerApps it spawned)."""
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        superlink_command(host, port, insecure=insecure, database=database),
+        superlink_command(host, port, insecure=insecure, database=database, tls=tls,
+                          supernode_auth=supernode_auth),
         env=flower_env(flwr_home), stdout=out or None, stderr=subprocess.STDOUT if out else None,
         start_new_session=True,
     )

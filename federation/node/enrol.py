@@ -1,0 +1,91 @@
+"""A node's Flower identity: its SuperNode key pair, enrolled with the portal once.
+
+Why: the ServerApp must address only the SuperNodes of a permit's hospitals, so
+the portal has to know which Flower node is which hospital, from something the
+node cannot fake per run. In flwr 1.42 a SuperNode started with
+`--auth-supernode-private-key` does not self-register: it activates as the node id
+the SuperLink assigned when its public key was registered (`flwr supernode
+register`, Control API). The node keeps the private key in its home (0600, never
+sent anywhere); at enrolment its service account sends the public key to the
+portal (`PUT /v1/nodes/{hospital}/flower-key`), which registers it with the
+SuperLink and records hospital → node id (see `tre.portal.services.nodes`).
+
+`tre federation provision` can instead issue the key pair centrally (CA-style
+deployments); `install_key` puts a provisioned key into a home.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from federation.node.home import NodeHome, write_private
+from federation.node.portal_client import PortalClient, PortalError
+
+KEY_FILE = "flower-node-key"
+PUB_FILE = "flower-node-key.pub"
+ENROL_TIMEOUT_S = 120.0
+
+
+def generate_key_pair() -> tuple[bytes, bytes]:
+    """A P-384 key pair as OpenSSH private key and OpenSSH public key (Flower's formats)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH)
+    return private, public + b"\n"
+
+
+def key_path(home: NodeHome) -> Path:
+    return home.path / KEY_FILE
+
+
+def ensure_node_key(home: NodeHome) -> Path:
+    """The node's private key file, created on first use."""
+    path = key_path(home)
+    if not path.exists():
+        private, public = generate_key_pair()
+        write_private(path, private)
+        (home.path / PUB_FILE).write_bytes(public)
+    return path
+
+
+def install_key(home: NodeHome, private_key: Path, public_key: Path) -> Path:
+    """Use a provisioned key pair (e.g. from `tre federation provision`)."""
+    write_private(key_path(home), Path(private_key).read_bytes())
+    shutil.copyfile(public_key, home.path / PUB_FILE)
+    return key_path(home)
+
+
+def public_key(home: NodeHome) -> str:
+    ensure_node_key(home)
+    return (home.path / PUB_FILE).read_text().strip()
+
+
+def enrol(home: NodeHome, client: PortalClient | None = None) -> dict[str, Any]:
+    """Register this node's public key with the portal (its own hospital only); returns
+    the registry row, including the Flower node id the SuperLink assigned."""
+    client = client or PortalClient.for_home(home)
+    url = f"{client.portal_url}/v1/nodes/{home.config.hospital_id}/flower-key"
+    try:
+        # the portal registers the key with the SuperLink through Flower's CLI: seconds
+        resp = httpx.put(url, json={"public_key": public_key(home)}, timeout=ENROL_TIMEOUT_S,
+                         headers={"Authorization": f"Bearer {client.access_token()}"})
+    except httpx.HTTPError as exc:
+        raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+    if resp.status_code != 200:
+        raise PortalError(f"{url} answered {resp.status_code}: {resp.text[:300]}",
+                          resp.status_code)
+    row = resp.json()
+    home.audit.record(actor=home.actor, action="node.enrol", object_type="node",
+                      object_id=home.config.hospital_id,
+                      details={"node_id": row.get("node_id"), "superlink": row.get("superlink")})
+    return row

@@ -1,0 +1,173 @@
+"""Fixtures of the runs/feasibility tests: the real portal over HTTP pointed at a real
+SuperLink, hospital node homes enrolled through the portal (their SuperNode keys
+registered with the SuperLink), datasets published to the catalogue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from federation.node.enrol import enrol, ensure_node_key
+from federation.node.governance import node_session
+from federation.node.home import NodeConfig, NodeHome
+from federation.node.ledger import PrivacyLedger
+from federation.node.serve import start_supernode
+from federation.node.service import publish
+from federation.provision import provision
+from federation.superlink import TLSFiles, start_superlink
+from tests.federation.helpers import populate
+from tests.fixtures.flower import FlowerCluster, free_port, stop_process, wait_port
+from tests.fixtures.portal import bearer, portal_settings
+from tre.portal.app import create_app
+
+HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
+
+
+class LivePortal:
+    """The real portal served by uvicorn on loopback (nodes need it over HTTP)."""
+
+    def __init__(self, keycloak: Any, state_dir: Path, **overrides: Any) -> None:
+        self.port = free_port()
+        self.settings = portal_settings(keycloak, state_dir, host="127.0.0.1", port=self.port,
+                                        **overrides)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(self.settings)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LivePortal:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("portal did not start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@dataclass
+class Federation:
+    """Portal + SuperLink + enrolled node homes; SuperNodes started on demand."""
+
+    keycloak: Any
+    root: Path
+    cluster: FlowerCluster
+    portal: LivePortal | None = None
+    homes: dict[str, Path] = field(default_factory=dict)
+    node_ids: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, Any] = field(default_factory=dict)
+    tls: dict[str, Any] = field(default_factory=dict)  # root_certificates, insecure
+
+    def start_portal(self, **overrides: Any) -> LivePortal:
+        self.portal = LivePortal(self.keycloak, self.root / "portal",
+                                 superlink=self.cluster.superlink, **overrides).start()
+        return self.portal
+
+    def headers(self, user: str) -> dict[str, str]:
+        return bearer(self.keycloak.token(user))
+
+    def add_home(self, hospital: str, *, limit: int, index: int, enrol_node: bool = True,
+                 budget: float = 20.0) -> Path:
+        assert self.portal is not None
+        jwks = httpx.get(f"{self.portal.url}/v1/permit-keys").json()
+        home = NodeHome.create(self.root / "nodes" / hospital, NodeConfig(
+            hospital_id=hospital, portal_url=self.portal.url,
+            extra={"keycloak_url": self.keycloak.base_url, "keycloak_realm": self.keycloak.realm}),
+            jwks)
+        creds = self.keycloak.client_credentials(hospital)
+        home.save_credentials(creds["client_id"], creds["client_secret"])
+        populate(home, "pneumonia", index, 3, limit=limit, regime="opt-out")
+        PrivacyLedger(home.db, home.audit, actor="operator").set_budget("pneumonia", budget)
+        publish(home, synthetic=False)
+        ensure_node_key(home)
+        if enrol_node:
+            self.node_ids[hospital] = int(enrol(home)["node_id"])
+        home.db.close()
+        self.homes[hospital] = home.path
+        return home.path
+
+    def start_node(self, hospital: str, *, consent_filter: str = "snapshot") -> Any:
+        port = free_port()
+        home = self.homes[hospital]
+        proc = start_supernode(home, self.cluster.superlink, port=port,
+                               consent_filter=consent_filter,
+                               node_key=home / "flower-node-key",
+                               insecure=self.tls.get("insecure", True),
+                               root_certificates=self.tls.get("root_certificates"),
+                               log_path=self.cluster.root / f"supernode-{hospital}.log")
+        wait_port(port, proc=proc)
+        self.procs[hospital] = proc
+        return proc
+
+    def stop_node(self, hospital: str) -> None:
+        stop_process(self.procs.pop(hospital))
+
+    def audit_actions(self, hospital: str) -> list[str]:
+        with node_session(self.homes[hospital]) as home:
+            assert home.audit.verify().ok
+            return [e.action for e in home.audit.entries()]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            stop_process(proc)
+        if self.portal is not None:
+            self.portal.stop()
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(what)
+
+
+def start_secure_superlink(cluster: FlowerCluster, pki: Path) -> str:
+    """A SuperLink over TLS (our CA) that admits only registered SuperNode keys."""
+    port = free_port()
+    cluster.superlink_proc = start_superlink(
+        port=port, flwr_home=cluster.root / "superlink-flwr", insecure=False,
+        tls=TLSFiles.in_dir(pki), supernode_auth=True, log_path=cluster.root / "superlink.log")
+    wait_port(port, timeout_s=120, proc=cluster.superlink_proc)
+    cluster.superlink = f"127.0.0.1:{port}"
+    return cluster.superlink
+
+
+@pytest.fixture
+def federation(keycloak, tmp_path, monkeypatch) -> Iterator[Federation]:
+    """The secure path on loopback: PKI from `provision`, a SuperLink with TLS and SuperNode
+    authentication, the portal over HTTP driving it; node homes are added by the test.
+
+    Flower 1.42 accepts a SuperNode key (the enrolment that maps node id to hospital)
+    only over TLS, so every test of node selection runs here."""
+    monkeypatch.setenv("TRE_KEYCLOAK_URL", keycloak.base_url)
+    monkeypatch.setenv("TRE_KEYCLOAK_REALM", keycloak.realm)
+    pki = provision(tmp_path / "pki", [])
+    cluster = FlowerCluster(tmp_path / "flower")
+    cluster.root.mkdir()
+    start_secure_superlink(cluster, pki.folder)
+    fed = Federation(keycloak, tmp_path, cluster,
+                     tls={"insecure": False, "root_certificates": pki.ca_cert})
+    fed.start_portal(superlink_insecure=False, superlink_root_certificates=pki.ca_cert)
+    try:
+        yield fed
+    finally:
+        fed.stop()
+        cluster.stop()

@@ -1,0 +1,66 @@
+"""Acceptance: feasibility counts from the portal, through a real Flower query run.
+
+Real Keycloak, the portal over HTTP, a SuperLink and three enrolled SuperNodes on
+real DuckDB homes. hospital-c holds so few records that its cells are suppressed:
+the portal keeps them suppressed and its total never reveals them.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from federation.node import disclosure
+
+from .conftest import HOSPITALS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(600)
+def test_feasibility_counts_per_hospital_with_suppression(federation) -> None:
+    fed = federation
+    for i, (hospital, limit) in enumerate(zip(HOSPITALS, (60, 60, 2), strict=True)):
+        fed.add_home(hospital, limit=limit, index=i)
+    for hospital in HOSPITALS:
+        fed.start_node(hospital)
+    resp = httpx.post(f"{fed.portal.url}/v1/feasibility", headers=fed.headers("alice"),
+                      json={"cohort": {"dataset_id": "pneumonia", "modality": ["XR"]}},
+                      timeout=400)
+    assert resp.status_code == 200, (resp.text, fed.cluster.logs())
+    out = resp.json()
+    rows = {r["hospital_id"]: r for r in out["hospitals"]}
+    assert sorted(rows) == HOSPITALS
+    assert all(r["status"] == "answered" for r in rows.values()), (rows, fed.cluster.logs())
+    subjects = {h: rows[h]["datasets"][0]["subjects"] for h in HOSPITALS}
+    # a and b hold 3 x 60 studies each: shown, rounded to 5; c holds 3 x 2: suppressed
+    for h in ("hospital-a", "hospital-b"):
+        assert isinstance(subjects[h], int) and subjects[h] % 5 == 0 and subjects[h] >= 150
+    assert subjects["hospital-c"] == "<10"
+    for cell in rows["hospital-c"]["datasets"][0]["by_label"].values():
+        assert cell == "<10"
+    total = out["total_subjects"]["pneumonia"]
+    assert total == disclosure.combine(list(subjects.values()))
+    assert total.startswith(">=")  # never a number that would give hospital-c away
+    # audited at the portal and at every node; no training data was read anywhere
+    audit = httpx.get(f"{fed.portal.url}/v1/audit?limit=1000",
+                      headers=fed.headers("auditor1"), timeout=30)
+    assert audit.status_code == 200, audit.text
+    portal_actions = {e["action"] for e in audit.json()["entries"]}
+    assert {"node.enrol", "feasibility.run", "feasibility.result"} <= portal_actions
+    for hospital in HOSPITALS:
+        actions = fed.audit_actions(hospital)
+        assert "query.feasibility" in actions and "consent.filter" in actions
+        assert "data.read" not in actions
+
+
+@pytest.mark.timeout(120)
+def test_feasibility_needs_researcher_and_a_published_dataset(federation) -> None:
+    url = f"{federation.portal.url}/v1/feasibility"
+    body = {"cohort": {"dataset_id": "nothing-here"}}
+    assert httpx.post(url, json=body, headers=federation.headers("steward1")).status_code == 403
+    resp = httpx.post(url, json=body, headers=federation.headers("alice"))
+    assert resp.status_code == 409 and "no hospital published" in resp.json()["detail"]
+    resp = httpx.post(url, json={"cohort": {"age_min": 80, "age_max": 10}},
+                      headers=federation.headers("alice"))
+    assert resp.status_code == 422
