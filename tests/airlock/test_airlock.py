@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.fixtures.portal import bearer, request_body
+from tests.fixtures.portal import approved_permit, bearer
 from tre.portal.services import airlock
 
 pytestmark = pytest.mark.integration
@@ -23,13 +23,7 @@ def attest(node="hospital-a", eps=3.2, mia=0.02):
 
 @pytest.fixture
 def permit(api, keycloak):
-    alice = bearer(keycloak.token("alice"))
-    rid = api.post("/v1/requests", json=request_body(), headers=alice).json()["id"]
-    api.post(f"/v1/requests/{rid}/submit", headers=alice)
-    pid = api.post(f"/v1/requests/{rid}/reviews", headers=bearer(keycloak.token("rev1")),
-                   json={"decision": "approve", "rationale": "sound and proportionate"}
-                   ).json()["permit_id"]
-    return api.get(f"/v1/permits/{pid}", headers=alice).json()
+    return approved_permit(api, keycloak)
 
 
 def submit(api, permit, metrics=GOOD_METRICS, attestations=None):
@@ -74,13 +68,7 @@ def test_researcher_cannot_check_and_holder_who_is_checker_cannot_either(api, ke
     out = submit(api, permit)
     assert check(api, keycloak, out["id"], "alice").status_code == 403
     keycloak.ensure_user("olga", roles=["researcher", "output_checker"])
-    olga = bearer(keycloak.token("olga"))
-    rid = api.post("/v1/requests", json=request_body(), headers=olga).json()["id"]
-    api.post(f"/v1/requests/{rid}/submit", headers=olga)
-    pid = api.post(f"/v1/requests/{rid}/reviews", headers=bearer(keycloak.token("rev1")),
-                   json={"decision": "approve", "rationale": "sound and proportionate"}
-                   ).json()["permit_id"]
-    own = submit(api, api.get(f"/v1/permits/{pid}", headers=olga).json())
+    own = submit(api, approved_permit(api, keycloak, "olga"))
     resp = check(api, keycloak, own["id"], "olga")
     assert resp.status_code == 403 and "own output" in resp.json()["detail"]
 

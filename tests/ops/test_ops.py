@@ -9,21 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from access_control.permits import verify_permit
-from tests.fixtures.portal import APP_HASH, APP_ID, bearer, request_body
+from tests.fixtures.portal import APP_HASH, APP_ID, approved_permit, bearer, request_body
 from tre.cli.main import app as cli
 from tre.core.db import Database
 
 pytestmark = pytest.mark.integration
-
-
-def approved_permit(api, keycloak) -> dict:
-    alice = bearer(keycloak.token("alice"))
-    rid = api.post("/v1/requests", json=request_body(), headers=alice).json()["id"]
-    api.post(f"/v1/requests/{rid}/submit", headers=alice)
-    pid = api.post(f"/v1/requests/{rid}/reviews", headers=bearer(keycloak.token("rev1")),
-                   json={"decision": "approve", "rationale": "sound and proportionate"}
-                   ).json()["permit_id"]
-    return api.get(f"/v1/permits/{pid}", headers=alice).json()
 
 
 def test_backup_while_writing_then_restore_verifies(make_portal, keycloak, tmp_path):

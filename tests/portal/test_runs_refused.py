@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.portal import bearer, request_body
+from tests.fixtures.portal import approved_permit, bearer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def permit_id(api, keycloak) -> str:
-    alice = bearer(keycloak.token("alice"))
-    rid = api.post("/v1/requests", json=request_body(), headers=alice).json()["id"]
-    api.post(f"/v1/requests/{rid}/submit", headers=alice)
-    return api.post(f"/v1/requests/{rid}/reviews", headers=bearer(keycloak.token("rev1")),
-                    json={"decision": "approve", "rationale": "sound and proportionate"}
-                    ).json()["permit_id"]
+    return approved_permit(api, keycloak)["id"]
 
 
 def runs_in_store(api) -> int:
