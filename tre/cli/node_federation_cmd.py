@@ -42,6 +42,17 @@ def serve(
         "--consent-filter",
         help="snapshot: the portal's consent registry; regime: dataset regime, no records",
     )] = "snapshot",
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", help="Serve Prometheus /metrics (ε per dataset, consent snapshot "
+        "age, audit rows) on this port [default: off]")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        "--metrics-host", help="Interface for --metrics-port")] = "127.0.0.1",
+    metrics_certfile: Annotated[Path | None, typer.Option(
+        "--metrics-certfile", envvar="TRE_METRICS_CERTFILE",
+        help="Serve /metrics over HTTPS with this certificate")] = None,
+    metrics_keyfile: Annotated[Path | None, typer.Option(
+        "--metrics-keyfile", envvar="TRE_METRICS_KEYFILE",
+        help="Private key of --metrics-certfile")] = None,
 ) -> None:
     """Run this hospital's Flower SuperNode (foreground; Ctrl-C stops it)."""
     from federation.node.serve import start_supernode
@@ -49,7 +60,16 @@ def serve(
     h = _home(home)
     if consent_filter not in ("snapshot", "regime"):
         fail("--consent-filter must be snapshot or regime")
+    if (metrics_certfile is None) != (metrics_keyfile is None):
+        fail("give both --metrics-certfile and --metrics-keyfile, or neither")
     target = superlink or h.config.superlink
+    if metrics_port is not None:
+        from federation.node.metrics import serve_metrics
+
+        serve_metrics(h.path, metrics_port, host=metrics_host, certfile=metrics_certfile,
+                      keyfile=metrics_keyfile)
+        scheme = "https" if metrics_certfile else "http"
+        console.print(f"metrics on {scheme}://{metrics_host}:{metrics_port}/metrics")
     proc = start_supernode(h, target, port=port, insecure=insecure,
                            consent_filter=consent_filter)
     console.print(f"SuperNode of [bold]{h.config.hospital_id}[/] → SuperLink {target} "
