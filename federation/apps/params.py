@@ -37,6 +37,7 @@ class RunParams:
     min_nodes: int = 0  # 0: every hospital named in the permit
     round_timeout: int = 1800
     results_dir: str = ""
+    node_map: str = ""  # JSON hospital -> Flower node id, from enrolment (portal); "": none
 
     @classmethod
     def from_run_config(cls, cfg: dict[str, Any]) -> RunParams:

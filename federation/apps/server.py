@@ -5,6 +5,13 @@ back DP-trained weights and aggregate metrics, and records per round what each
 hospital reported (ε spent so far, or why it refused). At the end it asks every
 node to release the unused part of its ε reservation and writes the final
 model, `report.json` and `report.png` into the run's results folder.
+
+Node selection by permit: the run config's `node-map` (hospital → Flower node id,
+fixed when each hospital enrolled its SuperNode key: `tre.portal.services.nodes`)
+restricted to the permit's hospitals is the only set of nodes this app addresses
+(`PermittedGrid`); other SuperNodes on the SuperLink never get a message. Without a
+node map (development, insecure SuperLink: node ids are then self-chosen) every
+connected node is addressed and nodes outside the permit refuse on their own.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from access_control.permits import unverified_claims
+from federation.apps.feasibility import parse_node_map
 from federation.apps.params import RunParams
 from federation.apps.report import MODEL, PLOT, EventLog, plot_report, write_report
 from federation.apps.tasks import params_spec
@@ -79,6 +87,40 @@ def _node_row(msg: Message) -> dict[str, Any]:
     return row
 
 
+class PermittedGrid:
+    """The Grid as this run may see it: only the enrolled nodes of the permit's hospitals.
+
+    Strategies sample from `get_node_ids()`, so they never pick another node, and
+    `send_and_receive` drops any message addressed elsewhere (defence in depth)."""
+
+    def __init__(self, grid: Grid, allowed: set[int] | None) -> None:
+        self._grid = grid
+        self.allowed = allowed
+
+    def get_node_ids(self) -> list[int]:
+        ids = list(self._grid.get_node_ids())
+        return ids if self.allowed is None else [n for n in ids if n in self.allowed]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> Iterable[Message]:
+        msgs = [m for m in messages
+                if self.allowed is None or m.metadata.dst_node_id in self.allowed]
+        return self._grid.send_and_receive(msgs, timeout=timeout) if msgs else []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
+def select_nodes(node_map_text: str, hospitals: list[str]) -> tuple[set[int] | None, dict]:
+    """The node ids of the permit's hospitals from the run's node map (None: no map)."""
+    node_map = parse_node_map(node_map_text)
+    if not node_map:
+        return None, {"mode": "all-connected", "node_map": {}}
+    chosen = {h: n for h, n in node_map.items() if h in set(hospitals)}
+    return set(chosen.values()), {"mode": "enrolled", "node_map": chosen,
+                                  "ignored": sorted(set(node_map) - set(chosen))}
+
+
 def _permit_summary(token: str) -> dict[str, Any]:
     try:
         c = unverified_claims(token)
@@ -97,12 +139,23 @@ def main(grid: Grid, context: Context) -> None:
     permit = _permit_summary(params.permit)
     hospitals = permit.get("hospitals") or []
     min_nodes = params.min_nodes or max(len(hospitals), 1)
+    allowed, selection = select_nodes(params.node_map, hospitals)
+    grid = PermittedGrid(grid, allowed)  # type: ignore[assignment]
+    by_node = {n: h for h, n in selection["node_map"].items()}
     started = time.time()
     report: dict[str, Any] = {
         "run_id": context.run_id, "permit": permit, "params": {
             k: v for k, v in params.to_run_config().items() if k != "permit"},
         "started_at": started, "rounds": [], "status": "running",
+        "node_selection": selection,
     }
+    if allowed is not None and len(allowed) < min_nodes:
+        report.update(status="failed", error=f"only {len(allowed)} of the permit's hospitals "
+                      f"have an enrolled node; the run needs {min_nodes}")
+        events.emit("end", status="failed", error=report["error"])
+        if params.results_dir:
+            write_report(params.results_dir, report)
+        return
     events.emit("start", run_id=context.run_id, permit=permit, min_nodes=min_nodes,
                 params=report["params"])
     if params.secagg:
@@ -135,6 +188,12 @@ def main(grid: Grid, context: Context) -> None:
             timeout=params.round_timeout,
         ))
         nodes = [_node_row(m) for m in replies]
+        for n in nodes:
+            n.setdefault("hospital_id", by_node.get(n["node_id"]))
+        answered = {n["node_id"] for n in nodes}
+        nodes += [{"node_id": nid, "hospital_id": h, "status": "no-reply",
+                   "reason": f"no reply within {params.round_timeout}s (node down?)"}
+                  for nid, h in by_node.items() if nid not in answered]
         ok = [m for m in replies if not m.has_error()]
         trained_nodes.update(int(m.metadata.src_node_id) for m in ok)
         agg_arrays, agg_train = (strategy.aggregate_train(rnd, ok) if ok else (None, None))
@@ -163,9 +222,13 @@ def main(grid: Grid, context: Context) -> None:
                                      "hospitals trained")
             break
 
-    report["privacy_audits"] = _privacy_audits(grid, arrays, trained_nodes, params)
+    # Nodes that went away are not waited for: they settle their reservation themselves
+    # when they next start (`federation.node.recovery`).
+    online = set(grid.get_node_ids())
+    report["privacy_audits"] = _privacy_audits(grid, arrays, trained_nodes & online, params)
     # Release what each node reserved but did not spend (e.g. the run stopped early).
     releases = []
+    trained_nodes &= online
     if trained_nodes:
         msgs = [Message(content=RecordDict({"config": ConfigRecord()}),
                         message_type="query.close", dst_node_id=nid) for nid in trained_nodes]

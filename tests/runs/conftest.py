@@ -34,8 +34,9 @@ HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
 class LivePortal:
     """The real portal served by uvicorn on loopback (nodes need it over HTTP)."""
 
-    def __init__(self, keycloak: Any, state_dir: Path, **overrides: Any) -> None:
-        self.port = free_port()
+    def __init__(self, keycloak: Any, state_dir: Path, *, port: int | None = None,
+                 **overrides: Any) -> None:
+        self.port = port or free_port()
         self.settings = portal_settings(keycloak, state_dir, host="127.0.0.1", port=self.port,
                                         **overrides)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -74,9 +75,63 @@ class Federation:
     tls: dict[str, Any] = field(default_factory=dict)  # root_certificates, insecure
 
     def start_portal(self, **overrides: Any) -> LivePortal:
+        self.overrides = {**getattr(self, "overrides", {}), **overrides}
         self.portal = LivePortal(self.keycloak, self.root / "portal",
-                                 superlink=self.cluster.superlink, **overrides).start()
+                                 superlink=self.cluster.superlink, **self.overrides).start()
         return self.portal
+
+    def restart_portal(self) -> LivePortal:
+        """Stop the portal and start it again on the same state and port (nodes keep
+        their portal URL); its startup recovery sees the runs it left."""
+        assert self.portal is not None
+        port = self.portal.port
+        self.portal.stop()
+        self.portal = LivePortal(self.keycloak, self.root / "portal", port=port,
+                                 superlink=self.cluster.superlink, **self.overrides).start()
+        return self.portal
+
+    def permit(self, hospitals: list[str], **request: Any) -> dict[str, Any]:
+        """A permit for alice on `hospitals`' pneumonia datasets, through the real review."""
+        from federation.apps.fab import fab_hash
+        from tests.fixtures.portal import request_body
+
+        url = self.portal.url
+        apps = httpx.get(f"{url}/v1/apps", headers=self.headers("alice")).json()
+        if not any(a.get("app_id") == "tre-train" for a in apps):
+            r = httpx.post(f"{url}/v1/apps", headers=self.headers("admin1"), json={
+                "app_id": "tre-train", "app_hash": fab_hash(), "description": "DP CNN"})
+            assert r.status_code == 201, r.text
+        alice = self.headers("alice")
+        body = request_body(app_id="tre-train", epsilon=8.0, datasets=[
+            {"node_id": h, "dataset_id": "pneumonia"} for h in hospitals], **request)
+        r = httpx.post(f"{url}/v1/requests", headers=alice, json=body)
+        assert r.status_code == 201, r.text
+        req = r.json()
+        r = httpx.post(f"{url}/v1/requests/{req['id']}/submit", headers=alice)
+        assert r.status_code == 200, r.text
+        r = httpx.post(f"{url}/v1/requests/{req['id']}/reviews", headers=self.headers("rev1"),
+                       json={"decision": "approve", "rationale": "sound and proportionate"})
+        assert r.status_code in (200, 201), r.text
+        decided = r.json()
+        return httpx.get(f"{url}/v1/permits/{decided['permit_id']}", headers=alice).json()
+
+    def start_run(self, permit_id: str, **body: Any) -> dict[str, Any]:
+        r = httpx.post(f"{self.portal.url}/v1/runs", headers=self.headers("alice"), json={
+            "permit_id": permit_id, "rounds": 1, "batch_size": 32, "epsilon": 2.0, **body},
+            timeout=60)
+        assert r.status_code == 202, r.text
+        return r.json()
+
+    def run_state(self, run_id: str) -> dict[str, Any]:
+        r = httpx.get(f"{self.portal.url}/v1/runs/{run_id}", headers=self.headers("alice"),
+                      timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait_run(self, run_id: str, timeout_s: float = 400) -> dict[str, Any]:
+        return wait_for(lambda: (lambda s: s if s["state"] not in ("queued", "running")
+                                 else None)(self.run_state(run_id)), timeout_s,
+                        f"run {run_id} did not end; logs:\n{self.cluster.logs()}")
 
     def headers(self, user: str) -> dict[str, str]:
         return bearer(self.keycloak.token(user))

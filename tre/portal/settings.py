@@ -36,6 +36,8 @@ class PortalSettings(CommonSettings):
     # CA certificate that signed the SuperLink's TLS certificate (when not insecure)
     superlink_root_certificates: Path | None = None
     feasibility_timeout_s: float = Field(default=180, gt=0)
+    # how long a round waits for a node that went silent before going on without it
+    run_round_timeout_s: int = Field(default=1800, ge=10)
     run_timeout_s: float = Field(default=6 * 3600, gt=0)
     airlock_mia_max_advantage: float = Field(default=0.1, ge=0, le=1)
 

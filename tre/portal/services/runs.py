@@ -9,6 +9,7 @@ the Flower run it had submitted, or marks the run failed: never `running` foreve
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from pathlib import Path
@@ -21,7 +22,7 @@ from federation.apps.params import RunParams
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.schemas import RunIn
-from tre.portal.services import airlock
+from tre.portal.services import airlock, nodes
 from tre.portal.store import access as access_store
 from tre.portal.store import runs as store
 
@@ -64,14 +65,22 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
         if body.min_hospitals is not None and body.min_hospitals > hospitals:
             raise Invalid(f"min_hospitals {body.min_hospitals} is above the {hospitals} "
                           "hospitals the permit names")
+        min_hospitals = body.min_hospitals or permit["claims"].get("min_hospitals", 0)
+        mapping, missing = nodes.node_map(portal, sorted({d["node_id"] for d in caps}))
+        if mapping and len(mapping) < (min_hospitals or hospitals):
+            raise Conflict(f"only {len(mapping)} of the permit's hospitals have an enrolled "
+                           f"node (missing: {', '.join(missing)}); the run needs "
+                           f"{min_hospitals or hospitals}")
         run_id = f"run_{uuid.uuid4().hex[:16]}"
         results = _results_dir(portal, run_id)
         params = {
             "model": body.model, "rounds": body.rounds, "local_epochs": body.local_epochs,
             "batch_size": body.batch_size, "lr": body.lr, "strategy": body.strategy,
             "target_epsilon": body.epsilon or 0.0, "delta": body.delta or 0.0,
-            "min_nodes": body.min_hospitals or permit["claims"].get("min_hospitals", 0),
-            "seed": body.seed,
+            "min_nodes": min_hospitals, "seed": body.seed,
+            # only the permit's enrolled SuperNodes get messages (see services.nodes)
+            "node_map": json.dumps(mapping) if mapping else "",
+            "round_timeout": portal.settings.run_round_timeout_s,
         }
         try:
             RunParams(permit=permit["token"], **params).check()
@@ -123,7 +132,8 @@ def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[s
         else:
             handle = launch.start_run(
                 portal.settings.superlink, RunParams(permit=permit["token"], **params),
-                row["results_dir"], insecure=portal.settings.superlink_insecure)
+                row["results_dir"], insecure=portal.settings.superlink_insecure,
+                root_certificates=portal.settings.superlink_root_certificates)
             _set(portal, run_id, "run.submitted", state="running",
                  flower_run_id=handle.run_id)
         rounds: list[dict[str, Any]] = []

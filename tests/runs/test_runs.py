@@ -1,0 +1,137 @@
+"""Acceptance: runs started from the portal reach only the permit's hospitals, survive a
+node killed mid-round and a portal restart mid-run.
+
+Real Keycloak, the portal over HTTP, a SuperLink with TLS and SuperNode
+authentication, three enrolled SuperNodes on real DuckDB homes (small partitions of
+PneumoniaMNIST, one round, small batches).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from federation.apps.launch import follow_run, start_run
+from federation.apps.params import RunParams
+from federation.node.governance import node_session
+from federation.node.ledger import PrivacyLedger
+
+from .conftest import HOSPITALS, Federation, wait_for
+
+pytestmark = pytest.mark.integration
+LIMIT = 40  # studies per split and hospital
+
+
+def _setup(fed: Federation) -> None:
+    for i, hospital in enumerate(HOSPITALS):
+        fed.add_home(hospital, limit=LIMIT, index=i)
+    for hospital in HOSPITALS:
+        fed.start_node(hospital)
+
+
+def _clientapp_running(proc) -> bool:  # noqa: ANN001 - Popen
+    """A ClientApp process is handling a message for this SuperNode (same process group)."""
+    pgid = os.getpgid(proc.pid)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid)) != pgid:
+                continue
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+        if b"flwr-clientapp" in cmd:
+            return True
+    return False
+
+
+@pytest.mark.timeout(900)
+def test_run_reaches_only_the_permits_hospitals_and_an_outsider_refuses(federation) -> None:
+    fed = federation
+    _setup(fed)
+    permit = fed.permit(["hospital-a", "hospital-b"])
+    run = fed.start_run(permit["id"])
+    final = fed.wait_run(run["id"])
+    assert final["state"] == "completed", (final, fed.cluster.logs())
+    assert sorted(final["epsilon_per_node"]) == ["hospital-a", "hospital-b"]
+    assert {n["hospital_id"] for r in final["rounds"] for n in r["nodes"]} == \
+        {"hospital-a", "hospital-b"}
+    # hospital-c got no message at all: no permit check, no consent pull, no data read
+    actions = fed.audit_actions("hospital-c")
+    for action in ("data.read", "permit.refused", "privacy.reserve", "consent.filter"):
+        assert action not in actions, actions
+    for hospital in ("hospital-a", "hospital-b"):
+        assert "data.read" in fed.audit_actions(hospital)
+
+    # Defence in depth: a node map that (wrongly) points hospital-a at hospital-c's node.
+    # The ServerApp addresses c; c checks the permit itself and refuses, audited.
+    forged = {"hospital-a": fed.node_ids["hospital-c"], "hospital-b": fed.node_ids["hospital-b"]}
+    handle = start_run(fed.cluster.superlink, RunParams(
+        permit=permit["token"], rounds=1, batch_size=32, target_epsilon=1.0, min_nodes=2,
+        round_timeout=120, node_map=json.dumps(forged)), fed.root / "forged",
+        insecure=False, root_certificates=fed.tls["root_certificates"])
+    report = follow_run(handle, timeout_s=400)
+    rows = {n["node_id"]: n for n in report["rounds"][0]["nodes"]}
+    outsider = rows[fed.node_ids["hospital-c"]]
+    assert outsider["status"] == "refused" and "wrong-hospital" in outsider["reason"]
+    assert rows[fed.node_ids["hospital-b"]]["status"] == "trained"
+    # fewer hospitals trained than the run needs: it stops with a reason, never "completed"
+    assert report["status"] == "stopped"
+    assert report["stop_reason"] == "round 1: 1 of the 2 required hospitals trained"
+    with node_session(fed.homes["hospital-c"]) as home:
+        refusals = [e.details for e in home.audit.entries() if "refus" in e.action]
+        ledger = PrivacyLedger(home.db, home.audit, actor="t")
+        assert ledger.charges() == []
+    assert refusals and "wrong-hospital" in json.dumps(refusals)
+    assert "data.read" not in fed.audit_actions("hospital-c")
+
+
+@pytest.mark.timeout(1200)
+def test_node_killed_mid_round_then_rejoins_and_portal_restart_mid_run(federation) -> None:
+    fed = federation
+    fed.overrides = {"run_round_timeout_s": 45}
+    fed.restart_portal()
+    _setup(fed)
+    permit = fed.permit(HOSPITALS)
+
+    # 1. hospital-c dies while handling round 1: the round goes on with a and b (>= 2)
+    run = fed.start_run(permit["id"], min_hospitals=2)
+    proc = fed.procs["hospital-c"]
+    wait_for(lambda: _clientapp_running(proc), 300, "hospital-c never started a ClientApp")
+    time.sleep(1.0)
+    os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+    fed.procs.pop("hospital-c")
+    final = fed.wait_run(run["id"])
+    assert final["state"] == "completed", (final, fed.cluster.logs())
+    assert sorted(final["epsilon_per_node"]) == ["hospital-a", "hospital-b"]
+    dead = [n for n in final["rounds"][0]["nodes"] if n["hospital_id"] == "hospital-c"]
+    assert dead and dead[0]["status"] == "no-reply"
+
+    # 2. c restarts: whatever it reserved for the interrupted run is settled, audited
+    fed.start_node("hospital-c")
+    with node_session(fed.homes["hospital-c"]) as home:
+        settled = [e.details for e in home.audit.entries()
+                   if e.action == "privacy.settle_interrupted"]
+        status = PrivacyLedger(home.db, home.audit, actor="t").status("pneumonia")
+    if settled:  # c had reserved before it died (it may have died before reserving)
+        assert settled[0]["epsilon_charged"] <= settled[0]["epsilon_reserved"]
+        assert status.epsilon_spent == pytest.approx(settled[0]["epsilon_charged"])
+    assert status.active_runs == 0
+
+    # 3. the portal restarts mid-run: it reattaches and the run (c back in it) completes
+    run = fed.start_run(permit["id"], min_hospitals=3)
+    wait_for(lambda: fed.run_state(run["id"])["state"] == "running", 120, "never running")
+    fed.restart_portal()
+    final = fed.wait_run(run["id"])
+    assert final["state"] == "completed", (final, fed.cluster.logs())
+    assert sorted(final["epsilon_per_node"]) == HOSPITALS
+    audit = [e["action"] for e in httpx.get(f"{fed.portal.url}/v1/audit?limit=1000",
+                                            headers=fed.headers("auditor1")).json()["entries"]]
+    assert "run.reattach" in audit
