@@ -49,6 +49,10 @@ def start_supernode(
     """Start the SuperNode as a child process in its own process group."""
     home = home if isinstance(home, NodeHome) else NodeHome(home)
     home.require()
+    # runs this node was part of when it went down: settle their ε before rejoining
+    from federation.node.recovery import settle_interrupted
+
+    settle_interrupted(home.path)
     superlink = superlink or home.config.superlink
     flwr_home = home.path / FLWR_DIR
     flwr_home.mkdir(exist_ok=True)

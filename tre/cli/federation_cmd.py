@@ -23,17 +23,50 @@ def superlink(
                                            help="Plain HTTP (loopback / development)")] = True,
     database: Annotated[Path | None, typer.Option(
         "--database", help="SuperLink state file [default: in memory]")] = None,
+    secure: Annotated[bool, typer.Option(
+        "--secure", help="TLS with the certificate of --pki, and SuperNode authentication: "
+        "only node keys registered through the portal may connect")] = False,
+    pki: Annotated[Path | None, typer.Option(
+        "--pki", help="Folder written by `tre federation provision` (ca.crt, superlink.crt, "
+        "superlink.key)")] = None,
 ) -> None:
     """Run the Flower SuperLink in the foreground (Ctrl-C stops it)."""
-    from federation.superlink import start_superlink
+    from federation.superlink import TLSFiles, start_superlink
 
-    proc = start_superlink(host, port, insecure=insecure, database=database)
+    tls = None
+    if secure:
+        if pki is None:
+            fail("--secure needs --pki (see `tre federation provision`)")
+        tls = TLSFiles.in_dir(pki)
+        missing = [str(p) for p in (tls.ca_cert, tls.cert, tls.key) if not p.is_file()]
+        if missing:
+            fail(f"missing TLS files: {', '.join(missing)}")
+    proc = start_superlink(host, port, insecure=insecure and not secure, database=database,
+                           tls=tls, supernode_auth=secure)
     console.print(f"SuperLink on {host}:{port} (pid {proc.pid})")
     try:
         raise typer.Exit(proc.wait())
     except KeyboardInterrupt:
         os.killpg(proc.pid, signal.SIGTERM)
         raise typer.Exit(proc.wait()) from None
+
+
+@app.command("provision")
+def provision_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for CA, certificates and keys")],
+    hospital: Annotated[list[str] | None, typer.Option(
+        "--hospital", help="Hospital id to issue a SuperNode key pair for (repeatable)")] = None,
+    host: Annotated[list[str] | None, typer.Option(
+        "--host", help="Extra DNS name / IP for the SuperLink certificate (repeatable)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files")] = False,
+) -> None:
+    """Create the federation's CA, the SuperLink's certificate and node key pairs."""
+    from federation.provision import provision
+
+    p = provision(out, hospital or [], hosts=host or [], force=force)
+    print_json({"ca_cert": str(p.ca_cert), "superlink_cert": str(p.superlink_cert),
+                "superlink_key": str(p.superlink_key),
+                "node_keys": {h: str(k) for h, k in p.node_keys.items()}})
 
 
 @app.command("app-hash")

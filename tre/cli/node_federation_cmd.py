@@ -53,6 +53,15 @@ def serve(
     metrics_keyfile: Annotated[Path | None, typer.Option(
         "--metrics-keyfile", envvar="TRE_METRICS_KEYFILE",
         help="Private key of --metrics-certfile")] = None,
+    secure: Annotated[bool, typer.Option(
+        "--secure", help="TLS to the SuperLink and SuperNode authentication with this node's "
+        "enrolled key (created in the home on first use)")] = False,
+    root_certificates: Annotated[Path | None, typer.Option(
+        "--root-certificates", help="CA certificate of the federation (ca.crt from "
+        "`tre federation provision`); required with --secure")] = None,
+    enrol_key: Annotated[bool, typer.Option(
+        "--enrol/--no-enrol", help="With --secure: register the node key with the portal "
+        "(which registers it with the SuperLink) before starting")] = True,
 ) -> None:
     """Run this hospital's Flower SuperNode (foreground; Ctrl-C stops it)."""
     from federation.node.serve import start_supernode
@@ -70,8 +79,24 @@ def serve(
                       keyfile=metrics_keyfile)
         scheme = "https" if metrics_certfile else "http"
         console.print(f"metrics on {scheme}://{metrics_host}:{metrics_port}/metrics")
+    node_key = None
+    if secure:
+        from federation.node.enrol import enrol, ensure_node_key
+        from federation.node.portal_client import PortalError
+
+        if root_certificates is None or not root_certificates.is_file():
+            fail("--secure needs --root-certificates pointing at the federation's ca.crt")
+        node_key = ensure_node_key(h)
+        if enrol_key:
+            try:
+                row = enrol(h)
+            except PortalError as exc:
+                fail(f"enrolment failed: {exc}")
+            console.print(f"enrolled as Flower node {row['node_id']}")
+        insecure = False
     proc = start_supernode(h, target, port=port, insecure=insecure,
-                           consent_filter=consent_filter)
+                           consent_filter=consent_filter, node_key=node_key,
+                           root_certificates=root_certificates)
     console.print(f"SuperNode of [bold]{h.config.hospital_id}[/] → SuperLink {target} "
                   f"(ClientAppIo port {port}, pid {proc.pid})")
     try:
