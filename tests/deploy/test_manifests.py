@@ -36,7 +36,7 @@ TLS_MARKERS = {
     "keycloak": "KC_HTTPS_CERTIFICATE_FILE",
     "superlink": "--ssl-certfile",
     "portal": "TRE_SSL_CERTFILE",
-    "node": "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "node": "--root-certificates",
 }
 
 
