@@ -20,6 +20,7 @@ from jwcrypto.common import JWException
 
 ALLOWED_ALG = "RS256"
 JWKS_MIN_REFRESH_S = 10.0
+VERIFIED_CACHE_SIZE = 4096
 
 
 class TokenError(Exception):
@@ -58,6 +59,9 @@ class TokenValidator:
         self.leeway_s = leeway_s
         self._http = http or httpx.Client(timeout=10.0)
         self._keys: dict[str, jwk.JWK] = {}
+        # token → (principal, exp): a token's signature and claims never change, so a
+        # repeated bearer skips the RSA check; expiry is still checked on every use.
+        self._verified: dict[str, tuple[Principal, float]] = {}
         self._fetched_at = 0.0
         self._lock = threading.Lock()
 
@@ -88,6 +92,19 @@ class TokenValidator:
             raise TokenError("token signed by a key the realm does not publish") from None
 
     def validate(self, token: str) -> Principal:
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.time() > hit[1] + self.leeway_s:
+                self._verified.pop(token, None)
+                raise TokenError("token has expired")
+            return hit[0]
+        principal = self._validate(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, float(principal.claims["exp"]))
+        return principal
+
+    def _validate(self, token: str) -> Principal:
         try:
             parsed = jws.JWS()
             parsed.deserialize(token)

@@ -1,9 +1,10 @@
 """Embedded DuckDB store with serialised transactions and per-component migrations.
 
-DuckDB allows one writer per file and a connection is not safe to share between
-threads, so every service opens one `Database` per file and all work goes
-through `transaction()`, which holds a process-wide lock and a cursor. That makes
-"state change + audit append" one atomic unit (DESIGN §2.4, §9).
+DuckDB allows one writer process per file and a connection is not safe to share
+between threads at once, so every service opens one `Database` per file and all
+work goes through `transaction()` or `reader()`, which hold a process-wide lock
+around the one connection. That makes "state change + audit append" one atomic
+unit (DESIGN §2.4, §9), and spares a new cursor (a new connection) per query.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path), read_only=read_only)
         self._lock = threading.RLock()
+        self._depth = threading.local()  # open transactions of this thread
         if not read_only:
             self._con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -39,28 +41,40 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Yield a cursor inside BEGIN/COMMIT; any exception rolls everything back."""
-        with self._lock:
-            cur = self._con.cursor()
-            cur.execute("BEGIN TRANSACTION")
+        """Yield a connection inside BEGIN/COMMIT; any exception rolls everything back.
+
+        A transaction opened while this thread already has one runs on a cursor of its
+        own (DuckDB: a separate connection), so it commits or fails on its own, as an
+        audit row of a refusal must."""
+        with self._lock, self._connection() as con:
+            con.execute("BEGIN TRANSACTION")
+            self._depth.n = getattr(self._depth, "n", 0) + 1
             try:
-                yield cur
+                yield con
             except BaseException:
-                cur.execute("ROLLBACK")
-                cur.close()
+                con.execute("ROLLBACK")
                 raise
-            cur.execute("COMMIT")
-            cur.close()
+            else:
+                con.execute("COMMIT")
+            finally:
+                self._depth.n -= 1
 
     @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor for reads (still serialised: DuckDB connections are not thread-safe)."""
-        with self._lock:
-            cur = self._con.cursor()
-            try:
-                yield cur
-            finally:
-                cur.close()
+        """A connection for reads, under the lock (outside a transaction: the shared one)."""
+        with self._lock, self._connection() as con:
+            yield con
+
+    @contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if getattr(self._depth, "n", 0) == 0:
+            yield self._con  # the common case: no new connection per query
+            return
+        cur = self._con.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
 
     def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Apply the component's migrations not applied yet; returns the current version."""

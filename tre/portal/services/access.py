@@ -41,15 +41,14 @@ def _new_id(prefix: str) -> str:
 
 
 def _to_model(cur, row: dict[str, Any]) -> AccessRequest:
-    permit = store.permit_for_request(cur, row["id"])
-    start, end = row.get("submitted_at"), row.get("decided_at") or utcnow()
+    """The API view of a request row (re-read with its permit id and reviews)."""
+    return _model(store.request_details(cur, rid=row["id"])[0])
+
+
+def _model(detail: dict[str, Any]) -> AccessRequest:
+    start, end = detail.get("submitted_at"), detail.get("decided_at") or utcnow()
     days = (end - start).total_seconds() / 86400 if start else None
-    return AccessRequest(
-        **row,
-        permit_id=permit["id"] if permit else None,
-        days_elapsed=days,
-        reviews=store.reviews_for(cur, row["id"]),
-    )
+    return AccessRequest(**detail, days_elapsed=days)
 
 
 def _load(cur, rid: str) -> dict[str, Any]:
@@ -133,18 +132,17 @@ def withdraw_request(portal: Portal, principal: Principal, rid: str) -> AccessRe
 
 def get_request(portal: Portal, principal: Principal, rid: str) -> AccessRequest:
     with portal.db.reader() as cur:
-        row = _load(cur, rid)
-        if row["applicant_sub"] != principal.subject and not is_allowed(
-            principal, Action.REQUEST_READ_ALL
-        ):
-            raise NotFound(f"access request {rid} does not exist")
-        return _to_model(cur, row)
+        found = store.request_details(cur, rid=rid)
+    if not found or (found[0]["applicant_sub"] != principal.subject
+                     and not is_allowed(principal, Action.REQUEST_READ_ALL)):
+        raise NotFound(f"access request {rid} does not exist")
+    return _model(found[0])
 
 
 def list_requests(portal: Portal, principal: Principal) -> list[AccessRequest]:
+    owner = None if is_allowed(principal, Action.REQUEST_READ_ALL) else principal.subject
     with portal.db.reader() as cur:
-        owner = None if is_allowed(principal, Action.REQUEST_READ_ALL) else principal.subject
-        return [_to_model(cur, r) for r in store.list_requests(cur, owner)]
+        return [_model(d) for d in store.request_details(cur, applicant_sub=owner)]
 
 
 def review_request(portal: Portal, principal: Principal, rid: str, review: ReviewIn
