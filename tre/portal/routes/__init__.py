@@ -5,6 +5,6 @@ from fastapi import Request
 from tre.portal.context import Portal
 
 
-def portal(request: Request) -> Portal:
-    """Dependency: the portal's store, audit log and keys."""
+async def portal(request: Request) -> Portal:
+    """Dependency: the portal's store, audit log and keys (async: no thread-pool hop)."""
     return request.app.state.portal
