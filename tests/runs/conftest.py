@@ -220,7 +220,9 @@ def federation(keycloak, tmp_path, monkeypatch) -> Iterator[Federation]:
     start_secure_superlink(cluster, pki.folder)
     fed = Federation(keycloak, tmp_path, cluster,
                      tls={"insecure": False, "root_certificates": pki.ca_cert})
-    fed.start_portal(superlink_insecure=False, superlink_root_certificates=pki.ca_cert)
+    # a round waits this long for a node that died before going on without it
+    fed.start_portal(superlink_insecure=False, superlink_root_certificates=pki.ca_cert,
+                     run_round_timeout_s=150)
     try:
         yield fed
     finally:

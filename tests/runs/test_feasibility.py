@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from federation.node import disclosure
+from federation.node.serve import start_supernode
+from tests.fixtures.flower import free_port, stop_process
 
 from .conftest import HOSPITALS
 
@@ -64,3 +66,24 @@ def test_feasibility_needs_researcher_and_a_published_dataset(federation) -> Non
     resp = httpx.post(url, json={"cohort": {"age_min": 80, "age_max": 10}},
                       headers=federation.headers("alice"))
     assert resp.status_code == 422
+
+
+@pytest.mark.timeout(400)
+def test_unregistered_supernode_is_refused_on_the_secure_path(federation) -> None:
+    """A SuperNode whose key was never enrolled cannot join the TLS + auth SuperLink."""
+    fed = federation
+    fed.add_home("hospital-c", limit=2, index=2, enrol_node=False)
+    port = free_port()
+    home = fed.homes["hospital-c"]
+    log = fed.cluster.root / "supernode-unregistered.log"
+    proc = start_supernode(home, fed.cluster.superlink, port=port, consent_filter="regime",
+                           node_key=home / "flower-node-key", insecure=False,
+                           root_certificates=fed.tls["root_certificates"], log_path=log)
+    try:
+        rc = proc.wait(timeout=300)
+    finally:
+        stop_process(proc)
+    assert rc != 0
+    assert "Failed to activate SuperNode" in log.read_text()
+    nodes = httpx.get(f"{fed.portal.url}/v1/nodes", headers=fed.headers("auditor1")).json()
+    assert "hospital-c" not in {n["hospital_id"] for n in nodes}

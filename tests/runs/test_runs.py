@@ -96,8 +96,6 @@ def test_run_reaches_only_the_permits_hospitals_and_an_outsider_refuses(federati
 @pytest.mark.timeout(1200)
 def test_node_killed_mid_round_then_rejoins_and_portal_restart_mid_run(federation) -> None:
     fed = federation
-    fed.overrides = {"run_round_timeout_s": 45}
-    fed.restart_portal()
     _setup(fed)
     permit = fed.permit(HOSPITALS)
 
