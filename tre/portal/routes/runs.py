@@ -39,3 +39,10 @@ def get_run(run_id: str, p: Portal = Depends(portal),
 def cancel_run(run_id: str, p: Portal = Depends(portal),
                who: Principal = Depends(require(Action.RUN_CANCEL))) -> dict[str, Any]:
     return runs.cancel_run(p, who, run_id)
+
+
+@router.get("/hospitals/{hospital_id}", tags=["runs"])
+def hospital_activity(hospital_id: str, p: Portal = Depends(portal),
+                      who: Principal = Depends(require(Action.NODE_VIEW))) -> dict[str, Any]:
+    """Runs on this hospital's data and ε spent per dataset (the node operator's view)."""
+    return runs.hospital_activity(p, who, hospital_id)

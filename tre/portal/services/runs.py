@@ -233,3 +233,29 @@ def recover(portal: Portal) -> None:
             portal.audit.record(actor="system", action="run.reattach", object_type="run",
                                 object_id=row["id"])
             _spawn(portal, row["id"], permits[row["id"]], row["params"], attach=True)
+
+
+def hospital_activity(portal: Portal, principal: Principal, hospital_id: str) -> dict[str, Any]:
+    """What ran on one hospital's data, as the portal saw it: runs and ε per dataset.
+
+    Node operators see their own hospital only; the node's ledger stays the
+    authority on its budget (`tre node budget show`)."""
+    if principal.hospital_id != hospital_id and not is_allowed(principal, Action.RUN_READ_ALL):
+        raise Forbidden(f"you operate {principal.hospital_id!r}, not {hospital_id!r}")
+    with portal.db.reader() as cur:
+        permits = {p["id"]: p for p in access_store.list_permits(cur)}
+        rows = store.list_runs(cur)
+    runs_here, spent = [], {}
+    for run in rows:
+        claims = permits[run["permit_id"]]["claims"]
+        datasets = [d["dataset_id"] for d in claims["datasets"] if d["node_id"] == hospital_id]
+        if not datasets:
+            continue
+        epsilon = run["epsilon_per_node"].get(hospital_id)
+        runs_here.append({"run_id": run["id"], "permit_id": run["permit_id"],
+                          "researcher": run["holder_username"], "purpose": claims["purpose"],
+                          "datasets": datasets, "state": run["state"], "epsilon": epsilon,
+                          "created_at": run["created_at"]})
+        for dataset in datasets:
+            spent[dataset] = spent.get(dataset, 0.0) + (epsilon or 0.0)
+    return {"hospital_id": hospital_id, "runs": runs_here, "epsilon_spent": spent}

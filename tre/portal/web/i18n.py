@@ -515,4 +515,13 @@ FR: dict[str, str] = {
     "Test AUC and ε per round": "AUC de test et ε par tour",
     "Output in the airlock": "Résultat dans le sas de sortie",
     "Cancel the run": "Annuler l'exécution",
+    "My hospital": "Mon hôpital",
+    "Your account is not linked to a hospital.": "Votre compte n'est lié à aucun hôpital.",
+    "As the portal saw it; the node's own ledger is the authority on its budget.":
+        "Tel que le portail l'a vu ; le registre du nœud fait foi pour son budget.",
+    "ε spent per dataset": "ε dépensé par jeu de données",
+    "No run has used this hospital's data.":
+        "Aucune exécution n'a utilisé les données de cet hôpital.",
+    "Runs on this hospital's data": "Exécutions sur les données de cet hôpital",
+    "Researcher": "Chercheur",
 }

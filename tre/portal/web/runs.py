@@ -112,3 +112,13 @@ def run_plot(run_id: str, ctx: Ctx = Depends(needs(Action.RUN_READ))) -> Respons
               "round": ctx._("Round")}
     return Response(progress_png(run, labels), media_type="image/png",
                     headers={"Cache-Control": "no-store"})
+
+
+@router.get("/hospital")
+def hospital_page(ctx: Ctx = Depends(needs(Action.NODE_VIEW))) -> Response:
+    """The node operator's view: what ran on their hospital's data, ε per dataset."""
+    hospital = ctx.user.hospital_id
+    if hospital is None:
+        return render(ctx, "hospital.html", activity=None)
+    return render(ctx, "hospital.html",
+                  activity=runs.hospital_activity(ctx.portal, ctx.user, hospital))
