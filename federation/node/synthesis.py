@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ import pandas as pd
 
 from federation.node.data import DataError, clinical_frame
 from federation.node.home import NodeHome
+from tre.core.schemas import Purpose
 
 if TYPE_CHECKING:  # `synthetic` pulls in SDV: imported only when a synthesis runs
     from synthetic import GateThresholds, ProgressCallback, Synthesizer, SyntheticResult
@@ -93,17 +95,22 @@ def dataset_kind(home: NodeHome, dataset_id: str) -> str:
     return rows[0][0]
 
 
-def imaging_metadata_frame(home: NodeHome, dataset_id: str) -> pd.DataFrame:
+def imaging_metadata_frame(home: NodeHome, dataset_id: str,
+                           allowed: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per study: acquisition metadata, label (by name when declared) and the
-    subject's sex and birth year. Identifiers are not selected, so they cannot leak."""
+    subject's sex and birth year. Identifiers are not selected, so they cannot leak.
+    `allowed` restricts to the subjects the consent filter let through."""
+    sql = ("SELECT s.modality, s.body_site, s.study_date, s.manufacturer, s.label, s.split,"
+           " p.sex, p.birth_year FROM imaging_study s LEFT JOIN person p USING (pseudonym)"
+           " WHERE s.dataset_id = ?")
+    params: list[Any] = [dataset_id]
+    if allowed is not None:
+        sql += " AND s.pseudonym IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(list(allowed))
     with home.db.reader() as cur:
         names_json = cur.execute("SELECT label_names FROM dataset WHERE dataset_id = ?",
                                  [dataset_id]).fetchall()[0][0]
-        frame = cur.execute(
-            "SELECT s.modality, s.body_site, s.study_date, s.manufacturer, s.label, s.split,"
-            " p.sex, p.birth_year FROM imaging_study s LEFT JOIN person p USING (pseudonym)"
-            " WHERE s.dataset_id = ? ORDER BY s.study_id", [dataset_id],
-        ).df()
+        frame = cur.execute(sql + " ORDER BY s.study_id", params).df()
     names = json.loads(names_json or "{}")
     if names:
         frame["label"] = frame["label"].map(
@@ -111,15 +118,20 @@ def imaging_metadata_frame(home: NodeHome, dataset_id: str) -> pd.DataFrame:
     return frame[list(IMAGING_COLUMNS)]
 
 
-def source_frame(home: NodeHome, dataset_id: str) -> pd.DataFrame:
-    """The table to synthesise from: the clinical variables, or the imaging metadata."""
+def source_frame(home: NodeHome, dataset_id: str,
+                 allowed: Sequence[str] | None = None) -> pd.DataFrame:
+    """The table to synthesise from: the clinical variables, or the imaging metadata,
+    of the subjects in `allowed` (None: every subject)."""
     if not _DATASET_ID_RE.match(dataset_id or ""):
         raise DataError(f"dataset id {dataset_id!r} is invalid: use 1-64 letters, digits, "
                         "'.', '_' or '-'")
     if dataset_kind(home, dataset_id) == "clinical":
-        frame = clinical_frame(home.db, dataset_id).drop(columns="pseudonym")
+        frame = clinical_frame(home.db, dataset_id)
+        if allowed is not None:
+            frame = frame[frame["pseudonym"].isin(set(allowed))]
+        frame = frame.drop(columns="pseudonym")
     else:
-        frame = imaging_metadata_frame(home, dataset_id)
+        frame = imaging_metadata_frame(home, dataset_id, allowed)
     if frame.empty or len(frame.columns) == 0:
         raise SynthesisError(f"dataset {dataset_id} holds no rows to synthesise from")
     # Rows in content order, not pseudonym order: pseudonyms depend on this node's key, so
@@ -155,12 +167,17 @@ def synthesize(
     epochs: int | None = None,
     thresholds: GateThresholds | None = None,
     progress: ProgressCallback | None = None,
+    consent_filter: str = "snapshot",
 ) -> SynthesisOutcome:
     """Generate, report, gate and store one synthetic table; audit the run either way.
 
     A name is checked against the known synthesizers before any data is read; an
     object or function (the gate tests' copying "synthesizer") is passed through.
+    Consent is honoured before any record is read: only subjects whose consent (or,
+    under opt-out, absence of objection) covers scientific research are modelled.
     """
+    from federation.node.consent import dataset_pseudonyms, dataset_regime
+    from federation.node.governance import consent_filter_for
     from synthetic import SYNTHESIZERS, run_pipeline
 
     if isinstance(synthesizer, str) and synthesizer not in SYNTHESIZERS:
@@ -168,7 +185,14 @@ def synthesize(
             f"unknown synthesizer {synthesizer!r}: choose one of {', '.join(SYNTHESIZERS)}")
     if rows is not None and rows < 1:
         raise SynthesisError(f"--rows must be at least 1, not {rows}")
-    frame = source_frame(home, dataset_id)
+    if not _DATASET_ID_RE.match(dataset_id or ""):
+        raise DataError(f"dataset id {dataset_id!r} is invalid: use 1-64 letters, digits, "
+                        "'.', '_' or '-'")
+    dataset_kind(home, dataset_id)  # unknown dataset: a clear error before any pull
+    decision = consent_filter_for(home, consent_filter).filter(
+        dataset_id=dataset_id, regime=dataset_regime(home, dataset_id),
+        purpose=Purpose.SCIENTIFIC_RESEARCH, pseudonyms=dataset_pseudonyms(home, dataset_id))
+    frame = source_frame(home, dataset_id, decision.allowed)
     try:
         result = run_pipeline(frame, synthesizer=synthesizer, rows=rows, target=target,
                               seed=seed, epochs=epochs, thresholds=thresholds,

@@ -65,6 +65,7 @@ def synthesised(tmp_path_factory) -> SynthesisedNode:
     ingest_table(home, csv, id_column="patient_id", dataset_id=DATASET,
                  title="Wisconsin breast cancer (FNA features)")
     result = cli("synthesize", DATASET, "--rows", str(ROWS), "--seed", "0",
+                 "--consent-filter", "regime",
                  "--home", str(home.path))
     assert result.exit_code == 0, result.output + result.stderr
     return SynthesisedNode(home, csv, result.stdout)

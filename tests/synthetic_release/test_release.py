@@ -136,7 +136,8 @@ def test_copying_synthesizer_is_stopped_and_nothing_is_published(
 
     ingest_table(home, synthesised.csv, id_column="patient_id", dataset_id="bc-copied",
                  title="breast cancer, copied")
-    outcome = synthesize(home, "bc-copied", synthesizer=copy_rows, rows=200)
+    outcome = synthesize(home, "bc-copied", synthesizer=copy_rows, rows=200,
+                         consent_filter="regime")
     assert not outcome.passed and outcome.release_dir is None and outcome.files == {}
     failed = {c.name for c in outcome.result.gate.failed}
     assert {"exact_copies", "dcr_median_ratio", "mia_advantage"} <= failed
@@ -247,7 +248,7 @@ def test_imaging_metadata_is_modelled_without_identifiers(synthesised, tmp_path)
     assert {"CT", "MR"} <= set(dicom["modality"].dropna())
     assert dicom["study_date"].notna().any()
 
-    outcome = synthesize(home, "pneumonia", rows=300, seed=0)
+    outcome = synthesize(home, "pneumonia", rows=300, seed=0, consent_filter="regime")
     synthetic = outcome.result.synthetic
     assert set(synthetic.columns) <= set(frame.columns) and len(synthetic) == 300
     assert set(synthetic["label"].dropna()) <= {"normal", "pneumonia"}
@@ -261,7 +262,8 @@ def test_cli_errors_are_one_line(synthesised):
         (["synthesize", DATASET, "--synthesizer", "gan", "--home", home],
          "unknown synthesizer 'gan': choose one of gaussian_copula, ctgan, tvae"),
         (["synthesize", DATASET, "--rows", "0", "--home", home], "--rows must be at least 1"),
-        (["synthesize", DATASET, "--target", "nope", "--home", home], "target 'nope'"),
+        (["synthesize", DATASET, "--target", "nope", "--consent-filter", "regime", "--home",
+          home], "target 'nope'"),
         (["synthesize", "../etc", "--home", home], "is invalid"),
     ):
         result = cli(*args)
@@ -269,3 +271,24 @@ def test_cli_errors_are_one_line(synthesised):
         err = result.stderr.strip()
         assert err.startswith("error:") and len(err.splitlines()) == 1, err
         assert needle in err, err
+
+
+def test_consent_is_honoured_before_synthesis_reads_a_record(synthesised):
+    """Opt-in without any consent record: nobody may be modelled, so nothing is read;
+    the default filter without a pulled snapshot refuses outright."""
+    from federation.node.governance import Refusal
+    from federation.node.synthesis import SynthesisError
+
+    home = synthesised.home
+    with home.db.transaction() as cur:
+        cur.execute("UPDATE dataset SET consent_regime = 'opt-in' WHERE dataset_id = ?",
+                    [DATASET])
+    try:
+        with pytest.raises(SynthesisError, match="no rows"):
+            synthesize(home, DATASET, rows=50, consent_filter="regime")
+        with pytest.raises(Refusal, match="consent snapshot"):
+            synthesize(home, DATASET, rows=50)
+    finally:
+        with home.db.transaction() as cur:
+            cur.execute("UPDATE dataset SET consent_regime = 'opt-out' WHERE dataset_id = ?",
+                        [DATASET])

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from federation.node.data import DataError
+from federation.node.governance import Refusal
 from federation.node.home import NodeHome, NodeHomeError, default_home_path
 from federation.node.ingest import IngestError, IngestReport
 from federation.node.partition import PartitionError, parse_partition, parse_scheme
@@ -63,6 +64,8 @@ def node_errors() -> Iterator[None]:
     except (NodeHomeError, IngestError, PartitionError, PortalError, DataError,
             SynthesisError) as exc:
         fail(str(exc))
+    except Refusal as exc:  # e.g. no fresh consent snapshot: nothing is read
+        fail(f"refused: {exc.reason}")
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "input"
@@ -373,6 +376,9 @@ def synthesize_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Hold-out split and sampling seed.")] = 0,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Training epochs (ctgan, tvae).")] = None,
+    consent_filter: Annotated[str, typer.Option(
+        "--consent-filter", help="snapshot: the portal's consent registry; regime: the "
+        "dataset's regime with no consent records")] = "snapshot",
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -388,12 +394,13 @@ def synthesize_cmd(
         node = open_home(home)
         if as_json or not err_console.is_terminal:  # bars only for a person watching
             outcome = synthesize(node, dataset_id, synthesizer=synthesizer, rows=rows,
-                                 target=target, seed=seed, epochs=epochs)
+                                 target=target, seed=seed, epochs=epochs,
+                                 consent_filter=consent_filter)
         else:
             with rich_progress(console=err_console) as progress:
                 outcome = synthesize(node, dataset_id, synthesizer=synthesizer, rows=rows,
                                      target=target, seed=seed, epochs=epochs,
-                                     progress=progress)
+                                     progress=progress, consent_filter=consent_filter)
     where = outcome.release_dir or outcome.run_dir
     if as_json:
         print_json({"dataset_id": dataset_id, "run_id": outcome.run_id,
