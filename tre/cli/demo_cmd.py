@@ -116,6 +116,7 @@ class Demo:
         self.realm: dict[str, Any] = {}
         self.portal_url = ""
         self.superlink = ""
+        self.pki = state / "pki"
         self.env = dict(os.environ)
 
     # -- plumbing ---------------------------------------------------------------------
@@ -166,10 +167,12 @@ class Demo:
     def portal(self) -> str:
         from federation.apps.fab import APP_ID, fab_hash
 
-        port, self.superlink = free_port(), f"127.0.0.1:{free_port()}"
+        port = free_port()
         self.portal_url = f"http://127.0.0.1:{port}"
         env = self.env | {"TRE_STATE_DIR": str(self.state / "portal"),
                           "TRE_SUPERLINK": self.superlink,
+                          "TRE_SUPERLINK_INSECURE": "false",
+                          "TRE_SUPERLINK_ROOT_CERTIFICATES": str(self.pki / "ca.crt"),
                           "TRE_OIDC_CLIENT_SECRET": self.realm["portal_client_secret"],
                           "TRE_PUBLIC_URL": self.portal_url}
         proc = self.procs.start("portal", [_tre(), "portal", "serve", "--port", str(port)], env)
@@ -180,12 +183,16 @@ class Demo:
         return f"portal {self.portal_url}; approved app {app['app_id']} {app['app_hash'][:12]}…"
 
     def superlink_(self) -> str:
-        port = int(self.superlink.rsplit(":", 1)[1])
+        """TLS with the federation's own CA, and SuperNode authentication: only node keys
+        enrolled through the portal may connect."""
+        self.tre("federation", "provision", "--out", str(self.pki))
+        port = free_port()
+        self.superlink = f"127.0.0.1:{port}"
         proc = self.procs.start("superlink", [
-            _tre(), "federation", "superlink", "--port", str(port),
-            "--database", str(self.state / "superlink.db")], self.env)
+            _tre(), "federation", "superlink", "--port", str(port), "--secure",
+            "--pki", str(self.pki), "--database", str(self.state / "superlink.db")], self.env)
         _wait_port(port, proc, "the SuperLink")
-        return f"Flower SuperLink {self.superlink}"
+        return f"Flower SuperLink {self.superlink} (TLS, SuperNode authentication)"
 
     def nodes(self) -> str:
         data_root = CommonSettings().data_root
@@ -285,9 +292,24 @@ class Demo:
             port = free_port()
             self.procs.start(f"node-{hospital}", [
                 _tre(), "node", "serve", "--home", str(self.home(hospital)),
-                "--superlink", self.superlink, "--port", str(port)], self.env)
-        time.sleep(3)
-        return "3 SuperNodes connected to the SuperLink"
+                "--superlink", self.superlink, "--port", str(port), "--secure",
+                "--root-certificates", str(self.pki / "ca.crt")], self.env)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            enrolled = self.api("GET", "/v1/nodes", "admin1")
+            if len(enrolled) >= len(HOSPITALS):
+                break
+            time.sleep(2)
+        else:
+            raise RuntimeError(f"only {len(enrolled)} of 3 nodes enrolled their Flower key")
+        time.sleep(5)
+        return "3 SuperNodes enrolled their keys through the portal and connected over TLS"
+
+    def feasibility(self) -> str:
+        cohort = {"cohort": {"dataset_id": IMAGING, "label": [1]}, "purpose": "ai_training"}
+        answer = self.api("POST", "/v1/feasibility", "alice", json=cohort)
+        self.summary["feasibility"] = answer
+        return f"pneumonia-labelled subjects per hospital (suppressed): {answer}"[:300]
 
     def request(self) -> str:
         from federation.apps.fab import APP_ID
@@ -391,13 +413,14 @@ class Demo:
     def run(self) -> None:
         stages = [
             ("keycloak", self.keycloak),
-            ("portal", self.portal),
             ("superlink", self.superlink_),
+            ("portal", self.portal),
             ("nodes", self.nodes),
             ("synthetic", self.synthetic),
             ("consent", self.consent),
-            ("request", self.request),
             ("supernodes", self.serve_nodes),
+            ("feasibility", self.feasibility),
+            ("request", self.request),
             ("training", self.train),
             ("airlock", self.airlock),
             ("audit", self.audit),
