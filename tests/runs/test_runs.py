@@ -92,6 +92,22 @@ def test_run_reaches_only_the_permits_hospitals_and_an_outsider_refuses(federati
     assert refusals and "wrong-hospital" in json.dumps(refusals)
     assert "data.read" not in fed.audit_actions("hospital-c")
 
+    # Cancel: the researcher stops a running run; it stays cancelled, audited.
+    run = fed.start_run(permit["id"], rounds=5)
+    wait_for(lambda: fed.run_state(run["id"])["state"] == "running", 120,
+             "the run never reached the SuperLink")
+    r = httpx.post(f"{fed.portal.url}/v1/runs/{run['id']}/cancel",
+                   headers=fed.headers("alice"), timeout=120)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text
+    again = httpx.post(f"{fed.portal.url}/v1/runs/{run['id']}/cancel",
+                       headers=fed.headers("alice"), timeout=60)
+    assert again.status_code == 409
+    time.sleep(10)  # the follower thread sees Flower stop the run: state must not change
+    assert fed.run_state(run["id"])["state"] == "cancelled"
+    log = httpx.get(f"{fed.portal.url}/v1/audit", params={"limit": 1000},
+                    headers=fed.headers("auditor1")).json()["entries"]
+    assert any(e["action"] == "run.cancel" and e["object_id"] == run["id"] for e in log)
+
 
 @pytest.mark.timeout(1200)
 def test_node_killed_mid_round_then_rejoins_and_portal_restart_mid_run(federation) -> None:
