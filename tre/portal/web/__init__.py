@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from tre.portal.settings import PortalSettings
-from tre.portal.web import catalogue, consents, login, outputs, runs, views
+from tre.portal.web import catalogue, consents, feasibility, login, outputs, runs, views
 from tre.portal.web.auth import WebAuth, WebSessionMiddleware
 from tre.portal.web.pages import STATIC
 from tre.portal.web.session import load_or_create_secret
@@ -23,6 +23,6 @@ def install(app: FastAPI, settings: PortalSettings) -> None:
     auth = WebAuth(settings, load_or_create_secret(settings))
     app.state.web_auth = auth
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (login, views, catalogue, outputs, consents, runs):
+    for module in (login, views, catalogue, feasibility, outputs, consents, runs):
         app.include_router(module.router)
     app.add_middleware(WebSessionMiddleware, auth=auth)

@@ -516,6 +516,21 @@ FR: dict[str, str] = {
     "Output in the airlock": "Résultat dans le sas de sortie",
     "Cancel the run": "Annuler l'exécution",
     "My hospital": "Mon hôpital",
+    "Feasibility": "Faisabilité",
+    "Feasibility count": "Comptage de faisabilité",
+    "Each hospital counts your cohort after applying consent; small counts are hidden.":
+        "Chaque hôpital compte votre cohorte après application du consentement ; les petits "
+        "comptes sont masqués.",
+    "Labels (comma-separated)": "Étiquettes (séparées par des virgules)",
+    "Modalities (comma-separated)": "Modalités (séparées par des virgules)",
+    "Sex (comma-separated)": "Sexe (séparés par des virgules)",
+    "Minimum age": "Âge minimum",
+    "Maximum age": "Âge maximum",
+    "Count": "Compter",
+    "Counts per hospital": "Comptes par hôpital",
+    "Hospital": "Hôpital",
+    "Total": "Total",
+    "any": "tous",
     "Your account is not linked to a hospital.": "Votre compte n'est lié à aucun hôpital.",
     "As the portal saw it; the node's own ledger is the authority on its budget.":
         "Tel que le portail l'a vu ; le registre du nœud fait foi pour son budget.",
