@@ -137,9 +137,10 @@ class Demo:
         tok = password_grant(self.kc.base_url, "tre", user, DEMO_PASSWORD, client_id=CLI_CLIENT)
         return {"Authorization": f"Bearer {tok['access_token']}"}
 
-    def api(self, method: str, path: str, user: str, **kwargs: Any) -> Any:
+    def api(self, method: str, path: str, user: str, *, timeout: float = 120,
+            **kwargs: Any) -> Any:
         resp = httpx.request(method, f"{self.portal_url}{path}", headers=self.token(user),
-                             timeout=120, **kwargs)
+                             timeout=timeout, **kwargs)
         if resp.status_code >= 400:
             raise RuntimeError(f"{method} {path} as {user}: {resp.status_code} {resp.text[:300]}")
         return resp.json() if "json" in resp.headers.get("content-type", "") else resp.content
@@ -307,7 +308,8 @@ class Demo:
 
     def feasibility(self) -> str:
         cohort = {"cohort": {"dataset_id": IMAGING, "label": [1]}, "purpose": "ai_training"}
-        answer = self.api("POST", "/v1/feasibility", "alice", json=cohort)
+        # a Flower query run: each node pulls consent, counts, suppresses (minutes on 2 cores)
+        answer = self.api("POST", "/v1/feasibility", "alice", json=cohort, timeout=900)
         self.summary["feasibility"] = answer
         return f"pneumonia-labelled subjects per hospital (suppressed): {answer}"[:300]
 
