@@ -310,8 +310,12 @@ class Demo:
         cohort = {"cohort": {"dataset_id": IMAGING, "label": [1]}, "purpose": "ai_training"}
         # a Flower query run: each node pulls consent, counts, suppresses (minutes on 2 cores)
         answer = self.api("POST", "/v1/feasibility", "alice", json=cohort, timeout=900)
-        self.summary["feasibility"] = answer
-        return f"pneumonia-labelled subjects per hospital (suppressed): {answer}"[:300]
+        self.summary["feasibility"] = {"hospitals": answer["hospitals"],
+                                       "total_subjects": answer["total_subjects"]}
+        cells = ", ".join(f"{h['hospital_id']} {d['subjects']}" for h in answer["hospitals"]
+                          for d in h.get("datasets", []))
+        return (f"pneumonia-labelled subjects, suppressed per hospital: {cells}; total "
+                f"{answer['total_subjects'].get(IMAGING)}")
 
     def request(self) -> str:
         from federation.apps.fab import APP_ID
