@@ -95,6 +95,14 @@ class NodeHome:
     def exists(self) -> bool:
         return (self.path / CONFIG_FILE).exists()
 
+    def close(self) -> None:
+        """Release node.duckdb: DuckDB locks the file per process, and the ClientApps that
+        Flower starts for each message must be able to open it."""
+        db = self.__dict__.pop("db", None)
+        self.__dict__.pop("audit", None)
+        if db is not None:
+            db.close()
+
     def require(self) -> NodeHome:
         if not self.exists():
             raise NodeHomeError(

@@ -94,6 +94,7 @@ def serve(
                 fail(f"enrolment failed: {exc}")
             console.print(f"enrolled as Flower node {row['node_id']}")
         insecure = False
+    h.close()  # the SuperNode's ClientApps open node.duckdb themselves, one at a time
     proc = start_supernode(h, target, port=port, insecure=insecure,
                            consent_filter=consent_filter, node_key=node_key,
                            root_certificates=root_certificates)
