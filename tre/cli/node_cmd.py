@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import duckdb
 import typer
@@ -106,6 +106,16 @@ def progress_bar(enabled: bool = True) -> Iterator[RichProgress]:
     )
     with progress:
         yield RichProgress(progress)
+
+
+def _ingest(ingest: Callable[..., IngestReport], home: Path | None, as_json: bool,
+            *args: Any, **kwargs: Any) -> None:
+    """Every ingester the same way: open the home, show progress, report the batch."""
+    with node_errors():
+        node = open_home(home)
+        with progress_bar(not as_json) as bar:
+            report = ingest(node, *args, progress=bar, **kwargs)
+    report_ingestion(report, as_json)
 
 
 def report_ingestion(report: IngestReport, as_json: bool, *, show: int = 20) -> None:
@@ -239,14 +249,8 @@ def ingest_dicom_cmd(
     """Ingest DICOM instances: pixels decoded, PatientID replaced by a pseudonym."""
     from federation.node.ingest import ingest_dicom
 
-    with node_errors():
-        node = open_home(home)
-        with progress_bar(not as_json) as bar:
-            report = ingest_dicom(
-                node, directory, dataset_id=dataset_id, labels_csv=labels, split=split,
-                title=title, consent_regime=consent_regime, progress=bar,
-            )
-    report_ingestion(report, as_json)
+    _ingest(ingest_dicom, home, as_json, directory, dataset_id=dataset_id, labels_csv=labels,
+            split=split, title=title, consent_regime=consent_regime)
 
 
 @ingest_app.command("images")
@@ -266,14 +270,8 @@ def ingest_images_cmd(
     """Ingest the images a labels CSV lists."""
     from federation.node.ingest import ingest_images
 
-    with node_errors():
-        node = open_home(home)
-        with progress_bar(not as_json) as bar:
-            report = ingest_images(
-                node, directory, labels_csv=labels, dataset_id=dataset_id, modality=modality,
-                body_site=body_site, title=title, consent_regime=consent_regime, progress=bar,
-            )
-    report_ingestion(report, as_json)
+    _ingest(ingest_images, home, as_json, directory, labels_csv=labels, dataset_id=dataset_id,
+            modality=modality, body_site=body_site, title=title, consent_regime=consent_regime)
 
 
 @ingest_app.command("table")
@@ -293,15 +291,9 @@ def ingest_table_cmd(
     """Ingest clinical variables (one row per subject) into the long clinical table."""
     from federation.node.ingest import ingest_table
 
-    with node_errors():
-        node = open_home(home)
-        with progress_bar(not as_json) as bar:
-            report = ingest_table(
-                node, file, id_column=id_column, dataset_id=dataset_id, sex_column=sex_column,
-                birth_year_column=birth_year_column, title=title, consent_regime=consent_regime,
-                progress=bar,
-            )
-    report_ingestion(report, as_json)
+    _ingest(ingest_table, home, as_json, file, id_column=id_column, dataset_id=dataset_id,
+            sex_column=sex_column, birth_year_column=birth_year_column, title=title,
+            consent_regime=consent_regime)
 
 
 def _label_names(text: str | None) -> dict[str, str] | None:
