@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ CONNECTION = "tre"
 
 class RunError(Exception):
     """Flower refused to start the run or the run failed; the message carries Flower's words."""
+
+
+class FollowStopped(Exception):
+    """The follower was asked to let go (its process is shutting down); the run goes on."""
 
 
 @dataclass
@@ -149,13 +154,17 @@ def run_status(handle: RunHandle) -> str | None:
 
 def follow_run(
     handle: RunHandle, on_event: Callable[[dict[str, Any]], None] | None = None, *,
-    timeout_s: float = 3600.0, poll_s: float = 1.0,
+    timeout_s: float = 3600.0, poll_s: float = 1.0, stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Call `on_event` for each progress event until the run ends; returns the report.
-    Raises RunError if Flower reports the run finished without a report (it crashed)."""
+    Raises RunError if Flower reports the run finished without a report (it crashed), and
+    FollowStopped once `stop` is set, so a closing portal lets go and a new one reattaches."""
+    stop = stop or threading.Event()
     deadline = time.monotonic() + timeout_s
     offset, ended, last_check = 0, False, time.monotonic()
     while time.monotonic() < deadline:
+        if stop.is_set():
+            raise FollowStopped(f"stopped following run {handle.run_id}")
         events, offset = read_events(handle.results_dir, offset=offset)
         for ev in events:
             if on_event:
@@ -176,7 +185,7 @@ def follow_run(
                 if not ended:
                     raise RunError(f"run {handle.run_id} ended as {status!r} without a report; "
                                    f"see `flwr log {handle.run_id}`")
-        time.sleep(poll_s)
+        stop.wait(poll_s)
     raise RunError(f"run {handle.run_id} did not finish within {timeout_s:.0f}s")
 
 

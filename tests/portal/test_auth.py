@@ -28,6 +28,11 @@ ROLE_USERS = {
 }
 
 
+# A hospital the node operator and node client of ROLE_USERS belong to: scope
+# refusals (another hospital) are tested in test_hospital_view, not here.
+PATH_VALUES = {"hospital_id": "hospital-a"}
+
+
 def api_routes(routes) -> list[APIRoute]:
     """Every API route, including those of routers FastAPI includes lazily."""
     found = []
@@ -49,7 +54,7 @@ def protected_routes(app) -> list[tuple[str, str, Action]]:
             continue
         path = route.path_format
         for name in route.param_convertors:
-            path = path.replace("{" + name + "}", "does-not-exist")
+            path = path.replace("{" + name + "}", PATH_VALUES.get(name, "does-not-exist"))
         for method in route.methods:
             out.append((method, path, actions[0]))
     return out

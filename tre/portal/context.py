@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ class Portal:
     audit: AuditLog
     keys: PermitKeyRing
     run_threads: dict = field(default_factory=dict)  # run id -> the thread following it
+    closing: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def open(cls, settings: PortalSettings) -> Portal:
@@ -29,6 +31,10 @@ class Portal:
         return cls(settings, db, audit, PermitKeyRing.load_or_create(settings.keys))
 
     def close(self) -> None:
+        """Let run followers go (the runs go on; the next portal reattaches), then close."""
+        self.closing.set()
+        for thread in list(self.run_threads.values()):
+            thread.join(timeout=10)
         self.db.close()
 
 

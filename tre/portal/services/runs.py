@@ -145,7 +145,8 @@ def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[s
                        if n.get("status") == "trained" and n.get("hospital_id")}
                 _set(portal, run_id, rounds=rounds, epsilon_per_node=eps)
 
-        report = launch.follow_run(handle, on_event, timeout_s=portal.settings.run_timeout_s)
+        report = launch.follow_run(handle, on_event, timeout_s=portal.settings.run_timeout_s,
+                                   stop=portal.closing)
         with portal.db.reader() as cur:
             if _load(cur, run_id)["state"] == "cancelled":
                 return
@@ -157,7 +158,11 @@ def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[s
         output = _to_airlock(portal, run_id, permit, report, Path(row["results_dir"]))
         _set(portal, run_id, "run.complete", state="completed", output_id=output["id"],
              epsilon_per_node=report.get("epsilon_per_node", {}))
+    except launch.FollowStopped:
+        return  # the portal is closing: the run stays running here and is reattached at start
     except Exception as exc:  # noqa: BLE001 - whatever happened, the run must not stay running
+        if portal.closing.is_set():
+            return  # the store closed under us; recover() settles the run at the next start
         with portal.db.reader() as cur:
             cancelled = _load(cur, run_id)["state"] == "cancelled"
         if not cancelled:
