@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.net import free_port
 from tre.core.logging import JsonFormatter
 
 KEYS = {"time", "level", "logger", "message"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.unit

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,9 @@ from federation.node import consent
 from federation.node.home import NodeConfig, NodeHome
 from federation.node.ledger import PrivacyLedger
 from federation.node.metrics import serve_metrics
+from tests.fixtures.net import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

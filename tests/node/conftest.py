@@ -4,68 +4,21 @@ keys a node pins at enrolment), node homes on real DuckDB files, the real data."
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
 from federation.node.home import NodeHome
 from federation.node.service import init_node
+from tests.fixtures.portal import LivePortal
 from tre.core.settings import CommonSettings
-from tre.portal.app import create_app
-from tre.portal.settings import PortalSettings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PortalServer:
-    """The real portal app served by uvicorn on a loopback port, in a thread."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.port = free_port()
-        # Keycloak is not needed for the public permit-keys route; point at a closed port.
-        settings = PortalSettings(
-            state_dir=state_dir, host="127.0.0.1", port=self.port,
-            keycloak_url=f"http://127.0.0.1:{free_port()}",
-        )
-        self.settings = settings
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> PortalServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("portal did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    def jwks(self) -> dict:
-        return httpx.get(f"{self.url}/v1/permit-keys", timeout=5).json()
 
 
 @pytest.fixture(scope="session")
-def portal_server(tmp_path_factory) -> Iterator[PortalServer]:
-    with PortalServer(tmp_path_factory.mktemp("portal")) as server:
+def portal_server(tmp_path_factory) -> Iterator[LivePortal]:
+    """Keycloak is not needed for the public permit-keys route: it points at a closed port."""
+    with LivePortal(None, tmp_path_factory.mktemp("portal")) as server:
         yield server
 
 

@@ -4,7 +4,6 @@ registered with the SuperLink), datasets published to the catalogue."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from federation.node.enrol import enrol, ensure_node_key
 from federation.node.governance import node_session
@@ -25,40 +23,9 @@ from federation.provision import provision
 from federation.superlink import TLSFiles, start_superlink
 from tests.federation.helpers import populate
 from tests.fixtures.flower import FlowerCluster, free_port, stop_process, wait_port
-from tests.fixtures.portal import bearer, portal_settings
-from tre.portal.app import create_app
+from tests.fixtures.portal import LivePortal, bearer
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
-
-
-class LivePortal:
-    """The real portal served by uvicorn on loopback (nodes need it over HTTP)."""
-
-    def __init__(self, keycloak: Any, state_dir: Path, *, port: int | None = None,
-                 **overrides: Any) -> None:
-        self.port = port or free_port()
-        self.settings = portal_settings(keycloak, state_dir, host="127.0.0.1", port=self.port,
-                                        **overrides)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(self.settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> LivePortal:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("portal did not start")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @dataclass

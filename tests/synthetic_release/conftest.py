@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from federation.node.home import NodeConfig, NodeHome
 from federation.node.ingest import ingest_table
-from tests.consent.conftest import LivePortal, node_client
+from tests.consent.conftest import node_client
+from tests.fixtures.portal import LivePortal
 from tre.cli.main import app as cli_app
 
 DATASET = "breast-cancer"
