@@ -1,8 +1,11 @@
-"""Permits: JWS (EdDSA / Ed25519) signed by the portal, verified by nodes.
+"""Permits and feasibility tickets: JWS (EdDSA / Ed25519) signed by the portal,
+verified by nodes.
 
 The portal holds a key ring (one active signing key, older keys kept for
 verification until their permits expire); nodes pin the public JWKS at enrolment
 and refuse anything not signed by a pinned key, not yet valid, expired or revoked.
+The JWS `typ` keeps the two apart: a permit is never taken for a ticket, nor the
+reverse.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from typing import Any
 
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from tre.core.schemas import PermitClaims
+from tre.core.schemas import FeasibilityTicket, PermitClaims
 
 PERMIT_ALG = "EdDSA"
 PERMIT_TYPE = "tre-permit+jwt"
+TICKET_TYPE = "tre-feasibility+jwt"
 CLOCK_SKEW_S = 30
 
 
@@ -73,13 +77,50 @@ class PermitKeyRing:
         return {"keys": [json.loads(k.export_public()) for k in self._keys.values()]}
 
     def sign(self, claims: PermitClaims) -> str:
+        return self._sign(claims, PERMIT_TYPE)
+
+    def sign_ticket(self, ticket: FeasibilityTicket) -> str:
+        return self._sign(ticket, TICKET_TYPE)
+
+    def _sign(self, claims: BaseModel, typ: str) -> str:
         token = jws.JWS(claims.model_dump_json().encode())
         token.add_signature(
             self._keys[self.active_kid],
             alg=PERMIT_ALG,
-            protected={"alg": PERMIT_ALG, "kid": self.active_kid, "typ": PERMIT_TYPE},
+            protected={"alg": PERMIT_ALG, "kid": self.active_kid, "typ": typ},
         )
         return token.serialize(compact=True)
+
+
+def _verified_payload(token: str, jwks: dict[str, Any], typ: str, what: str) -> bytes:
+    """The payload of a JWS of type `typ` signed by one of the pinned keys (EdDSA only)."""
+    try:
+        parsed = jws.JWS()
+        parsed.deserialize(token)
+        header = parsed.jose_header
+    except (JWException, ValueError, TypeError) as exc:
+        raise PermitError(f"{what} is not a well-formed JWS: {exc}") from exc
+    if header.get("alg") != PERMIT_ALG:
+        raise PermitError(f"{what} algorithm {header.get('alg')!r} is not {PERMIT_ALG}")
+    if header.get("typ") != typ:
+        raise PermitError(f"{what} has type {header.get('typ')!r}, not {typ!r}")
+    keyset = jwk.JWKSet.from_json(json.dumps(jwks))
+    key = keyset.get_key(header.get("kid", ""))
+    if key is None:
+        raise PermitError(f"{what} signed by unknown key {header.get('kid')!r}")
+    try:
+        parsed.verify(key, alg=PERMIT_ALG)
+    except JWException as exc:
+        raise PermitError(f"{what} signature does not verify with the pinned portal key") from exc
+    return parsed.payload
+
+
+def _check_window(nbf: int, exp: int, now: float | None, what: str) -> None:
+    now = time.time() if now is None else now
+    if now + CLOCK_SKEW_S < nbf:
+        raise PermitError(f"{what} is not valid yet")
+    if now - CLOCK_SKEW_S >= exp:
+        raise PermitError(f"{what} has expired")
 
 
 def verify_permit(
@@ -90,34 +131,28 @@ def verify_permit(
     now: float | None = None,
 ) -> PermitClaims:
     """Check signature (pinned keys, EdDSA only), validity window and revocation."""
+    payload = _verified_payload(token, jwks, PERMIT_TYPE, "permit")
     try:
-        parsed = jws.JWS()
-        parsed.deserialize(token)
-        header = parsed.jose_header
-    except (JWException, ValueError, TypeError) as exc:
-        raise PermitError(f"permit is not a well-formed JWS: {exc}") from exc
-    if header.get("alg") != PERMIT_ALG:
-        raise PermitError(f"permit algorithm {header.get('alg')!r} is not {PERMIT_ALG}")
-    keyset = jwk.JWKSet.from_json(json.dumps(jwks))
-    key = keyset.get_key(header.get("kid", ""))
-    if key is None:
-        raise PermitError(f"permit signed by unknown key {header.get('kid')!r}")
-    try:
-        parsed.verify(key, alg=PERMIT_ALG)
-    except JWException as exc:
-        raise PermitError("permit signature does not verify with the pinned portal key") from exc
-    try:
-        claims = PermitClaims.model_validate_json(parsed.payload)
+        claims = PermitClaims.model_validate_json(payload)
     except ValidationError as exc:
         raise PermitError(f"permit claims are invalid: {exc.errors()[0]['msg']}") from exc
-    now = time.time() if now is None else now
-    if now + CLOCK_SKEW_S < claims.nbf:
-        raise PermitError(f"permit {claims.permit_id} is not valid yet")
-    if now - CLOCK_SKEW_S >= claims.exp:
-        raise PermitError(f"permit {claims.permit_id} has expired")
+    _check_window(claims.nbf, claims.exp, now, f"permit {claims.permit_id}")
     if claims.permit_id in set(revoked):
         raise PermitError(f"permit {claims.permit_id} has been revoked")
     return claims
+
+
+def verify_ticket(token: str, jwks: dict[str, Any], *, now: float | None = None,
+                  ) -> FeasibilityTicket:
+    """Check a feasibility ticket's signature (pinned keys) and validity window."""
+    payload = _verified_payload(token, jwks, TICKET_TYPE, "feasibility ticket")
+    try:
+        ticket = FeasibilityTicket.model_validate_json(payload)
+    except ValidationError as exc:
+        raise PermitError(f"feasibility ticket claims are invalid: "
+                          f"{exc.errors()[0]['msg']}") from exc
+    _check_window(ticket.nbf, ticket.exp, now, f"feasibility ticket {ticket.ticket_id}")
+    return ticket
 
 
 def unverified_claims(token: str) -> dict[str, Any]:

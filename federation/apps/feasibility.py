@@ -9,7 +9,9 @@ The ServerApp sends one `query.feasibility` message to each SuperNode named in
 the run's `node-map` (the portal puts there the hospitals that published a
 matching dataset) and writes `feasibility.json` into `results-dir`. The ClientApp
 is node-installed code: it refuses unless the FAB it was sent is this node's own
-feasibility FAB (by hash), pulls the consent snapshot, counts the cohort, keeps
+feasibility FAB (by hash) and the run carries the portal's feasibility ticket for
+this hospital, cohort and purpose (signed with the pinned permit keys, so control
+of the SuperLink alone asks nothing); it pulls the consent snapshot, counts the cohort, keeps
 only consented subjects, applies disclosure control (suppression below the node's
 k, cell-key perturbation, rounding) and audits the query. Only disclosed values
 leave the node.
@@ -28,9 +30,10 @@ from flwr.clientapp import ClientApp
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
+from access_control.permits import PermitError, verify_ticket
 from federation.apps.fab import fab_hash, running_fab_hash
 from federation.node.governance import ConsentFilter, Refusal, consent_filter_for, node_session
-from federation.node.home import NodeHome
+from federation.node.home import NodeHome, NodeHomeError
 from federation.node.query import (
     AGE_REFERENCE,
     DISCLOSURE_KEY_PURPOSE,
@@ -38,7 +41,7 @@ from federation.node.query import (
     cohort_members,
     disclose_members,
 )
-from tre.core.schemas import CohortFilter, ConsentRegime, Purpose
+from tre.core.schemas import CohortFilter, ConsentRegime, FeasibilityTicket, Purpose
 
 FEASIBILITY_FAB_DIR = Path(__file__).resolve().parent / "feasibility_fab"
 FEASIBILITY_APP_ID = "tre/tre-feasibility"
@@ -63,8 +66,27 @@ def parse_node_map(text: str) -> dict[str, int]:
 
 
 # -- node side ---------------------------------------------------------------------------
+def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purpose, *,
+                 now: float | None = None) -> FeasibilityTicket:
+    """The portal's ticket for exactly this query at this hospital; raises Refusal."""
+    if not token:
+        raise Refusal("no-ticket", "the query carries no feasibility ticket from the portal")
+    try:
+        ticket = verify_ticket(token, home.permit_jwks(), now=now)
+    except (PermitError, NodeHomeError) as exc:
+        raise Refusal("ticket-invalid", str(exc)) from exc
+    hospital = home.config.hospital_id
+    if hospital not in ticket.hospitals:
+        raise Refusal("wrong-hospital",
+                      f"feasibility ticket {ticket.ticket_id} does not name {hospital!r}")
+    if ticket.cohort_digest != cohort_digest(cohort) or ticket.purpose != purpose:
+        raise Refusal("ticket-mismatch", f"the cohort or purpose asked is not the one "
+                      f"feasibility ticket {ticket.ticket_id} was issued for")
+    return ticket
+
+
 def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filter: ConsentFilter,
-           *, run_id: str) -> dict[str, Any]:
+           *, run_id: str, ticket: FeasibilityTicket | None = None) -> dict[str, Any]:
     """Disclosed counts of the consented cohort at this node; the query is audited.
 
     Consent is applied before disclosure: a count must not include a subject that a run
@@ -90,6 +112,8 @@ def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filte
         object_id=cohort_digest(cohort)[:16],
         details={"run_id": run_id, "cohort": cohort.model_dump(mode="json"),
                  "purpose": purpose.value, "k": k,
+                 "ticket_id": ticket.ticket_id if ticket else None,
+                 "researcher": ticket.sub if ticket else None,
                  "datasets": [d["dataset_id"] for d in datasets]},
     )
     return {"hospital_id": home.config.hospital_id, "k": k, "rounding": 5,
@@ -114,8 +138,9 @@ def feasibility(msg: Message, context: Context) -> Message:
         kind = str(context.node_config.get("consent-filter", "snapshot"))
         with node_session(Path(str(home_path))) as home:
             try:
+                ticket = check_ticket(home, str(cfg.get("ticket", "")), cohort, purpose)
                 result = answer(home, cohort, purpose, consent_filter_for(home, kind),
-                                run_id=f"flwr-{msg.metadata.run_id}")
+                                run_id=f"flwr-{msg.metadata.run_id}", ticket=ticket)
             except Refusal as refusal:
                 home.audit.record(actor=home.actor, action="query.refused",
                                   object_type="run", object_id=f"flwr-{msg.metadata.run_id}",

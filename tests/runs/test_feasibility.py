@@ -7,9 +7,14 @@ the portal keeps them suppressed and its total never reveals them.
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 import pytest
 
+from federation.apps import launch
+from federation.apps.feasibility import FEASIBILITY_FAB_DIR, RESULTS
 from federation.node import disclosure
 from federation.node.serve import start_supernode
 from tests.fixtures.flower import free_port, stop_process
@@ -54,6 +59,25 @@ def test_feasibility_counts_per_hospital_with_suppression(federation) -> None:
         actions = fed.audit_actions(hospital)
         assert "query.feasibility" in actions and "consent.filter" in actions
         assert "data.read" not in actions
+
+    # Whoever holds the SuperLink but goes around the portal gets no count: the same
+    # query, sent straight to the SuperLink without the portal's ticket, is refused.
+    settings = fed.portal.settings
+    mapping = {hospital: fed.node_ids[hospital] for hospital in HOSPITALS}
+    results = fed.root / "query-around-the-portal"
+    launch.submit_app(settings.superlink, FEASIBILITY_FAB_DIR, {
+        "cohort": json.dumps({"dataset_id": "pneumonia", "modality": ["XR"]}),
+        "purpose": "scientific_research", "node-map": json.dumps(mapping), "timeout": 120,
+        "results-dir": str(results.resolve())}, results, insecure=settings.superlink_insecure,
+        root_certificates=settings.superlink_root_certificates)
+    deadline = time.monotonic() + 300
+    while not (results / RESULTS).exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    direct = json.loads((results / RESULTS).read_text())["answers"]
+    assert [a["status"] for a in direct] == ["refused"] * 3, (direct, fed.cluster.logs())
+    assert all("[no-ticket]" in a["reason"] and "result" not in a for a in direct)
+    for hospital in HOSPITALS:
+        assert "query.refused" in fed.audit_actions(hospital)
 
 
 @pytest.mark.timeout(120)

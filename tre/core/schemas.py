@@ -73,6 +73,22 @@ class PermitClaims(Strict):
         return [d for d in self.datasets if d.node_id == node_id]
 
 
+class FeasibilityTicket(Strict):
+    """Claims of a feasibility ticket: the portal's word (Ed25519, the permit keys) that
+    this cohort query came through it, from a logged-in researcher, for these hospitals.
+    Nodes answer no feasibility query without one."""
+
+    iss: str
+    ticket_id: str
+    sub: str = Field(description="the researcher's Keycloak subject")
+    purpose: Purpose
+    cohort_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    hospitals: list[str] = Field(min_length=1)
+    iat: int
+    nbf: int
+    exp: int
+
+
 class NumericRange(Strict):
     min: float | None = None
     max: float | None = None

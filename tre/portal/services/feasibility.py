@@ -2,8 +2,9 @@
 
 The researcher never reaches the SuperLink or a node. The portal picks the
 hospitals that published a matching dataset in the catalogue, maps them to their
-enrolled SuperNodes (`services.nodes`), runs the feasibility app
-(`federation.apps.feasibility`) with that `node-map`, waits for its answers and
+enrolled SuperNodes (`services.nodes`), signs a short-lived feasibility ticket for
+that cohort, purpose and those hospitals (nodes answer nothing without it), runs the
+feasibility app (`federation.apps.feasibility`) with that `node-map`, waits for its answers and
 returns them per hospital. Every cell is passed through the disclosure rule again
 (idempotent on disclosed values; the portal's k applies if it is the stricter), and
 the only totals are `disclosure.combine` of shown cells, which never reveal a
@@ -24,6 +25,7 @@ from federation.apps import launch
 from federation.apps.feasibility import FEASIBILITY_FAB_DIR, RESULTS
 from federation.node import disclosure
 from federation.node.query import cohort_digest
+from tre.core.schemas import FeasibilityTicket
 from tre.portal.context import Portal
 from tre.portal.errors import Conflict, DomainError
 from tre.portal.schemas import FeasibilityIn
@@ -96,7 +98,13 @@ def run_feasibility(portal: Portal, principal: Principal, body: FeasibilityIn) -
     flower_run_id = None
     if mapping:
         results = s.state_dir / "feasibility" / query_id
+        now = int(time.time())
+        ticket = portal.keys.sign_ticket(FeasibilityTicket(
+            iss=s.permit_issuer, ticket_id=query_id, sub=principal.subject,
+            purpose=body.purpose, cohort_digest=digest, hospitals=sorted(mapping),
+            iat=now, nbf=now, exp=now + int(s.feasibility_timeout_s) + 120))
         config = {"cohort": body.cohort.model_dump_json(), "purpose": body.purpose.value,
+                  "ticket": ticket,
                   "node-map": json.dumps(mapping), "timeout": int(s.feasibility_timeout_s),
                   "results-dir": str(Path(results).resolve())}
         try:

@@ -1,0 +1,93 @@
+"""A node answers a feasibility query only with the portal's ticket for exactly that
+query: this hospital, this cohort, this purpose, in its validity window, signed with
+the pinned permit keys. Control of the SuperLink alone asks nothing.
+
+Real node homes on DuckDB, the portal's real key ring class; the end-to-end path (a
+query submitted straight to the SuperLink, refused by every node) is in
+tests/runs/test_feasibility.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from access_control.permits import PermitError, PermitKeyRing, verify_permit, verify_ticket
+from federation.apps.feasibility import answer, check_ticket
+from federation.node.governance import Refusal, RegimeConsentFilter
+from federation.node.query import cohort_digest
+from tre.core.schemas import CohortFilter, FeasibilityTicket, Purpose
+
+from .helpers import claims, make_home, populate
+
+pytestmark = pytest.mark.unit
+
+COHORT = CohortFilter(dataset_id="pneumonia", modality=["XR"])
+
+
+@pytest.fixture
+def ring(tmp_path) -> PermitKeyRing:
+    return PermitKeyRing.load_or_create(tmp_path / "portal-keys.json")
+
+
+@pytest.fixture
+def home(tmp_path, ring):
+    home = make_home(tmp_path, "hospital-a", ring)
+    populate(home, "pneumonia", 0, 3, limit=30)
+    yield home
+    home.db.close()
+
+
+def ticket(cohort: CohortFilter = COHORT, *, hospitals: tuple[str, ...] = ("hospital-a",),
+           purpose: Purpose = Purpose.SCIENTIFIC_RESEARCH, exp_in: int = 300,
+           ) -> FeasibilityTicket:
+    now = int(time.time())
+    return FeasibilityTicket(iss="tre-portal-test", ticket_id="fq_test", sub="researcher-1",
+                             purpose=purpose, cohort_digest=cohort_digest(cohort),
+                             hospitals=list(hospitals), iat=now, nbf=now, exp=now + exp_in)
+
+
+def refusal_code(home, token: str, cohort: CohortFilter = COHORT,
+                 purpose: Purpose = Purpose.SCIENTIFIC_RESEARCH) -> str:
+    with pytest.raises(Refusal) as caught:
+        check_ticket(home, token, cohort, purpose)
+    return caught.value.code
+
+
+def test_the_portals_ticket_for_this_query_is_accepted_and_audited(home, ring):
+    accepted = check_ticket(home, ring.sign_ticket(ticket()), COHORT, Purpose.SCIENTIFIC_RESEARCH)
+    assert accepted.ticket_id == "fq_test"
+    answer(home, COHORT, Purpose.SCIENTIFIC_RESEARCH, RegimeConsentFilter(), run_id="r1",
+           ticket=accepted)
+    entry = home.audit.entries(action="query.feasibility")[-1]
+    assert entry.details["ticket_id"] == "fq_test"
+    assert entry.details["researcher"] == "researcher-1"
+
+
+def test_no_ticket_no_answer(home):
+    assert refusal_code(home, "") == "no-ticket"
+    assert refusal_code(home, "not-a-jws") == "ticket-invalid"
+
+
+def test_a_ticket_for_another_hospital_cohort_or_purpose_is_refused(home, ring):
+    assert refusal_code(home, ring.sign_ticket(ticket(hospitals=("hospital-b",)))) \
+        == "wrong-hospital"
+    wider = CohortFilter(dataset_id="pneumonia")
+    assert refusal_code(home, ring.sign_ticket(ticket()), cohort=wider) == "ticket-mismatch"
+    assert refusal_code(home, ring.sign_ticket(ticket()),
+                        purpose=Purpose.AI_TRAINING) == "ticket-mismatch"
+
+
+def test_expired_or_foreign_tickets_are_refused(home, ring, tmp_path):
+    assert refusal_code(home, ring.sign_ticket(ticket(exp_in=-120))) == "ticket-invalid"
+    other = PermitKeyRing.load_or_create(tmp_path / "someone-elses-keys.json")
+    assert refusal_code(home, other.sign_ticket(ticket())) == "ticket-invalid"
+
+
+def test_a_permit_is_not_a_ticket_and_a_ticket_is_not_a_permit(home, ring):
+    permit = ring.sign(claims([("hospital-a", "pneumonia")]))
+    assert refusal_code(home, permit) == "ticket-invalid"
+    with pytest.raises(PermitError, match="type"):
+        verify_ticket(permit, ring.public_jwks())
+    with pytest.raises(PermitError, match="type"):
+        verify_permit(ring.sign_ticket(ticket()), ring.public_jwks())
