@@ -10,12 +10,15 @@ unit (DESIGN §2.4, §9), and spares a new cursor (a new connection) per query.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
+
+T = TypeVar("T")
 
 Migration = tuple[int, str]
 """(version, SQL script). Versions of one component are applied in ascending order."""
@@ -31,6 +34,7 @@ class Database:
         self._con = duckdb.connect(str(self.path), read_only=read_only)
         self._lock = threading.RLock()
         self._depth = threading.local()  # open transactions of this thread
+        self.generation = 0  # bumped by every committed transaction (see ReadCache)
         if not read_only:
             self._con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -56,6 +60,7 @@ class Database:
                 raise
             else:
                 con.execute("COMMIT")
+                self.generation += 1
             finally:
                 self._depth.n -= 1
 
@@ -110,6 +115,36 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+class ReadCache:
+    """Results of hot reads, kept until the next committed write to the same store.
+
+    A process owns its DuckDB file (one writer process per file) and every write goes
+    through `Database.transaction()`, so "no commit since" means "still what the store
+    holds". Entries are tagged with the generation seen *before* loading: a write that
+    lands during the load makes the entry stale at once, never wrongly fresh."""
+
+    def __init__(self, db: Database, maxsize: int = 1024) -> None:
+        self.db = db
+        self.maxsize = maxsize
+        self._items: OrderedDict[Hashable, tuple[int, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, load: Callable[[], T]) -> T:
+        generation = self.db.generation
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] == generation:
+                self._items.move_to_end(key)
+                return hit[1]
+        value = load()
+        with self._lock:
+            self._items[key] = (generation, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+        return value
 
 
 def _split_sql(script: str) -> list[str]:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from access_control.permits import PermitKeyRing
 from tre.core.audit import AuditLog
-from tre.core.db import Database
+from tre.core.db import Database, ReadCache
 from tre.portal.settings import PortalSettings
 from tre.portal.store import migrate_all
 
@@ -21,6 +21,10 @@ class Portal:
     keys: PermitKeyRing
     run_threads: dict = field(default_factory=dict)  # run id -> the thread following it
     closing: threading.Event = field(default_factory=threading.Event)
+    cache: ReadCache | None = None  # hot reads (a request polled by its researcher)
+
+    def __post_init__(self) -> None:
+        self.cache = self.cache or ReadCache(self.db)
 
     @classmethod
     def open(cls, settings: PortalSettings) -> Portal:

@@ -131,8 +131,11 @@ def withdraw_request(portal: Portal, principal: Principal, rid: str) -> AccessRe
 
 
 def get_request(portal: Portal, principal: Principal, rid: str) -> AccessRequest:
-    with portal.db.reader() as cur:
-        found = store.request_details(cur, rid=rid)
+    def load() -> list[dict[str, Any]]:
+        with portal.db.reader() as cur:
+            return store.request_details(cur, rid=rid)
+
+    found = portal.cache.get(("request", rid), load)
     if not found or (found[0]["applicant_sub"] != principal.subject
                      and not is_allowed(principal, Action.REQUEST_READ_ALL)):
         raise NotFound(f"access request {rid} does not exist")
