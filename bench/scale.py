@@ -1,15 +1,19 @@
 """Seconds per round against the number of hospitals, on Flower's simulation engine.
 
-`python -m bench.scale [--hospitals 10 50 100] [--rounds 2]` runs the governed
+`python -m bench.scale [--hospitals 10 50 100] [--rounds 3]` runs the governed
 training app (the node-installed ServerApp and the same train/evaluate tasks,
 permit check, regime consent filter and ε ledger at every virtual node) with N
 virtual hospitals, each a real node home on DuckDB holding a small partition of
-PneumoniaMNIST, and reports seconds per round and the ratio to the smallest N
-(aim: per-round time grows no worse than linearly).
+PneumoniaMNIST, and reports seconds per round (train + evaluate, from the run
+report; rounds after the first, since round 1 also starts the simulation's worker
+processes, reported apart) and the ratio to the smallest N (aim: per-round time
+grows no worse than linearly). It stops with an error unless every hospital trained
+in every round.
 
-The simulation engine needs Ray (`flwr[simulation]`). Where Ray is not installed
-the benchmark writes `bench/results/scale.json` with status "blocked" and exits 2:
-it does not fall back to something else and call it the same measurement.
+The simulation engine needs Ray, which the project's `bench` extra installs
+(`flwr[simulation]`; `scripts/ensure-venv` includes it). Where Ray is missing the
+benchmark writes `bench/results/scale.json` with status "blocked" and exits 2: it
+does not fall back to something else and call it the same measurement.
 
 Simulation differs from a deployment in one governed step: there is no installed
 FAB to hash, so the virtual nodes are told the permit's app hash (`app_hash` of the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import tempfile
 import time
@@ -63,6 +68,7 @@ def _simulate(homes: list[Path], token: str, rounds: int, results: Path) -> dict
     from access_control.permits import unverified_claims
     from federation.apps import client as governed
     from federation.apps.params import RunParams
+    from federation.apps.report import REPORT
     from federation.apps.server import main as server_main
     from federation.apps.tasks import NodeContext
     from federation.node.governance import RegimeConsentFilter
@@ -74,16 +80,21 @@ def _simulate(homes: list[Path], token: str, rounds: int, results: Path) -> dict
         return NodeContext(home=home, run_id=f"sim-{msg.metadata.run_id}", app_hash=app_hash,
                            consent_filter=RegimeConsentFilter(), revocations=_no_revocations)
 
-    governed._ctx = ctx  # the same handlers, told where each virtual node's home is
     params = RunParams(permit=token, rounds=rounds, batch_size=32, target_epsilon=4.0,
                        results_dir=str(results), round_timeout=600)
     config = params.to_run_config()
 
-    # run_simulation takes no run config: both sides get the run's config injected
+    # run_simulation takes no run config (and Flower forbids changing a node's), so each
+    # handler is given a copy of its context that carries the run's config.
     def with_config(handler):  # noqa: ANN001, ANN202
         def wrapped(msg: Message, context: Context) -> Message:
-            context.run_config.update(config)
-            return handler(msg, context)
+            # runs in a Ray worker process: the same handlers, told where each virtual
+            # node's home is and the permit's app hash (there is no installed FAB)
+            governed._ctx = ctx
+            return handler(msg, Context(
+                run_id=context.run_id, node_id=context.node_id,
+                node_config=context.node_config, state=context.state,
+                run_config={**context.run_config, **config}))
         return wrapped
 
     client_app = ClientApp()
@@ -102,7 +113,15 @@ def _simulate(homes: list[Path], token: str, rounds: int, results: Path) -> dict
     t0 = time.time()
     run_simulation(server_app=sim_server, client_app=client_app, num_supernodes=len(homes),
                    backend_config={"client_resources": {"num_cpus": 1}})
-    return {"seconds": time.time() - t0}
+    seconds = time.time() - t0
+    report = json.loads((results / REPORT).read_text())
+    trained = [sum(n.get("status") == "trained" for n in r["nodes"]) for r in report["rounds"]]
+    if report.get("status") != "completed" or trained != [len(homes)] * rounds:
+        raise SystemExit(f"the simulated run did not train on every hospital: status "
+                         f"{report.get('status')!r}, trained per round {trained}, "
+                         f"error {report.get('error')!r}")
+    return {"seconds": seconds, "auc": (report["rounds"][-1].get("evaluate") or {}).get("auc"),
+            "round_seconds": [r["seconds"] for r in report["rounds"]]}
 
 
 def _no_revocations():  # noqa: ANN202 - RevocationList
@@ -114,23 +133,32 @@ def _no_revocations():  # noqa: ANN202 - RevocationList
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hospitals", type=int, nargs="+", default=[10, 50, 100])
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--per-split", type=int, default=20)
     args = ap.parse_args(argv)
+    if args.rounds < 2:
+        ap.error("--rounds must be at least 2: round 1 also starts the simulation's workers")
     if importlib.util.find_spec("ray") is None:
-        return _blocked("Ray is not installed (flwr[simulation] extra); the simulation engine "
-                        "cannot start and no dependency was added")
+        return _blocked("Ray is not installed: install the project's `bench` extra "
+                        "(pip install -e '.[bench]') for Flower's simulation engine")
     rows = []
     for n in args.hospitals:
         with tempfile.TemporaryDirectory() as tmp:
             homes, token = _prepare(Path(tmp), n, args.per_split)
             out = _simulate(homes, token, args.rounds, Path(tmp) / "results")
-        rows.append({"hospitals": n, "rounds": args.rounds,
-                     "seconds_per_round": out["seconds"] / args.rounds})
+        first, *later = out["round_seconds"]
+        steady = sum(later) / len(later)
+        rows.append({"hospitals": n, "rounds": args.rounds, "final_auc": out["auc"],
+                     "first_round_seconds": first, "seconds_per_round": steady,
+                     "seconds_per_node_round": steady / n,
+                     "round_seconds": out["round_seconds"], "wall_seconds": out["seconds"]})
+        print(f"{n} hospitals: {steady:.1f} s per round after the first ({first:.1f} s, "
+              f"workers starting), {out['seconds']:.0f} s in all", file=sys.stderr)
     base = rows[0]
     for r in rows:
         r["ratio_to_smallest"] = r["seconds_per_round"] / base["seconds_per_round"]
         r["linear_ratio"] = r["hospitals"] / base["hospitals"]
+        r["growth_vs_linear"] = r["ratio_to_smallest"] / r["linear_ratio"]
     write_result("scale", {"status": "measured", "rows": rows})
     return 0
 
