@@ -13,11 +13,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from federation.node.errors import DataError
 from tre.core.db import Database
-
-
-class DataError(LookupError):
-    """The requested data does not exist or cannot be returned as asked."""
 
 
 def load_images(

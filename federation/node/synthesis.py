@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from federation.node.data import DataError, clinical_frame
+from federation.node.errors import SynthesisError
 from federation.node.home import NodeHome
 from tre.core.schemas import Purpose
 
@@ -51,10 +52,6 @@ RELEASE_DIR = "release"
 IMAGING_COLUMNS = ("modality", "body_site", "study_date", "manufacturer", "label", "split",
                    "sex", "birth_year")
 _DATASET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class SynthesisError(Exception):
-    """A synthesis cannot run or its result cannot be released; the message says why."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import duckdb
 import typer
@@ -20,15 +20,16 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from federation.node.data import DataError
+from federation.node.errors import DataError, IngestError, SynthesisError
 from federation.node.governance import Refusal
 from federation.node.home import NodeHome, NodeHomeError, default_home_path
-from federation.node.ingest import IngestError, IngestReport
 from federation.node.partition import PartitionError, parse_partition, parse_scheme
 from federation.node.portal_client import PortalError
-from federation.node.synthesis import SynthesisError
 from tre.cli.common import console, err_console, fail, print_json
 from tre.core.schemas import CohortFilter
+
+if TYPE_CHECKING:
+    from federation.node.ingest import IngestReport
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -22,15 +22,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from federation.node.errors import IngestError
 from federation.node.home import NodeHome
 
 DATASET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CONSENT_REGIMES = ("opt-in", "opt-out")
 SPLITS = ("train", "val", "test")
-
-
-class IngestError(Exception):
-    """Input that cannot be ingested at all (nothing was stored); the message names it."""
 
 
 @dataclass(frozen=True)
