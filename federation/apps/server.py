@@ -70,10 +70,20 @@ def train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
     return MetricRecord(keep)
 
 
-def _node_row(msg: Message) -> dict[str, Any]:
-    row: dict[str, Any] = {"node_id": int(msg.metadata.src_node_id)}
+NODE_UNAVAILABLE = 5  # flwr ErrorCode: the SuperLink answers for a node that stopped beating
+
+
+def _node_row(msg: Message, sent_to: dict[str, int]) -> dict[str, Any]:
+    """One node's line of a round. A reply the SuperLink wrote for a node that went away
+    names the SuperLink as its source, so the node is found from the message it answers."""
+    node_id = sent_to.get(msg.metadata.reply_to_message_id, int(msg.metadata.src_node_id))
+    row: dict[str, Any] = {"node_id": node_id}
     if msg.has_error():
-        row.update(status="refused", reason=msg.error.reason)
+        if msg.error.code == NODE_UNAVAILABLE:
+            row.update(status="no-reply", reason="node unavailable: it stopped sending "
+                       "heartbeats (node down?)")
+        else:
+            row.update(status="refused", reason=msg.error.reason)
         return row
     m = msg.content.metric_records.get("metrics", MetricRecord())
     node = msg.content.config_records.get("node", ConfigRecord())
@@ -183,11 +193,11 @@ def main(grid: Grid, context: Context) -> None:
     status = "completed"
     for rnd in range(1, params.rounds + 1):
         t0 = time.time()
-        replies = list(grid.send_and_receive(
-            strategy.configure_train(rnd, arrays, ConfigRecord({"lr": params.lr}), grid),
-            timeout=params.round_timeout,
-        ))
-        nodes = [_node_row(m) for m in replies]
+        sent = list(strategy.configure_train(rnd, arrays, ConfigRecord({"lr": params.lr}), grid))
+        replies = list(grid.send_and_receive(sent, timeout=params.round_timeout))
+        # the Grid gave each message its id when it pushed it
+        sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in sent}
+        nodes = [_node_row(m, sent_to) for m in replies]
         for n in nodes:
             n.setdefault("hospital_id", by_node.get(n["node_id"]))
         answered = {n["node_id"] for n in nodes}

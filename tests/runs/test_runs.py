@@ -125,8 +125,10 @@ def test_node_killed_mid_round_then_rejoins_and_portal_restart_mid_run(federatio
     final = fed.wait_run(run["id"])
     assert final["state"] == "completed", (final, fed.cluster.logs())
     assert sorted(final["epsilon_per_node"]) == ["hospital-a", "hospital-b"]
-    dead = [n for n in final["rounds"][0]["nodes"] if n["hospital_id"] == "hospital-c"]
-    assert dead and dead[0]["status"] == "no-reply"
+    rows = final["rounds"][0]["nodes"]
+    assert sorted(n["hospital_id"] for n in rows) == HOSPITALS, rows  # one row per hospital
+    dead = [n for n in rows if n["hospital_id"] == "hospital-c"]
+    assert dead[0]["status"] == "no-reply"
 
     # 2. c restarts: whatever it reserved for the interrupted run is settled, audited
     fed.start_node("hospital-c")

@@ -90,7 +90,8 @@ def _round_table(ev: dict[str, Any]) -> Table:
                           f"{n.get('epsilon_target') or 0:.3f}", str(n.get("num_examples")),
                           f"{n.get('train_loss') or 0:.3f}")
         else:
-            table.add_row(str(n.get("node_id")), "[red]refused[/]", "", "", "",
+            table.add_row(str(n.get("hospital_id") or n.get("node_id")),
+                          f"[red]{n.get('status', 'refused')}[/]", "", "", "",
                           str(n.get("reason", ""))[:80])
     return table
 
