@@ -68,7 +68,8 @@ def parse_node_map(text: str) -> dict[str, int]:
 # -- node side ---------------------------------------------------------------------------
 def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purpose, *,
                  now: float | None = None) -> FeasibilityTicket:
-    """The portal's ticket for exactly this query at this hospital; raises Refusal."""
+    """The portal's ticket for exactly this query at this hospital, not used here before
+    (a replay by whoever saw the run config on the SuperLink gets nothing); raises Refusal."""
     if not token:
         raise Refusal("no-ticket", "the query carries no feasibility ticket from the portal")
     try:
@@ -82,6 +83,14 @@ def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purp
     if ticket.cohort_digest != cohort_digest(cohort) or ticket.purpose != purpose:
         raise Refusal("ticket-mismatch", f"the cohort or purpose asked is not the one "
                       f"feasibility ticket {ticket.ticket_id} was issued for")
+    with home.db.reader() as cur:
+        used = cur.execute(
+            "SELECT seq FROM audit_log WHERE action = 'query.feasibility'"
+            " AND json_extract_string(details, '$.ticket_id') = ? LIMIT 1", [ticket.ticket_id]
+        ).fetchone()
+    if used is not None:
+        raise Refusal("ticket-used", f"feasibility ticket {ticket.ticket_id} was already "
+                      f"answered here (audit row {used[0]})")
     return ticket
 
 

@@ -62,6 +62,8 @@ def test_the_portals_ticket_for_this_query_is_accepted_and_audited(home, ring):
     entry = home.audit.entries(action="query.feasibility")[-1]
     assert entry.details["ticket_id"] == "fq_test"
     assert entry.details["researcher"] == "researcher-1"
+    # the same ticket again (a replay from the SuperLink's run config) gets nothing
+    assert refusal_code(home, ring.sign_ticket(ticket())) == "ticket-used"
 
 
 def test_no_ticket_no_answer(home):
