@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,8 @@ def parse_node_map(text: str) -> dict[str, int]:
 def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purpose, *,
                  now: float | None = None) -> FeasibilityTicket:
     """The portal's ticket for exactly this query at this hospital, not used here before
-    (a replay by whoever saw the run config on the SuperLink gets nothing); raises Refusal."""
+    (a replay by whoever saw the run config on the SuperLink gets nothing), for a
+    researcher within this node's daily query budget; raises Refusal."""
     if not token:
         raise Refusal("no-ticket", "the query carries no feasibility ticket from the portal")
     try:
@@ -83,14 +85,25 @@ def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purp
     if ticket.cohort_digest != cohort_digest(cohort) or ticket.purpose != purpose:
         raise Refusal("ticket-mismatch", f"the cohort or purpose asked is not the one "
                       f"feasibility ticket {ticket.ticket_id} was issued for")
+    since = (datetime.fromtimestamp(time.time() if now is None else now, UTC)
+             - timedelta(days=1)).isoformat(timespec="microseconds")
     with home.db.reader() as cur:
         used = cur.execute(
             "SELECT seq FROM audit_log WHERE action = 'query.feasibility'"
             " AND json_extract_string(details, '$.ticket_id') = ? LIMIT 1", [ticket.ticket_id]
         ).fetchone()
+        asked = cur.execute(
+            "SELECT count(*) FROM audit_log WHERE action = 'query.feasibility' AND ts >= ?"
+            " AND json_extract_string(details, '$.researcher') = ?", [since, ticket.sub]
+        ).fetchone()[0]
     if used is not None:
         raise Refusal("ticket-used", f"feasibility ticket {ticket.ticket_id} was already "
                       f"answered here (audit row {used[0]})")
+    limit = home.config.feasibility_queries_per_day
+    if asked >= limit:
+        raise Refusal("query-budget", f"this researcher has asked {asked} feasibility queries "
+                      f"here in the last 24 h (limit {limit}); try again tomorrow or ask "
+                      "the hospital to review the limit")
     return ticket
 
 

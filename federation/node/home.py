@@ -54,6 +54,9 @@ class NodeConfig:
     superlink: str = "127.0.0.1:9092"
     suppression_k: int = 10
     consent_max_age_s: int = 24 * 3600
+    # feasibility queries one researcher may ask here per 24 h: many overlapping cohorts
+    # could otherwise average the cell-key perturbation away
+    feasibility_queries_per_day: int = 50
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_toml(self) -> str:

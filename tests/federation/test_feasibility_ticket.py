@@ -9,6 +9,7 @@ tests/runs/test_feasibility.py."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -40,9 +41,9 @@ def home(tmp_path, ring):
 
 def ticket(cohort: CohortFilter = COHORT, *, hospitals: tuple[str, ...] = ("hospital-a",),
            purpose: Purpose = Purpose.SCIENTIFIC_RESEARCH, exp_in: int = 300,
-           ) -> FeasibilityTicket:
+           ticket_id: str = "fq_test", sub: str = "researcher-1") -> FeasibilityTicket:
     now = int(time.time())
-    return FeasibilityTicket(iss="tre-portal-test", ticket_id="fq_test", sub="researcher-1",
+    return FeasibilityTicket(iss="tre-portal-test", ticket_id=ticket_id, sub=sub,
                              purpose=purpose, cohort_digest=cohort_digest(cohort),
                              hospitals=list(hospitals), iat=now, nbf=now, exp=now + exp_in)
 
@@ -93,3 +94,21 @@ def test_a_permit_is_not_a_ticket_and_a_ticket_is_not_a_permit(home, ring):
         verify_ticket(permit, ring.public_jwks())
     with pytest.raises(PermitError, match="type"):
         verify_permit(ring.sign_ticket(ticket()), ring.public_jwks())
+
+
+def test_a_researcher_has_a_daily_query_budget_at_each_node(home, ring):
+    home.save_config(replace(home.config, feasibility_queries_per_day=3))
+    for i in range(3):  # three different cohorts: the budget counts queries, not cohorts
+        cohort = CohortFilter(dataset_id="pneumonia", label=[i % 2], age_max=90 + i)
+        accepted = check_ticket(home, ring.sign_ticket(ticket(cohort, ticket_id=f"fq_{i}")),
+                                cohort, Purpose.SCIENTIFIC_RESEARCH)
+        answer(home, cohort, Purpose.SCIENTIFIC_RESEARCH, RegimeConsentFilter(),
+               run_id=f"r{i}", ticket=accepted)
+    assert refusal_code(home, ring.sign_ticket(ticket(ticket_id="fq_4"))) == "query-budget"
+    # another researcher's budget is their own; tomorrow the first one may ask again
+    other = ticket(ticket_id="fq_5", sub="researcher-2")
+    assert check_ticket(home, ring.sign_ticket(other), COHORT, Purpose.SCIENTIFIC_RESEARCH)
+    tomorrow = time.time() + 86400 + 60
+    later = ticket(ticket_id="fq_6", exp_in=2 * 86400)
+    assert check_ticket(home, ring.sign_ticket(later), COHORT, Purpose.SCIENTIFIC_RESEARCH,
+                        now=tomorrow)
