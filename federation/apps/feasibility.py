@@ -92,13 +92,13 @@ def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purp
             "SELECT seq FROM audit_log WHERE action = 'query.feasibility'"
             " AND json_extract_string(details, '$.ticket_id') = ? LIMIT 1", [ticket.ticket_id]
         ).fetchone()
+        if used is not None:
+            raise Refusal("ticket-used", f"feasibility ticket {ticket.ticket_id} was already "
+                          f"answered here (audit row {used[0]})")
         asked = cur.execute(
             "SELECT count(*) FROM audit_log WHERE action = 'query.feasibility' AND ts >= ?"
             " AND json_extract_string(details, '$.researcher') = ?", [since, ticket.sub]
         ).fetchone()[0]
-    if used is not None:
-        raise Refusal("ticket-used", f"feasibility ticket {ticket.ticket_id} was already "
-                      f"answered here (audit row {used[0]})")
     limit = home.config.feasibility_queries_per_day
     if asked >= limit:
         raise Refusal("query-budget", f"this researcher has asked {asked} feasibility queries "
@@ -108,7 +108,7 @@ def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purp
 
 
 def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filter: ConsentFilter,
-           *, run_id: str, ticket: FeasibilityTicket | None = None) -> dict[str, Any]:
+           *, run_id: str, ticket: FeasibilityTicket) -> dict[str, Any]:
     """Disclosed counts of the consented cohort at this node; the query is audited.
 
     Consent is applied before disclosure: a count must not include a subject that a run
@@ -134,8 +134,7 @@ def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filte
         object_id=cohort_digest(cohort)[:16],
         details={"run_id": run_id, "cohort": cohort.model_dump(mode="json"),
                  "purpose": purpose.value, "k": k,
-                 "ticket_id": ticket.ticket_id if ticket else None,
-                 "researcher": ticket.sub if ticket else None,
+                 "ticket_id": ticket.ticket_id, "researcher": ticket.sub,
                  "datasets": [d["dataset_id"] for d in datasets]},
     )
     return {"hospital_id": home.config.hospital_id, "k": k, "rounding": 5,

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common import log
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
@@ -70,16 +71,13 @@ def train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
     return MetricRecord(keep)
 
 
-NODE_UNAVAILABLE = 5  # flwr ErrorCode: the SuperLink answers for a node that stopped beating
-
-
 def _node_row(msg: Message, sent_to: dict[str, int]) -> dict[str, Any]:
     """One node's line of a round. A reply the SuperLink wrote for a node that went away
     names the SuperLink as its source, so the node is found from the message it answers."""
     node_id = sent_to.get(msg.metadata.reply_to_message_id, int(msg.metadata.src_node_id))
     row: dict[str, Any] = {"node_id": node_id}
     if msg.has_error():
-        if msg.error.code == NODE_UNAVAILABLE:
+        if msg.error.code == ErrorCode.NODE_UNAVAILABLE:
             row.update(status="no-reply", reason="node unavailable: it stopped sending "
                        "heartbeats (node down?)")
         else:

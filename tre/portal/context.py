@@ -21,10 +21,10 @@ class Portal:
     keys: PermitKeyRing
     run_threads: dict = field(default_factory=dict)  # run id -> the thread following it
     closing: threading.Event = field(default_factory=threading.Event)
-    cache: ReadCache | None = None  # hot reads (a request polled by its researcher)
+    cache: ReadCache = field(init=False)  # hot reads (a request polled by its researcher)
 
     def __post_init__(self) -> None:
-        self.cache = self.cache or ReadCache(self.db)
+        self.cache = ReadCache(self.db)
 
     @classmethod
     def open(cls, settings: PortalSettings) -> Portal:
