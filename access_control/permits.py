@@ -1,10 +1,10 @@
-"""Permits and feasibility tickets: JWS (EdDSA / Ed25519) signed by the portal,
-verified by nodes.
+"""Permits, feasibility tickets and run tickets: JWS (EdDSA / Ed25519) signed by the
+portal, verified by nodes.
 
 The portal holds a key ring (one active signing key, older keys kept for
 verification until their permits expire); nodes pin the public JWKS at enrolment
 and refuse anything not signed by a pinned key, not yet valid, expired or revoked.
-The JWS `typ` keeps the two apart: a permit is never taken for a ticket, nor the
+The JWS `typ` keeps the three apart: a permit is never taken for a ticket, nor the
 reverse.
 """
 
@@ -22,11 +22,12 @@ from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 from pydantic import BaseModel, ValidationError
 
-from tre.core.schemas import FeasibilityTicket, PermitClaims
+from tre.core.schemas import FeasibilityTicket, PermitClaims, RunTicket
 
 PERMIT_ALG = "EdDSA"
 PERMIT_TYPE = "tre-permit+jwt"
 TICKET_TYPE = "tre-feasibility+jwt"
+RUN_TICKET_TYPE = "tre-run+jwt"
 CLOCK_SKEW_S = 30
 
 
@@ -81,6 +82,9 @@ class PermitKeyRing:
 
     def sign_ticket(self, ticket: FeasibilityTicket) -> str:
         return self._sign(ticket, TICKET_TYPE)
+
+    def sign_run_ticket(self, ticket: RunTicket) -> str:
+        return self._sign(ticket, RUN_TICKET_TYPE)
 
     def _sign(self, claims: BaseModel, typ: str) -> str:
         token = jws.JWS(claims.model_dump_json().encode())
@@ -152,6 +156,18 @@ def verify_ticket(token: str, jwks: dict[str, Any], *, now: float | None = None,
         raise PermitError(f"feasibility ticket claims are invalid: "
                           f"{exc.errors()[0]['msg']}") from exc
     _check_window(ticket.nbf, ticket.exp, now, f"feasibility ticket {ticket.ticket_id}")
+    return ticket
+
+
+def verify_run_ticket(token: str, jwks: dict[str, Any], *, now: float | None = None
+                      ) -> RunTicket:
+    """Check a run ticket's signature (pinned keys) and validity window."""
+    payload = _verified_payload(token, jwks, RUN_TICKET_TYPE, "run ticket")
+    try:
+        ticket = RunTicket.model_validate_json(payload)
+    except ValidationError as exc:
+        raise PermitError(f"run ticket claims are invalid: {exc.errors()[0]['msg']}") from exc
+    _check_window(ticket.nbf, ticket.exp, now, f"run ticket {ticket.ticket_id}")
     return ticket
 
 

@@ -50,6 +50,7 @@ class Action(StrEnum):
     RUN_READ_ALL = "run.read_all"
     RUN_CANCEL = "run.cancel"
     RUN_CANCEL_ANY = "run.cancel_any"
+    RUN_TICKET = "run.ticket"
     OUTPUT_REVIEW = "output.review"
     OUTPUT_DOWNLOAD = "output.download"
     CONSENT_WRITE = "consent.write"
@@ -87,6 +88,8 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.RUN_READ_ALL: frozenset({R.REVIEWER, R.OUTPUT_CHECKER, R.AUDITOR, R.ADMIN}),
     Action.RUN_CANCEL: frozenset({R.RESEARCHER, R.ADMIN}),
     Action.RUN_CANCEL_ANY: frozenset({R.ADMIN}),
+    # a hospital's node fetches the ticket of a run the portal submitted (own hospital only)
+    Action.RUN_TICKET: frozenset({R.NODE}),
     Action.OUTPUT_REVIEW: frozenset({R.OUTPUT_CHECKER}),
     Action.OUTPUT_DOWNLOAD: frozenset({R.RESEARCHER}),
     Action.CONSENT_WRITE: frozenset({R.STEWARD}),

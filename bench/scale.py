@@ -56,10 +56,11 @@ def _prepare(root: Path, n: int, per_split: int) -> tuple[list[Path], str]:
         home.db.close()
         homes.append(home.path)
     token = ring.sign(claims([(h, "pneumonia") for h in hospitals], eps=8.0))
-    return homes, token
+    return homes, token, ring
 
 
-def _simulate(homes: list[Path], token: str, rounds: int, results: Path) -> dict[str, Any]:
+def _simulate(homes: list[Path], token: str, ring: Any, rounds: int, results: Path
+              ) -> dict[str, Any]:
     from flwr.app import Context, Message
     from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
@@ -72,13 +73,15 @@ def _simulate(homes: list[Path], token: str, rounds: int, results: Path) -> dict
     from federation.apps.server import main as server_main
     from federation.apps.tasks import NodeContext
     from federation.node.governance import RegimeConsentFilter
+    from tests.federation.helpers import tickets_for
 
     app_hash = unverified_claims(token)["app_hash"]
 
     def ctx(msg: Message, context: Context) -> NodeContext:
         home = homes[int(context.node_config["partition-id"])]
         return NodeContext(home=home, run_id=f"sim-{msg.metadata.run_id}", app_hash=app_hash,
-                           consent_filter=RegimeConsentFilter(), revocations=_no_revocations)
+                           consent_filter=RegimeConsentFilter(), revocations=_no_revocations,
+                           run_tickets=tickets_for(ring, token))
 
     params = RunParams(permit=token, rounds=rounds, batch_size=32, target_epsilon=4.0,
                        results_dir=str(results), round_timeout=600)
@@ -144,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in args.hospitals:
         with tempfile.TemporaryDirectory() as tmp:
-            homes, token = _prepare(Path(tmp), n, args.per_split)
-            out = _simulate(homes, token, args.rounds, Path(tmp) / "results")
+            homes, token, ring = _prepare(Path(tmp), n, args.per_split)
+            out = _simulate(homes, token, ring, args.rounds, Path(tmp) / "results")
         first, *later = out["round_seconds"]
         steady = sum(later) / len(later)
         rows.append({"hospitals": n, "rounds": args.rounds, "final_auc": out["auc"],

@@ -37,7 +37,13 @@ from federation.training.data import images_to_tensor  # noqa: E402
 from federation.training.dp import DPTrainer, plan_dp  # noqa: E402
 from federation.training.evaluation import TensorSet, evaluate  # noqa: E402
 from federation.training.models import ModelSpec, build_model  # noqa: E402
-from tests.federation.helpers import NPZ, claims, make_home, populate  # noqa: E402
+from tests.federation.helpers import (  # noqa: E402
+    NPZ,
+    claims,
+    make_home,
+    populate,
+    tickets_for,
+)
 
 HOSPITALS = ["hospital-1", "hospital-2", "hospital-3"]
 
@@ -122,7 +128,8 @@ def main() -> None:
             results = []
             for h, path, _ in homes:
                 ctx = NodeContext(home=path, run_id="bench-utility", app_hash=fab_hash(),
-                                  revocations=lambda: RevocationList(frozenset(), "bench", 0))
+                                  revocations=lambda: RevocationList(frozenset(), "bench", 0),
+                                  run_tickets=tickets_for(ring, token))
                 o = train_task(ctx, params, server_round=rnd, weights=weights)
                 results.append((o.weights, int(o.metrics["num-examples"])))
                 eps[h] = o.metrics["epsilon"]

@@ -1,17 +1,35 @@
-"""Start a Flower SuperLink: the rendezvous for hospital SuperNodes and the ServerApp.
+"""Start the federation's SuperLink: Flower's SuperLink, a Fleet-only gateway, and the
+runtime that runs approved ServerApps.
 
-`flower-superlink` serves its Fleet, Control and Runtime APIs over one HTTP address
-and spawns `flower-superexec` / `flwr-serverapp` by name, so the interpreter's
-`bin/` goes first on PATH. Runs never install dependencies at run time: the code
-they execute is the installed `tre` package (DESIGN §2.3).
+Flower 1.42 serves its Fleet, Control and Runtime APIs on one HTTP address, and the
+open-source Control API has no authentication: whoever reaches it can submit runs
+and read every run's configuration. So the SuperLink itself listens on the control
+address only (loopback by default, a private network in compose and Helm), which
+the portal alone reaches; hospitals dial the Fleet gateway (`federation.gateway`)
+on the published address, which forwards `/v1/fleet/…` and nothing else.
+
+The SuperLink runs with `--isolation process`: it executes no ServerApp itself. The
+supervisor here acquires each run's ServerApp task (with a secret only it and the
+SuperLink hold) and starts `federation.serverapp_task` for it, which runs the
+installed ServerApp for an approved FAB hash and refuses any other FAB. Runs never
+install dependencies at run time (`--disable-runtime-dependency-installation`).
+
+`flower-superlink` spawns nothing by name in this mode, but the interpreter's
+`bin/` still goes first on PATH for the `flwr` CLI the portal uses.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
+from logging import ERROR, INFO
 from pathlib import Path
 
 
@@ -48,14 +66,17 @@ class TLSFiles:
 
 def superlink_command(host: str = "127.0.0.1", port: int = 9093, *, insecure: bool = True,
                       database: str | Path | None = None, tls: TLSFiles | None = None,
-                      supernode_auth: bool = False) -> list[str]:
-    """The `flower-superlink` command line for one address.
+                      supernode_auth: bool = False, secret_file: Path | None = None
+                      ) -> list[str]:
+    """The `flower-superlink` command line on the control address (all of its APIs).
 
-    `tls`: serve Fleet, Control and Runtime APIs over TLS. `supernode_auth`: only
-    SuperNodes whose public key was registered (`flwr supernode register`) may
-    connect, and each request must be signed with that key."""
+    `tls`: serve its APIs over TLS. `supernode_auth`: only SuperNodes whose public key
+    was registered (`flwr supernode register`) may connect, and each request must be
+    signed with that key. `secret_file`: process isolation, tasks acquired with it."""
     cmd = [tool("flower-superlink"), "--host", host, "--port", str(port),
-           "--disable-runtime-dependency-installation"]
+           "--disable-runtime-dependency-installation", "--isolation", "process"]
+    if secret_file is not None:
+        cmd += ["--superexec-auth-secret-file", str(secret_file)]
     if tls is not None:
         cmd += ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.cert),
                 "--ssl-keyfile", str(tls.key)]
@@ -69,17 +90,115 @@ def superlink_command(host: str = "127.0.0.1", port: int = 9093, *, insecure: bo
 
 
 def start_superlink(
-    host: str = "127.0.0.1", port: int = 9093, *, insecure: bool = True,
-    flwr_home: str | Path | None = None, database: str | Path | None = None,
-    log_path: str | Path | None = None, tls: TLSFiles | None = None,
-    supernode_auth: bool = False,
+    host: str = "127.0.0.1", port: int = 9092, *, control_host: str = "127.0.0.1",
+    control_port: int = 9093, insecure: bool = True, flwr_home: str | Path | None = None,
+    database: str | Path | None = None, log_path: str | Path | None = None,
+    tls: TLSFiles | None = None, supernode_auth: bool = False,
 ) -> subprocess.Popen:
-    """Start the SuperLink as a child process (its own process group, so it can be
-    stopped with the ServerApps it spawned)."""
+    """Start the SuperLink (control address), its Fleet gateway (`host:port`, what
+    hospitals dial) and the ServerApp runtime, as one supervisor process in its own
+    process group: stopping the group stops all of them and every ServerApp run."""
+    from federation.runtime import auth_secret_file
+
+    home = Path(flwr_home) if flwr_home else Path.cwd() / ".superlink"
+    home.mkdir(parents=True, exist_ok=True)
+    secret = auth_secret_file(home)
+    link = superlink_command(control_host, control_port, insecure=insecure, database=database,
+                             tls=tls, supernode_auth=supernode_auth, secret_file=secret)
+    cmd = [sys.executable, "-m", "federation.superlink", "--fleet", f"{host}:{port}",
+           "--control", f"{control_host}:{control_port}", "--secret-file", str(secret)]
+    if tls is not None:
+        cmd += ["--ca-cert", str(tls.ca_cert), "--cert", str(tls.cert), "--key", str(tls.key)]
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        superlink_command(host, port, insecure=insecure, database=database, tls=tls,
-                          supernode_auth=supernode_auth),
-        env=flower_env(flwr_home), stdout=out or None, stderr=subprocess.STDOUT if out else None,
-        start_new_session=True,
+        [*cmd, "--", *link], env=flower_env(home), stdout=out or None,
+        stderr=subprocess.STDOUT if out else None, start_new_session=True,
     )
+
+
+def _wait_listening(address: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex((host.strip("[]"), int(port))) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the SuperLink did not open {address}")
+
+
+def _serve_serverapps(control: str, secret_file: Path, ca_cert: Path | None,
+                      stop: threading.Event, runs: list[subprocess.Popen]) -> None:
+    """Start one `federation.serverapp_task` per run the SuperLink queues."""
+    from flwr.common import log
+    from flwr.supercore.constant import TaskType
+
+    from federation.runtime import acquire_task, runtime_client
+
+    acquirer = runtime_client(control, secret_file=secret_file, root_certificates=ca_cert)
+    try:
+        while not stop.is_set():
+            try:
+                token = acquire_task(acquirer, TaskType.SERVER_APP)
+            except Exception as exc:  # noqa: BLE001 - keep serving; Flower retries too
+                log(ERROR, "[TRE superlink] acquiring a ServerApp task failed: %s", exc)
+                stop.wait(1.0)
+                continue
+            runs[:] = [p for p in runs if p.poll() is None]
+            if token is None:
+                stop.wait(0.1)
+                continue
+            cmd = [sys.executable, "-m", "federation.serverapp_task",
+                   "--runtime-address", control, "--token", token]
+            if ca_cert is not None:
+                cmd += ["--root-certificates", str(ca_cert)]
+            runs.append(subprocess.Popen(cmd))
+            log(INFO, "[TRE superlink] started a ServerApp task (pid %d)", runs[-1].pid)
+    finally:
+        acquirer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m federation.superlink --fleet A --control B --secret-file S -- flower-superlink
+    …`: start the SuperLink given after `--`, then the Fleet gateway and the ServerApp
+    runtime; stop all of them on SIGTERM / SIGINT or when the SuperLink exits."""
+    parser = argparse.ArgumentParser(prog="federation.superlink")
+    parser.add_argument("--fleet", required=True, help="published HOST:PORT (Fleet only)")
+    parser.add_argument("--control", required=True, help="the SuperLink's own HOST:PORT")
+    parser.add_argument("--secret-file", type=Path, required=True)
+    parser.add_argument("--ca-cert", type=Path)
+    parser.add_argument("--cert", type=Path)
+    parser.add_argument("--key", type=Path)
+    parser.add_argument("superlink", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.superlink[1:] if args.superlink[:1] == ["--"] else args.superlink
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    link = subprocess.Popen(command)
+    runs: list[subprocess.Popen] = []
+    gateway = None
+    try:
+        _wait_listening(args.control, link)
+        from federation.gateway import start_gateway
+
+        gateway = start_gateway(args.fleet, args.control, ca_cert=args.ca_cert,
+                                certfile=args.cert, keyfile=args.key)
+        threading.Thread(target=lambda: (link.wait(), stop.set()), daemon=True).start()
+        _serve_serverapps(args.control, args.secret_file, args.ca_cert, stop, runs)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        for proc in [*runs, link]:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in [*runs, link]:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return link.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,27 +1,47 @@
-"""The training FAB and its hash: what a permit pins (DESIGN §5 "Apps and hashes").
+"""The FABs a node accepts, and their hashes: what a permit pins (DESIGN §5 "Apps and hashes").
 
 The app hash is Flower's own FAB hash: SHA-256 of the FAB bytes that `flwr build`
 / `flwr run` produce from `federation/apps/fab/` (the build is deterministic: fixed
 zip timestamps, sorted files). The portal computes it with `fab_hash()` when it
-issues a permit; a node recomputes it from the FAB Flower actually installed for
-the running message (`running_fab_hash()`) and refuses anything else.
+issues a permit.
+
+A node never imports or executes code that arrives in a FAB (invariant 3). Its
+runtime (`federation.node.runtime`) computes the hash of the bytes it received,
+looks it up among the apps installed here (`installed_apps()`: this package's own
+shims, built locally) and runs the installed app object for that hash; a FAB that
+carries any file beyond a shim's, or hashes to anything else, is refused before
+anything loads (`check_fab`). The hash of the FAB being served is handed to the
+app through `running_fab_hash()`, so the permit check compares it with the permit.
 
 Flower's own signed-app verification (`flower-supernode --trusted-entities`) needs
 a SuperLink that attaches licence verifications to FABs; the open-source SuperLink
-does not, so nodes rely on this hash check in node-installed code.
+does not, so nodes rely on this check in node-installed code.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
+import importlib
+import io
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from flwr.cli.build import build_fab_from_disk
-from flwr.common.constant import FAB_HASH_TRUNCATION
 
 FAB_DIR = Path(__file__).resolve().parent / "fab"
+FEASIBILITY_FAB_DIR = Path(__file__).resolve().parent / "feasibility_fab"
 APP_ID = "tre/tre-train"
+FEASIBILITY_APP_ID = "tre/tre-feasibility"
+#: The only files a shim FAB holds: its manifest and Flower's content listing.
+SHIM_FILES = frozenset({"pyproject.toml", ".info/CONTENT"})
+
+_running: ContextVar[str | None] = ContextVar("running_fab_hash", default=None)
 
 
 def fab_bytes(app_dir: Path = FAB_DIR) -> bytes:
@@ -34,30 +54,73 @@ def fab_hash(app_dir: Path = FAB_DIR) -> str:
     return hashlib.sha256(fab_bytes(app_dir)).hexdigest()
 
 
-def installed_app_dir() -> Path | None:
-    """The folder Flower installed the running message's FAB into (it is put on sys.path
-    by Flower's app loader; one ClientApp process serves one message of one run)."""
-    from flwr.supercore.utils import get_flwr_home
+@dataclass(frozen=True)
+class InstalledApp:
+    """A node-installed app: the shim folder whose FAB names it, and its app objects."""
 
-    apps = (get_flwr_home() / "apps").resolve()
-    for entry in sys.path:
-        p = Path(entry).resolve() if entry else None
-        if p is not None and p.parent == apps and (p / "pyproject.toml").is_file():
-            return p
-    return None
+    app_id: str
+    fab_dir: Path
+    clientapp: str  # "module:attribute" of this package
+    serverapp: str
+
+    def load(self, component: str) -> Any:
+        """The app object itself, imported from the installed package (never a FAB)."""
+        module, _, attr = getattr(self, component).partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@cache
+def installed_apps() -> dict[str, InstalledApp]:
+    """The apps this installation serves, by the hash of the FAB built from its own shim."""
+    apps = [
+        InstalledApp(APP_ID, FAB_DIR, "federation.apps.client:app", "federation.apps.server:app"),
+        InstalledApp(FEASIBILITY_APP_ID, FEASIBILITY_FAB_DIR, "federation.apps.feasibility:client",
+                     "federation.apps.feasibility:server"),
+    ]
+    return {fab_hash(a.fab_dir): a for a in apps}
+
+
+class FabRefused(Exception):
+    """A FAB this node will not run; `code` is stable, `files` lists what it carried."""
+
+    def __init__(self, code: str, reason: str, *, fab_hash: str, files: list[str]) -> None:
+        super().__init__(f"[{code}] {reason}")
+        self.code, self.reason, self.fab_hash, self.files = code, reason, fab_hash, files
+
+
+def check_fab(content: bytes) -> tuple[str, InstalledApp]:
+    """The installed app a received FAB stands for, or FabRefused. Nothing is unpacked,
+    imported or installed: the bytes are hashed and their zip listing read."""
+    digest = hashlib.sha256(content).hexdigest()
+    try:
+        files = sorted(zipfile.ZipFile(io.BytesIO(content)).namelist())
+    except zipfile.BadZipFile as exc:
+        raise FabRefused("fab-unreadable", f"the FAB is not a zip archive: {exc}",
+                         fab_hash=digest, files=[]) from exc
+    extra = [f for f in files if f not in SHIM_FILES]
+    if extra:
+        raise FabRefused("fab-carries-code", "the FAB carries files of its own "
+                         f"({', '.join(extra[:5])}{' …' if len(extra) > 5 else ''}); this node "
+                         "runs only its installed apps", fab_hash=digest, files=files)
+    app = installed_apps().get(digest)
+    if app is None:
+        raise FabRefused("app-not-approved", f"FAB {digest[:12]}… is not an app installed "
+                         "at this node (its shims hash to "
+                         f"{', '.join(h[:12] + '…' for h in installed_apps())})",
+                         fab_hash=digest, files=files)
+    return digest, app
+
+
+@contextmanager
+def serving_fab(digest: str) -> Iterator[None]:
+    """Mark the FAB hash the runtime verified for the message being handled."""
+    token = _running.set(digest)
+    try:
+        yield
+    finally:
+        _running.reset(token)
 
 
 def running_fab_hash() -> str | None:
-    """Hash of the FAB this process was started for, recomputed from its installed files.
-
-    Rebuilding the installed files reproduces the shipped FAB byte for byte; the
-    install folder's name carries the first characters of the hash Flower computed on
-    the received bytes, which must agree. None when not running under a SuperNode.
-    """
-    app_dir = installed_app_dir()
-    if app_dir is None:
-        return None
-    digest = fab_hash(app_dir)
-    if not app_dir.name.endswith("." + digest[:FAB_HASH_TRUNCATION]):
-        return None
-    return digest
+    """Hash of the FAB the node runtime verified for the current message (None outside)."""
+    return _running.get()

@@ -32,7 +32,7 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from access_control.permits import PermitError, verify_ticket
-from federation.apps.fab import fab_hash, running_fab_hash
+from federation.apps.fab import FEASIBILITY_FAB_DIR, fab_hash, running_fab_hash
 from federation.node.governance import ConsentFilter, Refusal, consent_filter_for, node_session
 from federation.node.home import NodeHome, NodeHomeError
 from federation.node.query import (
@@ -44,8 +44,6 @@ from federation.node.query import (
 )
 from tre.core.schemas import CohortFilter, ConsentRegime, FeasibilityTicket, Purpose
 
-FEASIBILITY_FAB_DIR = Path(__file__).resolve().parent / "feasibility_fab"
-FEASIBILITY_APP_ID = "tre/tre-feasibility"
 RESULTS = "feasibility.json"
 REFUSED = 4030
 

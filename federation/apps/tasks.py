@@ -53,6 +53,8 @@ class NodeContext:
         default_factory=RegimeConsentFilter)
     """A filter, or a factory given the open NodeHome (e.g. the snapshot filter)."""
     revocations: Callable[[], RevocationList] | None = None
+    run_tickets: Callable[[str], str] | None = None
+    """The portal's run ticket for a run id (None: fetched from the node's portal)."""
     clock: Callable[[], float] = time.time
 
 
@@ -68,7 +70,8 @@ def _governor(home: Any, ctx: NodeContext) -> Governor:
     cf = ctx.consent_filter
     if not hasattr(cf, "filter"):
         cf = cf(home)
-    return Governor(home, consent_filter=cf, revocations=ctx.revocations, clock=ctx.clock)
+    return Governor(home, consent_filter=cf, revocations=ctx.revocations,
+                    run_tickets=ctx.run_tickets, clock=ctx.clock)
 
 
 def _targets(auth: Authorisation, p: RunParams) -> tuple[float, float]:

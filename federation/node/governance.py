@@ -6,7 +6,9 @@ Order of checks, each refusal audited and leaving data and ledger untouched:
 2. it is valid now (not before `nbf`, not after `exp`) and not revoked (the
    revocation list is pulled from the portal, with a cached copy as fallback);
 3. this hospital and the dataset are in the permit, and the dataset is held here;
-4. the app being run is the one the permit approves (its FAB hash);
+4. the app being run is the one the permit approves (its FAB hash), and the portal's
+   run ticket binds permit, app and hospital to this very Flower run (a permit copied
+   into a run the portal did not submit is refused);
 5. the consent filter keeps only subjects whose consent covers the purpose;
 6. the run's ε is reserved atomically in the ledger, and each round is charged
    before its data is read; a round that would pass the reservation is refused.
@@ -30,9 +32,10 @@ from typing import Any, Protocol
 import duckdb
 import httpx
 
-from access_control.permits import PermitError, verify_permit
+from access_control.permits import PermitError, verify_permit, verify_run_ticket
 from federation.node.home import NodeHome, NodeHomeError
 from federation.node.ledger import BudgetError, PrivacyLedger, Reservation
+from federation.node.portal_client import PortalClient, PortalError
 from tre.core.schemas import ConsentRegime, PermitClaims, PermitDataset, Purpose
 
 REVOKED_CACHE_FILE = "revoked-permits.json"
@@ -121,6 +124,41 @@ def portal_revocations(home: NodeHome) -> RevocationList:
         home.config.portal_url, home.path / REVOKED_CACHE_FILE,
         bearer=service_token(home), max_age_s=max_age,
     )
+
+
+# -- run tickets ---------------------------------------------------------------------------
+RUN_TICKET_WAIT_S = 20.0
+_run_tickets: dict[tuple[str, str], str] = {}
+
+
+def portal_run_ticket(home: NodeHome, run_id: str, *, wait_s: float = RUN_TICKET_WAIT_S) -> str:
+    """The portal's ticket for this node's run `flwr-<id>`, fetched once per run.
+
+    The portal records the Flower run id only after the SuperLink accepted the run, so
+    a first message may arrive a moment before its ticket exists: a 404 is retried for
+    `wait_s`. Anything else (no such run at the portal, portal unreachable) refuses."""
+    key = (str(home.path), run_id)
+    if key in _run_tickets:
+        return _run_tickets[key]
+    try:
+        flower_id = int(run_id.removeprefix("flwr-"))
+    except ValueError:
+        raise Refusal("no-run-ticket", f"run {run_id!r} is not a Flower run") from None
+    client = PortalClient.for_home(home)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            token = client.run_ticket(flower_id)
+            break
+        except PortalError as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise Refusal("no-run-ticket", f"the portal has no ticket for run {run_id}: "
+                              f"{exc}") from exc
+            time.sleep(0.5)
+    if len(_run_tickets) > 256:
+        _run_tickets.clear()
+    _run_tickets[key] = token
+    return token
 
 
 # -- consent -------------------------------------------------------------------------------
@@ -231,6 +269,8 @@ class Governor:
     home: NodeHome
     consent_filter: ConsentFilter = field(default_factory=RegimeConsentFilter)
     revocations: Callable[[], RevocationList] | None = None
+    run_tickets: Callable[[str], str] | None = None
+    """Source of the portal's run ticket for a run id (default: the portal, see above)."""
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
@@ -289,6 +329,7 @@ class Governor:
                 f"the app being run (hash {app_hash or 'unknown'}) is not the app approved by "
                 f"permit {claims.permit_id} (hash {claims.app_hash})",
             )
+        self._check_run_ticket(claims, app_hash, run_id, jwks)
         ds = mine[0]
         with self.home.db.reader() as cur:
             row = cur.execute(
@@ -297,6 +338,23 @@ class Governor:
         if row is None:
             raise Refusal("unknown-dataset", f"dataset {ds.dataset_id!r} is not held by {hospital}")
         return Authorisation(claims, ds, ConsentRegime(row[0]), run_id, app_hash, revs.source)
+
+    def _check_run_ticket(self, claims: PermitClaims, app_hash: str, run_id: str,
+                          jwks: dict[str, Any]) -> None:
+        token = (self.run_tickets or (lambda r: portal_run_ticket(self.home, r)))(run_id)
+        try:
+            ticket = verify_run_ticket(token, jwks, now=self.clock())
+        except PermitError as exc:
+            raise Refusal("run-ticket-invalid", str(exc)) from exc
+        hospital = self.home.config.hospital_id
+        wrong = [what for what, ok in (
+            ("run", ticket.run == run_id), ("permit", ticket.permit_id == claims.permit_id),
+            ("app", ticket.app_hash == app_hash), ("hospital", hospital in ticket.hospitals),
+        ) if not ok]
+        if wrong:
+            raise Refusal("run-ticket-mismatch", f"run ticket {ticket.ticket_id} was issued "
+                          f"for another {' and '.join(wrong)} than run {run_id} of permit "
+                          f"{claims.permit_id} at {hospital}")
 
     # 5 --------------------------------------------------------------------------------------
     def cohort(self, auth: Authorisation, split: str) -> Cohort:

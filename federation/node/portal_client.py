@@ -185,6 +185,21 @@ class PortalClient:
         except ValueError:
             return {}
 
+    def run_ticket(self, flower_run_id: int) -> str:
+        """`GET /v1/runs/flower/{id}/ticket`: the portal's signed ticket for a Flower run it
+        submitted itself (404 when it did not: the run came from somewhere else)."""
+        url = f"{self.portal_url}/v1/runs/flower/{flower_run_id}/ticket"
+        headers = ({"Authorization": f"Bearer {self.access_token()}"} if self.credentials
+                   else {})
+        resp = self._request("GET", url, headers=headers)
+        if resp.status_code != 200:
+            raise PortalError(f"{url} answered {resp.status_code}: {_detail(resp)}",
+                              resp.status_code)
+        try:
+            return str(resp.json()["ticket"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PortalError(f"{url} did not answer a ticket") from exc
+
     def reachable(self) -> tuple[bool, str]:
         """Whether the portal answers at all (any HTTP status counts as reachable)."""
         url = f"{self.portal_url}/v1/permit-keys"

@@ -9,12 +9,12 @@ node's feasibility counts drop accordingly (after disclosure control).
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from federation.apps.fab import fab_hash
-from federation.apps.launch import follow_run, start_run
-from federation.apps.params import RunParams
 from federation.node import disclosure
 from federation.node.consent import SnapshotConsentFilter, consented_members
 from federation.node.governance import node_session
@@ -23,7 +23,7 @@ from federation.node.ledger import PrivacyLedger
 from federation.node.query import DISCLOSURE_KEY_PURPOSE, cohort_members, disclose_members
 from federation.training.data import split_pseudonyms
 from tests.federation.helpers import populate
-from tests.fixtures.portal import bearer, request_body
+from tests.fixtures.portal import LivePortal, bearer, request_body
 from tre.core.schemas import CohortFilter, Purpose
 
 pytestmark = pytest.mark.e2e
@@ -50,12 +50,16 @@ def _feasibility(home: NodeHome) -> tuple[int, object]:
 
 @pytest.mark.timeout(1500)
 def test_withdrawal_between_two_runs_excludes_subjects_on_every_node(
-    keycloak, live_portal, flower_cluster, tmp_path, monkeypatch,
+    keycloak, flower_cluster, tmp_path, monkeypatch,
 ):
     # SuperNodes and their ClientApps find Keycloak through the environment
     monkeypatch.setenv("TRE_KEYCLOAK_URL", keycloak.base_url)
     monkeypatch.setenv("TRE_KEYCLOAK_REALM", keycloak.realm)
-    url = live_portal.url
+    with LivePortal(keycloak, tmp_path / "portal", superlink=flower_cluster.control) as portal:
+        _withdrawal_between_two_runs(keycloak, portal.url, flower_cluster, tmp_path)
+
+
+def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> None:  # noqa: ANN001
     _ok(httpx.post(f"{url}/v1/apps", headers=bearer(keycloak.token("admin1")), json={
         "app_id": APP_ID, "app_hash": fab_hash(), "description": "DP-SGD image classifier"}))
     jwks = httpx.get(f"{url}/v1/permit-keys").json()
@@ -90,7 +94,7 @@ def test_withdrawal_between_two_runs_excludes_subjects_on_every_node(
     decided = _ok(httpx.post(f"{url}/v1/requests/{req['id']}/reviews",
                              headers=bearer(keycloak.token("rev1")),
                              json={"decision": "approve", "rationale": "sound and proportionate"}))
-    permit = _ok(httpx.get(f"{url}/v1/permits/{decided['permit_id']}", headers=alice))["token"]
+    permit_id = decided["permit_id"]
 
     feasibility_before = {}
     for hospital in HOSPITALS:
@@ -101,16 +105,20 @@ def test_withdrawal_between_two_runs_excludes_subjects_on_every_node(
         flower_cluster.start_node(path, consent_filter="snapshot")
 
     def run(name: str) -> dict:
-        handle = start_run(flower_cluster.superlink,
-                           RunParams(permit=permit, rounds=1, batch_size=64, lr=0.5,
-                                     target_epsilon=2.0), tmp_path / name)
-        try:
-            report = follow_run(handle, timeout_s=900)
-        except Exception:
-            print(flower_cluster.logs())
-            raise
-        assert report["status"] == "completed", (report, flower_cluster.logs())
-        return {n["hospital_id"]: n for n in report["rounds"][0]["nodes"]}
+        """A run started the way researchers start them: through the portal, which
+        submits it to the SuperLink and issues the nodes' run tickets."""
+        started = _ok(httpx.post(f"{url}/v1/runs", headers=bearer(keycloak.token("alice")),
+                                 json={"permit_id": permit_id, "rounds": 1, "batch_size": 64,
+                                       "lr": 0.5, "epsilon": 2.0}, timeout=60))
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            state = _ok(httpx.get(f"{url}/v1/runs/{started['id']}", timeout=30,
+                                  headers=bearer(keycloak.token("alice"))))
+            if state["state"] not in ("queued", "running"):
+                break
+            time.sleep(1)
+        assert state["state"] == "completed", (name, state, flower_cluster.logs())
+        return {n["hospital_id"]: n for n in state["rounds"][0]["nodes"]}
 
     first = run("run-1")
     for hospital in HOSPITALS:

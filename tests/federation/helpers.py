@@ -17,7 +17,7 @@ import pyarrow as pa
 from access_control.permits import PermitKeyRing
 from federation.apps.fab import fab_hash
 from federation.node.home import NodeConfig, NodeHome
-from tre.core.schemas import PermitClaims, PermitDataset, Purpose
+from tre.core.schemas import PermitClaims, PermitDataset, Purpose, RunTicket
 from tre.core.settings import default_data_root
 
 NPZ = default_data_root() / "medmnist" / "pneumoniamnist.npz"
@@ -110,19 +110,48 @@ def claims(datasets: list[tuple[str, str]], *, eps: float = 4.0, delta: float = 
     )
 
 
+def run_ticket(ring: PermitKeyRing, token: str, run_id: str,
+               hospitals: list[str] | None = None) -> str:
+    """The portal's run ticket binding permit `token` to run `run_id` (flwr-<id> on a node)."""
+    from access_control.permits import unverified_claims
+
+    c = unverified_claims(token)
+    now = int(time.time())
+    return ring.sign_run_ticket(RunTicket(
+        iss="tre-portal-test", ticket_id=f"rtk_{uuid.uuid4().hex[:10]}", run=run_id,
+        permit_id=c["permit_id"], app_hash=c["app_hash"], rounds=5,
+        hospitals=hospitals or sorted({d["node_id"] for d in c["datasets"]}),
+        iat=now, nbf=now - 60, exp=now + 3600))
+
+
+def tickets_for(ring: PermitKeyRing, token: str):  # noqa: ANN201 - Callable[[str], str]
+    """A node's run-ticket source for tests that drive the tasks directly: the portal's
+    ticket for whichever run id the node asks about, under permit `token`."""
+    return lambda run_id: run_ticket(ring, token, run_id)
+
+
 class Portal:
-    """The portal's revocation endpoint, served over real HTTP for the puller."""
+    """The portal's revocation list and run tickets, served over real HTTP for the node."""
 
     def __init__(self) -> None:
         self.revoked: list[str] = []
+        self.tickets: dict[int, str] = {}  # Flower run id -> signed run ticket
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server API
-                if self.path != "/v1/permits/revoked":
+                parts = self.path.strip("/").split("/")
+                if parts[:3] == ["v1", "runs", "flower"] and parts[-1] == "ticket":
+                    ticket = outer.tickets.get(int(parts[3]))
+                    if ticket is None:
+                        self.send_error(404)
+                        return
+                    body = json.dumps({"ticket": ticket}).encode()
+                elif self.path == "/v1/permits/revoked":
+                    body = json.dumps({"revoked": outer.revoked}).encode()
+                else:
                     self.send_error(404)
                     return
-                body = json.dumps({"revoked": outer.revoked}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -18,7 +18,7 @@ from federation.apps.params import RunParams
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
 
-from .helpers import Portal, claims, make_home, populate
+from .helpers import Portal, claims, make_home, populate, run_ticket
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +42,11 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
     try:
         for path in homes:
             flower_cluster.start_node(path)
-        handle = start_run(flower_cluster.superlink,
+        handle = start_run(flower_cluster.control,
                            RunParams(permit=token, rounds=2, batch_size=128, lr=0.5),
                            tmp_path / "results")
+        # what the portal does for the runs it submits: a ticket for this Flower run
+        portal.tickets[handle.run_id] = run_ticket(ring, token, f"flwr-{handle.run_id}")
         events: list[dict] = []
         try:
             report = follow_run(handle, events.append, timeout_s=800)

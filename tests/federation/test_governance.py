@@ -8,6 +8,7 @@ the ClientApp runs.
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from federation.node.home import NodeHome
 from federation.node.ledger import PrivacyLedger
 from tre.core.schemas import ConsentRegime, Purpose
 
-from .helpers import Portal, claims, make_home, populate
+from .helpers import Portal, claims, make_home, populate, run_ticket, tickets_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +45,13 @@ def portal() -> Iterator[Portal]:
     p.close()
 
 
+RING = PermitKeyRing.load_or_create(Path(tempfile.mkdtemp()) / "permit-keys.json")
+
+
 @pytest.fixture(scope="module")
-def ring(tmp_path_factory: pytest.TempPathFactory) -> PermitKeyRing:
-    return PermitKeyRing.load_or_create(tmp_path_factory.mktemp("portal") / "permit-keys.json")
+def ring() -> PermitKeyRing:
+    """The portal's key ring: it signs the module's permits and the nodes' run tickets."""
+    return RING
 
 
 @pytest.fixture
@@ -68,7 +73,8 @@ def state(path: Path) -> tuple[dict, list[str], int]:
 
 def run(path: Path, token: str, *, app_hash: str | None = None, run_id: str = "run-1",
         rounds: int = 1, **kw: object) -> dict:
-    ctx = NodeContext(home=path, run_id=run_id, app_hash=app_hash or fab_hash())
+    ctx = NodeContext(home=path, run_id=run_id, app_hash=app_hash or fab_hash(),
+                      run_tickets=tickets_for(RING, token))
     return train_task(ctx, RunParams(permit=token, rounds=rounds, batch_size=64, **kw),
                       server_round=1, weights=None).metrics
 
@@ -217,7 +223,8 @@ def test_regime_filter() -> None:
 
 def test_round_beyond_plan_is_refused_and_released(home: Path, ring: PermitKeyRing) -> None:
     token = ring.sign(claims([("hospital-a", DATASET)], eps=2.0))
-    ctx = NodeContext(home=home, run_id="run-stop", app_hash=fab_hash())
+    ctx = NodeContext(home=home, run_id="run-stop", app_hash=fab_hash(),
+                      run_tickets=tickets_for(ring, token))
     p = RunParams(permit=token, rounds=2, batch_size=64)
     w = None
     for rnd in (1, 2):
@@ -244,7 +251,8 @@ def test_concurrent_runs_race_for_last_budget(home: Path, ring: PermitKeyRing) -
         from federation.training.dp import plan_dp
 
         def attempt(i: int) -> None:
-            gov = Governor(h, revocations=lambda: RevocationList(frozenset(), "test", 0))
+            gov = Governor(h, revocations=lambda: RevocationList(frozenset(), "test", 0),
+                           run_tickets=tickets_for(ring, tokens[i]))
             auth = gov.authorise(tokens[i], app_hash=fab_hash(), run_id=f"race-{i}")
             plan = plan_dp(num_examples=300, batch_size=64, local_epochs=1, rounds=1,
                            target_epsilon=4.0, delta=1e-5)
@@ -275,7 +283,8 @@ def test_concurrent_processes_race_for_last_budget(home: Path, ring: PermitKeyRi
     tokens = [ring.sign(claims([("hospital-a", DATASET)], eps=4.0)) for _ in range(2)]
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_race_worker, args=(str(home), tok, f"prun-{i}", q))
+    procs = [ctx.Process(target=_race_worker,
+                         args=(str(home), tok, f"prun-{i}", q, run_ticket(ring, tok, f"prun-{i}")))
              for i, tok in enumerate(tokens)]
     for p in procs:
         p.start()
@@ -287,10 +296,11 @@ def test_concurrent_processes_race_for_last_budget(home: Path, ring: PermitKeyRi
     assert reads == 1 and len(ledger["privacy_reservation"]) == 1
 
 
-def _race_worker(home: str, token: str, run_id: str, q: object) -> None:
+def _race_worker(home: str, token: str, run_id: str, q: object, ticket: str) -> None:
     try:
         ctx = NodeContext(home=Path(home), run_id=run_id, app_hash=fab_hash(),
-                          revocations=lambda: RevocationList(frozenset(), "test", 0))
+                          revocations=lambda: RevocationList(frozenset(), "test", 0),
+                          run_tickets=lambda _run: ticket)
         train_task(ctx, RunParams(permit=token, rounds=1, batch_size=64), server_round=1,
                    weights=None)
         q.put(("ok", run_id))  # type: ignore[attr-defined]

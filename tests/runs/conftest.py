@@ -20,7 +20,7 @@ from federation.node.ledger import PrivacyLedger
 from federation.node.serve import start_supernode
 from federation.node.service import publish
 from federation.provision import provision
-from federation.superlink import TLSFiles, start_superlink
+from federation.superlink import TLSFiles
 from tests.federation.helpers import populate
 from tests.fixtures.flower import FlowerCluster, free_port, stop_process, wait_port
 from tests.fixtures.portal import LivePortal, bearer
@@ -44,7 +44,7 @@ class Federation:
     def start_portal(self, **overrides: Any) -> LivePortal:
         self.overrides = {**getattr(self, "overrides", {}), **overrides}
         self.portal = LivePortal(self.keycloak, self.root / "portal",
-                                 superlink=self.cluster.superlink, **self.overrides).start()
+                                 superlink=self.cluster.control, **self.overrides).start()
         return self.portal
 
     def restart_portal(self) -> LivePortal:
@@ -54,7 +54,7 @@ class Federation:
         port = self.portal.port
         self.portal.stop()
         self.portal = LivePortal(self.keycloak, self.root / "portal", port=port,
-                                 superlink=self.cluster.superlink, **self.overrides).start()
+                                 superlink=self.cluster.control, **self.overrides).start()
         return self.portal
 
     def permit(self, hospitals: list[str], **request: Any) -> dict[str, Any]:
@@ -163,13 +163,7 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 def start_secure_superlink(cluster: FlowerCluster, pki: Path) -> str:
     """A SuperLink over TLS (our CA) that admits only registered SuperNode keys."""
-    port = free_port()
-    cluster.superlink_proc = start_superlink(
-        port=port, flwr_home=cluster.root / "superlink-flwr", insecure=False,
-        tls=TLSFiles.in_dir(pki), supernode_auth=True, log_path=cluster.root / "superlink.log")
-    wait_port(port, timeout_s=120, proc=cluster.superlink_proc)
-    cluster.superlink = f"127.0.0.1:{port}"
-    return cluster.superlink
+    return cluster.start_superlink(insecure=False, tls=TLSFiles.in_dir(pki), supernode_auth=True)
 
 
 @pytest.fixture

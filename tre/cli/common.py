@@ -21,3 +21,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def print_json(value: Any) -> None:
     """Machine-readable output on stdout (plain, so pipes and `jq` work)."""
     typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def supervise(proc: Any) -> NoReturn:
+    """Wait in the foreground for a child started in its own process group; SIGTERM,
+    SIGINT (Ctrl-C) or SIGHUP stop the whole group, so nothing it started outlives us."""
+    import contextlib
+    import os
+    import signal
+
+    def stop(*_: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    raise typer.Exit(proc.wait())

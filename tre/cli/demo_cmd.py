@@ -115,7 +115,8 @@ class Demo:
         self.kc: KeycloakServer | None = None
         self.realm: dict[str, Any] = {}
         self.portal_url = ""
-        self.superlink = ""
+        self.superlink = ""  # the Fleet gateway: what hospitals dial
+        self.control = ""  # the SuperLink's Control API: the portal alone reaches it
         self.pki = state / "pki"
         self.env = dict(os.environ)
 
@@ -171,7 +172,7 @@ class Demo:
         port = free_port()
         self.portal_url = f"http://127.0.0.1:{port}"
         env = self.env | {"TRE_STATE_DIR": str(self.state / "portal"),
-                          "TRE_SUPERLINK": self.superlink,
+                          "TRE_SUPERLINK": self.control,
                           "TRE_SUPERLINK_INSECURE": "false",
                           "TRE_SUPERLINK_ROOT_CERTIFICATES": str(self.pki / "ca.crt"),
                           "TRE_OIDC_CLIENT_SECRET": self.realm["portal_client_secret"],
@@ -187,13 +188,17 @@ class Demo:
         """TLS with the federation's own CA, and SuperNode authentication: only node keys
         enrolled through the portal may connect."""
         self.tre("federation", "provision", "--out", str(self.pki))
-        port = free_port()
-        self.superlink = f"127.0.0.1:{port}"
+        port, control = free_port(), free_port()
+        self.superlink, self.control = f"127.0.0.1:{port}", f"127.0.0.1:{control}"
         proc = self.procs.start("superlink", [
-            _tre(), "federation", "superlink", "--port", str(port), "--secure",
-            "--pki", str(self.pki), "--database", str(self.state / "superlink.db")], self.env)
-        _wait_port(port, proc, "the SuperLink")
-        return f"Flower SuperLink {self.superlink} (TLS, SuperNode authentication)"
+            _tre(), "federation", "superlink", "--port", str(port), "--control-port",
+            str(control), "--secure", "--pki", str(self.pki),
+            "--state-dir", str(self.state / "superlink"),
+            "--database", str(self.state / "superlink.db")], self.env)
+        _wait_port(control, proc, "the SuperLink")
+        _wait_port(port, proc, "the Fleet gateway")
+        return (f"Flower SuperLink: Fleet gateway {self.superlink} for hospitals, Control "
+                f"{self.control} for the portal only (TLS, SuperNode authentication)")
 
     def nodes(self) -> str:
         data_root = CommonSettings().data_root

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from tre.cli.common import console, fail, print_json
+from tre.cli.common import console, fail, print_json, supervise
 
 HomeOpt = Annotated[
     Path | None,
@@ -35,7 +34,8 @@ def serve(
     home: HomeOpt = None,
     superlink: Annotated[str | None, typer.Option(
         "--superlink", help="SuperLink HOST:PORT [default: node.toml superlink]")] = None,
-    port: Annotated[int, typer.Option("--port", help="This SuperNode's ClientAppIo port")] = 9094,
+    port: Annotated[int, typer.Option(
+        "--port", help="Loopback port of the SuperNode's runtime API (node runtime only)")] = 9094,
     insecure: Annotated[bool, typer.Option(
         "--insecure/--tls", help="Plain HTTP to the SuperLink (loopback / development)")] = True,
     consent_filter: Annotated[str, typer.Option(
@@ -99,12 +99,9 @@ def serve(
                            consent_filter=consent_filter, node_key=node_key,
                            root_certificates=root_certificates)
     console.print(f"SuperNode of [bold]{h.config.hospital_id}[/] → SuperLink {target} "
-                  f"(ClientAppIo port {port}, pid {proc.pid})")
-    try:
-        raise typer.Exit(proc.wait())
-    except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGTERM)
-        raise typer.Exit(proc.wait()) from None
+                  f"(runtime API 127.0.0.1:{port}, node runtime pid {proc.pid}); only this "
+                  "node's installed apps run here")
+    supervise(proc)
 
 
 @budget_app.command("set")

@@ -89,6 +89,24 @@ class FeasibilityTicket(Strict):
     exp: int
 
 
+class RunTicket(Strict):
+    """Claims of a run ticket: the portal's word that it submitted this Flower run itself,
+    under this permit, with this app, for these hospitals. A permit is a bearer token that
+    every node sees in run configs; the ticket binds it to one run, so a permit copied
+    into another run (submitted by whoever reached the SuperLink) is refused at every node."""
+
+    iss: str
+    ticket_id: str
+    run: str = Field(description="the run as nodes name it: flwr-<Flower run id>")
+    permit_id: str
+    app_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rounds: int = Field(ge=1)
+    hospitals: list[str] = Field(min_length=1)
+    iat: int
+    nbf: int
+    exp: int
+
+
 class NumericRange(Strict):
     min: float | None = None
     max: float | None = None

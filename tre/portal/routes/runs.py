@@ -41,6 +41,13 @@ def cancel_run(run_id: str, p: Portal = Depends(portal),
     return runs.cancel_run(p, who, run_id)
 
 
+@router.get("/flower/{flower_run_id}/ticket")
+def run_ticket(flower_run_id: str, p: Portal = Depends(portal),
+               who: Principal = Depends(require(Action.RUN_TICKET))) -> dict[str, str]:
+    """The signed ticket a hospital's node needs to answer a run the portal submitted."""
+    return runs.run_ticket(p, who, flower_run_id)
+
+
 @router.get("/hospitals/{hospital_id}", tags=["runs"])
 def hospital_activity(hospital_id: str, p: Portal = Depends(portal),
                       who: Principal = Depends(require(Action.NODE_VIEW))) -> dict[str, Any]:

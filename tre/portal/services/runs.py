@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from access_control.policy import Action, is_allowed
 from access_control.tokens import Principal
 from federation.apps import launch
 from federation.apps.params import RunParams
+from tre.core.schemas import RunTicket
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.schemas import RunIn
@@ -167,6 +169,38 @@ def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[s
             cancelled = _load(cur, run_id)["state"] == "cancelled"
         if not cancelled:
             _set(portal, run_id, "run.fail", state="failed", error=str(exc)[:2000])
+
+
+def run_ticket(portal: Portal, principal: Principal, flower_run_id: str) -> dict[str, str]:
+    """Sign the ticket that binds a run this portal submitted to its Flower run id.
+
+    Only a node of one of the permit's hospitals gets it, and only while the run is
+    active; anything else is 404 (a Flower run the portal never submitted, e.g. one
+    sent straight to the SuperLink with a copied permit, has no ticket at all)."""
+    unknown = NotFound(f"this portal submitted no Flower run {flower_run_id!r} for your "
+                       "hospital")
+    if not flower_run_id.isdigit():
+        raise unknown
+    with portal.db.transaction() as cur:
+        row = store.get_run_by_flower_id(cur, int(flower_run_id))
+        permit = access_store.get_permit(cur, row["permit_id"]) if row else None
+        hospitals = sorted({d["node_id"] for d in permit["claims"]["datasets"]}) if permit else []
+        if row is None or principal.hospital_id not in hospitals:
+            raise unknown
+        if row["state"] not in ACTIVE:
+            raise Conflict(f"run {row['id']} is {row['state']}: its ticket is no longer issued")
+        now = int(time.time())
+        ticket = RunTicket(
+            iss=portal.settings.permit_issuer, ticket_id=f"rtk_{uuid.uuid4().hex[:16]}",
+            run=f"flwr-{flower_run_id}", permit_id=permit["id"],
+            app_hash=permit["claims"]["app_hash"], rounds=int(row["params"]["rounds"]),
+            hospitals=hospitals, iat=now, nbf=now,
+            exp=min(int(permit["claims"]["exp"]), now + int(portal.settings.run_timeout_s)))
+        portal.audit.append(cur, actor=principal.username, action="run.ticket",
+                            object_type="run", object_id=row["id"],
+                            details={"ticket_id": ticket.ticket_id, "flower_run_id":
+                                     int(flower_run_id), "hospital": principal.hospital_id})
+    return {"ticket": portal.keys.sign_run_ticket(ticket)}
 
 
 def attestations(report: dict[str, Any]) -> list[dict[str, Any]]:

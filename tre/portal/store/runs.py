@@ -59,6 +59,12 @@ def get_run(cur: Cursor, run_id: str) -> dict[str, Any] | None:
     return _row(rows[0]) if rows else None
 
 
+def get_run_by_flower_id(cur: Cursor, flower_run_id: int) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM run WHERE flower_run_id = ?", [flower_run_id])
+    rows = rows_as_dicts(cur)
+    return _row(rows[0]) if rows else None
+
+
 def list_runs(cur: Cursor, holder_sub: str | None = None,
               states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     sql, params = "SELECT * FROM run WHERE true", []
