@@ -1,16 +1,18 @@
 """One run's ServerApp, at the SuperLink: the installed app for an approved FAB hash.
 
 Started by the SuperLink's supervisor (`federation.superlink`) with the token of
-one ServerApp task. It pulls the run's inputs, checks the FAB exactly as a node
-does (`federation.apps.fab.check_fab`: a shim of an installed app, nothing else)
-and runs that app's ServerApp object from this installation, with the app's own
-defaults and the run's overrides as run config. A FAB that fails the check ends
-the run as failed, naming why; none of its files is unpacked or imported.
+one ServerApp task (in its environment, never on a command line). It pulls the
+run's inputs, checks the FAB exactly as a node does (`federation.apps.fab.check_fab`:
+a shim of an installed app, nothing else) and runs that app's ServerApp object from
+this installation, with the app's own defaults and the run's overrides as run
+config. A FAB that fails the check ends the run as failed, naming why; none of its
+files is unpacked or imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -29,6 +31,7 @@ from flwr.superlink.grid import HttpGrid
 
 from federation.apps.fab import FabRefused, check_fab, serving_fab
 from federation.runtime import runtime_client
+from federation.superlink import TOKEN_ENV
 
 REPLY_POLL_S = 0.1
 
@@ -100,10 +103,12 @@ def run_task(address: str, token: str, root_certificates: Path | None = None) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="federation.serverapp_task")
     parser.add_argument("--runtime-address", required=True)
-    parser.add_argument("--token", required=True)
     parser.add_argument("--root-certificates", type=Path)
     args = parser.parse_args(argv)
-    return run_task(args.runtime_address, args.token, args.root_certificates)
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token:
+        parser.error(f"the task token is expected in ${TOKEN_ENV}")
+    return run_task(args.runtime_address, token, args.root_certificates)
 
 
 if __name__ == "__main__":

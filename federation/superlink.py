@@ -127,6 +127,9 @@ def _wait_listening(address: str, proc: subprocess.Popen, timeout_s: float = 120
     raise RuntimeError(f"the SuperLink did not open {address}")
 
 
+TOKEN_ENV = "TRE_SERVERAPP_TOKEN"
+
+
 def _serve_serverapps(control: str, secret_file: Path, ca_cert: Path | None,
                       stop: threading.Event, runs: list[subprocess.Popen]) -> None:
     """Start one `federation.serverapp_task` per run the SuperLink queues."""
@@ -148,11 +151,11 @@ def _serve_serverapps(control: str, secret_file: Path, ca_cert: Path | None,
             if token is None:
                 stop.wait(0.1)
                 continue
-            cmd = [sys.executable, "-m", "federation.serverapp_task",
-                   "--runtime-address", control, "--token", token]
+            cmd = [sys.executable, "-m", "federation.serverapp_task", "--runtime-address", control]
             if ca_cert is not None:
                 cmd += ["--root-certificates", str(ca_cert)]
-            runs.append(subprocess.Popen(cmd))
+            # the token goes through the environment: a command line is public on the host
+            runs.append(subprocess.Popen(cmd, env={**os.environ, TOKEN_ENV: token}))
             log(INFO, "[TRE superlink] started a ServerApp task (pid %d)", runs[-1].pid)
     finally:
         acquirer.close()

@@ -34,7 +34,7 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE", re.IGNORECASE)
 TLS_MARKERS = {
     "postgres": "ssl=on",
     "keycloak": "KC_HTTPS_CERTIFICATE_FILE",
-    "superlink": "--ssl-certfile",
+    "superlink": "--secure",
     "portal": "TRE_SSL_CERTFILE",
     "node": "--root-certificates",
 }
@@ -68,10 +68,13 @@ def test_compose_service(kind: str, name: str, svc: dict, doc: dict) -> None:
     text = json.dumps(svc)
     assert TLS_MARKERS[name] in text, f"{name}: no TLS configuration"
     declared = doc.get("secrets") or {}
-    for secret in svc.get("secrets", []):
-        assert secret in declared, f"{name}: secret {secret} not declared"
-    for used in re.findall(r"/run/secrets/([a-z_]+)", text):
-        assert used in svc.get("secrets", []), f"{name}: reads {used} without mounting it"
+    mounted = {s if isinstance(s, str) else s.get("target", s["source"]): s
+               for s in svc.get("secrets", [])}
+    for secret in mounted.values():
+        source = secret if isinstance(secret, str) else secret["source"]
+        assert source in declared, f"{name}: secret {source} not declared"
+    for used in re.findall(r"/run/secrets/([a-z_.]+)", text):
+        assert used in mounted, f"{name}: reads {used} without mounting it"
     for key, value in (svc.get("environment") or {}).items():
         if SECRET_NAME.search(key) and not key.endswith("_FILE"):
             assert str(value).startswith("${"), f"{name}: {key} has an inline value"
@@ -124,19 +127,30 @@ def test_tre_commands_exist_with_their_options(where: str, cmd: list[str]) -> No
         assert re.search(rf"{re.escape(opt)}\b", text), f"{where}: tre {' '.join(sub)} {opt}?"
 
 
-def test_flower_superlink_options_exist() -> None:
-    exe = Path(sys.executable).parent / "flower-superlink"
-    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120,
-                         check=True).stdout
-    used = set()
-    for _, _, svc, _ in services():
-        if svc.get("command", [None])[0] == "flower-superlink":
-            used |= {c for c in svc["command"] if str(c).startswith("--")}
-    tpl = (DEPLOY / "helm" / "tre" / "templates" / "superlink.yaml").read_text()
-    used |= set(re.findall(r"^\s*- (--[a-z-]+)\s*$", tpl, re.M))
-    assert "--ssl-certfile" in used and "--enable-supernode-auth" in used
-    for opt in used:
-        assert opt in out, f"flower-superlink has no {opt}"
+def test_flower_commands_we_build_use_flowers_own_options(tmp_path: Path) -> None:
+    """The SuperLink and SuperNode command lines of federation/ against the installed
+    Flower: every option exists; both run in process isolation (Flower runs no app
+    code); runtime dependency installation stays off everywhere."""
+    from federation.node.home import NodeConfig, NodeHome
+    from federation.node.serve import supernode_command
+    from federation.superlink import TLSFiles, superlink_command
+
+    link = superlink_command("127.0.0.1", 9093, tls=TLSFiles.in_dir(tmp_path),
+                             supernode_auth=True, secret_file=tmp_path / "s")
+    home = NodeHome.create(tmp_path / "home", NodeConfig(hospital_id="h", portal_url="x"),
+                           {"keys": []})
+    node = supernode_command(home, "127.0.0.1:9092", port=9094, insecure=False,
+                             node_key=tmp_path / "k", root_certificates=tmp_path / "ca",
+                             secret_file=tmp_path / "s")
+    for cmd in (link, node):
+        out = subprocess.run([cmd[0], "--help"], capture_output=True, text=True, timeout=120,
+                             check=True).stdout
+        for opt in (c for c in cmd if c.startswith("--")):
+            assert opt in out, f"{Path(cmd[0]).name} has no {opt}"
+        assert cmd[cmd.index("--isolation") + 1] == "process"
+        assert "--allow-runtime-dependency-installation" not in cmd
+    assert "--disable-runtime-dependency-installation" in link  # on by default at a SuperLink
+    assert "--enable-supernode-auth" in link and "--ssl-certfile" in link
 
 
 def values_paths(values: Any, prefix: str = "") -> set[str]:
