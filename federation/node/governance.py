@@ -131,7 +131,7 @@ RUN_TICKET_WAIT_S = 20.0
 _run_tickets: dict[tuple[str, str], str] = {}
 
 
-def portal_run_ticket(home: NodeHome, run_id: str, *, wait_s: float = RUN_TICKET_WAIT_S) -> str:
+def portal_run_ticket(home: NodeHome, run_id: str, *, wait_s: float | None = None) -> str:
     """The portal's ticket for this node's run `flwr-<id>`, fetched once per run.
 
     The portal records the Flower run id only after the SuperLink accepted the run, so
@@ -145,7 +145,7 @@ def portal_run_ticket(home: NodeHome, run_id: str, *, wait_s: float = RUN_TICKET
     except ValueError:
         raise Refusal("no-run-ticket", f"run {run_id!r} is not a Flower run") from None
     client = PortalClient.for_home(home)
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + (RUN_TICKET_WAIT_S if wait_s is None else wait_s)
     while True:
         try:
             token = client.run_ticket(flower_id)

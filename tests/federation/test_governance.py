@@ -72,9 +72,12 @@ def state(path: Path) -> tuple[dict, list[str], int]:
 
 
 def run(path: Path, token: str, *, app_hash: str | None = None, run_id: str = "run-1",
-        rounds: int = 1, **kw: object) -> dict:
+        rounds: int = 1, tickets: object = "portal", **kw: object) -> dict:
+    """The governed train task; `tickets`: the run-ticket source ("portal": the portal's
+    ticket for this permit; None: fetched over HTTP from the node's portal)."""
     ctx = NodeContext(home=path, run_id=run_id, app_hash=app_hash or fab_hash(),
-                      run_tickets=tickets_for(RING, token))
+                      run_tickets=tickets_for(RING, token) if tickets == "portal"
+                      else tickets)
     return train_task(ctx, RunParams(permit=token, rounds=rounds, batch_size=64, **kw),
                       server_round=1, weights=None).metrics
 
@@ -306,6 +309,39 @@ def _race_worker(home: str, token: str, run_id: str, q: object, ticket: str) -> 
         q.put(("ok", run_id))  # type: ignore[attr-defined]
     except Refusal as r:
         q.put((f"refused:{r.code}", run_id))  # type: ignore[attr-defined]
+
+
+def test_run_ticket_must_bind_this_run_permit_and_hospital(home: Path, ring: PermitKeyRing,
+                                                          tmp_path: Path) -> None:
+    """A permit is a bearer token every node sees in run configs; without the portal's
+    ticket for this very run, permit and hospital it buys nothing."""
+    token = ring.sign(claims([("hospital-a", DATASET)]))
+    other = ring.sign(claims([("hospital-a", DATASET)]))
+    stranger = PermitKeyRing.load_or_create(tmp_path / "stranger.json")
+    cases = {
+        "another run": (lambda r: run_ticket(ring, token, "flwr-999"), "run-ticket-mismatch"),
+        "another permit": (lambda r: run_ticket(ring, other, r), "run-ticket-mismatch"),
+        "another hospital": (lambda r: run_ticket(ring, token, r, ["hospital-b"]),
+                             "run-ticket-mismatch"),
+        "a foreign key": (lambda r: run_ticket(stranger, token, r), "run-ticket-invalid"),
+        "the permit itself": (lambda r: token, "run-ticket-invalid"),
+    }
+    for name, (source, code) in cases.items():
+        refusal = assert_refused(home, token, code, tickets=source)
+        assert "ticket" in refusal.reason, name
+
+
+def test_run_ticket_is_fetched_from_the_portal(home: Path, ring: PermitKeyRing, portal: Portal,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over real HTTP: no ticket at the portal for a Flower run means no run here (after a
+    short wait for a run the portal is still recording); with it, the run trains."""
+    import federation.node.governance as governance
+
+    monkeypatch.setattr(governance, "RUN_TICKET_WAIT_S", 1.0)
+    token = ring.sign(claims([("hospital-a", DATASET)]))
+    assert_refused(home, token, "no-run-ticket", tickets=None, run_id="flwr-4242")
+    portal.tickets[4243] = run_ticket(ring, token, "flwr-4243")
+    assert run(home, token, tickets=None, run_id="flwr-4243")["epsilon"] > 0
 
 
 def test_refusal_keeps_audit_chain_valid(home: Path, ring: PermitKeyRing) -> None:
