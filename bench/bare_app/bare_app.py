@@ -49,11 +49,14 @@ def train(msg: Message, context: Context) -> Message:
                   int(cfg["batch-size"]), len(y))
     trainer = DPTrainer(_model(msg.content["arrays"]), images_to_tensor(x), torch.from_numpy(y),
                         plan, [], lr=float(cfg["lr"]))
+    started = time.perf_counter()
     res = trainer.train_round(1)
+    seconds = time.perf_counter() - started
     state = trainer.module().state_dict()
     arrays = ArrayRecord.from_array_dict({k: Array(v.detach().numpy()) for k, v in state.items()})
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(
-        {"num-examples": len(y), "train-loss": res.train_loss})}), reply_to=msg)
+        {"num-examples": len(y), "train-loss": res.train_loss, "train-seconds": seconds})}),
+        reply_to=msg)
 
 
 @client.evaluate()
@@ -75,10 +78,12 @@ def main(grid: Grid, context: Context) -> None:
         t0 = time.time()
         replies = list(grid.send_and_receive(
             strategy.configure_train(rnd, arrays, ConfigRecord(), grid)))
+        local = max(float(r.content["metrics"]["train-seconds"]) for r in replies)
         agg, _ = strategy.aggregate_train(rnd, replies)
         arrays = agg if agg is not None else arrays
         ev = list(grid.send_and_receive(
             strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid)))
         strategy.aggregate_evaluate(rnd, ev)
         with out.open("a") as f:
-            f.write(json.dumps({"round": rnd, "seconds": time.time() - t0}) + "\n")
+            f.write(json.dumps({"round": rnd, "seconds": time.time() - t0,
+                                "slowest_local_training_s": local}) + "\n")

@@ -81,7 +81,7 @@ def installed_apps() -> dict[str, InstalledApp]:
 
 
 class FabRefused(Exception):
-    """A FAB this node will not run; `code` is stable, `files` lists what it carried."""
+    """A FAB that will not run here; `code` is stable, `files` lists what it carried."""
 
     def __init__(self, code: str, reason: str, *, fab_hash: str, files: list[str]) -> None:
         super().__init__(f"[{code}] {reason}")
@@ -99,13 +99,13 @@ def check_fab(content: bytes) -> tuple[str, InstalledApp]:
                          fab_hash=digest, files=[]) from exc
     extra = [f for f in files if f not in SHIM_FILES]
     if extra:
-        raise FabRefused("fab-carries-code", "the FAB carries files of its own "
-                         f"({', '.join(extra[:5])}{' …' if len(extra) > 5 else ''}); this node "
-                         "runs only its installed apps", fab_hash=digest, files=files)
+        shown = ", ".join(extra[:5]) + (" …" if len(extra) > 5 else "")
+        raise FabRefused("fab-carries-code", f"the FAB carries files of its own ({shown}); "
+                         "only the apps installed here run here", fab_hash=digest, files=files)
     app = installed_apps().get(digest)
     if app is None:
         raise FabRefused("app-not-approved", f"FAB {digest[:12]}… is not an app installed "
-                         "at this node (its shims hash to "
+                         "here (the installed apps' FABs hash to "
                          f"{', '.join(h[:12] + '…' for h in installed_apps())})",
                          fab_hash=digest, files=files)
     return digest, app

@@ -90,6 +90,7 @@ def _node_row(msg: Message, sent_to: dict[str, int]) -> dict[str, Any]:
         epsilon=m.get("epsilon"), epsilon_target=m.get("epsilon-target"), delta=m.get("delta"),
         noise_multiplier=m.get("noise-multiplier"), steps=m.get("steps"),
         num_examples=m.get("num-examples"), train_loss=m.get("train-loss"),
+        train_seconds=m.get("train-seconds"),
         excluded_by_consent=m.get("excluded-by-consent"),
     )
     return row

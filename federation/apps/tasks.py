@@ -186,12 +186,15 @@ def train_task(
                         lr=params.lr, momentum=params.momentum,
                         grad_sample_mode=params.grad_sample_mode,
                         seed=params.seed * 1000 + server_round)
+    started = time.perf_counter()
     result = trainer.train_round(params.local_epochs, proximal_mu=proximal_mu,
                                  global_params=global_params)
+    train_seconds = time.perf_counter() - started
     state = {k: v.detach().cpu().numpy() for k, v in trainer.module().state_dict().items()}
     metrics = {
         "num-examples": n,
         "train-loss": result.train_loss,
+        "train-seconds": train_seconds,  # the node's own timing (bench: round overhead)
         "epsilon": eps_after,
         "epsilon-target": res.epsilon,
         "delta": res.delta,

@@ -11,11 +11,9 @@ when they are sent SIGTERM.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -26,6 +24,7 @@ from access_control.permits import PermitKeyRing
 from tests.deploy.test_manifests import COMPOSE, DEPLOY, crude_render
 from tests.federation.helpers import make_home
 from tests.fixtures.flower import free_port, wait_port
+from tests.fixtures.processes import alive_mentioning, wait_gone
 
 pytestmark = pytest.mark.integration
 
@@ -84,30 +83,11 @@ def _listeners(port: int) -> set[str]:
     return found
 
 
-def _alive_mentioning(text: str) -> list[str]:
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = next(line for line in (proc / "status").read_text().splitlines()
-                         if line.startswith("State:"))
-        except (OSError, StopIteration):
-            continue
-        if text in cmd and "zombie" not in state:
-            out.append(f"{proc.name}: {cmd[:160]}")
-    return out
-
-
 def _terminate_and_check(proc: subprocess.Popen, marker: str) -> None:
     """SIGTERM the CLI process alone (not its group), as a service manager would."""
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
-    deadline = time.monotonic() + 30
-    while _alive_mentioning(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _alive_mentioning(marker) == []
+    assert wait_gone(marker) == []
 
 
 @pytest.mark.timeout(300)
@@ -139,7 +119,7 @@ def test_cli_binds_control_to_loopback_and_stops_everything_it_started(tmp_path:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(runtime, timeout_s=120, proc=node)
         assert _listeners(runtime) == {"0100007F"}  # the SuperNode's runtime API
-        assert len(_alive_mentioning(str(home.path))) >= 2  # runtime and SuperNode
+        assert len(alive_mentioning(str(home.path))) >= 2  # runtime and SuperNode
         _terminate_and_check(node, str(home.path))
         _terminate_and_check(link, str(state))
     finally:
