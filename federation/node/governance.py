@@ -98,32 +98,17 @@ def fetch_revoked(
     )
 
 
-def service_token(home: NodeHome) -> str | None:
-    """A client-credentials token for the node's service account, if it has one."""
-    creds = home.credentials()
-    if not creds:
-        return None
-    from tre.core.settings import CommonSettings
-
-    s = CommonSettings()
-    try:
-        resp = httpx.post(
-            f"{s.keycloak_url}/realms/{s.keycloak_realm}/protocol/openid-connect/token",
-            data={"grant_type": "client_credentials", **creds}, timeout=5.0,
-        )
-        resp.raise_for_status()
-        return resp.json()["access_token"]
-    except (httpx.HTTPError, KeyError, ValueError):
-        return None
-
-
 def portal_revocations(home: NodeHome) -> RevocationList:
-    """The default revocation source of a node home: its portal, then its cache."""
+    """The default revocation source of a node home: its portal, then its cache. The token
+    comes from the node's one token source (its own Keycloak URL and realm from node.toml)."""
     max_age = float(home.config.extra.get("revocation_max_age_s", DEFAULT_REVOCATION_MAX_AGE_S))
-    return fetch_revoked(
-        home.config.portal_url, home.path / REVOKED_CACHE_FILE,
-        bearer=service_token(home), max_age_s=max_age,
-    )
+    client = PortalClient.for_home(home)
+    try:
+        bearer = client.access_token() if client.credentials else None
+    except PortalError:
+        bearer = None  # the list may still be cached; fetch_revoked decides
+    return fetch_revoked(home.config.portal_url, home.path / REVOKED_CACHE_FILE,
+                         bearer=bearer, max_age_s=max_age)
 
 
 # -- run tickets ---------------------------------------------------------------------------

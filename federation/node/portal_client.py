@@ -8,6 +8,7 @@ message that names the URL and the portal's answer, for a one-line CLI error.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Any
@@ -21,6 +22,10 @@ from tre.core.settings import CommonSettings
 DEFAULT_TIMEOUT_S = 10.0
 #: Synthetic tables and plots are megabytes, not a descriptor's kilobytes.
 UPLOAD_TIMEOUT_S = 120.0
+
+
+#: Service-account tokens by (Keycloak URL, realm, client id, secret digest): (token, expiry).
+_TOKENS: dict[tuple[str, str, str, str], tuple[str, float]] = {}
 
 
 class PortalError(Exception):
@@ -80,7 +85,6 @@ class PortalClient:
         self.realm = realm or settings.keycloak_realm
         self.credentials = credentials
         self.timeout = timeout
-        self._token: tuple[str, float] | None = None
 
     @classmethod
     def for_home(cls, home: NodeHome, *, timeout: float = DEFAULT_TIMEOUT_S) -> PortalClient:
@@ -102,9 +106,15 @@ class PortalClient:
             raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
 
     def access_token(self) -> str:
-        """The service account's bearer token (client credentials), cached until near expiry."""
-        if self._token and self._token[1] > time.time() + 30:
-            return self._token[0]
+        """The service account's bearer token (client credentials), cached until near expiry
+        for every client of the same account in this process (the node runtime serves
+        many tasks: one token, not one per message)."""
+        creds = self.credentials or {}
+        secret = hashlib.sha256(creds.get("client_secret", "").encode()).hexdigest()
+        key = (self.keycloak_url, self.realm, creds.get("client_id", ""), secret)
+        cached = _TOKENS.get(key)
+        if cached and cached[1] > time.time() + 30:
+            return cached[0]
         if not self.credentials:
             raise PortalError(
                 "no service-account credentials: set TRE_NODE_CLIENT_ID / TRE_NODE_CLIENT_SECRET"
@@ -120,7 +130,7 @@ class PortalClient:
                 f"{_detail(resp)}", resp.status_code)
         body = resp.json()
         token = body["access_token"]
-        self._token = (token, time.time() + float(body.get("expires_in", 60)))
+        _TOKENS[key] = (token, time.time() + float(body.get("expires_in", 60)))
         return token
 
     # -- routes ---------------------------------------------------------------------
