@@ -103,19 +103,12 @@ def _stock_flower(root: Path, homes: list[Path]) -> tuple[str, list[subprocess.P
 
 
 def _bare_run(link: str, work: Path, n_rounds: int, noise: float) -> list[dict]:
-    from federation.apps.launch import write_connection
-    from federation.superlink import flower_env, tool
+    from federation.apps.launch import submit_app
 
-    work.mkdir()
-    home = work / ".flwr"
-    write_connection(home, link)
     app_dir = work / "app"
     shutil.copytree(ROOT / "bench" / "bare_app", app_dir)
-    (work / "cfg.toml").write_text(f'rounds = {n_rounds}\nbatch-size = 128\nlr = 0.5\n'
-                                   f'noise-multiplier = {noise}\nresults-dir = "{work}"\n')
-    subprocess.run([tool("flwr"), "run", str(app_dir), "tre", "--run-config",
-                    str(work / "cfg.toml")], env=flower_env(home), check=True,
-                   capture_output=True)
+    submit_app(link, app_dir, {"rounds": n_rounds, "batch-size": 128, "lr": 0.5,
+                               "noise-multiplier": noise, "results-dir": str(work)}, work)
     deadline = time.monotonic() + 1800
     out = work / "bare.jsonl"
     while time.monotonic() < deadline:

@@ -1,18 +1,18 @@
 """One run's ServerApp, at the SuperLink: the installed app for an approved FAB hash.
 
-Started by the SuperLink's supervisor (`federation.superlink`) with the token of
-one ServerApp task (in its environment, never on a command line). It pulls the
-run's inputs, checks the FAB exactly as a node does (`federation.apps.fab.check_fab`:
-a shim of an installed app, nothing else) and runs that app's ServerApp object from
-this installation, with the app's own defaults and the run's overrides as run
-config. A FAB that fails the check ends the run as failed, naming why; none of its
-files is unpacked or imported.
+Started by the SuperLink's supervisor (`federation.superlink`) ahead of need: it
+loads the installed ServerApps, then waits on its stdin for the token of one
+ServerApp task (never on a command line). It pulls the run's inputs, checks the
+FAB exactly as a node does (`federation.apps.fab.check_fab`: a shim of an installed
+app, nothing else) and runs that app's ServerApp object from this installation,
+with the app's own defaults and the run's overrides as run config. A FAB that fails
+the check ends the run as failed, naming why; none of its files is unpacked or
+imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -29,9 +29,8 @@ from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_htt
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.grid import HttpGrid
 
-from federation.apps.fab import FabRefused, check_fab, serving_fab
+from federation.apps.fab import FabRefused, check_fab, installed_apps, serving_fab
 from federation.runtime import runtime_client
-from federation.superlink import TOKEN_ENV
 
 REPLY_POLL_S = 0.1
 
@@ -105,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime-address", required=True)
     parser.add_argument("--root-certificates", type=Path)
     args = parser.parse_args(argv)
-    token = os.environ.pop(TOKEN_ENV, "")
+    for app in installed_apps().values():  # warm: imports done before a run waits on them
+        app.load("serverapp")
+    token = sys.stdin.readline().strip()
     if not token:
-        parser.error(f"the task token is expected in ${TOKEN_ENV}")
+        return 0  # the supervisor stopped before handing this process a run
     return run_task(args.runtime_address, token, args.root_certificates)
 
 

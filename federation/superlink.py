@@ -127,18 +127,26 @@ def _wait_listening(address: str, proc: subprocess.Popen, timeout_s: float = 120
     raise RuntimeError(f"the SuperLink did not open {address}")
 
 
-TOKEN_ENV = "TRE_SERVERAPP_TOKEN"
+def _spare(control: str, ca_cert: Path | None) -> subprocess.Popen:
+    """A `federation.serverapp_task` that loads the installed ServerApps now and waits on
+    its stdin for the token of the next run: a run starts without interpreter start-up,
+    and the token never shows on a command line."""
+    cmd = [sys.executable, "-m", "federation.serverapp_task", "--runtime-address", control]
+    if ca_cert is not None:
+        cmd += ["--root-certificates", str(ca_cert)]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, text=True)
 
 
 def _serve_serverapps(control: str, secret_file: Path, ca_cert: Path | None,
                       stop: threading.Event, runs: list[subprocess.Popen]) -> None:
-    """Start one `federation.serverapp_task` per run the SuperLink queues."""
+    """Hand each run the SuperLink queues to a warm `federation.serverapp_task`."""
     from flwr.common import log
     from flwr.supercore.constant import TaskType
 
     from federation.runtime import acquire_task, runtime_client
 
     acquirer = runtime_client(control, secret_file=secret_file, root_certificates=ca_cert)
+    runs.append(_spare(control, ca_cert))
     try:
         while not stop.is_set():
             try:
@@ -147,16 +155,14 @@ def _serve_serverapps(control: str, secret_file: Path, ca_cert: Path | None,
                 log(ERROR, "[TRE superlink] acquiring a ServerApp task failed: %s", exc)
                 stop.wait(1.0)
                 continue
-            runs[:] = [p for p in runs if p.poll() is None]
             if token is None:
                 stop.wait(0.1)
                 continue
-            cmd = [sys.executable, "-m", "federation.serverapp_task", "--runtime-address", control]
-            if ca_cert is not None:
-                cmd += ["--root-certificates", str(ca_cert)]
-            # the token goes through the environment: a command line is public on the host
-            runs.append(subprocess.Popen(cmd, env={**os.environ, TOKEN_ENV: token}))
-            log(INFO, "[TRE superlink] started a ServerApp task (pid %d)", runs[-1].pid)
+            spare = runs[-1]
+            spare.stdin.write(token + "\n")
+            spare.stdin.close()
+            log(INFO, "[TRE superlink] a ServerApp task went to pid %d", spare.pid)
+            runs[:] = [p for p in runs if p.poll() is None] + [_spare(control, ca_cert)]
     finally:
         acquirer.close()
 

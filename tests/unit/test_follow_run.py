@@ -9,10 +9,11 @@ import pytest
 
 from federation.apps.launch import FollowStopped, RunHandle, follow_run
 from federation.apps.report import EventLog, write_report
+from federation.control import ControlAPI
 
 
 def handle(tmp_path) -> RunHandle:
-    return RunHandle(7, "127.0.0.1:1", tmp_path, tmp_path / ".flwr")
+    return RunHandle(7, ControlAPI("127.0.0.1:1"), tmp_path)
 
 
 def test_events_then_report(tmp_path):

@@ -19,8 +19,6 @@ refused outright.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from access_control.policy import Role
@@ -57,15 +55,12 @@ def register(portal: Portal, principal: Principal, hospital_id: str,
         existing = store.get_node(cur, hospital_id)
     if existing and existing["public_key"] == key and existing["superlink"] == s.superlink:
         return existing
-    with tempfile.TemporaryDirectory() as tmp:
-        pub = Path(tmp) / "node.pub"
-        pub.write_text(key + "\n")
-        try:
-            node_id = launch.register_supernode(
-                s.superlink, pub, s.state_dir / "flwr-control", insecure=s.superlink_insecure,
-                root_certificates=s.superlink_root_certificates, name=hospital_id)
-        except launch.RunError as exc:
-            raise Conflict(f"the SuperLink refused to register the node: {exc}") from exc
+    try:
+        node_id = launch.register_supernode(
+            s.superlink, key, insecure=s.superlink_insecure,
+            root_certificates=s.superlink_root_certificates, name=hospital_id)
+    except launch.RunError as exc:
+        raise Conflict(f"the SuperLink refused to register the node: {exc}") from exc
     with portal.db.transaction() as cur:
         store.upsert_node(cur, hospital_id, key, node_id, s.superlink, principal.username,
                           utcnow())

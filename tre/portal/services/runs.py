@@ -20,6 +20,7 @@ from access_control.policy import Action, is_allowed
 from access_control.tokens import Principal
 from federation.apps import launch
 from federation.apps.params import RunParams
+from federation.control import ControlAPI
 from tre.core.schemas import RunTicket
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
@@ -119,9 +120,10 @@ def _set(portal: Portal, run_id: str, audit_action: str | None = None, **values:
 
 
 def _handle(portal: Portal, row: dict[str, Any]) -> launch.RunHandle:
-    results = Path(row["results_dir"])
-    return launch.RunHandle(int(row["flower_run_id"]), portal.settings.superlink, results,
-                            results / ".flwr")
+    s = portal.settings
+    return launch.RunHandle(int(row["flower_run_id"]), ControlAPI(
+        s.superlink, s.superlink_insecure, s.superlink_root_certificates),
+        Path(row["results_dir"]))
 
 
 def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[str, Any],
