@@ -107,9 +107,11 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
     def run(name: str) -> dict:
         """A run started the way researchers start them: through the portal, which
         submits it to the SuperLink and issues the nodes' run tickets."""
-        started = _ok(httpx.post(f"{url}/v1/runs", headers=bearer(keycloak.token("alice")),
-                                 json={"permit_id": permit_id, "rounds": 1, "batch_size": 64,
-                                       "lr": 0.5, "epsilon": 2.0}, timeout=60))
+        resp = httpx.post(f"{url}/v1/runs", headers=bearer(keycloak.token("alice")),
+                          json={"permit_id": permit_id, "rounds": 1, "batch_size": 64,
+                                "lr": 0.5, "epsilon": 2.0}, timeout=60)
+        assert resp.status_code == 202, resp.text
+        started = resp.json()
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             state = _ok(httpx.get(f"{url}/v1/runs/{started['id']}", timeout=30,

@@ -35,21 +35,9 @@ def _setup(fed: Federation) -> None:
         fed.start_node(hospital)
 
 
-def _clientapp_running(proc) -> bool:  # noqa: ANN001 - Popen
-    """A ClientApp process is handling a message for this SuperNode (same process group)."""
-    pgid = os.getpgid(proc.pid)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if os.getpgid(int(pid)) != pgid:
-                continue
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
-            continue
-        if b"flwr-clientapp" in cmd:
-            return True
-    return False
+def _handling_a_message(log: Path) -> bool:
+    """The node has received a training message (its runtime is now serving it)."""
+    return log.exists() and b"Receiving: train message" in log.read_bytes()
 
 
 @pytest.mark.timeout(900)
@@ -121,7 +109,8 @@ def test_node_killed_mid_round_then_rejoins_and_portal_restart_mid_run(federatio
     # 1. hospital-c dies while handling round 1: the round goes on with a and b (>= 2)
     run = fed.start_run(permit["id"], min_hospitals=2)
     proc = fed.procs["hospital-c"]
-    wait_for(lambda: _clientapp_running(proc), 300, "hospital-c never started a ClientApp")
+    log = fed.cluster.root / "supernode-hospital-c.log"
+    wait_for(lambda: _handling_a_message(log), 300, "hospital-c never received a message")
     time.sleep(1.0)
     os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
     fed.procs.pop("hospital-c")
