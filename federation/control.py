@@ -21,11 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.cli.build import build_fab_from_disk
 from flwr.common.serde import fab_to_proto, run_from_proto, user_config_to_proto
 from flwr.proto.control_pb2 import (
+    ListNodesRequest,
     ListRunsRequest,
     RegisterNodeRequest,
     StartRunRequest,
     StopRunRequest,
 )
+from flwr.supercore.constant import NodeStatus
 from flwr.supercore.control import ControlHttpClient
 from flwr.supercore.fab import Fab
 from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
@@ -84,6 +86,12 @@ class ControlAPI:
     def stop(self, run_id: int) -> None:
         with self._client("stopping a run") as client:
             client.StopRun(StopRunRequest(run_id=run_id))
+
+    def online_nodes(self) -> set[int]:
+        """The SuperNodes connected now (sending heartbeats)."""
+        with self._client("listing SuperNodes") as client:
+            res = client.ListNodes(ListNodesRequest())
+        return {int(n.node_id) for n in res.nodes_info if n.status == NodeStatus.ONLINE}
 
     def register_node(self, public_key: str, *, name: str | None = None) -> int:
         """Register a SuperNode's public key (OpenSSH, NIST EC); returns its node id. A

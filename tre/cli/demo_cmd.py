@@ -302,19 +302,23 @@ class Demo:
                 "--root-certificates", str(self.pki / "ca.crt")], self.env)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            enrolled = self.api("GET", "/v1/nodes", "admin1")
-            if len(enrolled) >= len(HOSPITALS):
+            online = [n for n in self.api("GET", "/v1/nodes", "admin1") if n["online"]]
+            if len(online) >= len(HOSPITALS):
                 break
-            time.sleep(2)
+            time.sleep(1)
         else:
-            raise RuntimeError(f"only {len(enrolled)} of 3 nodes enrolled their Flower key")
-        time.sleep(5)
+            raise RuntimeError(f"only {len(online)} of 3 nodes enrolled their Flower key "
+                               "and connected")
         return "3 SuperNodes enrolled their keys through the portal and connected over TLS"
 
     def feasibility(self) -> str:
         cohort = {"cohort": {"dataset_id": IMAGING, "label": [1]}, "purpose": "ai_training"}
         # a Flower query run: each node pulls consent, counts, suppresses (minutes on 2 cores)
         answer = self.api("POST", "/v1/feasibility", "alice", json=cohort, timeout=900)
+        missing = [f"{h['hospital_id']} ({h['status']}: {h.get('reason', '')})"
+                   for h in answer["hospitals"] if h["status"] != "answered"]
+        if missing:
+            raise RuntimeError(f"not every hospital answered: {'; '.join(missing)}")
         self.summary["feasibility"] = {"hospitals": answer["hospitals"],
                                        "total_subjects": answer["total_subjects"]}
         cells = ", ".join(f"{h['hospital_id']} {d['subjects']}" for h in answer["hospitals"]

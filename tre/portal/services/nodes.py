@@ -24,6 +24,7 @@ from typing import Any
 from access_control.policy import Role
 from access_control.tokens import Principal
 from federation.apps import launch
+from federation.control import ControlAPI, ControlError
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid
 from tre.portal.store import nodes as store
@@ -81,5 +82,14 @@ def node_map(portal: Portal, hospitals: list[str]) -> tuple[dict[str, int], list
 
 
 def list_nodes(portal: Portal) -> list[dict[str, Any]]:
+    """Enrolled nodes, each with whether its SuperNode is connected now (`online`; None
+    when the SuperLink cannot be asked)."""
     with portal.db.reader() as cur:
-        return store.list_nodes(cur)
+        rows = store.list_nodes(cur)
+    s = portal.settings
+    try:
+        online: set[int] | None = ControlAPI(s.superlink, s.superlink_insecure,
+                                             s.superlink_root_certificates).online_nodes()
+    except ControlError:
+        online = None
+    return [{**r, "online": None if online is None else r["node_id"] in online} for r in rows]
