@@ -44,9 +44,14 @@ def main() -> None:
     demo = Demo(Path(tempfile.mkdtemp(prefix="tre-feasibility-")), rounds=1)
     federated: list[float] = []
     try:
+        def publish() -> str:
+            for hospital in HOSPITALS:
+                demo.tre("node", "publish", "--home", str(demo.home(hospital)))
+            return "dataset descriptors published"
+
         for name, stage in (("keycloak", demo.keycloak), ("superlink", demo.superlink_),
                             ("portal", demo.portal), ("nodes", demo.nodes),
-                            ("supernodes", demo.serve_nodes)):
+                            ("publish", publish), ("supernodes", demo.serve_nodes)):
             demo.stage(name, stage)
         for _ in range(args.queries + 1):
             started = time.perf_counter()

@@ -66,7 +66,11 @@ def runtime_client(address: str, *, token: str | None = None, secret_file: Path 
     )
 
 
-def acquire_task(client: RuntimeHttpClient, task_type: TaskType) -> str | None:
-    """The token of the oldest pending task of this type, or None when there is none."""
+def acquire_task(client: RuntimeHttpClient, task_type: TaskType) -> tuple[str, str] | None:
+    """(token, FAB hash as the task names it, "" if unnamed) of the oldest pending task of
+    this type, or None when there is none. The hash only picks a warm process: the
+    process still checks the FAB it pulls."""
     res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[str(task_type)]))
-    return res.token if res.HasField("task") and res.token else None
+    if not (res.HasField("task") and res.token):
+        return None
+    return res.token, res.task.fab_hash if res.task.HasField("fab_hash") else ""

@@ -1,7 +1,7 @@
 """One run's ServerApp, at the SuperLink: the installed app for an approved FAB hash.
 
 Started by the SuperLink's supervisor (`federation.superlink`) ahead of need: it
-loads the installed ServerApps, then waits on its stdin for the token of one
+loads one installed ServerApp, then waits on its stdin for the token of one
 ServerApp task (never on a command line). It pulls the run's inputs, checks the
 FAB exactly as a node does (`federation.apps.fab.check_fab`: a shim of an installed
 app, nothing else) and runs that app's ServerApp object from this installation,
@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="federation.serverapp_task")
     parser.add_argument("--runtime-address", required=True)
     parser.add_argument("--root-certificates", type=Path)
+    parser.add_argument("--app-hash", default="", help="the installed app to load ahead")
     args = parser.parse_args(argv)
-    for app in installed_apps().values():  # warm: imports done before a run waits on them
-        app.load("serverapp")
+    if args.app_hash in installed_apps():  # warm: imports done before a run waits on them
+        installed_apps()[args.app_hash].load("serverapp")
     token = sys.stdin.readline().strip()
     if not token:
         return 0  # the supervisor stopped before handing this process a run

@@ -127,11 +127,13 @@ def _wait_listening(address: str, proc: subprocess.Popen, timeout_s: float = 120
     raise RuntimeError(f"the SuperLink did not open {address}")
 
 
-def _spare(control: str, ca_cert: Path | None) -> subprocess.Popen:
-    """A `federation.serverapp_task` that loads the installed ServerApps now and waits on
-    its stdin for the token of the next run: a run starts without interpreter start-up,
-    and the token never shows on a command line."""
+def _spare(control: str, ca_cert: Path | None, app_hash: str = "") -> subprocess.Popen:
+    """A `federation.serverapp_task` that loads the installed ServerApp of `app_hash` now
+    and waits on its stdin for the token of the next run of that app: a run starts
+    without interpreter start-up, and the token never shows on a command line."""
     cmd = [sys.executable, "-m", "federation.serverapp_task", "--runtime-address", control]
+    if app_hash:
+        cmd += ["--app-hash", app_hash]
     if ca_cert is not None:
         cmd += ["--root-certificates", str(ca_cert)]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, text=True)
@@ -139,30 +141,38 @@ def _spare(control: str, ca_cert: Path | None) -> subprocess.Popen:
 
 def _serve_serverapps(control: str, secret_file: Path, ca_cert: Path | None,
                       stop: threading.Event, runs: list[subprocess.Popen]) -> None:
-    """Hand each run the SuperLink queues to a warm `federation.serverapp_task`."""
+    """Hand each run the SuperLink queues to a warm `federation.serverapp_task` of its app
+    (one spare per installed app; a FAB of any other hash gets a cold one, which refuses
+    it)."""
     from flwr.common import log
     from flwr.supercore.constant import TaskType
 
+    from federation.apps.fab import installed_apps
     from federation.runtime import acquire_task, runtime_client
 
     acquirer = runtime_client(control, secret_file=secret_file, root_certificates=ca_cert)
-    runs.append(_spare(control, ca_cert))
+    spares = {h: _spare(control, ca_cert, h) for h in installed_apps()}
+    runs.extend(spares.values())
     try:
         while not stop.is_set():
             try:
-                token = acquire_task(acquirer, TaskType.SERVER_APP)
+                task = acquire_task(acquirer, TaskType.SERVER_APP)
             except Exception as exc:  # noqa: BLE001 - keep serving; Flower retries too
                 log(ERROR, "[TRE superlink] acquiring a ServerApp task failed: %s", exc)
                 stop.wait(1.0)
                 continue
-            if token is None:
+            if task is None:
                 stop.wait(0.1)
                 continue
-            spare = runs[-1]
-            spare.stdin.write(token + "\n")
-            spare.stdin.close()
-            log(INFO, "[TRE superlink] a ServerApp task went to pid %d", spare.pid)
-            runs[:] = [p for p in runs if p.poll() is None] + [_spare(control, ca_cert)]
+            token, app_hash = task
+            proc = spares.pop(app_hash, None) or _spare(control, ca_cert)
+            proc.stdin.write(token + "\n")
+            proc.stdin.close()
+            log(INFO, "[TRE superlink] a ServerApp task went to pid %d", proc.pid)
+            if app_hash in installed_apps():
+                spares[app_hash] = _spare(control, ca_cert, app_hash)
+            alive = {p.pid: p for p in [*runs, proc, *spares.values()] if p.poll() is None}
+            runs[:] = list(alive.values())
     finally:
         acquirer.close()
 

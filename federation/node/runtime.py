@@ -107,16 +107,16 @@ def serve_tasks(address: str, secret_file: Path, home: Path, stop: threading.Eve
     try:
         while not stop.is_set():
             try:
-                token = acquire_task(acquirer, TaskType.CLIENT_APP)
+                task = acquire_task(acquirer, TaskType.CLIENT_APP)
             except Exception as exc:  # noqa: BLE001 - the SuperNode may still be starting
                 log(INFO, "[TRE runtime] waiting for the SuperNode: %s", exc)
                 stop.wait(1.0)
                 continue
-            if token is None:
+            if task is None:
                 stop.wait(POLL_S)
                 continue
             try:
-                log(INFO, "[TRE runtime] %s", serve_task(address, token, home,
+                log(INFO, "[TRE runtime] %s", serve_task(address, task[0], home,
                                                          root_certificates=root_certificates))
             except Exception as exc:  # noqa: BLE001 - one bad task must not stop the node
                 log(ERROR, "[TRE runtime] task failed: %s", exc, exc_info=exc)
