@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
@@ -29,6 +29,7 @@ PERMIT_TYPE = "tre-permit+jwt"
 TICKET_TYPE = "tre-feasibility+jwt"
 RUN_TICKET_TYPE = "tre-run+jwt"
 CLOCK_SKEW_S = 30
+C = TypeVar("C", bound=BaseModel)
 
 
 class PermitError(Exception):
@@ -127,6 +128,15 @@ def _check_window(nbf: int, exp: int, now: float | None, what: str) -> None:
         raise PermitError(f"{what} has expired")
 
 
+def _claims(token: str, jwks: dict[str, Any], typ: str, model: type[C], what: str) -> C:
+    """The verified payload of a JWS of type `typ`, as `model`; PermitError otherwise."""
+    payload = _verified_payload(token, jwks, typ, what)
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise PermitError(f"{what} claims are invalid: {exc.errors()[0]['msg']}") from exc
+
+
 def verify_permit(
     token: str,
     jwks: dict[str, Any],
@@ -135,11 +145,7 @@ def verify_permit(
     now: float | None = None,
 ) -> PermitClaims:
     """Check signature (pinned keys, EdDSA only), validity window and revocation."""
-    payload = _verified_payload(token, jwks, PERMIT_TYPE, "permit")
-    try:
-        claims = PermitClaims.model_validate_json(payload)
-    except ValidationError as exc:
-        raise PermitError(f"permit claims are invalid: {exc.errors()[0]['msg']}") from exc
+    claims = _claims(token, jwks, PERMIT_TYPE, PermitClaims, "permit")
     _check_window(claims.nbf, claims.exp, now, f"permit {claims.permit_id}")
     if claims.permit_id in set(revoked):
         raise PermitError(f"permit {claims.permit_id} has been revoked")
@@ -149,12 +155,7 @@ def verify_permit(
 def verify_ticket(token: str, jwks: dict[str, Any], *, now: float | None = None,
                   ) -> FeasibilityTicket:
     """Check a feasibility ticket's signature (pinned keys) and validity window."""
-    payload = _verified_payload(token, jwks, TICKET_TYPE, "feasibility ticket")
-    try:
-        ticket = FeasibilityTicket.model_validate_json(payload)
-    except ValidationError as exc:
-        raise PermitError(f"feasibility ticket claims are invalid: "
-                          f"{exc.errors()[0]['msg']}") from exc
+    ticket = _claims(token, jwks, TICKET_TYPE, FeasibilityTicket, "feasibility ticket")
     _check_window(ticket.nbf, ticket.exp, now, f"feasibility ticket {ticket.ticket_id}")
     return ticket
 
@@ -162,11 +163,7 @@ def verify_ticket(token: str, jwks: dict[str, Any], *, now: float | None = None,
 def verify_run_ticket(token: str, jwks: dict[str, Any], *, now: float | None = None
                       ) -> RunTicket:
     """Check a run ticket's signature (pinned keys) and validity window."""
-    payload = _verified_payload(token, jwks, RUN_TICKET_TYPE, "run ticket")
-    try:
-        ticket = RunTicket.model_validate_json(payload)
-    except ValidationError as exc:
-        raise PermitError(f"run ticket claims are invalid: {exc.errors()[0]['msg']}") from exc
+    ticket = _claims(token, jwks, RUN_TICKET_TYPE, RunTicket, "run ticket")
     _check_window(ticket.nbf, ticket.exp, now, f"run ticket {ticket.ticket_id}")
     return ticket
 

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -74,3 +79,31 @@ def acquire_task(client: RuntimeHttpClient, task_type: TaskType) -> tuple[str, s
     if not (res.HasField("task") and res.token):
         return None
     return res.token, res.task.fab_hash if res.task.HasField("fab_hash") else ""
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> None:
+    """Terminate, wait, and kill what did not go."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def supervised(argv: list[str]) -> Iterator[tuple[subprocess.Popen, threading.Event]]:
+    """Run the Flower process given after `--` in `argv`; the event is set on SIGTERM or
+    SIGINT or when that process exits, and on leaving the process is stopped."""
+    command = argv[1:] if argv[:1] == ["--"] else argv
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    proc = subprocess.Popen(command)
+    threading.Thread(target=lambda: (proc.wait(), stop.set()), daemon=True).start()
+    try:
+        yield proc, stop
+    finally:
+        stop_processes([proc])

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -190,32 +189,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", type=Path)
     parser.add_argument("superlink", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    command = args.superlink[1:] if args.superlink[:1] == ["--"] else args.superlink
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    link = subprocess.Popen(command)
-    runs: list[subprocess.Popen] = []
-    gateway = None
-    try:
-        _wait_listening(args.control, link)
-        from federation.gateway import start_gateway
+    from federation.gateway import start_gateway
+    from federation.runtime import stop_processes, supervised
 
-        gateway = start_gateway(args.fleet, args.control, ca_cert=args.ca_cert,
-                                certfile=args.cert, keyfile=args.key)
-        threading.Thread(target=lambda: (link.wait(), stop.set()), daemon=True).start()
-        _serve_serverapps(args.control, args.secret_file, args.ca_cert, stop, runs)
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        for proc in [*runs, link]:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in [*runs, link]:
+    with supervised(args.superlink) as (link, stop):
+        runs: list[subprocess.Popen] = []
+        try:
+            _wait_listening(args.control, link)
+            gateway = start_gateway(args.fleet, args.control, ca_cert=args.ca_cert,
+                                    certfile=args.cert, keyfile=args.key)
             try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                _serve_serverapps(args.control, args.secret_file, args.ca_cert, stop, runs)
+            finally:
+                gateway.stop()
+        finally:
+            stop_processes(runs)
     return link.returncode or 0
 
 

@@ -19,8 +19,7 @@ node rather than once per message. A SIGTERM stops the SuperNode and the runtime
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
+import importlib
 import sys
 import threading
 from logging import ERROR, INFO
@@ -38,9 +37,9 @@ from flwr.supernode.runtime.run_clientapp import (
     push_task_output,
 )
 
-from federation.apps.fab import FabRefused, check_fab, serving_fab
+from federation.apps.fab import FabRefused, check_fab, installed_apps, serving_fab
 from federation.node.governance import node_session
-from federation.runtime import acquire_task, runtime_client
+from federation.runtime import acquire_task, runtime_client, supervised
 
 REFUSED = 4030  # the error code of every refusal a node answers
 POLL_S = 0.05
@@ -124,6 +123,14 @@ def serve_tasks(address: str, secret_file: Path, home: Path, stop: threading.Eve
         acquirer.close()
 
 
+def warm_up() -> None:
+    """Load the installed apps and the training stack (torch, Opacus) once, while the
+    SuperNode connects, so that no run's first message waits for them."""
+    for app in installed_apps().values():
+        app.load("clientapp")
+    importlib.import_module("federation.training.dp")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m federation.node.runtime --home H --runtime-address A --secret-file S --
     flower-supernode …`: start the SuperNode given after `--`, serve its tasks, and stop
@@ -134,21 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret-file", type=Path, required=True)
     parser.add_argument("supernode", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    command = args.supernode[1:] if args.supernode[:1] == ["--"] else args.supernode
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    supernode = subprocess.Popen(command)
-    threading.Thread(target=lambda: (supernode.wait(), stop.set()), daemon=True).start()
-    try:
+    with supervised(args.supernode) as (supernode, stop):
+        warm_up()
         serve_tasks(args.runtime_address, args.secret_file, args.home, stop)
-    finally:
-        if supernode.poll() is None:
-            supernode.terminate()
-            try:
-                supernode.wait(15)
-            except subprocess.TimeoutExpired:
-                supernode.kill()
     return supernode.returncode or 0
 
 
