@@ -32,7 +32,11 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from access_control.permits import PermitError, verify_ticket
-from federation.apps.fab import FEASIBILITY_FAB_DIR, fab_hash, running_fab_hash
+from federation.apps.fab import (
+    FEASIBILITY_APP_ID,
+    installed_apps,
+    running_fab_hash,
+)
 from federation.node.governance import ConsentFilter, Refusal, consent_filter_for, node_session
 from federation.node.home import NodeHome, NodeHomeError
 from federation.node.query import (
@@ -52,8 +56,9 @@ client = ClientApp()
 
 
 def feasibility_fab_hash() -> str:
-    """The hash nodes accept for a feasibility query (their own copy of the shim)."""
-    return fab_hash(FEASIBILITY_FAB_DIR)
+    """The hash nodes accept for a feasibility query (their own copy of the shim, built
+    once per process with the other installed apps)."""
+    return next(h for h, app in installed_apps().items() if app.app_id == FEASIBILITY_APP_ID)
 
 
 def parse_node_map(text: str) -> dict[str, int]:

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from federation.apps import launch
-from federation.apps.feasibility import FEASIBILITY_FAB_DIR, RESULTS
+from federation.apps.fab import FEASIBILITY_FAB_DIR
+from federation.apps.feasibility import RESULTS
 from federation.node import disclosure
 from federation.node.serve import start_supernode
 from tests.fixtures.flower import free_port, stop_process

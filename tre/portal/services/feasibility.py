@@ -22,7 +22,8 @@ from typing import Any
 
 from access_control.tokens import Principal
 from federation.apps import launch
-from federation.apps.feasibility import FEASIBILITY_FAB_DIR, RESULTS
+from federation.apps.fab import FEASIBILITY_FAB_DIR
+from federation.apps.feasibility import RESULTS
 from federation.node import disclosure
 from federation.node.query import cohort_digest
 from tre.core.schemas import FeasibilityTicket
