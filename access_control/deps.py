@@ -35,6 +35,17 @@ def authenticated(request: Request) -> Principal:
         ) from exc
 
 
+def bearer_secret(request: Request) -> str:
+    """The bearer value itself, for routes that authenticate a credential of their own
+    (a run's results credential) rather than a Keycloak token."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing bearer credential",
+            headers=UNAUTHORISED_HEADERS)
+    return value.strip()
+
+
 def require(action: Action) -> Callable[..., Principal]:
     """Dependency that admits only principals whose roles the policy table allows."""
 

@@ -2,8 +2,10 @@
 portal, verified by nodes.
 
 The portal holds a key ring (one active signing key, older keys kept for
-verification until their permits expire); nodes pin the public JWKS at enrolment
-and refuse anything not signed by a pinned key, not yet valid, expired or revoked.
+verification until their permits expire, compromised keys retired: their private
+half deleted, their key id published as retired); nodes pin the public JWKS at
+enrolment, follow it (`federation.node.permit_keys`), and refuse anything not signed
+by a pinned key, signed by a retired one, not yet valid, expired or revoked.
 The JWS `typ` keeps the three apart: a permit is never taken for a ticket, nor the
 reverse.
 """
@@ -39,10 +41,12 @@ class PermitError(Exception):
 class PermitKeyRing:
     """The portal's signing keys. Stored as a private JWKS file readable only by its owner."""
 
-    def __init__(self, path: Path, keys: list[jwk.JWK], active_kid: str) -> None:
+    def __init__(self, path: Path, keys: list[jwk.JWK], active_kid: str,
+                 retired: dict[str, str] | None = None) -> None:
         self.path = path
         self._keys = {k.key_id: k for k in keys}
         self.active_kid = active_kid
+        self.retired = dict(retired or {})  # kid -> when (ISO 8601)
 
     @classmethod
     def load_or_create(cls, path: str | Path) -> PermitKeyRing:
@@ -50,7 +54,7 @@ class PermitKeyRing:
         if path.exists():
             data = json.loads(path.read_text())
             keys = [jwk.JWK(**k) for k in data["keys"]]
-            return cls(path, keys, data["active_kid"])
+            return cls(path, keys, data["active_kid"], data.get("retired"))
         ring = cls(path, [], "")
         ring.rotate()
         return ring
@@ -63,12 +67,25 @@ class PermitKeyRing:
         self._save()
         return key.key_id
 
+    def retire(self, kid: str) -> str | None:
+        """Retire a (compromised) key: its private half is deleted and its id published as
+        retired, so nodes refuse whatever it signed. Retiring the active key first makes a
+        new one active; returns that new key id, if any."""
+        if kid not in self._keys:
+            raise KeyError(kid)
+        new = self.rotate() if kid == self.active_kid else None
+        del self._keys[kid]
+        self.retired[kid] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._save()
+        return new
+
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         data = {
             "active_kid": self.active_kid,
             "keys": [json.loads(k.export_private()) for k in self._keys.values()],
+            "retired": self.retired,
         }
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -76,7 +93,10 @@ class PermitKeyRing:
         os.replace(tmp, self.path)
 
     def public_jwks(self) -> dict[str, Any]:
-        return {"keys": [json.loads(k.export_public()) for k in self._keys.values()]}
+        """The keys nodes verify with, and (member `retired`, which JWKS readers that do not
+        know it ignore) the ids of keys whose signatures must be refused."""
+        return {"keys": [json.loads(k.export_public()) for k in self._keys.values()],
+                "retired": sorted(self.retired)}
 
     def sign(self, claims: PermitClaims) -> str:
         return self._sign(claims, PERMIT_TYPE)
@@ -166,6 +186,19 @@ def verify_run_ticket(token: str, jwks: dict[str, Any], *, now: float | None = N
     ticket = _claims(token, jwks, RUN_TICKET_TYPE, RunTicket, "run ticket")
     _check_window(ticket.nbf, ticket.exp, now, f"run ticket {ticket.ticket_id}")
     return ticket
+
+
+def signing_kid(token: str) -> str:
+    """The key id a JWS names in its protected header (not verified: to pick the key)."""
+    try:
+        parsed = jws.JWS()
+        parsed.deserialize(token)
+        kid = parsed.jose_header.get("kid")
+    except (JWException, ValueError, TypeError) as exc:
+        raise PermitError(f"not a well-formed JWS: {exc}") from exc
+    if not isinstance(kid, str) or not kid:
+        raise PermitError("the JWS names no key id (kid)")
+    return kid
 
 
 def unverified_claims(token: str) -> dict[str, Any]:

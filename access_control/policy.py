@@ -36,6 +36,7 @@ class Action(StrEnum):
     PERMIT_REVOKE = "permit.revoke"
     PERMIT_REVOCATIONS = "permit.revocations"
     PERMIT_KEYS_ROTATE = "permit.keys_rotate"
+    PERMIT_KEYS_RETIRE = "permit.keys_retire"
     STORE_BACKUP = "store.backup"
     APP_REGISTER = "app.register"
     APP_READ = "app.read"
@@ -74,6 +75,7 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.PERMIT_REVOKE: frozenset({R.REVIEWER, R.ADMIN}),
     Action.PERMIT_REVOCATIONS: frozenset({R.NODE, R.NODE_OPERATOR, R.REVIEWER, R.AUDITOR, R.ADMIN}),
     Action.PERMIT_KEYS_ROTATE: frozenset({R.ADMIN}),
+    Action.PERMIT_KEYS_RETIRE: frozenset({R.ADMIN}),
     Action.STORE_BACKUP: frozenset({R.ADMIN}),
     Action.APP_REGISTER: frozenset({R.ADMIN}),
     Action.APP_READ: frozenset(Role),

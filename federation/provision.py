@@ -5,6 +5,8 @@ Creates, in one folder:
 * `ca.crt` / `ca.key` — the federation's own certificate authority (EC P-384);
 * `superlink.crt` / `superlink.key` — the SuperLink's server certificate, signed by
   the CA, with SANs for loopback (127.0.0.1, ::1, localhost) and any given hosts;
+* `portal.crt` / `portal.key` — the portal's server certificate, the same way for the
+  portal's hosts: nodes and the SuperLink check the portal against the CA;
 * `hospitals/<id>/flower-node-key{,.pub}` — one SuperNode key pair per hospital
   (OpenSSH, P-384: what `flower-supernode --auth-supernode-private-key` and
   `flwr supernode register` take).
@@ -39,6 +41,8 @@ class Provisioned:
     ca_cert: Path
     superlink_cert: Path
     superlink_key: Path
+    portal_cert: Path
+    portal_key: Path
     node_keys: dict[str, Path]  # hospital -> private key file
 
 
@@ -62,9 +66,32 @@ def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
+def _server_certificate(out: Path, name: str, cn: str, hosts: list[str], ca_cert: x509.Certificate,
+                        ca_key: ec.EllipticCurvePrivateKey, now: dt.datetime, force: bool
+                        ) -> tuple[Path, Path]:
+    """`<name>.crt` / `<name>.key`: a TLS server certificate signed by the CA."""
+    crt, key_path = out / f"{name}.crt", out / f"{name}.key"
+    if force or not crt.exists():
+        key = ec.generate_private_key(ec.SECP384R1())
+        cert = (x509.CertificateBuilder().subject_name(_name(cn))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+                .add_extension(_san(hosts), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                               critical=False)
+                .sign(ca_key, hashes.SHA384()))
+        write_private(key_path, _key_bytes(key))
+        crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return crt, key_path
+
+
 def provision(folder: str | Path, hospitals: list[str], *, hosts: list[str] | None = None,
-              force: bool = False) -> Provisioned:
-    """Write CA, SuperLink certificate and per-hospital node keys into `folder`."""
+              portal_hosts: list[str] | None = None, force: bool = False) -> Provisioned:
+    """Write CA, SuperLink and portal certificates and per-hospital node keys into
+    `folder` (`hosts`: the SuperLink's names or IPs, `portal_hosts`: the portal's)."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
@@ -88,21 +115,10 @@ def provision(folder: str | Path, hospitals: list[str], *, hosts: list[str] | No
         force = True  # a new CA invalidates the old server certificate
     ca_cert = x509.load_pem_x509_certificate(ca_crt.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
-    sl_crt, sl_key = out / "superlink.crt", out / "superlink.key"
-    if force or not sl_crt.exists():
-        key = ec.generate_private_key(ec.SECP384R1())
-        cert = (x509.CertificateBuilder().subject_name(_name("TRE SuperLink"))
-                .issuer_name(ca_cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
-                .add_extension(_san(hosts or []), critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                               critical=False)
-                .sign(ca_key, hashes.SHA384()))
-        write_private(sl_key, _key_bytes(key))
-        sl_crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    sl_crt, sl_key = _server_certificate(out, "superlink", "TRE SuperLink", hosts or [],
+                                         ca_cert, ca_key, now, force)
+    portal_crt, portal_key = _server_certificate(out, "portal", "TRE portal", portal_hosts or [],
+                                                 ca_cert, ca_key, now, force)
     node_keys: dict[str, Path] = {}
     for hospital in hospitals:
         d = out / "hospitals" / hospital
@@ -113,4 +129,4 @@ def provision(folder: str | Path, hospitals: list[str], *, hosts: list[str] | No
             write_private(priv, private)
             (d / PUB_FILE).write_bytes(public)
         node_keys[hospital] = priv
-    return Provisioned(out, ca_crt, sl_crt, sl_key, node_keys)
+    return Provisioned(out, ca_crt, sl_crt, sl_key, portal_crt, portal_key, node_keys)

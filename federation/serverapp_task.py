@@ -7,7 +7,10 @@ FAB exactly as a node does (`federation.apps.fab.check_fab`: a shim of an instal
 app, nothing else) and runs that app's ServerApp object from this installation,
 with the app's own defaults and the run's overrides as run config. A FAB that fails
 the check ends the run as failed, naming why; none of its files is unpacked or
-imported.
+imported. The run's results go to the portal this SuperLink serves (`--portal-url`,
+its TLS checked against `--portal-ca`), authenticated by the credential the portal
+sealed into the run config for this SuperLink's report key: a run without one (not
+submitted by the portal) is refused before its ServerApp starts.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from logging import ERROR, INFO
 from pathlib import Path
 
@@ -29,7 +33,9 @@ from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_htt
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.grid import HttpGrid
 
+from access_control.run_credentials import CredentialError, ReportKey
 from federation.apps.fab import FabRefused, check_fab, installed_apps, serving_fab
+from federation.apps.report import CREDENTIAL_KEY, ResultsSender, reporting_to
 from federation.runtime import runtime_client
 
 REPLY_POLL_S = 0.1
@@ -53,7 +59,22 @@ class PromptGrid(HttpGrid):
         return replies
 
 
-def run_task(address: str, token: str, root_certificates: Path | None = None) -> int:
+@dataclass(frozen=True)
+class PortalChannel:
+    """Where this SuperLink's runs report: the portal's URL, the CA its TLS certificate
+    must chain to (None: the system's), and the key that opens run credentials."""
+
+    url: str
+    key: ReportKey
+    ca: Path | None = None
+
+    def sender(self, sealed: str, run_id: int) -> ResultsSender:
+        return ResultsSender(self.url, self.key.open(sealed), run_id,
+                             verify=str(self.ca) if self.ca else True)
+
+
+def run_task(address: str, token: str, portal: PortalChannel,
+             root_certificates: Path | None = None) -> int:
     client = runtime_client(address, token=token, root_certificates=root_certificates)
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
@@ -71,14 +92,22 @@ def run_task(address: str, token: str, root_certificates: Path | None = None) ->
             details = f"the SuperLink refused run {run.run_id}: [{refusal.code}] {refusal.reason}"
             log(ERROR, "[TRE] %s", details)
             return 1
-        context.run_config = get_fused_config_from_dir(app.fab_dir, run.override_config)
+        overrides = dict(run.override_config)
+        try:
+            sender = portal.sender(str(overrides.pop(CREDENTIAL_KEY, "")), run.run_id)
+        except CredentialError as exc:
+            details = (f"the SuperLink refused run {run.run_id}: {exc} (only the portal "
+                       "starts runs)")
+            log(ERROR, "[TRE] %s", details)
+            return 1
+        context.run_config = get_fused_config_from_dir(app.fab_dir, overrides)
         grid = PromptGrid(runtime_api_address=address, insecure=root_certificates is None,
                           root_certificates=(root_certificates.read_bytes()
                                              if root_certificates else None), token=token)
         grid.set_run(run)
         log(INFO, "[TRE] run %s: %s (FAB %s…)", run.run_id, app.app_id, digest[:12])
         try:
-            with serving_fab(digest):
+            with serving_fab(digest), reporting_to(sender):
                 app.load("serverapp")(grid=grid, context=context)
         finally:
             grid.close()
@@ -104,13 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime-address", required=True)
     parser.add_argument("--root-certificates", type=Path)
     parser.add_argument("--app-hash", default="", help="the installed app to load ahead")
+    parser.add_argument("--portal-url", required=True)
+    parser.add_argument("--portal-ca", type=Path)
+    parser.add_argument("--report-key-dir", type=Path, required=True)
     args = parser.parse_args(argv)
+    portal = PortalChannel(args.portal_url, ReportKey.load(args.report_key_dir),
+                           args.portal_ca)
     if args.app_hash in installed_apps():  # warm: imports done before a run waits on them
         installed_apps()[args.app_hash].load("serverapp")
     token = sys.stdin.readline().strip()
     if not token:
         return 0  # the supervisor stopped before handing this process a run
-    return run_task(args.runtime_address, token, args.root_certificates)
+    return run_task(args.runtime_address, token, portal, args.root_certificates)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ SuperLink hold) and starts `federation.serverapp_task` for it, which runs the
 installed ServerApp for an approved FAB hash and refuses any other FAB. Runs never
 install dependencies at run time (`--disable-runtime-dependency-installation`).
 
+Results leave only towards the portal this SuperLink serves (`portal_url`), over its
+API: the SuperLink's report key (created in its state folder; the public half is
+`report-key.pub`, which its operator gives the portal) opens each run's credential.
+
 `flower-superlink` spawns nothing by name in this mode, but the interpreter's
 `bin/` still goes first on PATH for the `flwr` CLI the portal uses.
 """
@@ -88,24 +92,38 @@ def superlink_command(host: str = "127.0.0.1", port: int = 9093, *, insecure: bo
     return cmd
 
 
+def report_public_key(flwr_home: str | Path) -> str:
+    """The public half of the SuperLink's report key (base64 X25519), created on first
+    start: the portal seals each run's credential to it (`TRE_SUPERLINK_REPORT_KEY`)."""
+    from access_control.run_credentials import ReportKey
+
+    return ReportKey.load_or_create(flwr_home).public
+
+
 def start_superlink(
-    host: str = "127.0.0.1", port: int = 9092, *, control_host: str = "127.0.0.1",
+    host: str = "127.0.0.1", port: int = 9092, *, portal_url: str,
+    portal_ca: str | Path | None = None, control_host: str = "127.0.0.1",
     control_port: int = 9093, insecure: bool = True, flwr_home: str | Path | None = None,
     database: str | Path | None = None, log_path: str | Path | None = None,
     tls: TLSFiles | None = None, supernode_auth: bool = False,
 ) -> subprocess.Popen:
     """Start the SuperLink (control address), its Fleet gateway (`host:port`, what
-    hospitals dial) and the ServerApp runtime, as one supervisor process in its own
-    process group: stopping the group stops all of them and every ServerApp run."""
+    hospitals dial) and the ServerApp runtime reporting to `portal_url`, as one
+    supervisor process in its own process group: stopping the group stops all of them
+    and every ServerApp run."""
     from federation.runtime import auth_secret_file
 
     home = Path(flwr_home) if flwr_home else Path.cwd() / ".superlink"
     home.mkdir(parents=True, exist_ok=True)
     secret = auth_secret_file(home)
+    report_public_key(home)
     link = superlink_command(control_host, control_port, insecure=insecure, database=database,
                              tls=tls, supernode_auth=supernode_auth, secret_file=secret)
     cmd = [sys.executable, "-m", "federation.superlink", "--fleet", f"{host}:{port}",
-           "--control", f"{control_host}:{control_port}", "--secret-file", str(secret)]
+           "--control", f"{control_host}:{control_port}", "--secret-file", str(secret),
+           "--portal-url", portal_url, "--report-key-dir", str(home)]
+    if portal_ca is not None:
+        cmd += ["--portal-ca", str(portal_ca)]
     if tls is not None:
         cmd += ["--ca-cert", str(tls.ca_cert), "--cert", str(tls.cert), "--key", str(tls.key)]
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - owned by the child
@@ -126,11 +144,14 @@ def _wait_listening(address: str, proc: subprocess.Popen, timeout_s: float = 120
     raise RuntimeError(f"the SuperLink did not open {address}")
 
 
-def _spare(control: str, ca_cert: Path | None, app_hash: str = "") -> subprocess.Popen:
+def _spare(control: str, ca_cert: Path | None, portal: list[str], app_hash: str = ""
+           ) -> subprocess.Popen:
     """A `federation.serverapp_task` that loads the installed ServerApp of `app_hash` now
     and waits on its stdin for the token of the next run of that app: a run starts
-    without interpreter start-up, and the token never shows on a command line."""
-    cmd = [sys.executable, "-m", "federation.serverapp_task", "--runtime-address", control]
+    without interpreter start-up, and the token never shows on a command line.
+    `portal`: its `--portal-url`, `--portal-ca` and `--report-key-dir` arguments."""
+    cmd = [sys.executable, "-m", "federation.serverapp_task", "--runtime-address", control,
+           *portal]
     if app_hash:
         cmd += ["--app-hash", app_hash]
     if ca_cert is not None:
@@ -139,7 +160,8 @@ def _spare(control: str, ca_cert: Path | None, app_hash: str = "") -> subprocess
 
 
 def _serve_serverapps(control: str, secret_file: Path, ca_cert: Path | None,
-                      stop: threading.Event, runs: list[subprocess.Popen]) -> None:
+                      portal: list[str], stop: threading.Event,
+                      runs: list[subprocess.Popen]) -> None:
     """Hand each run the SuperLink queues to a warm `federation.serverapp_task` of its app
     (one spare per installed app; a FAB of any other hash gets a cold one, which refuses
     it)."""
@@ -150,7 +172,7 @@ def _serve_serverapps(control: str, secret_file: Path, ca_cert: Path | None,
     from federation.runtime import acquire_task, runtime_client
 
     acquirer = runtime_client(control, secret_file=secret_file, root_certificates=ca_cert)
-    spares = {h: _spare(control, ca_cert, h) for h in installed_apps()}
+    spares = {h: _spare(control, ca_cert, portal, h) for h in installed_apps()}
     runs.extend(spares.values())
     try:
         while not stop.is_set():
@@ -164,12 +186,12 @@ def _serve_serverapps(control: str, secret_file: Path, ca_cert: Path | None,
                 stop.wait(0.1)
                 continue
             token, app_hash = task
-            proc = spares.pop(app_hash, None) or _spare(control, ca_cert)
+            proc = spares.pop(app_hash, None) or _spare(control, ca_cert, portal)
             proc.stdin.write(token + "\n")
             proc.stdin.close()
             log(INFO, "[TRE superlink] a ServerApp task went to pid %d", proc.pid)
             if app_hash in installed_apps():
-                spares[app_hash] = _spare(control, ca_cert, app_hash)
+                spares[app_hash] = _spare(control, ca_cert, portal, app_hash)
             alive = {p.pid: p for p in [*runs, proc, *spares.values()] if p.poll() is None}
             runs[:] = list(alive.values())
     finally:
@@ -187,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ca-cert", type=Path)
     parser.add_argument("--cert", type=Path)
     parser.add_argument("--key", type=Path)
+    parser.add_argument("--portal-url", required=True, help="where runs report results")
+    parser.add_argument("--portal-ca", type=Path, help="CA of the portal's TLS certificate")
+    parser.add_argument("--report-key-dir", type=Path, required=True)
     parser.add_argument("superlink", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     from federation.gateway import start_gateway
@@ -199,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             gateway = start_gateway(args.fleet, args.control, ca_cert=args.ca_cert,
                                     certfile=args.cert, keyfile=args.key)
             try:
-                _serve_serverapps(args.control, args.secret_file, args.ca_cert, stop, runs)
+                portal = ["--portal-url", args.portal_url, "--report-key-dir",
+                          str(args.report_key_dir)]
+                if args.portal_ca is not None:
+                    portal += ["--portal-ca", str(args.portal_ca)]
+                _serve_serverapps(args.control, args.secret_file, args.ca_cert, portal, stop,
+                                  runs)
             finally:
                 gateway.stop()
         finally:

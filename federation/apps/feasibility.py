@@ -7,7 +7,7 @@ enrolment: see `federation.node.enrol`) and the same app-by-hash rule apply.
 
 The ServerApp sends one `query.feasibility` message to each SuperNode named in
 the run's `node-map` (the portal puts there the hospitals that published a
-matching dataset) and writes `feasibility.json` into `results-dir`. The ClientApp
+matching dataset) and sends their answers to the portal. The ClientApp
 is node-installed code: it refuses unless the FAB it was sent is this node's own
 feasibility FAB (by hash) and the run carries the portal's feasibility ticket for
 this hospital, cohort and purpose (signed with the pinned permit keys, so control
@@ -37,8 +37,10 @@ from federation.apps.fab import (
     installed_apps,
     running_fab_hash,
 )
+from federation.apps.report import results_sender
 from federation.node.governance import ConsentFilter, Refusal, consent_filter_for, node_session
-from federation.node.home import NodeHome, NodeHomeError
+from federation.node.home import NodeHome
+from federation.node.permit_keys import KeyRefused, keys_for
 from federation.node.query import (
     AGE_REFERENCE,
     DISCLOSURE_KEY_PURPOSE,
@@ -48,7 +50,6 @@ from federation.node.query import (
 )
 from tre.core.schemas import CohortFilter, ConsentRegime, FeasibilityTicket, Purpose
 
-RESULTS = "feasibility.json"
 REFUSED = 4030
 
 server = ServerApp()
@@ -78,8 +79,10 @@ def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purp
     if not token:
         raise Refusal("no-ticket", "the query carries no feasibility ticket from the portal")
     try:
-        ticket = verify_ticket(token, home.permit_jwks(), now=now)
-    except (PermitError, NodeHomeError) as exc:
+        ticket = verify_ticket(token, keys_for(home, token), now=now)
+    except KeyRefused as exc:
+        raise Refusal(exc.code, str(exc)) from exc
+    except PermitError as exc:
         raise Refusal("ticket-invalid", str(exc)) from exc
     hospital = home.config.hospital_id
     if hospital not in ticket.hospitals:
@@ -183,9 +186,9 @@ def feasibility(msg: Message, context: Context) -> Message:
 # -- server side -------------------------------------------------------------------------
 @server.main()
 def main(grid: Grid, context: Context) -> None:
-    """Query the mapped SuperNodes once and write their answers to `results-dir`."""
+    """Query the mapped SuperNodes once and send their answers to the portal."""
     cfg = dict(context.run_config)
-    results_dir = str(cfg.get("results-dir", ""))
+    out = results_sender()
     node_map = parse_node_map(str(cfg.get("node-map", "{}")))
     timeout = float(cfg.get("timeout", 120))
     by_node = {n: h for h, n in node_map.items()}
@@ -217,10 +220,5 @@ def main(grid: Grid, context: Context) -> None:
         answers.setdefault(nid, {"hospital_id": by_node[nid], "node_id": nid,
                                  "status": "no-reply",
                                  "reason": "offline" if nid not in online else "timed out"})
-    out = {"run_id": context.run_id, "status": "completed", "seconds": time.time() - started,
-           "answers": [answers[n] for n in targets]}
-    if results_dir:
-        Path(results_dir).mkdir(parents=True, exist_ok=True)
-        tmp = Path(results_dir) / (RESULTS + ".tmp")
-        tmp.write_text(json.dumps(out))
-        tmp.replace(Path(results_dir) / RESULTS)
+    out.report({"run_id": context.run_id, "status": "completed",
+                "seconds": time.time() - started, "answers": [answers[n] for n in targets]})

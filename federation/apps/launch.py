@@ -3,7 +3,10 @@
 A run is submitted to the SuperLink's Control API in process (`federation.control`),
 with the FAB built from the shim in `federation/apps/fab/` (so the app hash the
 nodes see is `fab_hash()`) and the run parameters (permit included) as run-config
-overrides. Progress comes back through the results folder the ServerApp writes.
+overrides, with the run's results credential sealed to the SuperLink. Progress,
+report and model come back over the caller's results API (the portal's
+`/v1/results`), which keeps them in the caller's own folder: `results_dir` here
+names that folder, and never travels to the SuperLink.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from federation.apps.fab import FAB_DIR
 from federation.apps.params import RunParams
-from federation.apps.report import REPORT, read_events
+from federation.apps.report import CREDENTIAL_KEY, REPORT, read_events
 from federation.control import ControlAPI, ControlError
 
 
@@ -39,16 +42,19 @@ class RunHandle:
 
 def submit_app(
     superlink: str, app_dir: Path, run_config: dict[str, Any], results_dir: str | Path, *,
-    insecure: bool = True, root_certificates: str | Path | None = None,
+    credential: str | None, insecure: bool = True,
+    root_certificates: str | Path | None = None,
 ) -> RunHandle:
-    """Submit one FAB folder with run-config overrides to the SuperLink's Control API;
-    returns once Flower accepted it. Used for the training and the feasibility app alike."""
-    results = Path(results_dir).resolve()
-    results.mkdir(parents=True, exist_ok=True)
+    """Submit one FAB folder with run-config overrides and the sealed results
+    `credential` to the SuperLink's Control API; returns once Flower accepted it. Used
+    for the training and the feasibility app alike; `results_dir` is where the caller's
+    results API keeps what the run sends. (`credential` None: a run nobody can report,
+    which the SuperLink's runtime refuses: what tests of hostile submissions send.)"""
     control = ControlAPI(superlink, insecure,
                          Path(root_certificates) if root_certificates else None)
+    config = run_config if credential is None else {**run_config, CREDENTIAL_KEY: credential}
     try:
-        return RunHandle(control.start(app_dir, run_config), control, results)
+        return RunHandle(control.start(app_dir, config), control, Path(results_dir).resolve())
     except ControlError as exc:
         raise RunError(f"the SuperLink did not start the run: {exc}") from exc
 
@@ -69,14 +75,13 @@ def register_supernode(
 
 
 def start_run(
-    superlink: str, params: RunParams, results_dir: str | Path, *, insecure: bool = True,
-    root_certificates: str | Path | None = None,
+    superlink: str, params: RunParams, results_dir: str | Path, *, credential: str | None,
+    insecure: bool = True, root_certificates: str | Path | None = None,
 ) -> RunHandle:
     """Submit the run to the SuperLink's Control API; returns once Flower accepted it."""
     params.check()
-    results = Path(results_dir).resolve()
-    params = RunParams(**{**params.__dict__, "results_dir": str(results)})
-    return submit_app(superlink, FAB_DIR, params.to_run_config(), results, insecure=insecure,
+    return submit_app(superlink, FAB_DIR, params.to_run_config(), results_dir,
+                      credential=credential, insecure=insecure,
                       root_certificates=root_certificates)
 
 

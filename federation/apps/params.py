@@ -36,7 +36,6 @@ class RunParams:
     seed: int = 0
     min_nodes: int = 0  # 0: every hospital named in the permit
     round_timeout: int = 1800
-    results_dir: str = ""
     node_map: str = ""  # JSON hospital -> Flower node id, from enrolment (portal); "": none
 
     @classmethod

@@ -1,8 +1,11 @@
-"""Run progress events, the run report (JSON) and its plot (PNG).
+"""Run results on their way from the ServerApp to the portal, and where they land.
 
-The ServerApp appends one JSON line per event to `progress.jsonl` in the run's
-results folder (the CLI and the portal follow that file) and writes
-`report.json`, `model.pt` and `report.png` at the end.
+The ServerApp holds no folder of the portal's: it sends progress events, the final
+report and the model over HTTPS to the portal that started the run (`ResultsSender`,
+authenticated by the run's own credential, `access_control.run_credentials`). The
+portal's results route keeps them in its own state (`RunFolder`: `progress.jsonl`,
+`report.json`, `model.pt`, and the plot it draws itself, `report.png`), which its
+run follower reads.
 """
 
 from __future__ import annotations
@@ -10,13 +13,21 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 PROGRESS = "progress.jsonl"
 REPORT = "report.json"
 MODEL = "model.pt"
 PLOT = "report.png"
+# the run-config key carrying the run's credential, sealed to the SuperLink
+CREDENTIAL_KEY = "report-credential"
+SEND_ATTEMPTS = 8
 
 
 def _clean(value: Any) -> Any:
@@ -29,20 +40,31 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class EventLog:
-    """Append-only progress events of one run (JSON lines, flushed per event)."""
+def event(name: str, **fields: Any) -> dict[str, Any]:
+    """One progress event as it travels and is stored (NaN and infinities as null)."""
+    return _clean({"event": name, "time": time.time(), **fields})
 
-    def __init__(self, results_dir: str | Path | None) -> None:
-        self.path = Path(results_dir) / PROGRESS if results_dir else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
-        record = _clean({"event": event, "time": time.time(), **fields})
-        if self.path is not None:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-        return record
+class RunFolder:
+    """One run's results in the receiving party's own state folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def append_event(self, record: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / PROGRESS).open("a") as f:
+            f.write(json.dumps(_clean(record)) + "\n")
+
+    def write(self, name: str, data: bytes) -> Path:
+        """Write one result file whole (a reader never sees half of it)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_bytes(data)
+        return tmp.replace(self.path / name)
+
+    def write_report(self, report: dict[str, Any]) -> Path:
+        return self.write(REPORT, json.dumps(_clean(report), indent=2).encode())
 
 
 def read_events(results_dir: str | Path, *, offset: int = 0) -> tuple[list[dict], int]:
@@ -58,10 +80,72 @@ def read_events(results_dir: str | Path, *, offset: int = 0) -> tuple[list[dict]
     return [json.loads(line) for line in lines if line.strip()], offset + end
 
 
-def write_report(results_dir: str | Path, report: dict[str, Any]) -> Path:
-    path = Path(results_dir) / REPORT
-    path.write_text(json.dumps(_clean(report), indent=2))
-    return path
+class ResultsSender:
+    """The ServerApp's only way out for results: the portal's `/v1/results` routes, with
+    the run's credential. Retries a portal that is briefly away; a result the portal
+    refuses (4xx) fails the run rather than vanishing."""
+
+    def __init__(self, portal_url: str, credential: str, flower_run_id: int, *,
+                 verify: str | bool = True) -> None:
+        self.base = portal_url.rstrip("/") + "/v1/results"
+        self.client = httpx.Client(verify=verify, timeout=60, headers={
+            "Authorization": f"Bearer {credential}", "X-Flower-Run-Id": str(flower_run_id)})
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> None:
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                resp = self.client.request(method, f"{self.base}/{path}", **kwargs)
+            except httpx.TransportError:
+                if attempt + 1 == SEND_ATTEMPTS:
+                    raise
+                time.sleep(min(2 ** attempt * 0.25, 8))
+                continue
+            if resp.status_code >= 500 and attempt + 1 < SEND_ATTEMPTS:
+                time.sleep(min(2 ** attempt * 0.25, 8))
+                continue
+            if resp.status_code >= 400:
+                raise RuntimeError(f"the portal refused {path}: {resp.status_code} "
+                                   f"{resp.text[:300]}")
+            return
+
+    def emit(self, name: str, **fields: Any) -> dict[str, Any]:
+        record = event(name, **fields)
+        self._send("POST", "events", json=record)
+        return record
+
+    def report(self, report: dict[str, Any]) -> None:
+        self._send("PUT", "report", json=_clean(report))
+
+    def model(self, data: bytes) -> None:
+        self._send("PUT", "model", content=data,
+                   headers={"Content-Type": "application/octet-stream"})
+
+    def close(self) -> None:
+        self.client.close()
+
+
+_SENDER: ContextVar[ResultsSender | None] = ContextVar("tre_results_sender", default=None)
+
+
+@contextmanager
+def reporting_to(sender: ResultsSender) -> Iterator[ResultsSender]:
+    """Set by the SuperLink's ServerApp runtime around one run."""
+    token = _SENDER.set(sender)
+    try:
+        yield sender
+    finally:
+        _SENDER.reset(token)
+        sender.close()
+
+
+def results_sender() -> ResultsSender:
+    """Where this run's results go. A ServerApp started any other way than by the
+    SuperLink's runtime for a portal-submitted run has nowhere to send them."""
+    sender = _SENDER.get()
+    if sender is None:
+        raise RuntimeError("this run has no channel to the portal: its ServerApp was not "
+                           "started by the SuperLink runtime for a run the portal submitted")
+    return sender
 
 
 def plot_report(report: dict[str, Any], path: str | Path) -> Path:

@@ -3,8 +3,8 @@
 Runs beside the SuperLink. It never sees data: it sends the global model, gets
 back DP-trained weights and aggregate metrics, and records per round what each
 hospital reported (ε spent so far, or why it refused). At the end it asks every
-node to release the unused part of its ε reservation and writes the final
-model, `report.json` and `report.png` into the run's results folder.
+node to release the unused part of its ε reservation and sends the final model
+and report to the portal that started the run (`federation.apps.report`).
 
 Node selection by permit: the run config's `node-map` (hospital → Flower node id,
 fixed when each hospital enrolled its SuperNode key: `tre.portal.services.nodes`)
@@ -16,6 +16,7 @@ connected node is addressed and nodes outside the permit refuse on their own.
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 from access_control.permits import unverified_claims
 from federation.apps.feasibility import parse_node_map
 from federation.apps.params import RunParams
-from federation.apps.report import MODEL, PLOT, EventLog, plot_report, write_report
+from federation.apps.report import results_sender
 from federation.apps.tasks import params_spec
 from federation.training.models import build_model
 
@@ -142,9 +143,9 @@ def _permit_summary(token: str) -> dict[str, Any]:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run the governed rounds; results and progress go to `results-dir`."""
+    """Run the governed rounds; progress, the report and the model go to the portal."""
     params = RunParams.from_run_config(dict(context.run_config))
-    events = EventLog(params.results_dir or None)
+    events = results_sender()
     permit = _permit_summary(params.permit)
     hospitals = permit.get("hospitals") or []
     min_nodes = params.min_nodes or max(len(hospitals), 1)
@@ -161,9 +162,8 @@ def main(grid: Grid, context: Context) -> None:
     if allowed is not None and len(allowed) < min_nodes:
         report.update(status="failed", error=f"only {len(allowed)} of the permit's hospitals "
                       f"have an enrolled node; the run needs {min_nodes}")
+        events.report(report)
         events.emit("end", status="failed", error=report["error"])
-        if params.results_dir:
-            write_report(params.results_dir, report)
         return
     events.emit("start", run_id=context.run_id, permit=permit, min_nodes=min_nodes,
                 params=report["params"])
@@ -174,9 +174,8 @@ def main(grid: Grid, context: Context) -> None:
         report["status"] = "failed"
         report["error"] = ("secure aggregation (SecAgg+) is not available with the Message API "
                            "strategies of the installed Flower release")
+        events.report(report)
         events.emit("end", status="failed", error=report["error"])
-        if params.results_dir:
-            write_report(params.results_dir, report)
         log(WARNING, report["error"])
         return
 
@@ -251,13 +250,11 @@ def main(grid: Grid, context: Context) -> None:
     report.update(status=status, releases=releases, finished_at=time.time(),
                   seconds=time.time() - started)
     report["epsilon_per_node"] = _final_epsilons(report["rounds"])
-    if params.results_dir:
-        state = {k: torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()}
-        torch.save(state, f"{params.results_dir}/{MODEL}")
-        report["model_file"] = MODEL
-        write_report(params.results_dir, report)
-        plot_report(report, f"{params.results_dir}/{PLOT}")
-        write_report(params.results_dir, {**report, "plot_file": PLOT})
+    state = {k: torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    events.model(buffer.getvalue())
+    events.report(report)
     events.emit("end", status=status, epsilon_per_node=report["epsilon_per_node"],
                 stop_reason=report.get("stop_reason"))
 

@@ -195,7 +195,8 @@ def pull_snapshot(home: NodeHome, client: PortalClient | None = None, *,
     token = client.access_token()
     try:
         resp = httpx.get(url, params={"since": since, "format": "parquet"},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=client.timeout)
+                         headers={"Authorization": f"Bearer {token}"}, timeout=client.timeout,
+                         verify=client.verify)
     except httpx.HTTPError as exc:
         raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
     if resp.status_code != 200:

@@ -33,8 +33,9 @@ import duckdb
 import httpx
 
 from access_control.permits import PermitError, verify_permit, verify_run_ticket
-from federation.node.home import NodeHome, NodeHomeError
+from federation.node.home import NodeHome
 from federation.node.ledger import BudgetError, PrivacyLedger, Reservation
+from federation.node.permit_keys import KeyRefused, keys_for
 from federation.node.portal_client import PortalClient, PortalError
 from tre.core.schemas import ConsentRegime, PermitClaims, PermitDataset, Purpose
 
@@ -57,6 +58,7 @@ class RevocationList:
     revoked: frozenset[str]
     source: str  # "portal" or "cache"
     fetched_at: float
+    retired_keys: frozenset[str] = frozenset()  # permit keys whose signatures are refused
 
 
 def fetch_revoked(
@@ -66,31 +68,35 @@ def fetch_revoked(
     bearer: str | None = None,
     timeout: float = 5.0,
     max_age_s: float = DEFAULT_REVOCATION_MAX_AGE_S,
+    verify: str | bool = True,
 ) -> RevocationList:
-    """GET {portal}/v1/permits/revoked; on success refresh the cache file, otherwise fall back
-    to the cache if it is younger than `max_age_s`. With neither, raise Refusal: a node that
-    cannot know whether a permit was revoked does not run it."""
+    """GET {portal}/v1/permits/revoked (revoked permits and retired permit keys); on success
+    refresh the cache file, otherwise fall back to the cache if it is younger than
+    `max_age_s`. With neither, raise Refusal: a node that cannot know whether a permit was
+    revoked does not run it."""
     url = portal_url.rstrip("/") + "/v1/permits/revoked"
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     problem = ""
     try:
-        resp = httpx.get(url, headers=headers, timeout=timeout)
+        resp = httpx.get(url, headers=headers, timeout=timeout, verify=verify)
         resp.raise_for_status()
-        ids = resp.json()["revoked"]
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ValueError("'revoked' is not a list of permit ids")
+        ids, retired = resp.json()["revoked"], resp.json().get("retired_keys", [])
+        for name, value in (("revoked", ids), ("retired_keys", retired)):
+            if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+                raise ValueError(f"{name!r} is not a list of ids")
         now = time.time()
         tmp = cache_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"revoked": ids, "fetched_at": now}))
+        tmp.write_text(json.dumps({"revoked": ids, "retired_keys": retired, "fetched_at": now}))
         os.replace(tmp, cache_path)
-        return RevocationList(frozenset(ids), "portal", now)
+        return RevocationList(frozenset(ids), "portal", now, frozenset(retired))
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
     if cache_path.exists():
         data = json.loads(cache_path.read_text())
         age = time.time() - float(data["fetched_at"])
         if age <= max_age_s:
-            return RevocationList(frozenset(data["revoked"]), "cache", float(data["fetched_at"]))
+            return RevocationList(frozenset(data["revoked"]), "cache", float(data["fetched_at"]),
+                                  frozenset(data.get("retired_keys", [])))
         problem += f"; cached list is {age:.0f}s old (max {max_age_s:.0f}s)"
     raise Refusal(
         "revocation-unknown",
@@ -108,7 +114,7 @@ def portal_revocations(home: NodeHome) -> RevocationList:
     except PortalError:
         bearer = None  # the list may still be cached; fetch_revoked decides
     return fetch_revoked(home.config.portal_url, home.path / REVOKED_CACHE_FILE,
-                         bearer=bearer, max_age_s=max_age)
+                         bearer=bearer, max_age_s=max_age, verify=home.portal_verify)
 
 
 # -- run tickets ---------------------------------------------------------------------------
@@ -275,10 +281,8 @@ class Governor:
     def _authorise(
         self, token: str, *, app_hash: str | None, run_id: str, dataset_id: str | None,
     ) -> Authorisation:
-        try:
-            jwks = self.home.permit_jwks()
-        except NodeHomeError as exc:
-            raise Refusal("no-pinned-key", str(exc)) from exc
+        revs = (self.revocations or (lambda: portal_revocations(self.home)))()
+        jwks = self._keys_for(token, revs)
         try:
             claims = verify_permit(token, jwks, now=self.clock())
         except PermitError as exc:
@@ -286,7 +290,6 @@ class Governor:
             code = ("permit-expired" if "expired" in msg else
                     "permit-not-yet-valid" if "not valid yet" in msg else "permit-invalid")
             raise Refusal(code, msg) from exc
-        revs = (self.revocations or (lambda: portal_revocations(self.home)))()
         if claims.permit_id in revs.revoked:
             raise Refusal("permit-revoked", f"permit {claims.permit_id} has been revoked")
         hospital = self.home.config.hospital_id
@@ -314,7 +317,7 @@ class Governor:
                 f"the app being run (hash {app_hash or 'unknown'}) is not the app approved by "
                 f"permit {claims.permit_id} (hash {claims.app_hash})",
             )
-        self._check_run_ticket(claims, app_hash, run_id, jwks)
+        self._check_run_ticket(claims, app_hash, run_id, revs)
         ds = mine[0]
         with self.home.db.reader() as cur:
             row = cur.execute(
@@ -324,11 +327,18 @@ class Governor:
             raise Refusal("unknown-dataset", f"dataset {ds.dataset_id!r} is not held by {hospital}")
         return Authorisation(claims, ds, ConsentRegime(row[0]), run_id, app_hash, revs.source)
 
+    def _keys_for(self, token: str, revs: RevocationList) -> dict[str, Any]:
+        """The portal's keys that can verify `token` (followed: federation.node.permit_keys)."""
+        try:
+            return keys_for(self.home, token, retired=revs.retired_keys)
+        except KeyRefused as exc:
+            raise Refusal(exc.code, str(exc)) from exc
+
     def _check_run_ticket(self, claims: PermitClaims, app_hash: str, run_id: str,
-                          jwks: dict[str, Any]) -> None:
+                          revs: RevocationList) -> None:
         token = (self.run_tickets or (lambda r: portal_run_ticket(self.home, r)))(run_id)
         try:
-            ticket = verify_run_ticket(token, jwks, now=self.clock())
+            ticket = verify_run_ticket(token, self._keys_for(token, revs), now=self.clock())
         except PermitError as exc:
             raise Refusal("run-ticket-invalid", str(exc)) from exc
         hospital = self.home.config.hospital_id

@@ -5,7 +5,9 @@ Layout (created by `tre node init`):
     node.toml                 hospital id, portal URL, SuperLink address, policy
     node.duckdb               common data model, ledger, node audit log
     federation.key            pseudonymisation key (0600); never leaves the node
-    portal-permit-keys.json   the portal's permit JWKS, pinned at enrolment
+    portal-permit-keys.json   the portal's permit JWKS, pinned at enrolment and followed
+                              since (federation.node.permit_keys)
+    portal-ca.crt             the CA the portal's TLS certificate must chain to, optional
     credentials.json          Keycloak service-account client id/secret (0600), optional
 """
 
@@ -32,6 +34,7 @@ CONFIG_FILE = "node.toml"
 DB_FILE = "node.duckdb"
 KEY_FILE = "federation.key"
 PERMIT_KEYS_FILE = "portal-permit-keys.json"
+PORTAL_CA_FILE = "portal-ca.crt"
 CREDENTIALS_FILE = "credentials.json"
 
 
@@ -148,7 +151,16 @@ class NodeHome:
         return json.loads(path.read_text())
 
     def pin_permit_keys(self, jwks: dict[str, Any]) -> None:
-        (self.path / PERMIT_KEYS_FILE).write_text(json.dumps(jwks, indent=2))
+        tmp = self.path / f".{PERMIT_KEYS_FILE}.tmp"
+        tmp.write_text(json.dumps(jwks, indent=2))
+        os.replace(tmp, self.path / PERMIT_KEYS_FILE)
+
+    @property
+    def portal_verify(self) -> str | bool:
+        """How the node checks the portal's TLS certificate: against the CA pinned at init
+        (`portal-ca.crt`, e.g. the federation CA), else the system's trusted CAs."""
+        ca = self.path / PORTAL_CA_FILE
+        return str(ca) if ca.exists() else True
 
     def credentials(self) -> dict[str, str] | None:
         """Service-account credentials: env TRE_NODE_CLIENT_ID/SECRET first, then the 0600 file."""

@@ -1,5 +1,9 @@
 """The node's HTTP client of the portal: pinning permit keys, publishing descriptors.
 
+The portal's TLS certificate is checked against the CA pinned in the node home at
+`tre node init --portal-ca` (else the system's CAs); plain http is for `--insecure`
+development homes only.
+
 The node authenticates as its Keycloak service account (client-credentials grant,
 one client per hospital, role `node`); the portal decides from the token's
 `hospital_id` what the node may publish. Failures become `PortalError` with a
@@ -49,10 +53,14 @@ def _detail(resp: httpx.Response) -> str:
 
 
 def validate_permit_jwks(jwks: Any) -> dict[str, Any]:
-    """A JWKS of Ed25519 public keys, or PortalError: a node must not pin anything else."""
+    """A JWKS of Ed25519 public keys (and the ids of retired keys), or PortalError: a node
+    must not pin anything else."""
     keys = jwks.get("keys") if isinstance(jwks, dict) else None
     if not isinstance(keys, list) or not keys:
         raise PortalError("the portal's permit-keys answer is not a JWKS with at least one key")
+    retired = jwks.get("retired", [])
+    if not isinstance(retired, list) or not all(isinstance(k, str) for k in retired):
+        raise PortalError("the portal's list of retired permit keys is not a list of key ids")
     for entry in keys:
         try:
             key = jwk.JWK(**entry)
@@ -64,7 +72,7 @@ def validate_permit_jwks(jwks: Any) -> dict[str, Any]:
             raise PortalError("the portal sent a private key as a permit key; refusing to pin it")
         if not key.get("kid"):
             raise PortalError("the portal sent a permit key without a key id (kid)")
-    return {"keys": keys}
+    return {"keys": [k for k in keys if k["kid"] not in retired], "retired": sorted(retired)}
 
 
 class PortalClient:
@@ -78,9 +86,11 @@ class PortalClient:
         realm: str | None = None,
         credentials: dict[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        verify: str | bool = True,
     ) -> None:
         settings = CommonSettings()
         self.portal_url = portal_url.rstrip("/")
+        self.verify = verify  # the portal's TLS: a CA file, or the system's CAs
         self.keycloak_url = (keycloak_url or settings.keycloak_url).rstrip("/")
         self.realm = realm or settings.keycloak_realm
         self.credentials = credentials
@@ -96,12 +106,15 @@ class PortalClient:
             realm=cfg.extra.get("keycloak_realm"),
             credentials=home.credentials(),
             timeout=timeout,
+            verify=home.portal_verify,
         )
 
     # -- plumbing -------------------------------------------------------------------
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One call; the portal's certificate is checked with the node's pinned CA."""
+        verify = self.verify if url.startswith(self.portal_url) else True
         try:
-            return httpx.request(method, url, timeout=self.timeout, **kwargs)
+            return httpx.request(method, url, timeout=self.timeout, verify=verify, **kwargs)
         except httpx.HTTPError as exc:
             raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
 
@@ -183,7 +196,8 @@ class PortalClient:
         ]
         headers = {"Authorization": f"Bearer {self.access_token()}"}
         try:
-            resp = httpx.post(url, files=files, headers=headers, timeout=timeout)
+            resp = httpx.post(url, files=files, headers=headers, timeout=timeout,
+                              verify=self.verify)
         except httpx.HTTPError as exc:
             raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
         if resp.status_code not in (200, 201):
@@ -214,7 +228,7 @@ class PortalClient:
         """Whether the portal answers at all (any HTTP status counts as reachable)."""
         url = f"{self.portal_url}/v1/permit-keys"
         try:
-            resp = httpx.get(url, timeout=min(self.timeout, 3.0))
+            resp = httpx.get(url, timeout=min(self.timeout, 3.0), verify=self.verify)
         except httpx.HTTPError as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return True, f"HTTP {resp.status_code}"

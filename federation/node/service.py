@@ -13,7 +13,13 @@ from typing import Any
 
 from federation.node.data import dataset_overview
 from federation.node.descriptor import build_descriptor, dataset_facts, publication_body
-from federation.node.home import CREDENTIALS_FILE, NodeConfig, NodeHome, NodeHomeError
+from federation.node.home import (
+    CREDENTIALS_FILE,
+    PORTAL_CA_FILE,
+    NodeConfig,
+    NodeHome,
+    NodeHomeError,
+)
 from federation.node.portal_client import PortalClient, PortalError
 from federation.node.query import DISCLOSURE_KEY_PURPOSE
 
@@ -44,10 +50,15 @@ def init_node(
     superlink: str | None = None,
     keycloak_url: str | None = None,
     credentials_file: str | Path | None = None,
+    portal_ca: str | Path | None = None,
+    insecure: bool = False,
     force: bool = False,
 ) -> NodeHome:
     """Create (or with `force`, re-enrol) a node home and pin the portal's permit keys.
 
+    The keys are fetched over TLS checked against `portal_ca` (pinned in the home for
+    every later call) or the system's CAs; plain http only for `insecure` development
+    homes, since whoever answers that call decides which permits the node will accept.
     Re-enrolling keeps the federation key and the data (re-keying would orphan every
     pseudonym); it refuses a different hospital id for an existing home.
     """
@@ -57,6 +68,13 @@ def init_node(
         )
     if not re.match(r"^https?://", portal_url or ""):
         raise NodeHomeError(f"portal URL {portal_url!r} must start with http:// or https://")
+    if portal_url.startswith("http://") and not insecure:
+        raise NodeHomeError(f"portal URL {portal_url} is plain http: the permit keys would "
+                            "come unauthenticated. Use the portal's https URL (with "
+                            "--portal-ca for the federation CA), or --insecure for development")
+    ca = Path(portal_ca) if portal_ca else None
+    if ca is not None and not ca.is_file():
+        raise NodeHomeError(f"--portal-ca {ca} is not a file")
     home = NodeHome(path)
     previous: NodeConfig | None = None
     if home.exists():
@@ -71,7 +89,7 @@ def init_node(
                 f"{home.path} belongs to hospital {previous.hospital_id}, not {hospital_id}"
             )
     creds = read_credentials_file(Path(credentials_file)) if credentials_file else None
-    jwks = PortalClient(portal_url).permit_keys()
+    jwks = PortalClient(portal_url, verify=str(ca) if ca else True).permit_keys()
     config = previous or NodeConfig(hospital_id=hospital_id, portal_url=portal_url)
     config.portal_url = portal_url.rstrip("/")
     if superlink:
@@ -79,6 +97,8 @@ def init_node(
     if keycloak_url:
         config.extra["keycloak_url"] = keycloak_url.rstrip("/")
     home = NodeHome.create(path, config, jwks)
+    if ca is not None:
+        (home.path / PORTAL_CA_FILE).write_bytes(ca.read_bytes())
     if creds:
         home.save_credentials(creds["client_id"], creds["client_secret"])
     home.audit.record(
@@ -135,7 +155,7 @@ def node_status(home: NodeHome, *, check_network: bool = True) -> dict[str, Any]
                   "problem": verify.problem},
     }
     if check_network:
-        ok, detail = PortalClient(cfg.portal_url).reachable()
+        ok, detail = PortalClient.for_home(home).reachable()
         status["portal"] = {"reachable": ok, "detail": detail}
         ok, detail = tcp_reachable(cfg.superlink)
         status["superlink_reachable"] = {"reachable": ok, "detail": detail}

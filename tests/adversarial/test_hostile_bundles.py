@@ -87,7 +87,8 @@ def test_hostile_bundles_are_refused_by_every_hospital(curious_link: str, tmp_pa
             wait_port(port, proc=procs[-1])
         time.sleep(5)  # the SuperNodes register with the SuperLink
         for name, (folder, code) in bundles.items():
-            handle = launch.submit_app(curious_link, folder, {}, tmp_path / "results" / name)
+            handle = launch.submit_app(curious_link, folder, {}, tmp_path / "results" / name,
+                                       credential=None)
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and not all(
                     _refusals(h, handle.run_id) for h in homes):

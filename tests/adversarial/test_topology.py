@@ -97,7 +97,7 @@ def test_cli_binds_control_to_loopback_and_stops_everything_it_started(tmp_path:
     state = tmp_path / "superlink-state"
     link = subprocess.Popen([tre, "federation", "superlink", "--host", "0.0.0.0",
                              "--port", str(fleet), "--control-port", str(control),
-                             "--state-dir", str(state)],
+                             "--state-dir", str(state), "--portal-url", "http://127.0.0.1:9"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     node = None
     try:

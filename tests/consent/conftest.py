@@ -10,7 +10,6 @@ import pytest
 
 from federation.node.home import NodeConfig, NodeHome
 from federation.node.portal_client import PortalClient
-from tests.fixtures.flower import flower_cluster  # noqa: F401 - the e2e test's fixture
 from tests.fixtures.portal import LivePortal, bearer
 
 

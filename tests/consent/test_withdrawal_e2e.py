@@ -23,6 +23,8 @@ from federation.node.ledger import PrivacyLedger
 from federation.node.query import DISCLOSURE_KEY_PURPOSE, cohort_members, disclose_members
 from federation.training.data import split_pseudonyms
 from tests.federation.helpers import populate
+from tests.fixtures.flower import FlowerCluster
+from tests.fixtures.net import free_port
 from tests.fixtures.portal import LivePortal, bearer, request_body
 from tre.core.schemas import CohortFilter, Purpose
 
@@ -50,13 +52,21 @@ def _feasibility(home: NodeHome) -> tuple[int, object]:
 
 @pytest.mark.timeout(1500)
 def test_withdrawal_between_two_runs_excludes_subjects_on_every_node(
-    keycloak, flower_cluster, tmp_path, monkeypatch,
+    keycloak, tmp_path, monkeypatch,
 ):
     # SuperNodes and their ClientApps find Keycloak through the environment
     monkeypatch.setenv("TRE_KEYCLOAK_URL", keycloak.base_url)
     monkeypatch.setenv("TRE_KEYCLOAK_REALM", keycloak.realm)
-    with LivePortal(keycloak, tmp_path / "portal", superlink=flower_cluster.control) as portal:
-        _withdrawal_between_two_runs(keycloak, portal.url, flower_cluster, tmp_path)
+    port = free_port()
+    cluster = FlowerCluster(tmp_path / "flower")
+    cluster.root.mkdir()
+    try:
+        cluster.start_superlink(portal_url=f"http://127.0.0.1:{port}")
+        with LivePortal(keycloak, tmp_path / "portal", port=port, superlink=cluster.control,
+                        superlink_report_key=cluster.report_key) as portal:
+            _withdrawal_between_two_runs(keycloak, portal.url, cluster, tmp_path)
+    finally:
+        cluster.stop()
 
 
 def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> None:  # noqa: ANN001

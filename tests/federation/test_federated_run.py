@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from access_control.permits import PermitKeyRing
-from federation.apps.launch import follow_run, start_run
+from federation.apps.launch import follow_run
 from federation.apps.params import RunParams
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
@@ -42,9 +42,8 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
     try:
         for path in homes:
             flower_cluster.start_node(path)
-        handle = start_run(flower_cluster.control,
-                           RunParams(permit=token, rounds=2, batch_size=128, lr=0.5),
-                           tmp_path / "results")
+        handle = flower_cluster.start_run(
+            RunParams(permit=token, rounds=2, batch_size=128, lr=0.5))
         # what the portal does for the runs it submits: a ticket for this Flower run
         portal.tickets[handle.run_id] = run_ticket(ring, token, f"flwr-{handle.run_id}")
         events: list[dict] = []
@@ -59,7 +58,7 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
     assert report["status"] == "completed", report
     assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "end"
     assert len(report["rounds"]) == 2
-    results = tmp_path / "results"
+    results = handle.results_dir  # in the portal's own state, sent over its API
     assert (results / "report.json").exists() and (results / "report.png").exists()
     assert (results / "model.pt").exists()
     assert json.loads((results / "report.json").read_text())["permit"]["permit_id"] == \

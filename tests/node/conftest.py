@@ -11,14 +11,18 @@ import pytest
 
 from federation.node.home import NodeHome
 from federation.node.service import init_node
+from federation.provision import provision
 from tests.fixtures.portal import LivePortal
 from tre.core.settings import CommonSettings
 
 
 @pytest.fixture(scope="session")
 def portal_server(tmp_path_factory) -> Iterator[LivePortal]:
-    """Keycloak is not needed for the public permit-keys route: it points at a closed port."""
-    with LivePortal(None, tmp_path_factory.mktemp("portal")) as server:
+    """The portal over HTTPS with a certificate of the federation's CA (nodes check it
+    with `--portal-ca`). Keycloak is not needed for the public permit-keys route: it
+    points at a closed port."""
+    pki = provision(tmp_path_factory.mktemp("pki"), [])
+    with LivePortal(None, tmp_path_factory.mktemp("portal"), tls=pki) as server:
         yield server
 
 
@@ -28,7 +32,7 @@ def make_node(tmp_path, portal_server):
 
     def make(hospital_id: str = "hospital-a", **kwargs) -> NodeHome:
         return init_node(tmp_path / f"home-{hospital_id}", hospital_id=hospital_id,
-                         portal_url=portal_server.url, **kwargs)
+                         portal_url=portal_server.url, portal_ca=portal_server.verify, **kwargs)
 
     return make
 

@@ -11,9 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 from federation.node.home import NodeHome
+from federation.provision import provision
 from tre.cli.main import app
 
 pytestmark = pytest.mark.integration
+
+
+def portal_args(server) -> list[str]:  # noqa: ANN001 - LivePortal
+    """The portal over verified TLS: its URL and the CA its certificate chains to."""
+    return ["--portal", server.url, "--portal-ca", str(server.verify)]
 
 
 @pytest.fixture
@@ -42,7 +48,7 @@ def enrolled(cli, tmp_path, portal_server):
     home = tmp_path / "node"
     creds = tmp_path / "creds.json"
     creds.write_text(json.dumps({"client_id": "node-hospital-a", "client_secret": "s3cret"}))
-    result = cli("init", "--hospital-id", "hospital-a", "--portal", portal_server.url,
+    result = cli("init", "--hospital-id", "hospital-a", *portal_args(portal_server),
                  "--home", str(home), "--credentials-file", str(creds),
                  "--superlink", "127.0.0.1:1")
     assert result.exit_code == 0, result.output + result.stderr
@@ -58,14 +64,14 @@ def test_init_pins_the_portals_permit_keys(enrolled, portal_server, cli):
     assert stat.S_IMODE(os.stat(enrolled / "federation.key").st_mode) == 0o600
     assert home.credentials() == {"client_id": "node-hospital-a", "client_secret": "s3cret"}
     assert [e.action for e in home.audit.entries()] == ["node.init"]
-    again = cli("init", "--hospital-id", "hospital-a", "--portal", portal_server.url,
+    again = cli("init", "--hospital-id", "hospital-a", *portal_args(portal_server),
                 "--home", str(enrolled))
     one_line_error(again, "already the home of node hospital-a", "--force")
-    other = cli("init", "--hospital-id", "hospital-b", "--portal", portal_server.url,
+    other = cli("init", "--hospital-id", "hospital-b", *portal_args(portal_server),
                 "--home", str(enrolled), "--force")
     one_line_error(other, "belongs to hospital hospital-a")
     key = (enrolled / "federation.key").read_bytes()
-    forced = cli("init", "--hospital-id", "hospital-a", "--portal", portal_server.url,
+    forced = cli("init", "--hospital-id", "hospital-a", *portal_args(portal_server),
                  "--home", str(enrolled), "--force")
     assert forced.exit_code == 0
     assert (enrolled / "federation.key").read_bytes() == key  # pseudonyms survive re-enrolment
@@ -74,12 +80,20 @@ def test_init_pins_the_portals_permit_keys(enrolled, portal_server, cli):
 def test_init_errors(cli, tmp_path, portal_server):
     dead = "http://127.0.0.1:9"
     one_line_error(cli("init", "--hospital-id", "h", "--portal", dead, "--home",
-                       str(tmp_path / "x")), "cannot reach")
-    one_line_error(cli("init", "--hospital-id", "bad id", "--portal", portal_server.url,
+                       str(tmp_path / "x"), "--insecure"), "cannot reach")
+    # whoever answers init decides which permits the node accepts: no plain http, and
+    # no portal whose certificate does not chain to the CA given
+    one_line_error(cli("init", "--hospital-id", "h", "--portal", dead, "--home",
+                       str(tmp_path / "x")), "plain http", "--insecure")
+    other_ca = provision(tmp_path / "other-pki", []).ca_cert
+    one_line_error(cli("init", "--hospital-id", "h", "--portal", portal_server.url,
+                       "--portal-ca", str(other_ca), "--home", str(tmp_path / "x")),
+                   "CERTIFICATE_VERIFY_FAILED")
+    one_line_error(cli("init", "--hospital-id", "bad id", *portal_args(portal_server),
                        "--home", str(tmp_path / "y")), "hospital id")
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
-    one_line_error(cli("init", "--hospital-id", "h", "--portal", portal_server.url, "--home",
+    one_line_error(cli("init", "--hospital-id", "h", *portal_args(portal_server), "--home",
                        str(tmp_path / "z"), "--credentials-file", str(bad)), "client_id")
     assert not (tmp_path / "x").exists() and not (tmp_path / "z" / "node.toml").exists()
 
@@ -178,7 +192,7 @@ def test_consent_regime_is_fixed_by_the_first_ingestion(cli, enrolled, pneumonia
 def test_publish_without_credentials_fails_before_sending(cli, tmp_path, portal_server,
                                                           pneumonia_npz):
     home = str(tmp_path / "n")
-    assert cli("init", "--hospital-id", "h", "--portal", portal_server.url,
+    assert cli("init", "--hospital-id", "h", *portal_args(portal_server),
                "--home", home).exit_code == 0
     cli("ingest", "medmnist", str(pneumonia_npz), "--dataset-id", "p", "--home", home)
     one_line_error(cli("publish", "--home", home), "no service-account credentials")

@@ -41,9 +41,12 @@ class Federation:
     procs: dict[str, Any] = field(default_factory=dict)
     tls: dict[str, Any] = field(default_factory=dict)  # root_certificates, insecure
 
-    def start_portal(self, **overrides: Any) -> LivePortal:
-        self.overrides = {**getattr(self, "overrides", {}), **overrides}
-        self.portal = LivePortal(self.keycloak, self.root / "portal",
+    def start_portal(self, port: int, **overrides: Any) -> LivePortal:
+        """The portal on `port` (the SuperLink was told to report there), sealing run
+        credentials to the SuperLink's report key."""
+        self.overrides = {**getattr(self, "overrides", {}), **overrides,
+                          "superlink_report_key": self.cluster.report_key}
+        self.portal = LivePortal(self.keycloak, self.root / "portal", port=port,
                                  superlink=self.cluster.control, **self.overrides).start()
         return self.portal
 
@@ -132,8 +135,8 @@ class Federation:
                                insecure=self.tls.get("insecure", True),
                                root_certificates=self.tls.get("root_certificates"),
                                log_path=self.cluster.root / f"supernode-{hospital}.log")
-        wait_port(port, proc=proc)
-        self.procs[hospital] = proc
+        self.procs[hospital] = proc  # stopped at the end even if it never opens its port
+        wait_port(port, timeout_s=180, proc=proc)
         return proc
 
     def stop_node(self, hospital: str) -> None:
@@ -151,6 +154,22 @@ class Federation:
             self.portal.stop()
 
 
+def refused_at_the_superlink(fed: Federation, handle: Any) -> None:
+    """A run submitted around the portal (no results credential of the portal's) ends
+    failed at the SuperLink's runtime, and no hospital hears of it."""
+    from federation.apps import launch
+
+    status = wait_for(lambda: (lambda s: s if s and s.startswith("finished") else None)(
+        launch.run_status(handle)), 180, "the run around the portal never ended")
+    assert status == "finished:failed", status
+    assert "carries no report credential" in fed.cluster.logs()
+    for hospital, path in fed.homes.items():
+        with node_session(path) as home:
+            touched = [e for e in home.audit.entries()
+                       if e.object_id == f"flwr-{handle.run_id}"]
+        assert touched == [], (hospital, touched)
+
+
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -161,9 +180,11 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
     raise TimeoutError(what)
 
 
-def start_secure_superlink(cluster: FlowerCluster, pki: Path) -> str:
-    """A SuperLink over TLS (our CA) that admits only registered SuperNode keys."""
-    return cluster.start_superlink(insecure=False, tls=TLSFiles.in_dir(pki), supernode_auth=True)
+def start_secure_superlink(cluster: FlowerCluster, pki: Path, portal_url: str) -> str:
+    """A SuperLink over TLS (our CA) that admits only registered SuperNode keys and
+    reports to the portal at `portal_url`."""
+    return cluster.start_superlink(portal_url=portal_url, insecure=False,
+                                   tls=TLSFiles.in_dir(pki), supernode_auth=True)
 
 
 @pytest.fixture
@@ -178,12 +199,13 @@ def federation(keycloak, tmp_path, monkeypatch) -> Iterator[Federation]:
     pki = provision(tmp_path / "pki", [])
     cluster = FlowerCluster(tmp_path / "flower")
     cluster.root.mkdir()
-    start_secure_superlink(cluster, pki.folder)
+    portal_port = free_port()
+    start_secure_superlink(cluster, pki.folder, f"http://127.0.0.1:{portal_port}")
     fed = Federation(keycloak, tmp_path, cluster,
                      tls={"insecure": False, "root_certificates": pki.ca_cert})
     # a round waits this long for a node that died before going on without it
-    fed.start_portal(superlink_insecure=False, superlink_root_certificates=pki.ca_cert,
-                     run_round_timeout_s=150)
+    fed.start_portal(portal_port, superlink_insecure=False,
+                     superlink_root_certificates=pki.ca_cert, run_round_timeout_s=150)
     try:
         yield fed
     finally:

@@ -8,19 +8,20 @@ the portal keeps them suppressed and its total never reveals them.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 
 from federation.apps import launch
 from federation.apps.fab import FEASIBILITY_FAB_DIR
-from federation.apps.feasibility import RESULTS
+from federation.apps.report import CREDENTIAL_KEY
+from federation.control import ControlAPI
 from federation.node import disclosure
+from federation.node.governance import node_session
 from federation.node.serve import start_supernode
 from tests.fixtures.flower import free_port, stop_process
 
-from .conftest import HOSPITALS
+from .conftest import HOSPITALS, refused_at_the_superlink, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,24 +62,49 @@ def test_feasibility_counts_per_hospital_with_suppression(federation) -> None:
         assert "query.feasibility" in actions and "consent.filter" in actions
         assert "data.read" not in actions
 
-    # Whoever holds the SuperLink but goes around the portal gets no count: the same
-    # query, sent straight to the SuperLink without the portal's ticket, is refused.
+    # Whoever reaches the SuperLink but goes around the portal gets no count.
+    # (a) A query of one's own carries no results credential of the portal's: the
+    #     SuperLink's runtime refuses it before any hospital hears of it.
     settings = fed.portal.settings
     mapping = {hospital: fed.node_ids[hospital] for hospital in HOSPITALS}
-    results = fed.root / "query-around-the-portal"
-    launch.submit_app(settings.superlink, FEASIBILITY_FAB_DIR, {
+    tls = {"insecure": settings.superlink_insecure,
+           "root_certificates": settings.superlink_root_certificates}
+    own = launch.submit_app(settings.superlink, FEASIBILITY_FAB_DIR, {
         "cohort": json.dumps({"dataset_id": "pneumonia", "modality": ["XR"]}),
-        "purpose": "scientific_research", "node-map": json.dumps(mapping), "timeout": 120,
-        "results-dir": str(results.resolve())}, results, insecure=settings.superlink_insecure,
-        root_certificates=settings.superlink_root_certificates)
-    deadline = time.monotonic() + 300
-    while not (results / RESULTS).exists() and time.monotonic() < deadline:
-        time.sleep(1)
-    direct = json.loads((results / RESULTS).read_text())["answers"]
-    assert [a["status"] for a in direct] == ["refused"] * 3, (direct, fed.cluster.logs())
-    assert all("[no-ticket]" in a["reason"] and "result" not in a for a in direct)
+        "purpose": "scientific_research", "node-map": json.dumps(mapping), "timeout": 120},
+        fed.root / "own-query", credential=None, **tls)
+    refused_at_the_superlink(fed, own)
+    # (b) The portal's own query replayed whole, as a hospital reads its run config from
+    #     its SuperNode (ticket and sealed credential included): every node refuses the
+    #     used ticket, and the portal takes no second report for that credential.
+    replayed = _run_config(settings, out["flower_run_id"])
+    sealed = replayed.pop(CREDENTIAL_KEY)
+    copy = launch.submit_app(settings.superlink, FEASIBILITY_FAB_DIR, replayed,
+                             fed.root / "replayed", credential=sealed, **tls)
+    wait_for(lambda: (lambda s: s if s and s.startswith("finished") else None)(
+        launch.run_status(copy)), 300, "the replayed query never ended")
     for hospital in HOSPITALS:
-        assert "query.refused" in fed.audit_actions(hospital)
+        with node_session(fed.homes[hospital]) as home:
+            refusals = [e.details for e in home.audit.entries()
+                        if e.action == "query.refused" and e.object_id == f"flwr-{copy.run_id}"]
+        assert [r["code"] for r in refusals] == ["ticket-used"], (hospital, refusals)
+    assert "reports for Flower run" in fed.cluster.logs()
+    entries = httpx.get(f"{fed.portal.url}/v1/audit?limit=1000", headers=fed.headers(
+        "auditor1"), timeout=30).json()["entries"]
+    reports = [e for e in entries if e["action"] == "run.results"]
+    assert [e["details"]["flower_run_id"] for e in reports] == [out["flower_run_id"]]
+
+
+def _run_config(settings, flower_run_id: int) -> dict:  # noqa: ANN001
+    """A run's configuration as the Control API gives it (and a SuperNode sees it)."""
+    from flwr.common.serde import run_from_proto
+    from flwr.proto.control_pb2 import ListRunsRequest
+
+    control = ControlAPI(settings.superlink, settings.superlink_insecure,
+                         settings.superlink_root_certificates)
+    with control._client("reading a run") as client:
+        res = client.ListRuns(ListRunsRequest(run_id=flower_run_id))
+    return dict(run_from_proto(next(iter(res.run_dict.values()))).override_config)
 
 
 @pytest.mark.timeout(120)

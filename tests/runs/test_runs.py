@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from federation.apps.launch import follow_run, start_run
+from federation.apps.launch import start_run
 from federation.apps.params import RunParams
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
 
-from .conftest import HOSPITALS, Federation, wait_for
+from .conftest import HOSPITALS, Federation, refused_at_the_superlink, wait_for
 
 pytestmark = pytest.mark.integration
 LIMIT = 40  # studies per split and hospital
@@ -58,29 +58,16 @@ def test_run_reaches_only_the_permits_hospitals_and_an_outsider_refuses(federati
     for hospital in ("hospital-a", "hospital-b"):
         assert "data.read" in fed.audit_actions(hospital)
 
-    # Defence in depth: a node map that (wrongly) points hospital-a at hospital-c's node,
-    # submitted straight to the SuperLink. The ServerApp addresses c; c checks the permit
-    # itself and refuses, audited; b refuses too: the portal never submitted this run, so
-    # there is no run ticket for it.
+    # A node map that (wrongly) points hospital-a at hospital-c's node, submitted straight
+    # to the SuperLink: without the portal's results credential the SuperLink's runtime
+    # refuses the run; no node hears of it (nodes would refuse it anyway: no run ticket).
     forged = {"hospital-a": fed.node_ids["hospital-c"], "hospital-b": fed.node_ids["hospital-b"]}
     handle = start_run(fed.cluster.control, RunParams(
         permit=permit["token"], rounds=1, batch_size=32, target_epsilon=1.0, min_nodes=2,
-        round_timeout=120, node_map=json.dumps(forged)), fed.root / "forged",
+        round_timeout=120, node_map=json.dumps(forged)), fed.root / "forged", credential=None,
         insecure=False, root_certificates=fed.tls["root_certificates"])
-    report = follow_run(handle, timeout_s=400)
-    rows = {n["node_id"]: n for n in report["rounds"][0]["nodes"]}
-    outsider = rows[fed.node_ids["hospital-c"]]
-    assert outsider["status"] == "refused" and "wrong-hospital" in outsider["reason"]
-    assert rows[fed.node_ids["hospital-b"]]["status"] == "refused"
-    assert "no-run-ticket" in rows[fed.node_ids["hospital-b"]]["reason"]
-    # fewer hospitals trained than the run needs: it stops with a reason, never "completed"
-    assert report["status"] == "stopped"
-    assert report["stop_reason"] == "round 1: 0 of the 2 required hospitals trained"
-    with node_session(fed.homes["hospital-c"]) as home:
-        refusals = [e.details for e in home.audit.entries() if "refus" in e.action]
-        ledger = PrivacyLedger(home.db, home.audit, actor="t")
-        assert ledger.charges() == []
-    assert refusals and "wrong-hospital" in json.dumps(refusals)
+    refused_at_the_superlink(fed, handle)
+    assert not (fed.root / "forged").exists()
     assert "data.read" not in fed.audit_actions("hospital-c")
 
     # Cancel: the researcher stops a running run; it stays cancelled, audited.

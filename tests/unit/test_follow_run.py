@@ -1,5 +1,5 @@
-"""Following a run from its progress file: events in order, the report at the end, and
-letting go when the follower's process shuts down (the run itself goes on)."""
+"""Following a run from the progress its results route keeps: events in order, the
+report at the end, and letting go when the follower's process shuts down (the run goes on)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from federation.apps.launch import FollowStopped, RunHandle, follow_run
-from federation.apps.report import EventLog, write_report
+from federation.apps.report import RunFolder, event
 from federation.control import ControlAPI
 
 
@@ -17,10 +17,10 @@ def handle(tmp_path) -> RunHandle:
 
 
 def test_events_then_report(tmp_path):
-    log = EventLog(tmp_path)
-    log.emit("round", round=1)
-    write_report(tmp_path, {"status": "completed"})
-    log.emit("end")
+    folder = RunFolder(tmp_path)
+    folder.append_event(event("round", round=1))
+    folder.write_report({"status": "completed"})
+    folder.append_event(event("end"))
     seen: list[str] = []
     report = follow_run(handle(tmp_path), lambda ev: seen.append(ev["event"]), poll_s=0.01)
     assert report == {"status": "completed"}
@@ -28,7 +28,7 @@ def test_events_then_report(tmp_path):
 
 
 def test_stop_lets_go_without_waiting_for_the_run(tmp_path):
-    log = EventLog(tmp_path)
+    folder = RunFolder(tmp_path)
     stop = threading.Event()
     seen: list[dict] = []
 
@@ -36,7 +36,7 @@ def test_stop_lets_go_without_waiting_for_the_run(tmp_path):
         seen.append(ev)
         stop.set()  # the portal starts closing while round 1 is being recorded
 
-    log.emit("round", round=1)
+    folder.append_event(event("round", round=1))
     with pytest.raises(FollowStopped):
         follow_run(handle(tmp_path), on_event, timeout_s=60, poll_s=5, stop=stop)
     assert [ev["round"] for ev in seen] == [1]

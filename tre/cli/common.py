@@ -37,3 +37,17 @@ def supervise(proc: Any) -> NoReturn:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
     raise typer.Exit(proc.wait())
+
+
+def check_portal_url(url: str, option: str, *, allow_http: bool) -> None:
+    """A portal URL another party will send secrets or trust to: https, or plain http
+    only where the command runs in development mode (`--insecure`)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        fail(f"{option} {url!r} is not an http(s) URL of the portal (e.g. "
+             "https://portal.example.org)")
+    if parts.scheme == "http" and not allow_http:
+        fail(f"{option} {url} is plain http: give the portal's https URL (its certificate "
+             "checked against the federation CA), or --insecure for development")

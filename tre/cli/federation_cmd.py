@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from tre.cli.common import console, fail, print_json, supervise
+from tre.cli.common import check_portal_url, console, fail, print_json, supervise
 
 app = typer.Typer(no_args_is_help=True, help="Flower SuperLink and the federation's keys.")
 
@@ -39,10 +39,17 @@ def superlink(
     pki: Annotated[Path | None, typer.Option(
         "--pki", help="Folder written by `tre federation provision` (ca.crt, superlink.crt, "
         "superlink.key)")] = None,
+    portal_url: Annotated[str, typer.Option(
+        "--portal-url", envvar="TRE_PORTAL_URL",
+        help="The portal this SuperLink serves: runs send their results there, and only "
+        "there (https; plain http only with --insecure)")] = "",
+    portal_ca: Annotated[Path | None, typer.Option(
+        "--portal-ca", help="CA certificate the portal's TLS certificate must chain to "
+        "[default: the system's]")] = None,
 ) -> None:
     """Run the SuperLink, its Fleet gateway and the approved-ServerApp runtime in the
     foreground (Ctrl-C or SIGTERM stops all of them)."""
-    from federation.superlink import TLSFiles, start_superlink
+    from federation.superlink import TLSFiles, report_public_key, start_superlink
 
     tls = None
     if secure:
@@ -54,14 +61,33 @@ def superlink(
             fail(f"missing TLS files: {', '.join(missing)}")
     if control_host == host and control_port == port:
         fail("--control-host:--control-port must differ from the published --host:--port")
+    check_portal_url(portal_url, "--portal-url", allow_http=insecure and not secure)
+    if portal_ca is not None and not portal_ca.is_file():
+        fail(f"--portal-ca {portal_ca} is not a file")
+    home = (state_dir or Path("superlink")).resolve()
     proc = start_superlink(host, port, control_host=control_host, control_port=control_port,
                            insecure=insecure and not secure, database=database, tls=tls,
-                           supernode_auth=secure,
-                           flwr_home=(state_dir or Path("superlink")).resolve())
+                           supernode_auth=secure, portal_url=portal_url, portal_ca=portal_ca,
+                           flwr_home=home)
     console.print(f"Fleet gateway on {host}:{port} (hospitals dial this); SuperLink and its "
                   f"Control API on {control_host}:{control_port} (the portal's address); "
-                  f"pid {proc.pid}")
+                  f"results to {portal_url}; pid {proc.pid}")
+    console.print(f"report key (give it to the portal as TRE_SUPERLINK_REPORT_KEY): "
+                  f"{report_public_key(home)}")
     supervise(proc)
+
+
+@app.command("report-key")
+def report_key(
+    state_dir: Annotated[Path, typer.Option(
+        "--state-dir", help="The SuperLink's own folder [default: ./superlink]")
+    ] = Path("superlink"),
+) -> None:
+    """Print the SuperLink's report key (created on first use in its state folder): the
+    portal seals each run's results credential to it (TRE_SUPERLINK_REPORT_KEY)."""
+    from federation.superlink import report_public_key
+
+    typer.echo(report_public_key(state_dir.resolve()))
 
 
 @app.command("provision")
@@ -71,14 +97,20 @@ def provision_cmd(
         "--hospital", help="Hospital id to issue a SuperNode key pair for (repeatable)")] = None,
     host: Annotated[list[str] | None, typer.Option(
         "--host", help="Extra DNS name / IP for the SuperLink certificate (repeatable)")] = None,
+    portal_host: Annotated[list[str] | None, typer.Option(
+        "--portal-host", help="Extra DNS name / IP for the portal's certificate (repeatable)")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing files")] = False,
 ) -> None:
-    """Create the federation's CA, the SuperLink's certificate and node key pairs."""
+    """Create the federation's CA, the SuperLink's and the portal's certificates and node
+    key pairs."""
     from federation.provision import provision
 
-    p = provision(out, hospital or [], hosts=host or [], force=force)
+    p = provision(out, hospital or [], hosts=host or [], portal_hosts=portal_host or [],
+                  force=force)
     print_json({"ca_cert": str(p.ca_cert), "superlink_cert": str(p.superlink_cert),
-                "superlink_key": str(p.superlink_key),
+                "superlink_key": str(p.superlink_key), "portal_cert": str(p.portal_cert),
+                "portal_key": str(p.portal_key),
                 "node_keys": {h: str(k) for h, k in p.node_keys.items()}})
 
 

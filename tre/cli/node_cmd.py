@@ -149,15 +149,23 @@ def init(
                      help="JSON {client_id, client_secret}; copied into the home as a 0600 file. "
                           "Else TRE_NODE_CLIENT_ID / TRE_NODE_CLIENT_SECRET are read at use."),
     ] = None,
+    portal_ca: Annotated[
+        Path | None, typer.Option("--portal-ca", help="CA certificate the portal's TLS "
+                                  "certificate must chain to (the federation CA); pinned in "
+                                  "the home [default: the system's CAs]")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Development only: accept a plain http portal URL")] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-enrol an existing home.")] = False,
 ) -> None:
-    """Create the node home and pin the portal's permit keys (GET /v1/permit-keys)."""
+    """Create the node home and pin the portal's permit keys (GET /v1/permit-keys, over
+    verified TLS); the node follows later rotations and retirements by itself."""
     from federation.node.service import init_node
 
     with node_errors():
         node = init_node(
             home_path(home), hospital_id=hospital_id, portal_url=portal, superlink=superlink,
-            keycloak_url=keycloak_url, credentials_file=credentials_file, force=force,
+            keycloak_url=keycloak_url, credentials_file=credentials_file, portal_ca=portal_ca,
+            insecure=insecure, force=force,
         )
         kids = [k.get("kid") for k in node.permit_jwks()["keys"]]
     console.print(f"node {hospital_id} ready at {node.path}; pinned permit key(s) "

@@ -23,6 +23,7 @@ from tre.portal.routes import (
     nodes,
     ops,
     outputs,
+    results,
     runs,
     synthetic,
 )
@@ -122,10 +123,12 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(consent.router)
     app.include_router(runs.router)
+    app.include_router(results.router)
     app.include_router(synthetic.router)
     app.include_router(feasibility.router)
     app.include_router(nodes.router)
     install_web(app, settings)  # web UI: pages, session + CSRF middleware, static files
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
-                       larger=[(synthetic.UPLOAD_PATH, settings.max_upload_bytes)])
+                       larger=[(synthetic.UPLOAD_PATH, settings.max_upload_bytes),
+                               (results.MODEL_PATH, settings.max_upload_bytes)])
     return app

@@ -27,3 +27,13 @@ class Conflict(DomainError):
 
 class Invalid(DomainError):
     status_code = 422
+
+
+class Unavailable(DomainError):
+    """A party the portal depends on (the SuperLink) cannot do this now."""
+
+    status_code = 503
+
+
+class Unauthenticated(DomainError):
+    status_code = 401

@@ -35,6 +35,9 @@ class PortalSettings(CommonSettings):
     superlink_insecure: bool = True
     # CA certificate that signed the SuperLink's TLS certificate (when not insecure)
     superlink_root_certificates: Path | None = None
+    # the SuperLink's report key (base64 X25519, `tre federation superlink` prints it): each
+    # run's results credential is sealed to it, so no hospital can read and use it
+    superlink_report_key: str | None = None
     feasibility_timeout_s: float = Field(default=180, gt=0)
     # how long a round waits for a node that went silent before going on without it
     run_round_timeout_s: int = Field(default=1800, ge=10)

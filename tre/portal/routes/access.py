@@ -68,7 +68,8 @@ def list_permits(p: Portal = Depends(portal),
 @router.get("/permits/revoked", tags=["permits"])
 def revoked_permits(p: Portal = Depends(portal),
                     _: Principal = Depends(require(Action.PERMIT_REVOCATIONS))) -> dict[str, Any]:
-    return {"revoked": access.revoked_permits(p)}
+    """Revoked permits, and the retired permit keys whose signatures nodes refuse."""
+    return {"revoked": access.revoked_permits(p), "retired_keys": sorted(p.keys.retired)}
 
 
 @router.get("/permits/{pid}", tags=["permits"])
@@ -85,7 +86,8 @@ def revoke_permit(pid: str, body: RevokeIn, p: Portal = Depends(portal),
 
 @router.get("/permit-keys", tags=["permits"])
 def permit_keys(p: Portal = Depends(portal)) -> dict[str, Any]:
-    """Public JWKS of the portal's permit keys: nodes pin it at enrolment."""
+    """Public JWKS of the portal's permit keys (and, as `retired`, the ids of retired ones):
+    nodes pin it at enrolment and fetch it again when a permit names a key they lack."""
     return p.keys.public_jwks()
 
 

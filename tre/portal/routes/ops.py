@@ -1,4 +1,4 @@
-"""Operator routes: backups, permit-key rotation, Prometheus metrics."""
+"""Operator routes: backups, permit-key rotation and retirement, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def backup(p: Portal = Depends(portal),
 def rotate(p: Portal = Depends(portal),
            who: Principal = Depends(require(Action.PERMIT_KEYS_ROTATE))) -> dict[str, Any]:
     return ops.rotate_permit_key(p, who)
+
+
+@router.post("/v1/permit-keys/{kid}/retire", tags=["operations"])
+def retire(kid: str, p: Portal = Depends(portal),
+           who: Principal = Depends(require(Action.PERMIT_KEYS_RETIRE))) -> dict[str, Any]:
+    """Retire a compromised permit key: every node refuses what it signed."""
+    return ops.retire_permit_key(p, who, kid)
 
 
 @router.get("/metrics", tags=["operations"])

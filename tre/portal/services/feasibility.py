@@ -17,25 +17,20 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from access_control.tokens import Principal
 from federation.apps import launch
 from federation.apps.fab import FEASIBILITY_FAB_DIR
-from federation.apps.feasibility import RESULTS
+from federation.apps.report import REPORT
 from federation.node import disclosure
 from federation.node.query import cohort_digest
 from tre.core.schemas import FeasibilityTicket
 from tre.portal.context import Portal
-from tre.portal.errors import Conflict, DomainError
+from tre.portal.errors import Conflict, Unavailable
 from tre.portal.schemas import FeasibilityIn
-from tre.portal.services import nodes
+from tre.portal.services import nodes, results
 from tre.portal.store import catalogue as catalogue_store
-
-
-class Unavailable(DomainError):
-    status_code = 503
 
 
 def _targets(portal: Portal, body: FeasibilityIn) -> list[str]:
@@ -60,7 +55,7 @@ def _cells(entry: dict[str, Any], k: int) -> dict[str, Any]:
 
 
 def _wait(handle: launch.RunHandle, timeout_s: float) -> dict[str, Any]:
-    path = handle.results_dir / RESULTS
+    path = handle.results_dir / REPORT
     deadline = time.monotonic() + timeout_s
     last_check = time.monotonic()
     while time.monotonic() < deadline:
@@ -98,7 +93,6 @@ def run_feasibility(portal: Portal, principal: Principal, body: FeasibilityIn) -
     answers: list[dict[str, Any]] = []
     flower_run_id = None
     if mapping:
-        results = s.state_dir / "feasibility" / query_id
         now = int(time.time())
         ticket = portal.keys.sign_ticket(FeasibilityTicket(
             iss=s.permit_issuer, ticket_id=query_id, sub=principal.subject,
@@ -106,15 +100,19 @@ def run_feasibility(portal: Portal, principal: Principal, body: FeasibilityIn) -
             iat=now, nbf=now, exp=now + int(s.feasibility_timeout_s) + 120))
         config = {"cohort": body.cohort.model_dump_json(), "purpose": body.purpose.value,
                   "ticket": ticket,
-                  "node-map": json.dumps(mapping), "timeout": int(s.feasibility_timeout_s),
-                  "results-dir": str(Path(results).resolve())}
+                  "node-map": json.dumps(mapping), "timeout": int(s.feasibility_timeout_s)}
+        with portal.db.transaction() as cur:
+            credential = results.issue(portal, cur, results.FEASIBILITY, query_id,
+                                       results.lifetime(s.feasibility_timeout_s + 120))
         try:
-            handle = launch.submit_app(s.superlink, FEASIBILITY_FAB_DIR, config, results,
-                                       insecure=s.superlink_insecure,
+            handle = launch.submit_app(s.superlink, FEASIBILITY_FAB_DIR, config,
+                                       results.folder(portal, results.FEASIBILITY, query_id),
+                                       credential=credential, insecure=s.superlink_insecure,
                                        root_certificates=s.superlink_root_certificates)
         except launch.RunError as exc:
             raise Unavailable(str(exc)) from exc
         flower_run_id = handle.run_id
+        results.bind(portal, results.FEASIBILITY, query_id, flower_run_id)
         answers = _wait(handle, s.feasibility_timeout_s + 60)["answers"]
     by_hospital: dict[str, dict[str, Any]] = {}
     for a in answers:

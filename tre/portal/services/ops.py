@@ -1,4 +1,4 @@
-"""Operations: store snapshots, permit-key rotation, Prometheus metrics."""
+"""Operations: store snapshots, permit-key rotation and retirement, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from access_control.tokens import Principal
 from tre.core.backup import sha256_file, snapshot
 from tre.portal.context import Portal
+from tre.portal.errors import Conflict, NotFound
 
 
 def backup(portal: Portal, principal: Principal) -> dict[str, Any]:
@@ -30,6 +31,24 @@ def rotate_permit_key(portal: Portal, principal: Principal) -> dict[str, Any]:
                             object_type="permit_key", object_id=new,
                             details={"previous_kid": old})
     return {"active_kid": new, "previous_kid": old, "jwks": portal.keys.public_jwks()}
+
+
+def retire_permit_key(portal: Portal, principal: Principal, kid: str) -> dict[str, Any]:
+    """Retire a compromised key: its private half is deleted and the key id published as
+    retired (permit keys and revocation list), so every node refuses permits and tickets
+    it signed. Retiring the active key makes a new one active first."""
+    with portal.db.transaction() as cur:
+        if kid in portal.keys.retired:
+            raise Conflict(f"permit key {kid} is already retired")
+        try:
+            new = portal.keys.retire(kid)
+        except KeyError:
+            raise NotFound(f"the portal has no permit key {kid}") from None
+        portal.audit.append(cur, actor=principal.username, action="permit_key.retire",
+                            object_type="permit_key", object_id=kid,
+                            details={"new_active_kid": new})
+    return {"retired": kid, "active_kid": portal.keys.active_kid,
+            "jwks": portal.keys.public_jwks()}
 
 
 class _PortalCollector:

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from access_control.permits import signing_kid
 from access_control.policy import Action, is_allowed
 from access_control.tokens import Principal
 from federation.apps import launch
@@ -25,16 +26,12 @@ from tre.core.schemas import RunTicket
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.schemas import RunIn
-from tre.portal.services import airlock, nodes
+from tre.portal.services import airlock, nodes, results
 from tre.portal.store import access as access_store
 from tre.portal.store import runs as store
 
 ACTIVE = ("queued", "running")
 OUTPUT_FILES = ("model.pt", "report.json", "report.png")
-
-
-def _results_dir(portal: Portal, run_id: str) -> Path:
-    return portal.settings.state_dir / "runs" / run_id
 
 
 def _load(cur, run_id: str) -> dict[str, Any]:
@@ -57,6 +54,10 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
             permit["status"] = "expired"
         if permit["status"] != "active":
             raise Conflict(f"permit {permit['id']} is {permit['status']}: no run can start")
+        kid = signing_kid(permit["token"])
+        if kid in portal.keys.retired:
+            raise Conflict(f"permit {permit['id']} was signed with the retired key {kid}: no "
+                           "node accepts it; ask the reviewers for a new permit")
         caps = permit["claims"]["datasets"]
         eps_cap = min(d["epsilon_cap"] for d in caps)
         delta_cap = min(d["delta_cap"] for d in caps)
@@ -75,7 +76,7 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
                            f"node (missing: {', '.join(missing)}); the run needs "
                            f"{min_hospitals or hospitals}")
         run_id = f"run_{uuid.uuid4().hex[:16]}"
-        results = _results_dir(portal, run_id)
+        folder = results.folder(portal, results.RUN, run_id)
         params = {
             "model": body.model, "rounds": body.rounds, "local_epochs": body.local_epochs,
             "batch_size": body.batch_size, "lr": body.lr, "strategy": body.strategy,
@@ -92,18 +93,23 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
         store.insert_run(cur, {"id": run_id, "permit_id": permit["id"],
                                "holder_sub": principal.subject,
                                "holder_username": principal.username, "params": params,
-                               "results_dir": str(results), "created_at": now})
+                               "results_dir": str(folder), "created_at": now})
+        credential = results.issue(portal, cur, results.RUN, run_id,
+                                   results.lifetime(portal.settings.run_timeout_s))
         portal.audit.append(cur, actor=principal.username, action="run.start",
                             object_type="run", object_id=run_id,
                             details={"permit_id": permit["id"], "params": params})
         row = store.get_run(cur, run_id)
-    _spawn(portal, run_id, permit, params, attach=False)
+    _spawn(portal, run_id, permit, params, credential=credential)
     return row
 
 
 def _spawn(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[str, Any],
-           *, attach: bool) -> None:
-    thread = threading.Thread(target=_execute, args=(portal, run_id, permit, params, attach),
+           *, credential: str | None) -> None:
+    """Follow the run in a thread: submit it first with its sealed `credential`, or
+    (None) reattach to the Flower run it already is."""
+    thread = threading.Thread(target=_execute, args=(portal, run_id, permit, params,
+                                                     credential),
                               name=f"run-{run_id}", daemon=True)
     portal.run_threads[run_id] = thread
     thread.start()
@@ -127,19 +133,21 @@ def _handle(portal: Portal, row: dict[str, Any]) -> launch.RunHandle:
 
 
 def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[str, Any],
-             attach: bool) -> None:
+             credential: str | None) -> None:
     try:
         with portal.db.reader() as cur:
             row = _load(cur, run_id)
-        if attach:
+        if credential is None:
             handle = _handle(portal, row)
         else:
             handle = launch.start_run(
                 portal.settings.superlink, RunParams(permit=permit["token"], **params),
-                row["results_dir"], insecure=portal.settings.superlink_insecure,
+                row["results_dir"], credential=credential,
+                insecure=portal.settings.superlink_insecure,
                 root_certificates=portal.settings.superlink_root_certificates)
             _set(portal, run_id, "run.submitted", state="running",
                  flower_run_id=handle.run_id)
+            results.bind(portal, results.RUN, run_id, handle.run_id)
         rounds: list[dict[str, Any]] = []
 
         def on_event(event: dict[str, Any]) -> None:
@@ -273,7 +281,7 @@ def recover(portal: Portal) -> None:
         else:
             portal.audit.record(actor="system", action="run.reattach", object_type="run",
                                 object_id=row["id"])
-            _spawn(portal, row["id"], permits[row["id"]], row["params"], attach=True)
+            _spawn(portal, row["id"], permits[row["id"]], row["params"], credential=None)
 
 
 def hospital_activity(portal: Portal, principal: Principal, hospital_id: str) -> dict[str, Any]:

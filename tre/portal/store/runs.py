@@ -32,7 +32,22 @@ MIGRATIONS: list[Migration] = [
             updated_at TIMESTAMPTZ NOT NULL
         )
         """,
-    )
+    ),
+    (
+        2,
+        # a run's credential to report results (services.results): its digest only
+        """
+        CREATE TABLE run_credential (
+            digest VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            object_id VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL,
+            flower_run_id UBIGINT,
+            report_at TIMESTAMPTZ
+        )
+        """,
+    ),
 ]
 
 _JSON = ("params", "rounds", "epsilon_per_node")
@@ -88,3 +103,30 @@ def update_run(cur: Cursor, run_id: str, now: datetime, **values: Any) -> None:
 
 def count_by_state(cur: Cursor) -> list[tuple[str, int]]:
     return cur.execute("SELECT state, count(*) FROM run GROUP BY state").fetchall()
+
+
+def insert_credential(cur: Cursor, digest: str, kind: str, object_id: str, now: datetime,
+                      expires_at: datetime) -> None:
+    cur.execute("INSERT INTO run_credential (digest, kind, object_id, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)", [digest, kind, object_id, now, expires_at])
+
+
+def get_credential(cur: Cursor, digest: str) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM run_credential WHERE digest = ?", [digest])
+    rows = rows_as_dicts(cur)
+    return rows[0] if rows else None
+
+
+def get_credential_of(cur: Cursor, kind: str, object_id: str) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM run_credential WHERE kind = ? AND object_id = ?", [kind, object_id])
+    rows = rows_as_dicts(cur)
+    return rows[0] if rows else None
+
+
+def bind_credential(cur: Cursor, digest: str, flower_run_id: int) -> None:
+    cur.execute("UPDATE run_credential SET flower_run_id = ? WHERE digest = ?",
+                [flower_run_id, digest])
+
+
+def mark_reported(cur: Cursor, digest: str, now: datetime) -> None:
+    cur.execute("UPDATE run_credential SET report_at = ? WHERE digest = ?", [now, digest])
