@@ -108,7 +108,8 @@ def _bare_run(link: str, work: Path, n_rounds: int, noise: float) -> list[dict]:
     app_dir = work / "app"
     shutil.copytree(ROOT / "bench" / "bare_app", app_dir)
     submit_app(link, app_dir, {"rounds": n_rounds, "batch-size": 128, "lr": 0.5,
-                               "noise-multiplier": noise, "results-dir": str(work)}, work)
+                               "noise-multiplier": noise, "results-dir": str(work)}, work,
+               credential=None)  # stock Flower: the bare app writes its own file
     deadline = time.monotonic() + 1800
     out = work / "bare.jsonl"
     while time.monotonic() < deadline:
@@ -123,7 +124,7 @@ def rounds_bench(n_rounds: int, pairs: int) -> dict:
     stock Flower, alternating; per round also the wall time over the slowest node's own
     local training time (what the federation adds around the training itself)."""
     from access_control.permits import PermitKeyRing
-    from federation.apps.launch import follow_run, start_run
+    from federation.apps.launch import follow_run
     from federation.apps.params import RunParams
     from federation.node.ledger import PrivacyLedger
     from tests.federation.helpers import Portal, claims, make_home, populate, run_ticket
@@ -151,8 +152,8 @@ def rounds_bench(n_rounds: int, pairs: int) -> dict:
             for p in homes:
                 cluster.start_node(p)
             token = ring.sign(claims([(h, "pneumonia") for h in hospitals], eps=8.0))
-            handle = start_run(cluster.control, RunParams(
-                permit=token, rounds=n_rounds, batch_size=128, lr=0.5), tmp / f"governed-{k}")
+            handle = cluster.start_run(RunParams(
+                permit=token, rounds=n_rounds, batch_size=128, lr=0.5))
             portal.tickets[handle.run_id] = run_ticket(ring, token, f"flwr-{handle.run_id}")
             rep = follow_run(handle, timeout_s=1800)
             governed += [{"seconds": r["seconds"], "slowest_local_training_s": max(

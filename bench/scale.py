@@ -67,13 +67,15 @@ def _simulate(homes: list[Path], token: str, ring: Any, rounds: int, results: Pa
     from flwr.simulation import run_simulation
 
     from access_control.permits import unverified_claims
+    from access_control.run_credentials import ReportKey
     from federation.apps import client as governed
     from federation.apps.params import RunParams
-    from federation.apps.report import REPORT
+    from federation.apps.report import REPORT, ResultsSender, reporting_to
     from federation.apps.server import main as server_main
     from federation.apps.tasks import NodeContext
     from federation.node.governance import RegimeConsentFilter
     from tests.federation.helpers import tickets_for
+    from tests.fixtures.portal import ResultsPortal
 
     app_hash = unverified_claims(token)["app_hash"]
 
@@ -84,8 +86,12 @@ def _simulate(homes: list[Path], token: str, ring: Any, rounds: int, results: Pa
                            run_tickets=tickets_for(ring, token))
 
     params = RunParams(permit=token, rounds=rounds, batch_size=32, target_epsilon=4.0,
-                       results_dir=str(results), round_timeout=600)
+                       round_timeout=600)
     config = params.to_run_config()
+    # The simulation has no SuperLink runtime: this process plays it, opening the run's
+    # credential with a report key of its own, and the real portal app takes the results.
+    key = ReportKey.load_or_create(results / "superlink")
+    portal = ResultsPortal(results / "portal", report_key=key.public).start()
 
     # run_simulation takes no run config (and Flower forbids changing a node's), so each
     # handler is given a copy of its context that carries the run's config.
@@ -108,16 +114,23 @@ def _simulate(homes: list[Path], token: str, ring: Any, rounds: int, results: Pa
             client_app.query(name)(with_config(getattr(governed, name)))
     sim_server = ServerApp()
 
+    sealed, folder = portal.record("run", {"rounds": rounds})
+
     @sim_server.main()
     def _main(grid: Any, context: Context) -> None:
         context.run_config.update(config)
-        server_main(grid, context)
+        sender = ResultsSender(portal.url, key.open(sealed), context.run_id)
+        with reporting_to(sender):
+            server_main(grid, context)
 
     t0 = time.time()
-    run_simulation(server_app=sim_server, client_app=client_app, num_supernodes=len(homes),
-                   backend_config={"client_resources": {"num_cpus": 1}})
+    try:
+        run_simulation(server_app=sim_server, client_app=client_app, num_supernodes=len(homes),
+                       backend_config={"client_resources": {"num_cpus": 1}})
+    finally:
+        portal.stop()
     seconds = time.time() - t0
-    report = json.loads((results / REPORT).read_text())
+    report = json.loads((folder / REPORT).read_text())
     trained = [sum(n.get("status") == "trained" for n in r["nodes"]) for r in report["rounds"]]
     if report.get("status") != "completed" or trained != [len(homes)] * rounds:
         raise SystemExit(f"the simulated run did not train on every hospital: status "
