@@ -188,7 +188,6 @@ def feasibility(msg: Message, context: Context) -> Message:
 def main(grid: Grid, context: Context) -> None:
     """Query the mapped SuperNodes once and send their answers to the portal."""
     cfg = dict(context.run_config)
-    out = results_sender()
     node_map = parse_node_map(str(cfg.get("node-map", "{}")))
     timeout = float(cfg.get("timeout", 120))
     by_node = {n: h for h, n in node_map.items()}
@@ -220,5 +219,6 @@ def main(grid: Grid, context: Context) -> None:
         answers.setdefault(nid, {"hospital_id": by_node[nid], "node_id": nid,
                                  "status": "no-reply",
                                  "reason": "offline" if nid not in online else "timed out"})
-    out.report({"run_id": context.run_id, "status": "completed",
-                "seconds": time.time() - started, "answers": [answers[n] for n in targets]})
+    results_sender().report({"run_id": context.run_id, "status": "completed",
+                             "seconds": time.time() - started,
+                             "answers": [answers[n] for n in targets]})

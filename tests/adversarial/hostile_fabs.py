@@ -11,7 +11,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from federation.apps.fab import FAB_DIR
+from federation.apps.fab import FEASIBILITY_FAB_DIR
 
 CLIENT = '''
 """A ClientApp that reads the hospital's store: what invariant 3 forbids."""
@@ -119,9 +119,11 @@ def shadowing(folder: Path, marker: Path) -> Path:
 
 
 def one_byte_off(folder: Path) -> Path:
-    """The approved shim with one byte changed: no code, but not the approved hash."""
-    shutil.copytree(FAB_DIR, folder)
+    """The approved feasibility shim with one byte changed: no code, but not an approved
+    hash. Its ServerApp (the installed one) messages every node of its `node-map` before
+    it reports anything, so even with no portal to report to, the nodes are asked."""
+    shutil.copytree(FEASIBILITY_FAB_DIR, folder)
     manifest = folder / "pyproject.toml"
     text = manifest.read_text()
-    manifest.write_text(text.replace("rounds = 3", "rounds = 4", 1))
+    manifest.write_text(text.replace("timeout = 120", "timeout = 121", 1))
     return folder

@@ -12,6 +12,7 @@ audit names the refused bundle by its hash.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 from access_control.permits import PermitKeyRing
 from federation.apps import launch
 from federation.apps.fab import fab_bytes
+from federation.control import ControlAPI
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
 from federation.node.serve import start_supernode
@@ -86,8 +88,12 @@ def test_hostile_bundles_are_refused_by_every_hospital(curious_link: str, tmp_pa
                                          log_path=tmp_path / f"node-{home.name}.log"))
             wait_port(port, proc=procs[-1])
         time.sleep(5)  # the SuperNodes register with the SuperLink
+        nodes = ControlAPI(curious_link).online_nodes()
+        assert len(nodes) == len(homes), nodes
         for name, (folder, code) in bundles.items():
-            handle = launch.submit_app(curious_link, folder, {}, tmp_path / "results" / name,
+            config = ({"node-map": json.dumps({f"h{i}": n for i, n in enumerate(sorted(nodes))})}
+                      if name == "one-byte-off" else {})
+            handle = launch.submit_app(curious_link, folder, config, tmp_path / "results" / name,
                                        credential=None)
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and not all(

@@ -162,7 +162,7 @@ def refused_at_the_superlink(fed: Federation, handle: Any) -> None:
     status = wait_for(lambda: (lambda s: s if s and s.startswith("finished") else None)(
         launch.run_status(handle)), 180, "the run around the portal never ended")
     assert status == "finished:failed", status
-    assert "carries no report credential" in fed.cluster.logs()
+    assert "carries no report credential" in (fed.cluster.root / "superlink.log").read_text()
     for hospital, path in fed.homes.items():
         with node_session(path) as home:
             touched = [e for e in home.audit.entries()
