@@ -23,10 +23,17 @@ def main(path: str) -> int:
         problems.append(f"ε per node {eps} not within the cap {cap}")
     if not isinstance(summary.get("test_auc"), int | float):
         problems.append("no test AUC reported")
+    hosts = summary.get("hosts") or {}
+    if hosts.get("separate"):  # `--netns`: from each hospital Fleet answers, Control does not
+        seen = hosts.get("reachable_from_hospitals") or {}
+        if len(seen) != 3 or not all(v.get("fleet") and not v.get("control")
+                                     for v in seen.values()):
+            problems.append(f"hospitals must reach Fleet and not Control: {seen}")
     for p in problems:
         print(f"demo summary: {p}", file=sys.stderr)
     if not problems:
-        print(f"demo summary ok: AUC {summary['test_auc']:.3f}, ε {eps} ≤ {cap}, "
+        where = "separate hosts" if hosts.get("separate") else "loopback"
+        print(f"demo summary ok ({where}): AUC {summary['test_auc']:.3f}, ε {eps} ≤ {cap}, "
               f"stages {summary.get('seconds')}")
     return 1 if problems else 0
 

@@ -12,7 +12,6 @@ kept as a template so later instances skip that step.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from tre.core.locks import file_lock
 from tre.core.settings import CommonSettings, cache_dir
 
 KEYCLOAK_VERSION = "26.7.3"
@@ -107,18 +107,6 @@ def default_data_dir() -> Path:
 
 def distribution_url(version: str = KEYCLOAK_VERSION) -> str:
     return f"{MAVEN_BASE}/{version}/keycloak-quarkus-dist-{version}.zip"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Inter-process lock: the CLI and a test session may prepare the cache at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------- download, verify
@@ -217,7 +205,7 @@ def ensure_distribution(
     marker = dist / ".tre-verified"
     if marker.exists():
         return dist
-    with _file_lock(root / ".lock"):
+    with file_lock(root / ".lock"):
         if marker.exists():
             return dist
         zip_path = root / f"keycloak-quarkus-dist-{version}.zip"
@@ -391,7 +379,7 @@ def _prepare_home(home: Path, dist: Path, version: str) -> None:
     home.mkdir(parents=True, exist_ok=True)
     for name in ("bin", "conf", "lib", "themes", "providers"):
         shutil.rmtree(home / name, ignore_errors=True)
-    with _file_lock(keycloak_cache_dir() / ".lock"):
+    with file_lock(keycloak_cache_dir() / ".lock"):
         for name in ("bin", "conf", "themes", "providers"):
             shutil.copytree(dist / name, home / name)
         shutil.copy2(dist / "version.txt", home / "version.txt")
@@ -408,7 +396,7 @@ def _prepare_home(home: Path, dist: Path, version: str) -> None:
 def _save_template(home: Path, version: str) -> None:
     """Keep this instance's freshly augmented `lib/quarkus` for the next instances."""
     target = _template_dir(version)
-    with _file_lock(keycloak_cache_dir() / ".lock"):
+    with file_lock(keycloak_cache_dir() / ".lock"):
         tmp = Path(tempfile.mkdtemp(prefix=".template-", dir=target.parent))
         shutil.copytree(home / "lib" / "quarkus", tmp / "quarkus")
         if target.exists():
@@ -575,6 +563,8 @@ class KeycloakServer:
         timeout: float = STARTUP_TIMEOUT_S,
         progress: Progress | None = None,
         die_with_parent: bool = False,
+        host: str = HOST,
+        command_prefix: list[str] | None = None,
     ) -> KeycloakServer:
         """Start Keycloak in dev mode on a free loopback port and wait until it answers.
 
@@ -582,7 +572,15 @@ class KeycloakServer:
         cache). Its admin credentials are generated once and kept in its state file,
         since Keycloak only creates the bootstrap admin with a fresh database.
         `die_with_parent` (Linux) ends Keycloak when the calling process dies, so a
-        killed test run leaves no server behind; the CLI's server outlives the CLI."""
+        killed test run leaves no server behind; the CLI's server outlives the CLI.
+
+        `host`: the address it binds and names as its issuer (`--hostname`), so tokens
+        say the address other hosts reach it at. `command_prefix`: argv that runs the
+        server elsewhere, e.g. in the portal's network namespace
+        (`tre.cli.hosts.SeparateHosts.prefix`); it must exec the command in place, so
+        the pid we hold is the server's. Ports cannot be checked from here then: a
+        port that turns out taken there fails the start (and is retried when we chose
+        it), as on loopback."""
         data_dir = Path(data_dir or default_data_dir()).resolve()
         java = java or find_java()
         dist = ensure_distribution(version, progress=progress)
@@ -600,20 +598,23 @@ class KeycloakServer:
         admin_password = admin_password or secrets.token_urlsafe(18)
         _prepare_home(data_dir, dist, version)
 
+        # Elsewhere (a prefix), a port free on our loopback is as good a guess as any.
+        local = HOST if command_prefix else host
         attempts = 1 if port else 3
         for attempt in range(attempts):
             server = cls(
                 data_dir=data_dir,
-                port=port or free_port(),
+                port=port or free_port(local),
                 management_port=free_port(),
                 admin_username=admin_username,
                 admin_password=admin_password,
                 version=version,
+                host=host,
                 java=str(java.path),
             )
-            if port and not _port_free(port):
-                raise StartupError(f"port {port} on {HOST} is already in use")
-            server._spawn(java, die_with_parent=die_with_parent)
+            if port and not command_prefix and not _port_free(port, host):
+                raise StartupError(f"port {port} on {host} is already in use")
+            server._spawn(java, die_with_parent=die_with_parent, prefix=command_prefix)
             try:
                 server.wait_until_ready(timeout)
             except StartupError:
@@ -626,7 +627,8 @@ class KeycloakServer:
             return server
         raise StartupError("could not find a free port for Keycloak")  # pragma: no cover
 
-    def _spawn(self, java: Java, *, die_with_parent: bool = False) -> None:
+    def _spawn(self, java: Java, *, die_with_parent: bool = False,
+               prefix: list[str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("KC_", "QUARKUS_", "JAVA_OPTS"))}
         env.update(
@@ -648,7 +650,7 @@ class KeycloakServer:
         ]
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                args,
+                [*(prefix or []), *args],
                 cwd=self.data_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -753,7 +755,7 @@ def ensure_running(
 
     Idempotent, and safe against a second `tre keycloak up` at the same moment."""
     data_dir = Path(data_dir or default_data_dir()).resolve()
-    with _file_lock(data_dir.parent / f".{data_dir.name}.lock"):
+    with file_lock(data_dir.parent / f".{data_dir.name}.lock"):
         current = KeycloakServer.load(data_dir)
         if current is not None and current.is_alive():
             if port and port != current.port:

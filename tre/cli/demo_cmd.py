@@ -1,4 +1,4 @@
-"""`tre demo`: the whole story on real components, on loopback.
+"""`tre demo`: the whole story on real components, on loopback or on separate hosts.
 
 Keycloak is fetched, started and bootstrapped; the portal, a Flower SuperLink and
 three hospital nodes run as real processes; each node ingests its own label-skewed
@@ -7,10 +7,21 @@ FHIR consent bundle withdraws some patients; a researcher's request is reviewed
 into a permit; a DP training run goes through the portal to the nodes; two output
 checkers release the result; every audit chain is verified. Each stage is timed;
 a failing stage stops the demo with its name and a non-zero exit.
+
+Where the parties run is one `tre.cli.hosts.Hosts`: loopback (default), or with
+`--netns` a network namespace per party (portal with Keycloak, SuperLink, each
+hospital), the SuperLink's Control API on a link only the portal's host has, and
+each party seeing only its own state folder. Every address and port is planned
+before the first stage (parties need each other's addresses in any order); each
+party keeps its files in `hosts.state_dir(party)`. The demo process itself is the
+operator's harness: it provisions the federation's PKI in its own folder, hands
+each party only the files it needs, and talks to the portal and Keycloak over the
+network like a user would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +40,19 @@ from rich.table import Table
 
 from access_control.keycloak.oidc import password_grant
 from access_control.keycloak.realm import CLI_CLIENT, DEMO_PASSWORD
-from access_control.keycloak.runner import KeycloakServer, free_port
+from access_control.keycloak.runner import KeycloakServer
 from tre.cli.common import console, fail
+from tre.cli.hosts import Hosts, HostsError, Loopback, SeparateHosts
 from tre.core.audit import entries_from_store, verify_entries
 from tre.core.settings import CommonSettings, cache_dir
 
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
+PORTAL, SUPERLINK = "portal", "superlink"
+#: One host each (with --netns); Keycloak runs on the portal's host.
+PARTIES = (PORTAL, SUPERLINK, *HOSPITALS)
+#: The ports parties listen on when each has a host of its own.
+KEYCLOAK_PORT, PORTAL_PORT, FLEET_PORT, CONTROL_PORT, NODE_RUNTIME_PORT = (
+    8080, 8400, 9092, 9093, 9094)
 IMAGING = "pneumonia"
 CLINICAL = "breast-cancer"
 WITHDRAWN_PER_NODE = 15
@@ -54,11 +73,14 @@ class Processes:
         self.logs = logs
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def start(self, name: str, args: list[str], env: dict[str, str],
+              prefix: list[str] | None = None) -> subprocess.Popen:
+        """Start `args` (run through `prefix`, a party's host, when given) in its own
+        process group; the prefix execs in place, so the pid is the command's."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = (self.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen([*(prefix or []), *args], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -77,13 +99,14 @@ def _tre() -> str:
     return str(Path(sys.executable).with_name("tre"))
 
 
-def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120,
+               verify: str | bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -91,34 +114,103 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f}s")
 
 
-def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+_PROBE = ("import socket, sys\n"
+          "with socket.create_connection((sys.argv[1], int(sys.argv[2])), 3): pass")
+
+
+def _connects(host: str, port: int, via: list[str] | None = None) -> bool:
+    """Whether a TCP connection to host:port opens from here, or, with `via` (a party's
+    argv prefix), from that party's host."""
     import socket
 
+    if not via:
+        with socket.socket() as s:
+            s.settimeout(3)
+            return s.connect_ex((host, port)) == 0
+    probe = subprocess.run([*via, sys.executable, "-c", _PROBE, host, str(port)],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen, what: str, timeout: float = 60,
+               via: list[str] | None = None) -> None:
+    """Wait until host:port accepts connections (from the party of `via`, else from
+    here), failing early when `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if _connects(host, port, via):
+            return
         time.sleep(0.5)
-    raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f}s")
+    raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every address and port of the demo, fixed before the first stage: the SuperLink
+    and the portal each need the other's address, whichever starts first."""
+
+    keycloak: tuple[str, int]
+    portal: tuple[str, int]
+    fleet: tuple[str, int]  # the Fleet gateway: what hospitals dial
+    control: tuple[str, int]  # the SuperLink's Control API: the portal alone reaches it
+    node_runtime: dict[str, int]  # each SuperNode's runtime API (on its host's loopback)
+
+    @classmethod
+    def for_hosts(cls, hosts: Hosts) -> Plan:
+        return cls(
+            keycloak=(hosts.address(PORTAL), hosts.port(PORTAL, KEYCLOAK_PORT)),
+            portal=(hosts.address(PORTAL), hosts.port(PORTAL, PORTAL_PORT)),
+            fleet=(hosts.address(SUPERLINK), hosts.port(SUPERLINK, FLEET_PORT)),
+            control=(hosts.control_address(), hosts.port(SUPERLINK, CONTROL_PORT)),
+            node_runtime={h: hosts.port(h, NODE_RUNTIME_PORT) for h in HOSPITALS})
+
+    @property
+    def keycloak_url(self) -> str:
+        return "http://{}:{}".format(*self.keycloak)
+
+    @property
+    def portal_url(self) -> str:
+        """Over TLS (the federation CA's certificate): nodes and the SuperLink send it
+        tokens and run results."""
+        return "https://{}:{}".format(*self.portal)
+
+    @property
+    def fleet_address(self) -> str:
+        return "{}:{}".format(*self.fleet)
+
+    @property
+    def control_address(self) -> str:
+        return "{}:{}".format(*self.control)
 
 
 class Demo:
-    def __init__(self, state: Path, rounds: int) -> None:
+    def __init__(self, state: Path, rounds: int, hosts: Hosts | None = None) -> None:
         self.state = state
         self.rounds = rounds
+        self.hosts: Hosts = hosts or Loopback(state)
+        self.plan = Plan.for_hosts(self.hosts)
         self.procs = Processes(state / "logs")
         self.seconds: dict[str, float] = {}
-        self.summary: dict[str, Any] = {"nodes": len(HOSPITALS), "rounds": rounds}
+        self.summary: dict[str, Any] = {"nodes": len(HOSPITALS), "rounds": rounds,
+                                        "hosts": self._hosts_summary()}
         self.kc: KeycloakServer | None = None
         self.realm: dict[str, Any] = {}
-        self.portal_url = ""
-        self.superlink = ""  # the Fleet gateway: what hospitals dial
-        self.control = ""  # the SuperLink's Control API: the portal alone reaches it
-        self.pki = state / "pki"
+        self.portal_url = self.plan.portal_url
+        self.superlink = self.plan.fleet_address  # the Fleet gateway: what hospitals dial
+        self.control = self.plan.control_address  # Control API: the portal alone reaches it
+        self.pki = state / "pki"  # the operator's: the CA key never leaves it
+        self.verify = str(self.pki / "ca.crt")  # the harness checks the portal against it
+        self.report_key = ""  # the SuperLink's: the portal seals run credentials to it
         self.env = dict(os.environ)
+        self.teardown_error = ""
+        self._stopped = False
+
+    def _hosts_summary(self) -> dict[str, Any]:
+        return {"separate": self.hosts.separate,
+                "addresses": {p: self.hosts.address(p) for p in PARTIES},
+                "fleet": self.plan.fleet_address, "control": self.plan.control_address}
 
     # -- plumbing ---------------------------------------------------------------------
     def stage(self, name: str, fn: Callable[[], str]) -> None:
@@ -141,26 +233,66 @@ class Demo:
     def api(self, method: str, path: str, user: str, *, timeout: float = 120,
             **kwargs: Any) -> Any:
         resp = httpx.request(method, f"{self.portal_url}{path}", headers=self.token(user),
-                             timeout=timeout, **kwargs)
+                             timeout=timeout, verify=self.verify, **kwargs)
         if resp.status_code >= 400:
             raise RuntimeError(f"{method} {path} as {user}: {resp.status_code} {resp.text[:300]}")
         return resp.json() if "json" in resp.headers.get("content-type", "") else resp.content
 
-    def tre(self, *args: str, env: dict[str, str] | None = None) -> str:
-        proc = subprocess.run([_tre(), *args], env=env or self.env, capture_output=True,
+    def run_tre(self, *args: str, party: str | None = None) -> subprocess.CompletedProcess:
+        """`tre ARGS` as `party` (on its host, seeing its own folder only), or as the
+        operator's harness when no party is given."""
+        prefix = self.hosts.prefix(party) if party else []
+        return subprocess.run([*prefix, _tre(), *args], env=self.env, capture_output=True,
                               text=True, timeout=900)
+
+    def tre(self, *args: str, party: str | None = None) -> str:
+        proc = self.run_tre(*args, party=party)
         if proc.returncode != 0:
             raise RuntimeError(f"tre {' '.join(args[:3])}: {proc.stderr.strip()[-500:]}")
         return proc.stdout
 
     def home(self, hospital: str) -> Path:
-        return self.state / "nodes" / hospital
+        return self.hosts.state_dir(hospital) / "node"
+
+    def ca_cert(self, party: str) -> Path:
+        """The federation's CA certificate as the party holds it (in its own folder)."""
+        return self.hosts.state_dir(party) / "ca.crt"
+
+    def tls_dir(self, party: str) -> Path:
+        """The party's own TLS certificate and key (the portal's, the SuperLink's)."""
+        return self.hosts.state_dir(party) / "tls"
 
     # -- stages -----------------------------------------------------------------------
+    def provision(self) -> str:
+        """The operator's PKI, in the demo's own folder; each party gets a copy of what
+        it needs in its own: the CA certificate, the SuperLink and the portal their
+        key pairs. The SuperLink makes its report key on its own host; the operator
+        passes its public half on to the portal."""
+        names = list(dict.fromkeys((self.plan.fleet[0], self.plan.control[0])))
+        self.tre("federation", "provision", "--out", str(self.pki),
+                 *[a for h in names for a in ("--host", h)],
+                 "--portal-host", self.plan.portal[0])
+        for party in (PORTAL, *HOSPITALS):
+            shutil.copy2(self.pki / "ca.crt", self.ca_cert(party))
+        for party, files in ((SUPERLINK, ("ca.crt", "superlink.crt", "superlink.key")),
+                             (PORTAL, ("portal.crt", "portal.key"))):
+            self.tls_dir(party).mkdir(exist_ok=True)
+            for name in files:
+                shutil.copy2(self.pki / name, self.tls_dir(party) / name)
+        self.report_key = self.tre(
+            "federation", "report-key", "--state-dir",
+            str(self.hosts.state_dir(SUPERLINK) / "flwr"), party=SUPERLINK).strip()
+        return (f"federation CA, SuperLink certificate for {' and '.join(names)}, portal "
+                f"certificate for {self.plan.portal[0]}; each party holds the CA certificate "
+                "and its own key only; the SuperLink's report key made on its host")
+
     def keycloak(self) -> str:
         from access_control.keycloak.bootstrap import admin_client, bootstrap
 
-        self.kc = KeycloakServer.start(data_dir=self.state / "keycloak")
+        host, port = self.plan.keycloak
+        self.kc = KeycloakServer.start(
+            port, self.hosts.state_dir(PORTAL) / "keycloak", host=host,
+            command_prefix=self.hosts.prefix(PORTAL) or None)
         admin = admin_client(self.kc.base_url, self.kc.admin_username, self.kc.admin_password)
         self.realm = bootstrap(admin, hospitals=HOSPITALS)
         self.env.update(TRE_KEYCLOAK_URL=self.kc.base_url)
@@ -169,16 +301,22 @@ class Demo:
     def portal(self) -> str:
         from federation.apps.fab import APP_ID, fab_hash
 
-        port = free_port()
-        self.portal_url = f"http://127.0.0.1:{port}"
-        env = self.env | {"TRE_STATE_DIR": str(self.state / "portal"),
+        if not self.report_key:  # callers that skip the pki stage
+            self.provision()
+        host, port = self.plan.portal
+        tls = self.tls_dir(PORTAL)
+        env = self.env | {"TRE_STATE_DIR": str(self.hosts.state_dir(PORTAL) / "portal"),
                           "TRE_SUPERLINK": self.control,
                           "TRE_SUPERLINK_INSECURE": "false",
-                          "TRE_SUPERLINK_ROOT_CERTIFICATES": str(self.pki / "ca.crt"),
+                          "TRE_SUPERLINK_ROOT_CERTIFICATES": str(self.ca_cert(PORTAL)),
+                          "TRE_SUPERLINK_REPORT_KEY": self.report_key,
                           "TRE_OIDC_CLIENT_SECRET": self.realm["portal_client_secret"],
                           "TRE_PUBLIC_URL": self.portal_url}
-        proc = self.procs.start("portal", [_tre(), "portal", "serve", "--port", str(port)], env)
-        _wait_http(f"{self.portal_url}/healthz", proc, "the portal")
+        proc = self.procs.start("portal", [
+            _tre(), "portal", "serve", "--host", host, "--port", str(port),
+            "--ssl-certfile", str(tls / "portal.crt"), "--ssl-keyfile", str(tls / "portal.key")],
+            env, self.hosts.prefix(PORTAL))
+        _wait_http(f"{self.portal_url}/healthz", proc, "the portal", verify=self.verify)
         app = self.api("POST", "/v1/apps", "admin1", json={
             "app_id": APP_ID, "app_hash": fab_hash(),
             "description": "Governed DP-SGD image classifier (node-installed code)"})
@@ -187,18 +325,32 @@ class Demo:
     def superlink_(self) -> str:
         """TLS with the federation's own CA, and SuperNode authentication: only node keys
         enrolled through the portal may connect."""
-        self.tre("federation", "provision", "--out", str(self.pki))
-        port, control = free_port(), free_port()
-        self.superlink, self.control = f"127.0.0.1:{port}", f"127.0.0.1:{control}"
+        if not self.report_key:  # callers that skip the pki stage
+            self.provision()
+        home = self.hosts.state_dir(SUPERLINK)
+        (fleet_host, fleet_port), (control_host, control_port) = self.plan.fleet, self.plan.control
         proc = self.procs.start("superlink", [
-            _tre(), "federation", "superlink", "--port", str(port), "--control-port",
-            str(control), "--secure", "--pki", str(self.pki),
-            "--state-dir", str(self.state / "superlink"),
-            "--database", str(self.state / "superlink.db")], self.env)
-        _wait_port(control, proc, "the SuperLink")
-        _wait_port(port, proc, "the Fleet gateway")
+            _tre(), "federation", "superlink", "--host", fleet_host, "--port", str(fleet_port),
+            "--control-host", control_host, "--control-port", str(control_port),
+            "--secure", "--pki", str(self.tls_dir(SUPERLINK)), "--state-dir", str(home / "flwr"),
+            "--database", str(home / "superlink.db"), "--portal-url", self.portal_url,
+            "--portal-ca", str(self.tls_dir(SUPERLINK) / "ca.crt")],
+            self.env, self.hosts.prefix(SUPERLINK))
+        # the Control API as the portal reaches it (the harness may have no route to it)
+        _wait_port(control_host, control_port, proc, "the SuperLink",
+                   via=self.hosts.prefix(PORTAL))
+        _wait_port(fleet_host, fleet_port, proc, "the Fleet gateway")
+        note = ""
+        if self.hosts.separate:
+            seen = {h: {"fleet": _connects(fleet_host, fleet_port, self.hosts.prefix(h)),
+                        "control": _connects(control_host, control_port, self.hosts.prefix(h))}
+                    for h in HOSPITALS}
+            self.summary["hosts"]["reachable_from_hospitals"] = seen
+            if not all(v["fleet"] and not v["control"] for v in seen.values()):
+                raise RuntimeError(f"hospitals must reach Fleet and not Control: {seen}")
+            note = "; from each hospital's host Fleet answers, Control does not"
         return (f"Flower SuperLink: Fleet gateway {self.superlink} for hospitals, Control "
-                f"{self.control} for the portal only (TLS, SuperNode authentication)")
+                f"{self.control} for the portal only (TLS, SuperNode authentication){note}")
 
     def nodes(self) -> str:
         data_root = CommonSettings().data_root
@@ -209,21 +361,24 @@ class Demo:
         records: dict[str, int] = {}
         for i, hospital in enumerate(HOSPITALS, start=1):
             home = self.home(hospital)
-            creds = self.state / f"{hospital}-credentials.json"
+            creds = self.hosts.state_dir(hospital) / "credentials.json"
             creds.write_text(json.dumps(self.realm["hospitals"][hospital]))
+            creds.chmod(0o600)
             self.tre("node", "init", "--hospital-id", hospital, "--portal", self.portal_url,
                      "--home", str(home), "--superlink", self.superlink,
-                     "--keycloak-url", self.kc.base_url, "--credentials-file", str(creds))
+                     "--keycloak-url", self.kc.base_url, "--credentials-file", str(creds),
+                     "--portal-ca", str(self.ca_cert(hospital)), party=hospital)
             creds.unlink()
             out = json.loads(self.tre(
                 "node", "ingest", "medmnist", str(npz), "--dataset-id", IMAGING,
                 "--partition", f"{i}/{len(HOSPITALS)}", "--split-scheme", "label-skew",
-                "--seed", "7", "--home", str(home), "--json"))
+                "--seed", "7", "--home", str(home), "--json", party=hospital))
             records[hospital] = out["ingested"]
-            self.tre("node", "ingest", "table", str(tables[i - 1]), "--id-column", "patient_id",
-                     "--dataset-id", CLINICAL, "--title", "Breast cancer FNA features",
-                     "--home", str(home))
-            self.tre("node", "budget", "set", IMAGING, "20", "--home", str(home))
+            self.tre("node", "ingest", "table", str(tables[hospital]), "--id-column",
+                     "patient_id", "--dataset-id", CLINICAL, "--title",
+                     "Breast cancer FNA features", "--home", str(home), party=hospital)
+            self.tre("node", "budget", "set", IMAGING, "20", "--home", str(home),
+                     party=hospital)
         self.summary["records_per_node"] = records
         return "3 nodes enrolled, data ingested (label-skewed shares), ε budgets set"
 
@@ -232,17 +387,16 @@ class Demo:
         passed = []
         for hospital in HOSPITALS:
             home = str(self.home(hospital))
-            proc = subprocess.run([_tre(), "node", "synthesize", CLINICAL, "--home", home,
-                                   "--json"], env=self.env, capture_output=True, text=True,
-                                  timeout=900)
+            proc = self.run_tre("node", "synthesize", CLINICAL, "--home", home, "--json",
+                                party=hospital)
             if proc.returncode == 0:
                 passed.append(hospital)
-            self.tre("node", "publish", "--home", home)
+            self.tre("node", "publish", "--home", home, party=hospital)
         published = []
         for hospital in passed:
             resp = httpx.get(f"{self.portal_url}/v1/catalogue/{CLINICAL}/synthetic",
                              params={"hospital_id": hospital, "format": "csv"},
-                             headers=self.token("alice"), timeout=60)
+                             headers=self.token("alice"), timeout=60, verify=self.verify)
             if resp.status_code == 200:
                 published.append(hospital)
         self.summary["synthetic_published"] = bool(published)
@@ -251,18 +405,17 @@ class Demo:
         return (f"catalogue published; synthetic {CLINICAL} passed the gate and is "
                 f"downloadable for {', '.join(published)}")
 
-    def _breast_cancer_shares(self) -> list[Path]:
+    def _breast_cancer_shares(self) -> dict[str, Path]:
+        """Each hospital's share of the table, written into that hospital's own folder."""
         from sklearn.datasets import load_breast_cancer
 
         frame = load_breast_cancer(as_frame=True).frame
         frame.insert(0, "patient_id", [f"bc-{i:04d}" for i in range(len(frame))])
-        folder = self.state / "data"
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for i in range(len(HOSPITALS)):
-            path = folder / f"breast-cancer-{i + 1}.csv"
+        paths = {}
+        for i, hospital in enumerate(HOSPITALS):
+            path = self.hosts.state_dir(hospital) / "breast-cancer.csv"
             frame.iloc[i::len(HOSPITALS)].to_csv(path, index=False)
-            paths.append(path)
+            paths[hospital] = path
         return paths
 
     def consent(self) -> str:
@@ -286,7 +439,8 @@ class Demo:
                              "status": "withdrawn" if j < WITHDRAWN_PER_NODE else "active"})
         result = httpx.post(f"{self.portal_url}/v1/consents/fhir", json=to_bundle(rows),
                             headers=self.token("steward1") | {
-                                "Content-Type": "application/fhir+json"}, timeout=120)
+                                "Content-Type": "application/fhir+json"}, timeout=120,
+                            verify=self.verify)
         if result.status_code >= 400:
             raise RuntimeError(f"FHIR import: {result.status_code} {result.text[:300]}")
         self.withdrawn = withdrawn
@@ -295,11 +449,11 @@ class Demo:
 
     def serve_nodes(self) -> str:
         for hospital in HOSPITALS:
-            port = free_port()
             self.procs.start(f"node-{hospital}", [
                 _tre(), "node", "serve", "--home", str(self.home(hospital)),
-                "--superlink", self.superlink, "--port", str(port), "--secure",
-                "--root-certificates", str(self.pki / "ca.crt")], self.env)
+                "--superlink", self.superlink, "--port", str(self.plan.node_runtime[hospital]),
+                "--secure", "--root-certificates", str(self.ca_cert(hospital))], self.env,
+                self.hosts.prefix(hospital))
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             online = [n for n in self.api("GET", "/v1/nodes", "admin1") if n["online"]]
@@ -420,13 +574,15 @@ class Demo:
         return f"portal chain ({len(entries)} rows) and 3 node chains verified"
 
     def transparency(self) -> str:
-        public = httpx.get(f"{self.portal_url}/v1/transparency", timeout=30).json()
+        public = httpx.get(f"{self.portal_url}/v1/transparency", timeout=30,
+                           verify=self.verify).json()
         permits = ", ".join(p["permit_id"] for p in public["permits"])
         return f"public register lists {len(public['permits'])} permit(s): {permits}"
 
     # -- driver -----------------------------------------------------------------------
     def run(self) -> None:
         stages = [
+            ("pki", self.provision),
             ("keycloak", self.keycloak),
             ("superlink", self.superlink_),
             ("portal", self.portal),
@@ -446,9 +602,37 @@ class Demo:
         self.summary["seconds"] = self.seconds
 
     def stop(self) -> None:
-        self.procs.stop_all()
-        if self.kc is not None:
-            self.kc.stop()
+        """Stop everything the demo started, then remove its hosts (namespaces, links);
+        idempotent. A teardown that leaves something behind is printed and kept in
+        `teardown_error` (the demo then exits non-zero)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        held: dict[int, Any] = {}
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to hold off
+            for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C: finish tearing down
+                held[sig] = signal.signal(sig, signal.SIG_IGN)
+        try:
+            self.procs.stop_all()
+            if self.kc is not None:
+                self.kc.stop()
+        finally:
+            try:
+                self.hosts.close()
+            except HostsError as exc:
+                self.teardown_error = str(exc)
+                console.print(f"[bold red]teardown:[/] {exc}")
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM stops the demo like Ctrl-C does: everything it started is stopped."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def demo(
@@ -456,13 +640,25 @@ def demo(
     json_path: Path = typer.Option(None, "--json", help="write a summary JSON here"),
     state_dir: Path = typer.Option(None, "--state-dir", help="where the demo keeps its state"),
     rounds: int = typer.Option(3, "--rounds", min=1, max=20),
+    netns: bool = typer.Option(
+        False, "--netns", help="each party on a host of its own: a network namespace each "
+        "on a private bridge, Control on a portal-only link, each party seeing only its own "
+        "state folder (needs root and iproute2)"),
 ) -> None:
-    """Run the whole TRE story end to end on real components, on loopback."""
+    """Run the whole TRE story end to end on real components, on loopback (or, with
+    --netns, with every party on a separate host)."""
     state = (state_dir or cache_dir() / "demo").resolve()
     if state.exists():
         shutil.rmtree(state)
     state.mkdir(parents=True)
-    show = Demo(state, rounds)
+    _interrupt_on_sigterm()
+    try:
+        # the operator's own folders (CA key, logs) are no party's to see
+        hosts: Hosts = (SeparateHosts(PARTIES, state, hidden=[state / "pki", state / "logs"])
+                        if netns else Loopback(state))
+    except HostsError as exc:
+        fail(str(exc))
+    show = Demo(state, rounds, hosts)
     try:
         show.run()
     except StageFailed as exc:
@@ -472,7 +668,7 @@ def demo(
                                                              "seconds": show.seconds},
                                             indent=2, default=str))
         fail(f"{exc} (logs in {state / 'logs'})")
-    except KeyboardInterrupt:
+    except BaseException:
         show.stop()
         raise
     if json_path:
@@ -489,6 +685,8 @@ def demo(
                   f"Keycloak: {show.kc.base_url if show.kc else ''}")
     if exit_after:
         show.stop()
+        if show.teardown_error:
+            fail(f"the demo did not remove all it set up: {show.teardown_error}")
         return
     console.print("The stack keeps running: Ctrl-C stops it.")
     try:
