@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.cli.build import build_fab_from_disk
@@ -57,6 +58,9 @@ class ControlAPI:
             yield client
         except ControlError:
             raise
+        except httpx.HTTPStatusError as exc:  # Flower's reason is in the body
+            raise ControlError(f"{what} at {self.address}: {exc.response.status_code} "
+                               f"{exc.response.text[:300]}") from exc
         except Exception as exc:  # noqa: BLE001 - Flower raises httpx and its own errors
             raise ControlError(f"{what} at {self.address}: {type(exc).__name__}: {exc}") from exc
         finally:

@@ -2,7 +2,8 @@
 
 SuperLink + 3 SuperNodes on loopback, each node home holding a label-skewed
 partition i/3 of the real PneumoniaMNIST file; 2 rounds of the small GroupNorm
-CNN started through `start_run` (the `flwr run` path the CLI and portal use).
+CNN submitted through the Control API as the portal submits runs; the results come
+back over the portal's API (here the real portal app serving only that).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from access_control.permits import PermitKeyRing
-from federation.apps.launch import follow_run
+from federation.apps.fab import FAB_DIR
+from federation.apps.launch import RunError, follow_run, submit_app
 from federation.apps.params import RunParams
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
@@ -54,6 +56,15 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
             raise
     finally:
         portal.close()
+
+    # A run config naming a results path is not taken: the approved app has no such key,
+    # so the SuperLink refuses the run, and nothing is written there.
+    elsewhere = tmp_path / "elsewhere"
+    sealed, _ = flower_cluster.results_portal.record("run")
+    with pytest.raises(RunError, match="Invalid run configuration"):
+        submit_app(flower_cluster.control, FAB_DIR, {"permit": token,
+                   "results-dir": str(elsewhere)}, elsewhere, credential=sealed)
+    assert not elsewhere.exists()
 
     assert report["status"] == "completed", report
     assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "end"
