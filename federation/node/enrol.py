@@ -78,7 +78,8 @@ def enrol(home: NodeHome, client: PortalClient | None = None) -> dict[str, Any]:
     try:
         # the portal registers the key with the SuperLink through Flower's CLI: seconds
         resp = httpx.put(url, json={"public_key": public_key(home)}, timeout=ENROL_TIMEOUT_S,
-                         headers={"Authorization": f"Bearer {client.access_token()}"})
+                         headers={"Authorization": f"Bearer {client.access_token()}"},
+                         verify=client.verify)
     except httpx.HTTPError as exc:
         raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
     if resp.status_code != 200:
