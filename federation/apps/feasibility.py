@@ -81,7 +81,7 @@ def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purp
     try:
         ticket = verify_ticket(token, keys_for(home, token), now=now)
     except KeyRefused as exc:
-        raise Refusal(exc.code, str(exc)) from exc
+        raise Refusal("ticket-invalid", f"the feasibility ticket's key: {exc}") from exc
     except PermitError as exc:
         raise Refusal("ticket-invalid", str(exc)) from exc
     hospital = home.config.hospital_id

@@ -328,17 +328,23 @@ class Governor:
         return Authorisation(claims, ds, ConsentRegime(row[0]), run_id, app_hash, revs.source)
 
     def _keys_for(self, token: str, revs: RevocationList) -> dict[str, Any]:
-        """The portal's keys that can verify `token` (followed: federation.node.permit_keys)."""
+        """The portal's keys that can verify permit `token` (followed by the node:
+        federation.node.permit_keys)."""
         try:
             return keys_for(self.home, token, retired=revs.retired_keys)
         except KeyRefused as exc:
             raise Refusal(exc.code, str(exc)) from exc
+        except PermitError as exc:
+            raise Refusal("permit-invalid", str(exc)) from exc
 
     def _check_run_ticket(self, claims: PermitClaims, app_hash: str, run_id: str,
                           revs: RevocationList) -> None:
         token = (self.run_tickets or (lambda r: portal_run_ticket(self.home, r)))(run_id)
         try:
-            ticket = verify_run_ticket(token, self._keys_for(token, revs), now=self.clock())
+            jwks = keys_for(self.home, token, retired=revs.retired_keys)
+            ticket = verify_run_ticket(token, jwks, now=self.clock())
+        except KeyRefused as exc:
+            raise Refusal("run-ticket-invalid", f"the run ticket's key: {exc}") from exc
         except PermitError as exc:
             raise Refusal("run-ticket-invalid", str(exc)) from exc
         hospital = self.home.config.hospital_id

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from access_control.permits import PermitError, signing_kid
+from access_control.permits import signing_kid
 from federation.node.home import NodeHome, NodeHomeError
 from federation.node.portal_client import PortalClient, PortalError
 
@@ -55,11 +55,9 @@ def keys_for(home: NodeHome, token: str, *, retired: frozenset[str] = frozenset(
     """The pinned key set that can verify `token`'s signature: refreshed from the portal
     first when it names a key the node has not pinned, or one the portal has retired
     (`retired`, from the latest revocation list) that the node still holds. Raises
-    KeyRefused when the key is retired, unknown to the portal too, or cannot be learnt."""
-    try:
-        kid = signing_kid(token)
-    except PermitError as exc:
-        raise KeyRefused("permit-invalid", str(exc)) from exc
+    KeyRefused when the key is retired, unknown to the portal too, or cannot be learnt;
+    PermitError when `token` is no JWS naming a key."""
+    kid = signing_kid(token)
     try:
         jwks = home.permit_jwks()
     except NodeHomeError as exc:
