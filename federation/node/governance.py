@@ -80,7 +80,8 @@ def fetch_revoked(
     try:
         resp = httpx.get(url, headers=headers, timeout=timeout, verify=verify)
         resp.raise_for_status()
-        ids, retired = resp.json()["revoked"], resp.json().get("retired_keys", [])
+        body = resp.json()
+        ids, retired = body["revoked"], body.get("retired_keys", [])
         for name, value in (("revoked", ids), ("retired_keys", retired)):
             if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
                 raise ValueError(f"{name!r} is not a list of ids")

@@ -21,15 +21,10 @@ import httpx
 import pytest
 
 from tests.fixtures.processes import wait_gone
-from tre.cli.hosts import HostsError, SeparateHosts, links, namespaces
+from tre.cli.hosts import HostsError, SeparateHosts, connects, links, namespaces, probe
 
-NEEDS_ROOT = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="network namespaces need root and iproute2 (CI runs as root)")
 PARTIES = ("portal", "superlink", "hospital-a", "hospital-b")
 FLEET_PORT, CONTROL_PORT = 9092, 9093
-PROBE = ("import socket, sys\n"
-         "with socket.create_connection((sys.argv[1], int(sys.argv[2])), 3): pass")
 ONLINE_NODES = ("import sys\nfrom federation.control import ControlAPI\n"
                 "print(sorted(ControlAPI(sys.argv[1]).online_nodes()))")
 
@@ -39,21 +34,10 @@ def _as(hosts: SeparateHosts, party: str, *argv: str) -> subprocess.CompletedPro
                           timeout=60)
 
 
-def _probe(hosts: SeparateHosts, party: str, host: str, port: int
-           ) -> subprocess.CompletedProcess:
-    """A TCP connect to host:port from the party's host (exit 0: it connected)."""
-    return _as(hosts, party, sys.executable, "-c", PROBE, host, str(port))
-
-
-def _connects(hosts: SeparateHosts, party: str, host: str, port: int) -> bool:
-    return _probe(hosts, party, host, port).returncode == 0
-
-
 def _ours(tag: str) -> list[str]:
     return sorted(n for n in namespaces() | links() if n.startswith(tag))
 
 
-@NEEDS_ROOT
 @pytest.mark.integration
 @pytest.mark.timeout(240)
 def test_hospitals_reach_fleet_only_and_see_only_their_own_folder(tmp_path: Path) -> None:
@@ -72,15 +56,15 @@ def test_hospitals_reach_fleet_only_and_see_only_their_own_folder(tmp_path: Path
                  "--state-dir", str(hosts.state_dir("superlink") / "flwr")],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 120
-        while not _connects(hosts, "hospital-a", fleet, FLEET_PORT):
+        while not connects(fleet, FLEET_PORT, hosts.prefix("hospital-a")):
             assert link.poll() is None, (tmp_path / "superlink.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the Fleet gateway never answered"
             time.sleep(0.5)
 
         # hospitals: Fleet answers, the Control API has no route at all
         for hospital in ("hospital-a", "hospital-b"):
-            assert _connects(hosts, hospital, fleet, FLEET_PORT)
-            refused = _probe(hosts, hospital, control, CONTROL_PORT)
+            assert connects(fleet, FLEET_PORT, hosts.prefix(hospital))
+            refused = probe(hosts.prefix(hospital), control, CONTROL_PORT)
             assert refused.returncode != 0 and "unreachable" in refused.stderr, refused.stderr
         # the portal: Flower's own Control client gets answers (no SuperNode connected)
         answer = _as(hosts, "portal", sys.executable, "-c", ONLINE_NODES,
@@ -110,7 +94,6 @@ def test_hospitals_reach_fleet_only_and_see_only_their_own_folder(tmp_path: Path
     assert wait_gone(str(root)) == []
 
 
-@NEEDS_ROOT
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_nothing_is_left_when_the_body_raises(tmp_path: Path) -> None:

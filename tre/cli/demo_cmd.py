@@ -42,7 +42,7 @@ from access_control.keycloak.oidc import password_grant
 from access_control.keycloak.realm import CLI_CLIENT, DEMO_PASSWORD
 from access_control.keycloak.runner import KeycloakServer
 from tre.cli.common import console, fail
-from tre.cli.hosts import Hosts, HostsError, Loopback, SeparateHosts
+from tre.cli.hosts import Hosts, HostsError, Loopback, SeparateHosts, connects
 from tre.core.audit import entries_from_store, verify_entries
 from tre.core.settings import CommonSettings, cache_dir
 
@@ -114,24 +114,6 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f}s")
 
 
-_PROBE = ("import socket, sys\n"
-          "with socket.create_connection((sys.argv[1], int(sys.argv[2])), 3): pass")
-
-
-def _connects(host: str, port: int, via: list[str] | None = None) -> bool:
-    """Whether a TCP connection to host:port opens from here, or, with `via` (a party's
-    argv prefix), from that party's host."""
-    import socket
-
-    if not via:
-        with socket.socket() as s:
-            s.settimeout(3)
-            return s.connect_ex((host, port)) == 0
-    probe = subprocess.run([*via, sys.executable, "-c", _PROBE, host, str(port)],
-                           capture_output=True, timeout=30)
-    return probe.returncode == 0
-
-
 def _wait_port(host: str, port: int, proc: subprocess.Popen, what: str, timeout: float = 60,
                via: list[str] | None = None) -> None:
     """Wait until host:port accepts connections (from the party of `via`, else from
@@ -140,7 +122,7 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen, what: str, timeout:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode}")
-        if _connects(host, port, via):
+        if connects(host, port, via):
             return
         time.sleep(0.5)
     raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s")
@@ -301,8 +283,6 @@ class Demo:
     def portal(self) -> str:
         from federation.apps.fab import APP_ID, fab_hash
 
-        if not self.report_key:  # callers that skip the pki stage
-            self.provision()
         host, port = self.plan.portal
         tls = self.tls_dir(PORTAL)
         env = self.env | {"TRE_STATE_DIR": str(self.hosts.state_dir(PORTAL) / "portal"),
@@ -325,8 +305,6 @@ class Demo:
     def superlink_(self) -> str:
         """TLS with the federation's own CA, and SuperNode authentication: only node keys
         enrolled through the portal may connect."""
-        if not self.report_key:  # callers that skip the pki stage
-            self.provision()
         home = self.hosts.state_dir(SUPERLINK)
         (fleet_host, fleet_port), (control_host, control_port) = self.plan.fleet, self.plan.control
         proc = self.procs.start("superlink", [
@@ -342,8 +320,8 @@ class Demo:
         _wait_port(fleet_host, fleet_port, proc, "the Fleet gateway")
         note = ""
         if self.hosts.separate:
-            seen = {h: {"fleet": _connects(fleet_host, fleet_port, self.hosts.prefix(h)),
-                        "control": _connects(control_host, control_port, self.hosts.prefix(h))}
+            seen = {h: {"fleet": connects(fleet_host, fleet_port, self.hosts.prefix(h)),
+                        "control": connects(control_host, control_port, self.hosts.prefix(h))}
                     for h in HOSPITALS}
             self.summary["hosts"]["reachable_from_hospitals"] = seen
             if not all(v["fleet"] and not v["control"] for v in seen.values()):

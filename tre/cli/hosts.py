@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,6 +123,27 @@ class Loopback:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_PROBE = ("import socket, sys\n"
+          "with socket.create_connection((sys.argv[1], int(sys.argv[2])), 3): pass")
+
+
+def probe(via: list[str], host: str, port: int) -> subprocess.CompletedProcess:
+    """A TCP connect to host:port from a party's host (`via`: its argv prefix); exit 0
+    when it connected, else stderr says why not."""
+    return subprocess.run([*via, sys.executable, "-c", _PROBE, host, str(port)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def connects(host: str, port: int, via: list[str] | None = None) -> bool:
+    """Whether a TCP connection to host:port opens from here, or, with `via` (a party's
+    argv prefix), from that party's host."""
+    if not via:
+        with socket.socket() as s:
+            s.settimeout(3)
+            return s.connect_ex((host, port)) == 0
+    return probe(via, host, port).returncode == 0
 
 
 def _run(args: list[str]) -> str:
