@@ -83,7 +83,8 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict({
         "arrays": to_arrays(out.weights),
         "metrics": MetricRecord(out.metrics),
-        "node": ConfigRecord({"hospital-id": out.hospital_id, "dataset-id": out.dataset_id}),
+        "node": ConfigRecord({"hospital-id": out.hospital_id, "dataset-id": out.dataset_id,
+                              "excluded-by-consent": str(out.excluded_by_consent)}),
     })
     return Message(content=content, reply_to=msg)
 
@@ -93,9 +94,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Aggregate metrics of the global model on the node's consented test split."""
     try:
         params = RunParams.from_run_config(dict(context.run_config))
-        arrays = msg.content.array_records["arrays"]
-        weights = to_weights(arrays)
-        metrics = evaluate_task(_ctx(msg, context), params, weights=weights)
+        config = msg.content.config_records.get("config", ConfigRecord())
+        metrics = evaluate_task(_ctx(msg, context), params,
+                                server_round=int(config.get("server-round", 0)),
+                                weights=to_weights(msg.content.array_records["arrays"]))
     except Refusal as refusal:
         return _refused(msg, context, refusal)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

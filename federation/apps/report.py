@@ -165,7 +165,8 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     ax1.set_xlabel("round")
     ax1.set_title("federated evaluation (aggregate)")
     ax1.set_ylim(0, 1)
-    ax1.legend()
+    if ax1.lines:
+        ax1.legend()
     hospitals = sorted({n["hospital_id"] for r in rounds for n in r.get("nodes", [])
                         if n.get("hospital_id")})
     for h in hospitals:

@@ -36,6 +36,7 @@ from federation.apps.feasibility import parse_node_map
 from federation.apps.params import RunParams
 from federation.apps.report import results_sender
 from federation.apps.tasks import params_spec
+from federation.training.membership import ATTACKS, FIGURES
 from federation.training.models import build_model
 
 app = ServerApp()
@@ -64,12 +65,17 @@ def weighted_mean_finite(records: list[RecordDict], weight_key: str) -> MetricRe
 
 
 def train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
-    """Weighted train loss, plus the largest ε any node has spent (not an average)."""
-    out = weighted_mean_finite(records, weight_key)
-    eps = [float(next(iter(r.metric_records.values())).get("epsilon", 0)) for r in records]
-    keep = {k: out[k] for k in ("train-loss", weight_key) if k in out}
-    keep["epsilon-max"] = max(eps, default=0.0)
-    return MetricRecord(keep)
+    """The federation's examples (a sum of disclosed counts) and the largest ε any node
+    has spent (not an average); nodes send no training loss."""
+    metrics = [next(iter(r.metric_records.values())) for r in records]
+    return MetricRecord({
+        weight_key: int(sum(int(m.get(weight_key, 0) or 0) for m in metrics)),
+        "epsilon-max": max((float(m.get("epsilon", 0)) for m in metrics), default=0.0)})
+
+
+def _disclosed(value: Any) -> int | str | None:
+    """A disclosed count as the node sent it: a number, or a marker such as "<10"."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
 def _node_row(msg: Message, sent_to: dict[str, int]) -> dict[str, Any]:
@@ -90,9 +96,8 @@ def _node_row(msg: Message, sent_to: dict[str, int]) -> dict[str, Any]:
         status="trained", hospital_id=node.get("hospital-id"), dataset_id=node.get("dataset-id"),
         epsilon=m.get("epsilon"), epsilon_target=m.get("epsilon-target"), delta=m.get("delta"),
         noise_multiplier=m.get("noise-multiplier"), steps=m.get("steps"),
-        num_examples=m.get("num-examples"), train_loss=m.get("train-loss"),
-        train_seconds=m.get("train-seconds"),
-        excluded_by_consent=m.get("excluded-by-consent"),
+        num_examples=m.get("num-examples"), train_seconds=m.get("train-seconds"),
+        excluded_by_consent=_disclosed(node.get("excluded-by-consent")),
     )
     return row
 
@@ -273,10 +278,11 @@ def _privacy_audits(grid: Grid, arrays: ArrayRecord, nodes: set[int], params: Ru
             continue
         mm = m.content.metric_records.get("metrics", MetricRecord())
         node = m.content.config_records.get("node", ConfigRecord())
+        audit = {key.replace("-", "_"): mm.get(key) for key in FIGURES}
+        attack = audit.pop("mia_attack")
         audits.append({"node_id": int(m.metadata.src_node_id),
-                       "hospital_id": node.get("hospital-id"),
-                       "mia_advantage": mm.get("mia-advantage"), "mia_auc": mm.get("mia-auc"),
-                       "mia_chance_advantage": mm.get("mia-chance-advantage"),
+                       "hospital_id": node.get("hospital-id"), **audit,
+                       "mia_attack": None if attack is None else ATTACKS[int(attack)],
                        "records": mm.get("mia-records")})
     return audits
 

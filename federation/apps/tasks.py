@@ -12,9 +12,9 @@ wait for a deep-learning stack to load.
 
 from __future__ import annotations
 
-import math
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ import numpy as np
 
 from federation.apps.params import RunParams
 from federation.node.data import load_images
+from federation.node.disclosure import Disclosed, disclose, disclose_statistic, is_suppressed
 from federation.node.governance import (
     Authorisation,
     ConsentFilter,
@@ -33,6 +34,7 @@ from federation.node.governance import (
     node_session,
 )
 from federation.node.ledger import Reservation
+from federation.node.query import DISCLOSURE_KEY_PURPOSE, disclosed_count
 from federation.training.data import images_to_tensor
 
 if TYPE_CHECKING:
@@ -64,6 +66,8 @@ class TrainOutcome:
     metrics: dict[str, float]
     hospital_id: str
     dataset_id: str
+    excluded_by_consent: Disclosed
+    """How many records consent kept out, as disclosure control lets it leave ("<10")."""
 
 
 def _governor(home: Any, ctx: NodeContext) -> Governor:
@@ -134,6 +138,9 @@ def train_task(
             gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
                        stage="targets")
             raise
+        if weights is not None:
+            gov.meter(auth, kind="train-input", server_round=server_round,
+                      weights_sha256=weights_digest(weights))
         cohort = gov.cohort(auth, "train")
         n = len(cohort.pseudonyms)
         if n == 0:
@@ -142,6 +149,16 @@ def train_task(
                               f"{auth.claims.purpose} ({cohort.basis})")
             gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
                        stage="consent")
+            raise refusal
+        k = home.config.suppression_k
+        shown = _shown_count(home, cohort.pseudonyms)
+        if is_suppressed(shown):
+            refusal = Refusal("cohort-too-small",
+                              f"fewer than {k} records of {auth.dataset.dataset_id!r} may be "
+                              f"used for {auth.claims.purpose}: a round's example count could "
+                              "not leave this node")
+            gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
+                       stage="disclosure")
             raise refusal
         res = gov.ledger.reservation(ctx.run_id, auth.claims.permit_id, auth.dataset.dataset_id)
         if res is None:
@@ -180,30 +197,47 @@ def train_task(
     torch.set_num_threads(1)
     model = build_model(params.model, params_spec(params), seed=params.seed)
     if weights is not None:
-        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+        model.load_state_dict({name: torch.from_numpy(np.asarray(v))
+                               for name, v in weights.items()})
     global_params = [p.detach().clone() for p in model.parameters()]
     trainer = DPTrainer(model, images_to_tensor(images), torch.from_numpy(labels), plan, history,
                         lr=params.lr, momentum=params.momentum,
                         grad_sample_mode=params.grad_sample_mode,
                         seed=params.seed * 1000 + server_round)
     started = time.perf_counter()
-    result = trainer.train_round(params.local_epochs, proximal_mu=proximal_mu,
-                                 global_params=global_params)
+    trainer.train_round(params.local_epochs, proximal_mu=proximal_mu,
+                        global_params=global_params)
     train_seconds = time.perf_counter() - started
     state = {k: v.detach().cpu().numpy() for k, v in trainer.module().state_dict().items()}
+    # Only what is DP-accounted or disclosed leaves: the example count rounded and
+    # perturbed like a feasibility count (it weights FedAvg), no training loss.
     metrics = {
-        "num-examples": n,
-        "train-loss": result.train_loss,
-        "train-seconds": train_seconds,  # the node's own timing (bench: round overhead)
+        "num-examples": int(shown),
+        "train-seconds": round(train_seconds, 1),  # the node's timing (bench: overhead)
         "epsilon": eps_after,
         "epsilon-target": res.epsilon,
         "delta": res.delta,
         "noise-multiplier": res.noise_multiplier,
         "sample-rate": res.sample_rate,
         "steps": res.steps_per_round,
-        "excluded-by-consent": cohort.excluded,
     }
-    return TrainOutcome(state, metrics, hospital, auth.dataset.dataset_id)
+    return TrainOutcome(state, metrics, hospital, auth.dataset.dataset_id,
+                        disclose(cohort.excluded, k=k))
+
+
+def weights_digest(weights: Weights) -> str:
+    """SHA-256 of a model's tensors (names, dtypes, shapes, bytes) in name order."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        arr = np.ascontiguousarray(weights[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _shown_count(home: Any, pseudonyms: Iterable[str]) -> Disclosed:
+    return disclosed_count(pseudonyms, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE),
+                           k=home.config.suppression_k)
 
 
 def _plan_from(res: Reservation, params: RunParams, n: int) -> DPPlan:
@@ -217,18 +251,29 @@ def _plan_from(res: Reservation, params: RunParams, n: int) -> DPPlan:
     )
 
 
-def evaluate_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict[str, float]:
-    """Evaluate the global model on this node's consented test split; aggregate metrics only."""
+def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, weights: Weights
+                  ) -> dict[str, float]:
+    """Evaluate the global model on this node's consented test split. What leaves passes
+    the node's disclosure control: the example count as a feasibility count is shown,
+    loss, accuracy and AUC rounded, and withheld (NaN, weight 0) under k records."""
     import torch
 
     from federation.training.evaluation import TensorSet, evaluate
     from federation.training.models import build_model
 
+    withheld = {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"),
+                "num-examples": 0}
     with node_session(ctx.home) as home:
         gov = _governor(home, ctx)
         auth = gov.authorise(params.permit, app_hash=ctx.app_hash, run_id=ctx.run_id,
                              dataset_id=params.dataset_id or None)
+        gov.meter(auth, kind="evaluate", server_round=server_round,
+                  weights_sha256=weights_digest(weights))
         cohort = gov.cohort(auth, "test")
+        k = home.config.suppression_k
+        shown = _shown_count(home, cohort.pseudonyms)
+        if is_suppressed(shown):
+            return withheld
         images, labels, _ = load_images(home.db, auth.dataset.dataset_id, "test",
                                       cohort.pseudonyms)
         gov.audit_read(auth, split="test", records=len(labels), excluded=cohort.excluded,
@@ -239,36 +284,34 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> d
             gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
                        stage="shape")
             raise
-    if len(labels) == 0:
-        return {"loss": 0.0, "accuracy": 0.0, "auc": float("nan"), "num-examples": 0}
     torch.set_num_threads(1)
     model = build_model(params.model, params_spec(params))
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    model.load_state_dict({name: torch.from_numpy(np.asarray(v)) for name, v in weights.items()})
     out = evaluate(model, TensorSet(images_to_tensor(images), torch.from_numpy(labels)))
-    return {k: float(v) if not (isinstance(v, float) and math.isnan(v)) else float("nan")
-            for k, v in out.items()}
+    return {"loss": disclose_statistic(out["loss"], len(labels), k=k),
+            "accuracy": disclose_statistic(out["accuracy"], len(labels), k=k),
+            "auc": disclose_statistic(out["auc"], len(labels), k=k),
+            "num-examples": int(shown)}
 
 
-def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights,
-               max_per_label: int = 300) -> dict[str, Any]:
+def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict[str, Any]:
     """Empirical membership-inference audit of the final model on this node's own data.
 
-    A loss-threshold attack tries to tell training members (the consented train split)
-    from held-out records (the consented val and test splits) by the model's loss.
-    Samples are balanced label by label, so a label mix that differs between splits
-    is not mistaken for leakage. Only the attack's advantage (max TPR − FPR), its AUC
-    and the advantage that chance alone reaches at this sample size (the 95 % critical
-    value of the two-sample Kolmogorov–Smirnov statistic) leave the node.
+    The attacks try to tell training members (the consented train split) from held-out
+    records (the consented val and test splits), label by label, on as many records as
+    the node has (`federation.training.membership`). Only the audit's figures leave:
+    the advantage with its confidence interval and what chance alone reaches.
     """
     import torch
-    from sklearn.metrics import roc_auc_score, roc_curve
 
+    from federation.training.membership import balanced_by_label, membership_audit
     from federation.training.models import build_model
 
     with node_session(ctx.home) as home:
         gov = _governor(home, ctx)
         auth = gov.authorise(params.permit, app_hash=ctx.app_hash, run_id=ctx.run_id,
                              dataset_id=params.dataset_id or None)
+        gov.meter(auth, kind="audit", server_round=0, weights_sha256=weights_digest(weights))
         dataset = auth.dataset.dataset_id
         members = gov.cohort(auth, "train")
         x_in, y_in, _ = load_images(home.db, dataset, "train", members.pseudonyms)
@@ -281,32 +324,24 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights,
         y_out = np.concatenate([o[1] for o in outside])
         gov.audit_read(auth, split="train+val+test", records=len(y_in) + len(y_out),
                        excluded=excluded, purpose="privacy-audit")
-    rng = np.random.default_rng(params.seed)
-    pick_in, pick_out = [], []
-    for label in np.intersect1d(y_in, y_out):
-        both = (np.flatnonzero(y_in == label), np.flatnonzero(y_out == label))
-        k = min(len(both[0]), len(both[1]), max_per_label)
-        pick_in.append(rng.choice(both[0], k, replace=False))
-        pick_out.append(rng.choice(both[1], k, replace=False))
-    pick_in = np.concatenate(pick_in or [np.zeros(0, int)]).astype(int)
-    pick_out = np.concatenate(pick_out or [np.zeros(0, int)]).astype(int)
-    n = len(pick_in)
+    pick_in, pick_out = balanced_by_label(y_in, y_out, np.random.default_rng(params.seed))
     hospital = auth.dataset.node_id
-    if n < 20:
-        return {"hospital-id": hospital, "mia-advantage": float("nan"), "mia-records": n}
+    if len(pick_in) < 20:
+        return {"hospital-id": hospital, "mia-advantage": float("nan"),
+                "mia-records": len(pick_in)}
     torch.set_num_threads(1)
     model = build_model(params.model, params_spec(params))
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    model.load_state_dict({name: torch.from_numpy(np.asarray(v)) for name, v in weights.items()})
     model.eval()
+    x = images_to_tensor(np.concatenate([x_in[pick_in], x_out[pick_out]]))
+    y = torch.from_numpy(np.concatenate([y_in[pick_in], y_out[pick_out]]))
     with torch.no_grad():
-        x = images_to_tensor(np.concatenate([x_in[pick_in], x_out[pick_out]]))
-        y = torch.from_numpy(np.concatenate([y_in[pick_in], y_out[pick_out]]))
-        losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none").numpy()
-    is_member = np.concatenate([np.ones(n), np.zeros(n)])
-    fpr, tpr, _ = roc_curve(is_member, -losses)
-    return {"hospital-id": hospital, "mia-advantage": float(np.max(tpr - fpr)),
-            "mia-auc": float(roc_auc_score(is_member, -losses)), "mia-records": n,
-            "mia-chance-advantage": float(1.358 * np.sqrt(2 / n))}
+        logits = torch.cat([model(x[i:i + 512]) for i in range(0, len(y), 512)])
+        losses = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
+        confidences = torch.softmax(logits, dim=1).max(dim=1).values.numpy()
+    member = np.r_[np.ones(len(pick_in), bool), np.zeros(len(pick_out), bool)]
+    audit = membership_audit(losses, confidences, y.numpy(), member, seed=params.seed)
+    return {"hospital-id": hospital, **audit.as_metrics()}
 
 
 def close_task(ctx: NodeContext, params: RunParams) -> dict[str, float]:

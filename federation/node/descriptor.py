@@ -2,10 +2,12 @@
 
 `dataset_facts` reads exact aggregates from the store (node-internal);
 `build_descriptor` is pure and turns them into the published form: names, types
-and disclosed counts only, never a row-level value. Categories (modalities, body
-sites, image shapes) whose count is below k are left out altogether, since even
-"<10" would reveal that such a study exists; declared labels are always listed,
-their small cells shown as "<k".
+and disclosed counts only, never a row-level value. Every cell counts people
+(distinct subjects), not studies: ten studies of three patients are a cell of three.
+Categories (modalities, body sites, image shapes) with fewer than k subjects are left
+out altogether, since even "<10" would reveal that such a study exists; declared
+labels are always listed, their small cells shown as "<k". The one study count
+(`counts.studies`) is shown only where its subjects could be.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ class DatasetFacts:
 
 
 def _cell(secret: bytes, pseudonyms: list[str]) -> Cell:
-    return Cell(len(pseudonyms), disclosure.cell_key(disclosure.record_keys(secret, pseudonyms)))
+    """The cell of the people behind some records (each subject once)."""
+    people = sorted(set(pseudonyms))
+    return Cell(len(people), disclosure.cell_key(disclosure.record_keys(secret, people)))
 
 
 def dataset_facts(db: Database, dataset_id: str, *, secret: bytes) -> DatasetFacts:
@@ -96,8 +100,9 @@ def dataset_facts(db: Database, dataset_id: str, *, secret: bytes) -> DatasetFac
             by_split[split_name].setdefault(name, [])
     return DatasetFacts(
         dataset_id, kind, title, regime, names,
-        subjects=_cell(secret, sorted({r[0] for r in studies})),
-        studies=_cell(secret, [r[0] for r in studies]),
+        subjects=_cell(secret, [r[0] for r in studies]),
+        studies=Cell(len(studies), disclosure.cell_key(
+            disclosure.record_keys(secret, [r[0] for r in studies]))),
         splits={s: {lab: _cell(secret, ps) for lab, ps in d.items()} for s, d in by_split.items()},
         split_totals={s: _cell(secret, ps) for s, ps in split_all.items()},
         modalities={m: _cell(secret, ps) for m, ps in modalities.items()},
@@ -144,7 +149,9 @@ def build_descriptor(
     if facts.kind == "imaging":
         out["label_names"] = dict(sorted(facts.label_names.items()))
         if facts.studies is not None:
-            out["counts"]["studies"] = d(facts.studies)
+            subjects = out["counts"]["subjects"]
+            out["counts"]["studies"] = subjects if disclosure.is_suppressed(subjects) \
+                else d(facts.studies)
         out["splits"] = {
             split: {
                 "total": d(facts.split_totals.get(split, Cell(0))),
@@ -155,7 +162,7 @@ def build_descriptor(
         out["modalities"] = visible(facts.modalities)
         out["body_sites"] = visible(facts.body_sites)
         out["image_shapes"] = [
-            {**shape, "studies": d(c)}
+            {**shape, "subjects": d(c)}
             for shape, c in facts.image_shapes
             if not disclosure.is_suppressed(d(c))
         ]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Iterable, Sequence
 
 DEFAULT_K = 10
@@ -107,6 +108,16 @@ def disclose(
     rounded = round_to(noisy, base)
     # With k not a multiple of base, rounding could show a value under k: suppress it.
     return rounded if rounded >= k else suppressed_marker(k)
+
+
+def disclose_statistic(value: float, contributors: int, *, k: int = DEFAULT_K,
+                       digits: int = 3) -> float:
+    """A statistic over records (a mean loss, an accuracy, an AUC): withheld (NaN) when
+    fewer than k records contribute (the threshold rule of ACRO for statistics),
+    otherwise rounded to `digits` decimals so that it carries no record-level detail."""
+    if contributors < k or not math.isfinite(value):
+        return float("nan")
+    return round(float(value), digits)
 
 
 def redisclose(value: Disclosed, *, k: int = DEFAULT_K, base: int = DEFAULT_BASE) -> Disclosed:

@@ -34,7 +34,7 @@ import httpx
 
 from access_control.permits import PermitError, verify_permit, verify_run_ticket
 from federation.node.home import NodeHome
-from federation.node.ledger import BudgetError, PrivacyLedger, Reservation
+from federation.node.ledger import BudgetError, PrivacyLedger, QueryRefused, Reservation
 from federation.node.permit_keys import KeyRefused, keys_for
 from federation.node.portal_client import PortalClient, PortalError
 from tre.core.schemas import ConsentRegime, PermitClaims, PermitDataset, Purpose
@@ -414,6 +414,21 @@ class Governor:
                         stage="charge")
             raise refusal from exc
         return eps
+
+    def meter(self, auth: Authorisation, *, kind: str, server_round: int,
+              weights_sha256: str) -> None:
+        """Count and bind a query of the run before it reads anything (ledger
+        `record_query`); a refusal is audited here."""
+        try:
+            self.ledger.record_query(
+                run_id=auth.run_id, permit_id=auth.claims.permit_id,
+                dataset_id=auth.dataset.dataset_id, kind=kind, round=server_round,
+                weights_sha256=weights_sha256)
+        except QueryRefused as exc:
+            refusal = Refusal(exc.code, str(exc))
+            self.refuse(refusal, run_id=auth.run_id, permit_id=auth.claims.permit_id,
+                        stage=kind)
+            raise refusal from exc
 
     def audit_read(self, auth: Authorisation, *, split: str, records: int, excluded: int,
                    purpose: str) -> None:

@@ -85,13 +85,40 @@ MIGRATIONS: list[Migration] = [
             created_at TIMESTAMPTZ NOT NULL DEFAULT now()
         )
         """,
-    )
+    ),
+    (
+        2,
+        """
+        CREATE TABLE run_query (
+            query_id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            permit_id VARCHAR NOT NULL,
+            dataset_id VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            round INTEGER NOT NULL,
+            weights_sha256 VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            UNIQUE (run_id, dataset_id, kind, round)
+        )
+        """,
+    ),
 ]
 # privacy_budget is append-only too: the latest row (highest seq) per dataset is the policy.
 
 
 class BudgetError(Exception):
     """A reservation or charge would overspend; nothing was written."""
+
+
+class QueryRefused(Exception):
+    """A run asked this node for more than its terms allow; nothing was written."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+QUERY_KINDS = ("train-input", "evaluate", "audit")
 
 
 @dataclass(frozen=True)
@@ -354,12 +381,64 @@ class PrivacyLedger:
             )
             return released
 
+    def record_query(self, *, run_id: str, permit_id: str, dataset_id: str, kind: str,
+                     round: int, weights_sha256: str) -> None:
+        """Meter what a run asks of this dataset besides training, and bind it to the
+        weights the run produced. Besides one answer per trained round, nothing:
+
+        * `evaluate` round r: only for a round this node trained in, once;
+        * `train-input` round r: the weights must be those evaluated for round r − 1,
+          so a ServerApp that evaluated other weights than it sends on is caught;
+        * `audit`: once per run, on the weights of the run's last evaluation here.
+
+        Raises QueryRefused (writing nothing) otherwise; each answer is audited."""
+        if kind not in QUERY_KINDS:
+            raise ValueError(f"query kind must be one of {QUERY_KINDS}")
+        where = f"run {run_id} at dataset {dataset_id}"
+        with self.db.transaction() as cur:
+            def evaluated(rnd: int | None = None) -> tuple[int, str] | None:
+                row = cur.execute(
+                    "SELECT round, weights_sha256 FROM run_query WHERE run_id = ? AND "
+                    "dataset_id = ? AND kind = 'evaluate' AND (? IS NULL OR round = ?) "
+                    "ORDER BY round DESC LIMIT 1", [run_id, dataset_id, rnd, rnd]).fetchone()
+                return (int(row[0]), str(row[1])) if row else None
+
+            if cur.execute("SELECT count(*) FROM run_query WHERE run_id = ? AND dataset_id = ?"
+                           " AND kind = ? AND round = ?",
+                           [run_id, dataset_id, kind, round]).fetchone()[0]:
+                raise QueryRefused("queries-exhausted", f"{where} already had its {kind} "
+                                   + (f"of round {round}" if kind != "audit" else "") +
+                                   ": one per trained round, one audit per run")
+            if kind == "evaluate" and not cur.execute(
+                    "SELECT count(*) FROM privacy_charge WHERE run_id = ? AND dataset_id = ? "
+                    "AND round = ?", [run_id, dataset_id, round]).fetchone()[0]:
+                raise QueryRefused("weights-not-of-this-run", f"{where} trained in no round "
+                                   f"{round}: there is no model of that round to evaluate")
+            before = evaluated(round - 1) if kind == "train-input" else \
+                evaluated() if kind == "audit" else None
+            if kind == "audit" and before is None:
+                raise QueryRefused("weights-not-of-this-run",
+                                   f"{where} evaluated no model: nothing to audit")
+            if before is not None and before[1] != weights_sha256:
+                raise QueryRefused("weights-not-of-this-run", f"{where}: the weights sent for "
+                                   f"the {kind} are not those evaluated in round {before[0]}")
+            cur.execute(
+                "INSERT INTO run_query (query_id, run_id, permit_id, dataset_id, kind, round,"
+                " weights_sha256) VALUES (?,?,?,?,?,?,?)",
+                [f"qry_{uuid.uuid4().hex[:16]}", run_id, permit_id, dataset_id, kind, round,
+                 weights_sha256])
+            self.audit.append(
+                cur, actor=self.actor, action="query.answer", object_type="dataset",
+                object_id=dataset_id,
+                details={"run_id": run_id, "permit_id": permit_id, "kind": kind,
+                         "round": round, "weights_sha256": weights_sha256})
+
     def snapshot(self) -> dict[str, list[tuple]]:
         """Every ledger row, for tests and audits that must show 'nothing changed'."""
         out = {}
         with self.db.reader() as cur:
             for table in ("privacy_budget", "privacy_reservation", "privacy_charge",
-                          "privacy_release"):
+                          "privacy_release", "run_query"):
                 out[table] = cur.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
         return out
 

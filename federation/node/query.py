@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -173,6 +174,15 @@ def _label_name(label: int | None, names: dict[str, str]) -> str:
     return names.get(str(label), str(label))
 
 
+def disclosed_count(pseudonyms: Iterable[str], *, secret: bytes, k: int = disclosure.DEFAULT_K,
+                    base: int = disclosure.DEFAULT_BASE) -> disclosure.Disclosed:
+    """The publishable count of a set of records: suppressed below k, perturbed by the
+    set's cell key, rounded (`disclosure.disclose`)."""
+    ids = list(pseudonyms)
+    key = disclosure.cell_key(disclosure.record_keys(secret, ids))
+    return disclosure.disclose(len(ids), k=k, base=base, key=key)
+
+
 def disclose_members(
     members: dict[str, DatasetMembers],
     *,
@@ -187,15 +197,17 @@ def disclose_members(
         # Studies are keyed by their subject's key too: where every subject has one
         # study, the study and subject counts then get the same perturbation instead
         # of two independent looks at one number.
-        key = disclosure.cell_key(disclosure.record_keys(secret, pseudonyms))
-        return disclosure.disclose(len(pseudonyms), k=k, base=base, key=key)
+        return disclosed_count(pseudonyms, secret=secret, k=k, base=base)
 
     out = []
     for m in members.values():
         entry: dict[str, Any] = {"dataset_id": m.dataset_id, "kind": m.kind, "title": m.title,
                                  "subjects": cell(m.subjects)}
         if m.kind == "imaging":
-            entry["studies"] = cell([p for _, p in m.studies])
+            # a study count is published only where its subjects could be: ten studies
+            # of three patients are a cell of three people
+            entry["studies"] = entry["subjects"] if disclosure.is_suppressed(
+                entry["subjects"]) else cell([p for _, p in m.studies])
             named = {int(x) for x in m.label_names if x.lstrip("-").isdigit()}
             labels = set(m.known_labels) | named
             entry["by_label"] = {

@@ -84,6 +84,22 @@ def test_small_count_is_flagged_and_blocks_release(api, keycloak, permit):
     assert check(api, keycloak, out["id"], "chk1", "reject").json()["status"] == "rejected"
 
 
+def test_a_small_count_under_any_name_or_in_a_table_is_read_as_a_count(api, permit):
+    metrics = {"rounds": [{"round": 1, "auc": 0.91}, {"round": 2, "auc": 0.93}],
+               "subgroups": {"female_over_80": {"positives": 3, "rate": 0.4}}}
+    files = {"metrics.json": json.dumps(metrics).encode(),
+             "table.csv": b"age_band,patients,mean_age\n1,120,41.5\n2,7,83.2\n"}
+    out = airlock.submit_output(api.app.state.portal, run_id="run_test", permit=permit,
+                                files=files, attestations=[attest()])
+    flagged = {c["check"]: c for c in out["checks"]}["small_counts"]
+    assert not flagged["passed"]
+    assert "metrics.json.subgroups.female_over_80.positives = 3" in flagged["detail"]
+    assert "table.csv row 2 patients = 7" in flagged["detail"]
+    # the round numbers and the age-band column are positions, the rates statistics
+    assert "round" not in flagged["detail"] and "age_band" not in flagged["detail"]
+    assert "statistic" in flagged["detail"] and "ordinal" in flagged["detail"]
+
+
 def test_dp_attestation_missing_or_over_cap_and_mia_are_flagged(api, permit):
     over = submit(api, permit, attestations=[attest(eps=50.0)])
     checks = {c["check"]: c for c in over["checks"]}
@@ -110,11 +126,14 @@ def test_bad_file_name_stores_nothing(api, permit):
     assert portal.audit.count() == before
 
 
-def test_mia_within_chance_at_small_samples_passes_but_above_chance_does_not(api, permit):
-    noisy = attest(mia=0.15) | {"mia_chance_advantage": 0.19}
+def test_mia_blocks_on_the_interval_not_the_point_estimate(api, permit):
+    noisy = attest(mia=0.15) | {"mia_ci_low": 0.06, "mia_ci_high": 0.21,
+                                "mia_chance_advantage": 0.12, "mia_p_value": 0.2}
     out = submit(api, permit, attestations=[noisy])
-    assert {c["check"]: c for c in out["checks"]}["membership_inference"]["passed"]
-    leaky = attest(mia=0.3) | {"mia_chance_advantage": 0.19}
+    check = {c["check"]: c for c in out["checks"]}["membership_inference"]
+    assert check["passed"] and "95 % CI 0.060–0.210" in check["detail"], check
+    leaky = attest(mia=0.3) | {"mia_ci_low": 0.22, "mia_ci_high": 0.37,
+                               "mia_chance_advantage": 0.12, "mia_p_value": 0.002}
     out = submit(api, permit, attestations=[leaky])
     check = {c["check"]: c for c in out["checks"]}["membership_inference"]
     assert not check["passed"] and "TOO HIGH" in check["detail"]

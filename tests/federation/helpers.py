@@ -19,6 +19,7 @@ from federation.apps.fab import fab_hash
 from federation.node.home import NodeConfig, NodeHome
 from tre.core.schemas import PermitClaims, PermitDataset, Purpose, RunTicket
 from tre.core.settings import default_data_root
+from tre.portal.services import airlock
 
 NPZ = default_data_root() / "medmnist" / "pneumoniamnist.npz"
 
@@ -167,3 +168,14 @@ class Portal:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def assert_only_disclosed(run: dict) -> None:
+    """Every number of a run (its report, or the portal's view of it), classified as
+    the airlock does: no count below 10 anywhere, and no hospital's own loss."""
+    small = [(p, v) for p, v, kind in airlock.classify("run", run)
+             if kind == "count" and 0 < v < 10]
+    assert not small, small
+    for rnd in run["rounds"]:
+        for node in rnd["nodes"]:
+            assert not [key for key in node if "loss" in key], node

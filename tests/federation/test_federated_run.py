@@ -20,7 +20,7 @@ from federation.apps.params import RunParams
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
 
-from .helpers import Portal, claims, make_home, populate, run_ticket
+from .helpers import Portal, assert_only_disclosed, claims, make_home, populate, run_ticket
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +76,7 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
         permit.permit_id
     final = report["epsilon_per_node"]
     assert sorted(final) == HOSPITALS
+    assert_only_disclosed(report)
     for rnd in report["rounds"]:
         assert {n["status"] for n in rnd["nodes"]} == {"trained"}
         assert rnd["evaluate"]["num-examples"] > 0
@@ -87,9 +88,12 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
     assert sorted(audits) == HOSPITALS
     for audit in audits.values():
         assert -1.0 <= audit["mia_advantage"] <= 1.0 and audit["records"] >= 20
-        assert set(audit) == {"node_id", "hospital_id", "mia_advantage", "mia_auc",
-                              "mia_chance_advantage", "records"}
-        assert 0 < audit["mia_chance_advantage"] < 1
+        assert set(audit) == {"node_id", "hospital_id", "mia_advantage", "mia_ci_low",
+                              "mia_ci_high", "mia_chance_advantage", "mia_chance_p95",
+                              "mia_p_value", "mia_attack", "records"}
+        assert 0 <= audit["mia_ci_low"] <= audit["mia_ci_high"] <= 1
+        assert 0 < audit["mia_chance_advantage"] < 1 and 0 < audit["mia_p_value"] <= 1
+        assert audit["mia_attack"] in ("loss", "confidence")
     # The ledger at each node holds exactly what the run reported, round by round.
     for hospital, path in zip(HOSPITALS, homes, strict=True):
         reported = [next(n["epsilon"] for n in r["nodes"] if n["hospital_id"] == hospital)

@@ -19,7 +19,7 @@ import pytest
 from access_control.permits import PermitKeyRing
 from federation.apps.fab import fab_hash
 from federation.apps.params import RunParams
-from federation.apps.tasks import NodeContext, train_task
+from federation.apps.tasks import NodeContext, audit_task, evaluate_task, train_task
 from federation.node.governance import (
     Refusal,
     RegimeConsentFilter,
@@ -239,6 +239,42 @@ def test_round_beyond_plan_is_refused_and_released(home: Path, ring: PermitKeyRi
     assert err.value.code == "budget-exhausted"
     ledger, _, reads = state(home)
     assert reads == 2 and len(ledger["privacy_charge"]) == 2
+
+
+def test_evaluations_and_the_audit_answer_only_the_runs_own_weights_once(
+        home: Path, ring: PermitKeyRing) -> None:
+    """A ServerApp may ask each node for one evaluation per round it trained and one
+    membership audit, on the weights the run produced; anything more is refused, audited,
+    and reads nothing."""
+    token = ring.sign(claims([("hospital-a", DATASET)], eps=3.0))
+    ctx = NodeContext(home=home, run_id="run-eval", app_hash=fab_hash(),
+                      run_tickets=tickets_for(ring, token))
+    p = RunParams(permit=token, rounds=2, batch_size=64)
+
+    def refused(code: str, task, **kw) -> None:
+        _, before, reads_before = state(home)
+        with pytest.raises(Refusal) as err:
+            task(ctx, p, **kw)
+        assert err.value.code == code, err.value
+        _, after, reads = state(home)
+        assert after[len(before):] == ["federation.refused"] and reads == reads_before
+
+    first = train_task(ctx, p, server_round=1, weights=None).weights
+    forged = {name: v + 0.5 for name, v in first.items()}
+    refused("weights-not-of-this-run", evaluate_task, server_round=2, weights=first)
+    assert evaluate_task(ctx, p, server_round=1, weights=first)["num-examples"] > 0
+    refused("queries-exhausted", evaluate_task, server_round=1, weights=first)
+    # the ServerApp sends on other weights than those it had evaluated
+    refused("weights-not-of-this-run", train_task, server_round=2, weights=forged)
+    second = train_task(ctx, p, server_round=2, weights=first).weights
+    evaluate_task(ctx, p, server_round=2, weights=second)
+    refused("weights-not-of-this-run", audit_task, weights=forged)
+    assert audit_task(ctx, p, weights=second)["mia-records"] > 20
+    refused("queries-exhausted", audit_task, weights=second)
+    ledger, actions, _ = state(home)
+    kinds = sorted((row[4], row[5]) for row in ledger["run_query"])
+    assert kinds == [("audit", 0), ("evaluate", 1), ("evaluate", 2), ("train-input", 2)]
+    assert actions.count("query.answer") == 4
 
 
 def test_concurrent_runs_race_for_last_budget(home: Path, ring: PermitKeyRing) -> None:

@@ -9,7 +9,9 @@ import pytest
 
 from federation.node.descriptor import Cell, DatasetFacts, build_descriptor, publication_body
 from federation.node.ingest import ingest_dicom, ingest_medmnist, ingest_table
+from federation.node.query import run_query
 from federation.node.service import descriptors
+from tre.core.schemas import CohortFilter
 from tre.portal.services.catalogue import check_suppressed
 
 
@@ -83,3 +85,24 @@ def test_descriptors_from_a_node_hold_no_row_level_values(node, pneumonia_npz, d
         assert forbidden not in text, forbidden
     for d in out.values():
         check_suppressed(d, 10)
+
+
+@pytest.mark.integration
+def test_every_published_count_counts_people_not_studies(node, pneumonia_npz):
+    """Twelve 'OT' studies of three patients: a modality cell of three people, left out;
+    the feasibility answer for a cohort of those three shows no study count either."""
+    ingest_medmnist(node, pneumonia_npz, dataset_id="pneumonia", partition=(1, 3))
+    with node.db.transaction() as cur:
+        few = [r[0] for r in cur.execute(
+            "SELECT DISTINCT pseudonym FROM imaging_study ORDER BY pseudonym LIMIT 3").fetchall()]
+        studies = [r[0] for r in cur.execute(
+            "SELECT study_id FROM imaging_study ORDER BY study_id LIMIT 12").fetchall()]
+        for i, study in enumerate(studies):
+            cur.execute("UPDATE imaging_study SET pseudonym = ?, modality = 'OT' "
+                        "WHERE study_id = ?", [few[i % 3], study])
+    pn = {d["dataset_id"]: d for d in descriptors(node)}["pneumonia"]
+    assert "OT" not in pn["modalities"], pn["modalities"]
+    assert "CR" in pn["modalities"]
+    answer = run_query(node, CohortFilter(modality=["OT"]))
+    cell = {d["dataset_id"]: d for d in answer["datasets"]}["pneumonia"]
+    assert cell["subjects"] == "<10" and cell["studies"] == "<10", cell

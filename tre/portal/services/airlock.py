@@ -10,23 +10,37 @@ the permit holder downloads, only once released, and every download is audited.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import hashlib
 import io
 import json
+import math
 import re
 import shutil
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from access_control.tokens import Principal
+from federation.training.membership import dp_advantage_bound
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.store import airlock as store
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 MODEL_SUFFIXES = (".pt", ".pth", ".npz", ".safetensors")
-COUNT_KEYS = {"count", "n", "examples", "num_examples", "records", "subjects", "support"}
+# What the run report's own format (federation/apps/server.py) says some numbers are.
+# Every other number is classified by its structure, so a count under a name nobody
+# foresaw is still read as a count (fail closed).
+DECLARED = (
+    ("parameter", ("params.*", "permit.*", "rounds.#.nodes.#.steps", "node_selection.*")),
+    ("identifier", ("run_id", "*node_id")),
+    ("time", ("started_at", "finished_at", "*seconds")),
+    ("privacy", ("*epsilon*", "*delta", "*noise_multiplier", "releases.#.released",
+                 "releases.#.charged", "privacy_audits.#.mia_*")),
+)
 PSEUDONYM = re.compile(r"ps_[0-9a-f]{32}")
 MAX_VECTOR = 64  # longest list of numbers an aggregate metric may hold (curves, per-round)
 
@@ -114,45 +128,134 @@ def check_aggregates_only(files: dict[str, bytes]) -> dict[str, Any]:
     return _check("aggregates_only", True, "only model weights and aggregate values")
 
 
+def _numbers(value: Any, path: str) -> Iterator[tuple[str, float]]:
+    """Every number of a JSON document with its path (list positions as `#`), booleans
+    and numbers written as text included: nothing escapes by its type."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for v in value:
+            yield from _numbers(v, f"{path}.#")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield path, float(value)
+    elif isinstance(value, str):
+        number = _as_number(value)
+        if number is not None:
+            yield path, number
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _ordinals(value: Any, path: str) -> set[str]:
+    """Paths of list fields that number their elements 1..n (or 0..n-1) in order, such
+    as the round of each round: positions, not counts."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found |= _ordinals(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        rows = [v for v in value if isinstance(v, dict)]
+        if rows and len(rows) == len(value):
+            for key in set.intersection(*(set(r) for r in rows)):
+                seq = [r[key] for r in rows]
+                if all(isinstance(x, int) and not isinstance(x, bool) for x in seq) and \
+                        seq in (list(range(1, len(seq) + 1)), list(range(len(seq)))):
+                    found.add(f"{path}.#.{key}")
+        for v in value:
+            found |= _ordinals(v, f"{path}.#")
+    return found
+
+
+def classify(name: str, doc: Any) -> list[tuple[str, float, str]]:
+    """Each number of an output with its class: `count` (integral), `statistic` (not),
+    or what the run report's format declares it to be (`DECLARED`), or `ordinal`."""
+    ordinals = _ordinals(doc, name)
+    out = []
+    for path, number in _numbers(doc, name):
+        inner = path[len(name) + 1:]
+        kind = next((k for k, patterns in DECLARED
+                     if any(fnmatch.fnmatchcase(inner, p) for p in patterns)), None)
+        if kind is None:
+            kind = "ordinal" if path in ordinals else (
+                "count" if number.is_integer() else "statistic")
+        out.append((path, number, kind))
+    return out
+
+
+def _csv_numbers(name: str, rows: list[dict[str, str]]) -> list[tuple[str, float, str]]:
+    """A table's numeric columns: all-integral columns hold counts, others statistics."""
+    out = []
+    for col in rows[0].keys() if rows else []:
+        values = [_as_number(r.get(col) or "") for r in rows]
+        if not values or any(v is None for v in values):
+            continue
+        integral = all(v.is_integer() for v in values)
+        ordinal = integral and values == [float(i) for i in range(1, len(values) + 1)]
+        kind = "ordinal" if ordinal else "count" if integral else "statistic"
+        out += [(f"{name} row {i + 1} {col}", v, kind) for i, v in enumerate(values)]
+    return out
+
+
 def check_small_counts(files: dict[str, bytes], k: int) -> dict[str, Any]:
-    small = []
-    for name, doc in _json_files(files).items():
-        for path, value in _walk(doc, name):
-            key = path.rsplit(".", 1)[-1].lower()
-            if key in COUNT_KEYS and isinstance(value, int | float) and 0 < value < k:
-                small.append(f"{path} = {value}")
-    for name, rows in _csv_rows(files).items():
-        for i, row in enumerate(rows):
-            for col, value in row.items():
-                if (col or "").lower() in COUNT_KEYS:
-                    try:
-                        number = float(value)
-                    except (TypeError, ValueError):
-                        continue
-                    if 0 < number < k:
-                        small.append(f"{name} row {i + 1} {col} = {value}")
+    """Reads every number of every JSON and CSV output, classified by structure; a count
+    above 0 and below k anywhere blocks release. Model files hold model parameters."""
+    numbers = [n for name, doc in _json_files(files).items() for n in classify(name, doc)]
+    numbers += [n for name, rows in _csv_rows(files).items() for n in _csv_numbers(name, rows)]
+    small = [f"{path} = {value:g}" for path, value, kind in numbers
+             if kind == "count" and 0 < value < k]
+    tally = Counter(kind for _, _, kind in numbers)
+    models = sum(name.endswith(MODEL_SUFFIXES) for name in files)
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(tally.items()))
+    summary += f"; {models} model file(s) of parameters" if models else ""
     if small:
-        return _check("small_counts", False, f"counts below {k}: " + "; ".join(small[:10]))
-    return _check("small_counts", True, f"every count is 0 or at least {k}")
+        return _check("small_counts", False, f"counts below {k}: " + "; ".join(small[:10])
+                      + f" (read {summary})")
+    return _check("small_counts", True, f"every count is 0 or at least {k} (read {summary})")
 
 
 def check_membership_inference(attestations: list[dict[str, Any]], max_advantage: float
                                ) -> dict[str, Any]:
-    """Each node's attack advantage must stay under the limit, or under what chance alone
-    reaches at that node's sample size (then the audit saw no leakage it could measure)."""
+    """A node's model is held back when the lower end of its attack advantage's 95 %
+    interval is above the limit: leakage that sampling noise cannot explain. An advantage
+    that noise could explain does not block, so the decision does not flip between runs
+    of the same story. Each finding shows the figures beside what the node's ε allows."""
     missing = [a.get("node_id") for a in attestations if a.get("mia_advantage") is None]
     if missing or not attestations:
         who = ", ".join(map(str, missing)) or "any node"
         return _check("membership_inference", False, f"no membership-inference audit from {who}")
     findings, ok = [], True
     for a in attestations:
-        adv, chance = a["mia_advantage"], a.get("mia_chance_advantage") or 0.0
-        node_ok = adv <= max_advantage or adv <= chance
+        finding, node_ok = _membership_finding(a, max_advantage)
         ok = ok and node_ok
-        findings.append(f"{a['node_id']} {adv:.3f}" + (f" (chance {chance:.3f})" if chance else "")
-                        + ("" if node_ok else " TOO HIGH"))
+        findings.append(finding)
     return _check("membership_inference", ok,
-                  f"attack advantage per node, limit {max_advantage}: " + ", ".join(findings))
+                  f"attack advantage per node (blocked when its 95 % interval lies above "
+                  f"{max_advantage}): " + "; ".join(findings) + ". The (ε, δ) bound on any "
+                  "attacker is loose at these ε; the empirical audit is the informative figure")
+
+
+def _membership_finding(a: dict[str, Any], max_advantage: float) -> tuple[str, bool]:
+    adv = float(a["mia_advantage"])
+    if math.isnan(adv):
+        return f"{a['node_id']} has too few records for an audit", False
+    low, high = float(a.get("mia_ci_low", adv)), float(a.get("mia_ci_high", adv))
+    node_ok = low <= max_advantage
+    text = f"{a['node_id']} {adv:.3f} (95 % CI {low:.3f}–{high:.3f}"
+    if a.get("mia_chance_advantage") is not None:
+        text += f", chance alone {float(a['mia_chance_advantage']):.3f}"
+    if a.get("mia_p_value") is not None:
+        text += f", p = {float(a['mia_p_value']):.3f}"
+    if a.get("epsilon") is not None:
+        bound = dp_advantage_bound(float(a["epsilon"]), float(a.get("delta") or 0.0))
+        text += f", ε = {float(a['epsilon']):.2f} allows up to {bound:.3f}"
+    return text + ")" + ("" if node_ok else " TOO HIGH"), node_ok
 
 
 def automated_checks(portal: Portal, claims: dict[str, Any], files: dict[str, bytes],

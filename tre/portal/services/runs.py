@@ -225,8 +225,8 @@ def attestations(report: dict[str, Any]) -> list[dict[str, Any]]:
         "node_id": hospital, "dataset_id": n.get("dataset_id"), "epsilon": n.get("epsilon"),
         "delta": n.get("delta"), "accountant": report.get("params", {}).get("accountant"),
         "noise_multiplier": n.get("noise_multiplier"), "steps": n.get("steps"),
-        "mia_advantage": audits.get(hospital, {}).get("mia_advantage"),
-        "mia_chance_advantage": audits.get(hospital, {}).get("mia_chance_advantage"),
+        "mia_advantage": None,
+        **{k: v for k, v in audits.get(hospital, {}).items() if k.startswith("mia_")},
     } for hospital, n in sorted(latest.items())]
 
 
