@@ -516,6 +516,8 @@ class Demo:
 
     def airlock(self) -> str:
         out = self.api("GET", f"/v1/outputs/{self.output_id}", "chk1")
+        self.summary["airlock_checks"] = {c["check"]: {"passed": c["passed"], "detail":
+                                                       c["detail"]} for c in out["checks"]}
         failed = [c for c in out["checks"] if not c["passed"]]
         if failed:
             raise RuntimeError("automated checks failed: " + "; ".join(
