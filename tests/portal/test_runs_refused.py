@@ -42,6 +42,13 @@ def test_expired_permit_is_409(api, keycloak, permit_id):
     resp = api.post("/v1/runs", json={"permit_id": permit_id},
                     headers=bearer(keycloak.token("alice")))
     assert resp.status_code == 409 and "expired" in resp.json()["detail"]
+    # the refusal did not roll the expiry back: it is stored and audited (invariant 4)
+    portal = api.app.state.portal
+    with portal.db.reader() as cur:
+        assert cur.execute("SELECT status FROM permit WHERE id = ?",
+                           [permit_id]).fetchone()[0] == "expired"
+    assert [e.object_id for e in portal.audit.entries()
+            if e.action == "permit.expire"] == [permit_id]
 
 
 @pytest.mark.parametrize(("extra", "named"), [

@@ -3,10 +3,13 @@ transparency, bad input and restarts, against the real Keycloak and a real DuckD
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from access_control.permits import PermitError, verify_permit
 from tests.fixtures.portal import APP_HASH, APP_ID, bearer, request_body
+from tre.portal.services import access as access_service
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +110,25 @@ def test_changes_requested_then_resubmitted(api, keycloak):
     again = api.post(f"/v1/requests/{req['id']}/submit", headers=alice).json()
     assert again["status"] == "submitted" and again["review_round"] == 2
     assert review(api, keycloak, req["id"], "rev1").json()["status"] == "approved"
+
+
+def test_time_to_decision_counts_from_the_first_submission(api, keycloak, monkeypatch):
+    """Sent back for changes after 10 days, resubmitted 5 days later, approved 2 days
+    after that: 17 days to a decision, not 2."""
+    day = [datetime(2026, 3, 2, 9, 0, tzinfo=UTC)]
+    monkeypatch.setattr(access_service, "utcnow", lambda: day[0])
+    req = submitted(api, keycloak)
+    day[0] += timedelta(days=10)
+    review(api, keycloak, req["id"], "rev1", decision="request_changes")
+    day[0] += timedelta(days=5)
+    alice = bearer(keycloak.token("alice"))
+    again = api.post(f"/v1/requests/{req['id']}/submit", headers=alice).json()
+    assert again["days_elapsed"] == pytest.approx(15)
+    day[0] += timedelta(days=2)
+    decided = review(api, keycloak, req["id"], "rev1").json()
+    assert decided["days_elapsed"] == pytest.approx(17)
+    register = api.get("/v1/transparency").json()
+    assert register["median_days_to_decision"] == pytest.approx(17)
 
 
 def test_withdraw_before_decision_only(api, keycloak):
@@ -232,3 +254,17 @@ def test_expired_permit_is_marked_and_public_register_says_so(api, keycloak):
     entries = api.get("/v1/audit", params={"limit": 1000},
                       headers=bearer(keycloak.token("auditor1"))).json()["entries"]
     assert any(e["action"] == "permit.expire" and e["object_id"] == pid for e in entries)
+
+
+def test_the_public_register_records_an_expiry_it_is_first_to_see(api, keycloak):
+    req = submitted(api, keycloak)
+    pid = review(api, keycloak, req["id"], "rev1").json()["permit_id"]
+    portal = api.app.state.portal
+    with portal.db.transaction() as cur:
+        cur.execute("UPDATE permit SET expires_at = now() - INTERVAL 1 DAY WHERE id = ?", [pid])
+    register = api.get("/v1/transparency").json()
+    assert {p["permit_id"]: p["status"] for p in register["permits"]}[pid] == "expired"
+    expiries = [e for e in portal.audit.entries() if e.action == "permit.expire"]
+    assert [e.object_id for e in expiries] == [pid] and expiries[0].actor == "system"
+    api.get("/v1/transparency")  # once recorded, never again
+    assert len([e for e in portal.audit.entries() if e.action == "permit.expire"]) == 1

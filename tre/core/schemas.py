@@ -28,6 +28,15 @@ class Purpose(StrEnum):
         return {self}
 
 
+class PermitStatus(StrEnum):
+    """A permit's lifecycle (DESIGN §5): active → expired | revoked | exhausted."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    EXHAUSTED = "exhausted"
+
+
 class ConsentRegime(StrEnum):
     OPT_IN = "opt-in"  # data altruism: only subjects with active consent for the purpose
     OPT_OUT = "opt-out"  # all subjects except those who withdrew / objected for the purpose

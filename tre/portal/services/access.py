@@ -16,7 +16,7 @@ from typing import Any
 
 from access_control.policy import Action, is_allowed
 from access_control.tokens import Principal
-from tre.core.schemas import PermitClaims, PermitDataset
+from tre.core.schemas import PermitClaims, PermitDataset, PermitStatus
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.schemas import (
@@ -229,31 +229,40 @@ def _issue_permit(portal: Portal, cur, row: dict[str, Any], votes: list[dict], p
                                  "kid": portal.keys.active_kid})
 
 
-def _refresh_expiry(portal: Portal, cur, permit: dict[str, Any]) -> dict[str, Any]:
-    """Expiry is a state change too: record it (as the system) the first time it is seen."""
-    if permit["status"] == "active" and permit["expires_at"] <= utcnow():
-        store.set_permit_status(cur, permit["id"], "expired")
-        portal.audit.append(cur, actor="system", action="permit.expire", object_type="permit",
-                            object_id=permit["id"])
-        permit["status"] = "expired"
-    return permit
+def expire_due_permits(portal: Portal) -> list[str]:
+    """Expiry is a state change like any other: each permit past its expiry is marked
+    expired with its audit row, the first time anyone looks, in a transaction of its own
+    (so a refusal that follows cannot roll the record back)."""
+    now = utcnow()
+    with portal.db.reader() as cur:
+        if not store.due_permits(cur, now):
+            return []
+    with portal.db.transaction() as cur:
+        due = store.due_permits(cur, now)
+        for pid in due:
+            store.set_permit_status(cur, pid, PermitStatus.EXPIRED)
+            portal.audit.append(cur, actor="system", action="permit.expire",
+                                object_type="permit", object_id=pid)
+    return due
 
 
 def get_permit(portal: Portal, principal: Principal, pid: str) -> dict[str, Any]:
-    with portal.db.transaction() as cur:
+    expire_due_permits(portal)
+    with portal.db.reader() as cur:
         permit = store.get_permit(cur, pid)
-        if permit is None or (
-            permit["holder_sub"] != principal.subject
-            and not is_allowed(principal, Action.PERMIT_READ_ALL)
-        ):
-            raise NotFound(f"permit {pid} does not exist")
-        return _refresh_expiry(portal, cur, permit)
+    if permit is None or (
+        permit["holder_sub"] != principal.subject
+        and not is_allowed(principal, Action.PERMIT_READ_ALL)
+    ):
+        raise NotFound(f"permit {pid} does not exist")
+    return permit
 
 
 def list_permits(portal: Portal, principal: Principal) -> list[dict[str, Any]]:
-    with portal.db.transaction() as cur:
-        owner = None if is_allowed(principal, Action.PERMIT_READ_ALL) else principal.subject
-        return [_refresh_expiry(portal, cur, p) for p in store.list_permits(cur, owner)]
+    expire_due_permits(portal)
+    owner = None if is_allowed(principal, Action.PERMIT_READ_ALL) else principal.subject
+    with portal.db.reader() as cur:
+        return store.list_permits(cur, owner)
 
 
 def revoke_permit(portal: Portal, principal: Principal, pid: str, reason: str) -> dict[str, Any]:
@@ -261,9 +270,10 @@ def revoke_permit(portal: Portal, principal: Principal, pid: str, reason: str) -
         permit = store.get_permit(cur, pid)
         if permit is None:
             raise NotFound(f"permit {pid} does not exist")
-        if permit["status"] == "revoked":
+        if permit["status"] == PermitStatus.REVOKED:
             raise Conflict(f"permit {pid} is already revoked")
-        store.set_permit_status(cur, pid, "revoked", revoked_at=utcnow(), reason=reason)
+        store.set_permit_status(cur, pid, PermitStatus.REVOKED, revoked_at=utcnow(),
+                                reason=reason)
         portal.audit.append(cur, actor=principal.username, action="permit.revoke",
                             object_type="permit", object_id=pid, details={"reason": reason})
         return store.get_permit(cur, pid)
@@ -291,6 +301,7 @@ def list_apps(portal: Portal) -> list[dict[str, Any]]:
 
 def transparency(portal: Portal) -> dict[str, Any]:
     """The public register (EHDS Art. 57): permits and refusals, no personal data."""
+    expire_due_permits(portal)
     with portal.db.reader() as cur:
         requests = store.list_requests(cur)
         permits = {p["request_id"]: p for p in store.list_permits(cur)}
@@ -309,11 +320,8 @@ def transparency(portal: Portal) -> dict[str, Any]:
             }
             if r["status"] == RequestState.APPROVED and r["id"] in permits:
                 p = permits[r["id"]]
-                status = p["status"]
-                if status == "active" and p["expires_at"] <= utcnow():
-                    status = "expired"
                 granted.append(entry | {
-                    "permit_id": p["id"], "status": status,
+                    "permit_id": p["id"], "status": p["status"],
                     "epsilon_cap": p["claims"]["datasets"][0]["epsilon_cap"],
                     "delta_cap": p["claims"]["datasets"][0]["delta_cap"],
                     "issued_at": p["issued_at"], "expires_at": p["expires_at"],

@@ -22,11 +22,11 @@ from access_control.tokens import Principal
 from federation.apps import launch
 from federation.apps.params import RunParams
 from federation.control import ControlAPI
-from tre.core.schemas import RunTicket
+from tre.core.schemas import PermitStatus, RunTicket
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.schemas import RunIn
-from tre.portal.services import airlock, nodes, results
+from tre.portal.services import access, airlock, nodes, results
 from tre.portal.store import access as access_store
 from tre.portal.store import runs as store
 
@@ -42,6 +42,7 @@ def _load(cur, run_id: str) -> dict[str, Any]:
 
 
 def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, Any]:
+    access.expire_due_permits(portal)
     now = utcnow()
     with portal.db.transaction() as cur:
         permit = access_store.get_permit(cur, body.permit_id)
@@ -49,10 +50,7 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
             raise NotFound(f"permit {body.permit_id} does not exist")
         if permit["holder_sub"] != principal.subject:
             raise Forbidden("only the permit holder can start runs under it")
-        if permit["status"] == "active" and permit["expires_at"] <= now:
-            access_store.set_permit_status(cur, permit["id"], "expired")
-            permit["status"] = "expired"
-        if permit["status"] != "active":
+        if permit["status"] != PermitStatus.ACTIVE:
             raise Conflict(f"permit {permit['id']} is {permit['status']}: no run can start")
         kid = signing_kid(permit["token"])
         if kid in portal.keys.retired:

@@ -130,8 +130,8 @@ def set_status(cur: Cursor, rid: str, status: str, now: datetime, *,
                submitted: bool = False, decided: bool = False, new_round: bool = False) -> None:
     sets = ["status = ?", "updated_at = ?"]
     params: list[Any] = [status, now]
-    if submitted:
-        sets.append("submitted_at = ?")
+    if submitted:  # the first submission: a request sent back for changes keeps its clock
+        sets.append("submitted_at = coalesce(submitted_at, ?)")
         params.append(now)
     if decided:
         sets.append("decided_at = ?")
@@ -204,6 +204,13 @@ def set_permit_status(cur: Cursor, pid: str, status: str, *, revoked_at: datetim
         " revoke_reason = coalesce(?, revoke_reason) WHERE id = ?",
         [status, revoked_at, reason, pid],
     )
+
+
+def due_permits(cur: Cursor, now: datetime) -> list[str]:
+    """Active permits whose expiry has passed (still to be marked expired)."""
+    cur.execute("SELECT id FROM permit WHERE status = 'active' AND expires_at <= ? "
+                "ORDER BY expires_at", [now])
+    return [r[0] for r in cur.fetchall()]
 
 
 def revoked_permit_ids(cur: Cursor) -> list[str]:
