@@ -18,6 +18,7 @@ from keycloak import KeycloakAdmin
 
 from access_control.keycloak import realm as spec
 from access_control.keycloak.oidc import realm_url
+from access_control.keycloak.paths import default_data_dir
 
 
 def admin_client(
@@ -191,8 +192,6 @@ def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
 def secrets_file(data_dir: Path | None = None) -> Path:
     """Where `tre keycloak bootstrap` keeps the client secrets of an instance (0600):
     beside its database, since a new database means new secrets."""
-    from access_control.keycloak.runner import default_data_dir
-
     return Path(data_dir or default_data_dir()) / "bootstrap.json"
 
 

@@ -33,8 +33,9 @@ from urllib.parse import urlparse
 
 import httpx
 
+from access_control.keycloak.paths import default_data_dir, keycloak_cache_dir
 from tre.core.locks import file_lock
-from tre.core.settings import CommonSettings, cache_dir
+from tre.core.settings import CommonSettings
 
 KEYCLOAK_VERSION = "26.7.3"
 MAVEN_BASE = "https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist"
@@ -84,25 +85,6 @@ class NotRunningError(KeycloakError):
 
 Progress = Callable[[int, int | None], None]
 """Download progress callback: (bytes so far, total bytes or None)."""
-
-
-# --------------------------------------------------------------------------- paths
-
-
-def keycloak_cache_dir() -> Path:
-    """Where the zip, the unzipped server and the CLI's instance live."""
-    path = cache_dir() / "keycloak"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def default_data_dir() -> Path:
-    """The instance `tre keycloak up` runs (its state file is `state.json` inside).
-    `TRE_KEYCLOAK_DATA_DIR` moves it (tests use that to stay off the user's one)."""
-    override = os.environ.get("TRE_KEYCLOAK_DATA_DIR")
-    if override:
-        return Path(override)
-    return keycloak_cache_dir() / "instances" / "default"
 
 
 def distribution_url(version: str = KEYCLOAK_VERSION) -> str:

@@ -33,7 +33,8 @@ from federation.apps.tasks import (
     evaluate_task,
     train_task,
 )
-from federation.node.governance import Refusal, consent_filter_for
+from federation.node.consent import consent_filter_for
+from federation.node.governance import Refusal
 
 app = ClientApp()
 

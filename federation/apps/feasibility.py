@@ -38,13 +38,13 @@ from federation.apps.fab import (
     running_fab_hash,
 )
 from federation.apps.report import results_sender
-from federation.node.governance import ConsentFilter, Refusal, consent_filter_for, node_session
+from federation.node.consent import consent_filter_for
+from federation.node.governance import ConsentFilter, Refusal, node_session
 from federation.node.home import NodeHome
 from federation.node.permit_keys import KeyRefused, keys_for
 from federation.node.query import (
     AGE_REFERENCE,
     DISCLOSURE_KEY_PURPOSE,
-    cohort_digest,
     cohort_members,
     disclose_members,
 )
@@ -88,7 +88,7 @@ def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purp
     if hospital not in ticket.hospitals:
         raise Refusal("wrong-hospital",
                       f"feasibility ticket {ticket.ticket_id} does not name {hospital!r}")
-    if ticket.cohort_digest != cohort_digest(cohort) or ticket.purpose != purpose:
+    if ticket.cohort_digest != cohort.digest() or ticket.purpose != purpose:
         raise Refusal("ticket-mismatch", f"the cohort or purpose asked is not the one "
                       f"feasibility ticket {ticket.ticket_id} was issued for")
     since = (datetime.fromtimestamp(time.time() if now is None else now, UTC)
@@ -137,7 +137,7 @@ def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filte
     datasets = disclose_members(members, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
     home.audit.record(
         actor=home.actor, action="query.feasibility", object_type="cohort",
-        object_id=cohort_digest(cohort)[:16],
+        object_id=cohort.digest()[:16],
         details={"run_id": run_id, "cohort": cohort.model_dump(mode="json"),
                  "purpose": purpose.value, "k": k,
                  "ticket_id": ticket.ticket_id, "researcher": ticket.sub,

@@ -23,7 +23,6 @@ import numpy as np
 
 from federation.apps.params import RunParams
 from federation.node.data import load_images
-from federation.node.disclosure import Disclosed, disclose, disclose_statistic, is_suppressed
 from federation.node.governance import (
     Authorisation,
     ConsentFilter,
@@ -36,6 +35,7 @@ from federation.node.governance import (
 from federation.node.ledger import Reservation
 from federation.node.query import DISCLOSURE_KEY_PURPOSE, disclosed_count
 from federation.training.data import images_to_tensor
+from tre.core.disclosure import Disclosed, disclose, disclose_statistic, is_suppressed
 
 if TYPE_CHECKING:
     from federation.training.dp import DPPlan

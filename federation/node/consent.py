@@ -36,7 +36,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from federation.node.governance import ConsentDecision, Refusal
+from federation.node.governance import (
+    ConsentDecision,
+    ConsentFilter,
+    Refusal,
+    RegimeConsentFilter,
+)
 from federation.node.home import NodeHome
 from federation.node.portal_client import PortalClient, PortalError
 from federation.node.query import DatasetMembers
@@ -401,3 +406,14 @@ def consented_members(consent_filter: SnapshotConsentFilter,
                              studies={s for s in m.studies if s[1] in keep},
                              known_labels=set(m.known_labels), by_label=by_label)
     return out
+
+
+def consent_filter_for(home: NodeHome, kind: str = "snapshot") -> ConsentFilter:
+    """The node's consent filter, chosen by the operator (SuperNode node config
+    `consent-filter`), never by a run: `snapshot` (the portal's consent registry, pulled
+    per run) or `regime` (the dataset's regime with no consent records)."""
+    if kind == "regime":
+        return RegimeConsentFilter()
+    if kind == "snapshot":
+        return SnapshotConsentFilter(home)
+    raise Refusal("consent-filter", f"unknown consent filter {kind!r} in node config")

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from federation.node import disclosure
+from tre.core import disclosure
 from tre.core.db import Database
 
 SCHEMA = "tre.dataset-descriptor/1"

@@ -171,19 +171,6 @@ class ConsentFilter(Protocol):
     ) -> ConsentDecision: ...
 
 
-def consent_filter_for(home: NodeHome, kind: str = "snapshot") -> ConsentFilter:
-    """The node's consent filter, chosen by the operator (SuperNode node config
-    `consent-filter`), never by a run: `snapshot` (the portal's consent registry, pulled
-    per run) or `regime` (the dataset's regime with no consent records)."""
-    if kind == "regime":
-        return RegimeConsentFilter()
-    if kind == "snapshot":
-        from federation.node.consent import SnapshotConsentFilter
-
-        return SnapshotConsentFilter(home)
-    raise Refusal("consent-filter", f"unknown consent filter {kind!r} in node config")
-
-
 class RegimeConsentFilter:
     """The dataset's regime with no consent records at all.
 

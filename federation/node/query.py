@@ -19,7 +19,6 @@ stay inside this module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -27,9 +26,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from federation.node import disclosure
 from federation.node.home import NodeHome
-from tre.core.audit import canonical_json
+from tre.core import disclosure
 from tre.core.db import Database
 from tre.core.schemas import CohortFilter
 
@@ -218,10 +216,6 @@ def disclose_members(
     return out
 
 
-def cohort_digest(cohort: CohortFilter) -> str:
-    return hashlib.sha256(canonical_json(cohort.model_dump(mode="json")).encode()).hexdigest()
-
-
 def run_query(
     home: NodeHome,
     cohort: CohortFilter,
@@ -240,7 +234,7 @@ def run_query(
         actor=actor or home.actor,
         action="query.cohort",
         object_type="cohort",
-        object_id=cohort_digest(cohort)[:16],
+        object_id=cohort.digest()[:16],
         details={"cohort": cohort.model_dump(mode="json"), "k": k,
                  "datasets": [d["dataset_id"] for d in datasets]},
     )

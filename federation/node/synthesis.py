@@ -173,8 +173,7 @@ def synthesize(
     Consent is honoured before any record is read: only subjects whose consent (or,
     under opt-out, absence of objection) covers scientific research are modelled.
     """
-    from federation.node.consent import dataset_pseudonyms, dataset_regime
-    from federation.node.governance import consent_filter_for
+    from federation.node.consent import consent_filter_for, dataset_pseudonyms, dataset_regime
     from synthetic import SYNTHESIZERS, run_pipeline
 
     if isinstance(synthesizer, str) and synthesizer not in SYNTHESIZERS:

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from federation.apps.fab import fab_hash
-from federation.node import disclosure
 from federation.node.consent import SnapshotConsentFilter, consented_members
 from federation.node.governance import node_session
 from federation.node.home import NodeConfig, NodeHome
@@ -26,6 +25,7 @@ from tests.federation.helpers import assert_only_disclosed, populate
 from tests.fixtures.flower import FlowerCluster
 from tests.fixtures.net import free_port
 from tests.fixtures.portal import LivePortal, bearer, request_body
+from tre.core import disclosure
 from tre.core.schemas import CohortFilter, Purpose
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,6 @@ import pytest
 from access_control.permits import PermitError, PermitKeyRing, verify_permit, verify_ticket
 from federation.apps.feasibility import answer, check_ticket
 from federation.node.governance import Refusal, RegimeConsentFilter
-from federation.node.query import cohort_digest
 from tre.core.schemas import CohortFilter, FeasibilityTicket, Purpose
 
 from .helpers import claims, make_home, populate
@@ -44,7 +43,7 @@ def ticket(cohort: CohortFilter = COHORT, *, hospitals: tuple[str, ...] = ("hosp
            ticket_id: str = "fq_test", sub: str = "researcher-1") -> FeasibilityTicket:
     now = int(time.time())
     return FeasibilityTicket(iss="tre-portal-test", ticket_id=ticket_id, sub=sub,
-                             purpose=purpose, cohort_digest=cohort_digest(cohort),
+                             purpose=purpose, cohort_digest=cohort.digest(),
                              hospitals=list(hospitals), iat=now, nbf=now, exp=now + exp_in)
 
 

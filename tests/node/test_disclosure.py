@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from federation.node import disclosure as dc
+from tre.core import disclosure as dc
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from federation.node import disclosure as dc
 from federation.node.ingest import ingest_dicom, ingest_medmnist, ingest_table
 from federation.node.query import cohort_members, run_query
+from tre.core import disclosure as dc
 from tre.core.schemas import CohortFilter
 
 pytestmark = pytest.mark.integration

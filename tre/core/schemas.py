@@ -3,11 +3,14 @@ cohort filters and consent records. Pydantic models so both sides validate alike
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tre.core.audit import canonical_json
 
 
 class Purpose(StrEnum):
@@ -153,6 +156,10 @@ class CohortFilter(Strict):
         ):
             raise ValueError("study_date_from is after study_date_to")
         return self
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON: what a feasibility ticket binds a query to."""
+        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
 
 
 class ConsentRecord(Strict):

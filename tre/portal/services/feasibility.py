@@ -23,8 +23,7 @@ from access_control.tokens import Principal
 from federation.apps import launch
 from federation.apps.fab import FEASIBILITY_FAB_DIR
 from federation.apps.report import REPORT
-from federation.node import disclosure
-from federation.node.query import cohort_digest
+from tre.core import disclosure
 from tre.core.schemas import FeasibilityTicket
 from tre.portal.context import Portal
 from tre.portal.errors import Conflict, Unavailable
@@ -84,7 +83,7 @@ def run_feasibility(portal: Portal, principal: Principal, body: FeasibilityIn) -
                           else ""))
     mapping, not_enrolled = nodes.node_map(portal, hospitals)
     query_id = f"fq_{uuid.uuid4().hex[:16]}"
-    digest = cohort_digest(body.cohort)
+    digest = body.cohort.digest()
     portal.audit.record(actor=principal.username, action="feasibility.run",
                         object_type="feasibility", object_id=query_id,
                         details={"cohort": body.cohort.model_dump(mode="json"),
