@@ -6,14 +6,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from re import Pattern
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tre
 from access_control.tokens import TokenValidator
+from tre.portal import problems
 from tre.portal.context import Portal
-from tre.portal.errors import DomainError
 from tre.portal.routes import (
     access,
     audit,
@@ -71,10 +70,8 @@ class BodySizeLimit:
             await self._reject(send, limit)
 
     async def _reject(self, send: Send, limit: int) -> None:
-        response = JSONResponse(
-            {"detail": f"request body is larger than the limit of {limit} bytes"},
-            status_code=413,
-        )
+        response = problems.problem(
+            413, f"request body is larger than the limit of {limit} bytes")
         await response({"type": "http"}, _no_receive, send)
 
 
@@ -108,9 +105,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
 
-    @app.exception_handler(DomainError)
-    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    problems.install(app)  # one error shape: RFC 9457 problem details
 
     @app.get("/healthz", tags=["public"])
     def healthz() -> dict[str, str]:

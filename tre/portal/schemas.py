@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tre.core.schemas import CohortFilter, Purpose
 
-ShortText = Annotated[str, Field(min_length=1, max_length=300)]
-LongText = Annotated[str, Field(min_length=1, max_length=10_000)]
+# Control characters (tab and newlines aside), bidirectional overrides and isolates, and
+# unpaired surrogates: text that would display other than it reads, or not encode at all.
+UNSAFE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e"
+                         "\u2066-\u2069\ud800-\udfff]")
+
+
+def plain_text(text: str) -> str:
+    """Text as people will read it: NFC-normalised, not blank, and free of characters
+    that hide or reorder what is displayed."""
+    if UNSAFE_TEXT.search(text):
+        raise ValueError("holds a control, bidirectional-override or unpaired surrogate "
+                         "character")
+    text = unicodedata.normalize("NFC", text)
+    if not text.strip():
+        raise ValueError("is blank")
+    return text
+
+
+ShortText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(plain_text)]
+LongText = Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(plain_text)]
+Rationale = Annotated[str, Field(min_length=10, max_length=10_000), AfterValidator(plain_text)]
+# Numbers are numbers: no strings or booleans coerced, finite, and bounded.
+Epsilon = Annotated[float, Field(gt=0, le=100, strict=True, allow_inf_nan=False)]
+Delta = Annotated[float, Field(gt=0, lt=1e-2, strict=True, allow_inf_nan=False)]
+Days = Annotated[int, Field(ge=1, le=1825, strict=True)]
+HospitalCount = Annotated[int, Field(ge=1, le=1000, strict=True)]
 Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
 AppId = Annotated[str, Field(min_length=1, max_length=100,
                              pattern=r"^[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)?$")]
@@ -61,15 +87,15 @@ class RequestFields(Strict):
     research_question: LongText
     datasets: list[DatasetRef] = Field(min_length=1, max_length=50)
     variables: list[ShortText] = Field(default_factory=list, max_length=500)
-    epsilon: float = Field(gt=0, le=100, description="requested privacy budget per dataset")
-    delta: float = Field(gt=0, lt=1e-2)
+    epsilon: Epsilon = Field(description="requested privacy budget per dataset")
+    delta: Delta
     app_id: AppId
-    duration_days: int = Field(ge=1, le=1825)
+    duration_days: Days
     legal_basis: LegalBasis
     data_form: DataForm
     expected_outputs: LongText
     ethics_reference: Annotated[str, Field(max_length=300)] | None = None
-    min_hospitals: int = Field(default=1, ge=1)
+    min_hospitals: HospitalCount = 1
 
 
 class RequestPatch(Strict):
@@ -81,15 +107,15 @@ class RequestPatch(Strict):
     research_question: LongText | None = None
     datasets: list[DatasetRef] | None = Field(default=None, min_length=1, max_length=50)
     variables: list[ShortText] | None = Field(default=None, max_length=500)
-    epsilon: float | None = Field(default=None, gt=0, le=100)
-    delta: float | None = Field(default=None, gt=0, lt=1e-2)
+    epsilon: Epsilon | None = None
+    delta: Delta | None = None
     app_id: AppId | None = None
-    duration_days: int | None = Field(default=None, ge=1, le=1825)
+    duration_days: Days | None = None
     legal_basis: LegalBasis | None = None
     data_form: DataForm | None = None
     expected_outputs: LongText | None = None
     ethics_reference: Annotated[str, Field(max_length=300)] | None = None
-    min_hospitals: int | None = Field(default=None, ge=1)
+    min_hospitals: HospitalCount | None = None
 
 
 class AccessRequest(RequestFields):
@@ -112,18 +138,18 @@ class AccessRequest(RequestFields):
 class Conditions(Strict):
     """Conditions an approving reviewer may attach; the permit takes the strictest."""
 
-    epsilon: float | None = Field(default=None, gt=0, le=100)
-    duration_days: int | None = Field(default=None, ge=1, le=1825)
+    epsilon: Epsilon | None = None
+    duration_days: Days | None = None
 
 
 class ReviewIn(Strict):
     decision: Decision
-    rationale: Annotated[str, Field(min_length=10, max_length=10_000)]
+    rationale: Rationale
     conditions: Conditions | None = None
 
 
 class RevokeIn(Strict):
-    reason: Annotated[str, Field(min_length=5, max_length=2_000)]
+    reason: Annotated[str, Field(min_length=5, max_length=2_000), AfterValidator(plain_text)]
 
 
 class AppIn(Strict):
@@ -154,7 +180,7 @@ class OutputDecision(StrEnum):
 
 class OutputReviewIn(Strict):
     decision: OutputDecision
-    rationale: Annotated[str, Field(min_length=10, max_length=10_000)]
+    rationale: Rationale
 
 
 class RunIn(Strict):
@@ -162,15 +188,15 @@ class RunIn(Strict):
 
     permit_id: Identifier
     model: Identifier = "cnn-gn"
-    rounds: int = Field(default=3, ge=1, le=100)
-    local_epochs: int = Field(default=1, ge=1, le=50)
-    batch_size: int = Field(default=128, ge=1, le=4096)
-    lr: float = Field(default=0.5, gt=0, le=10)
+    rounds: int = Field(default=3, ge=1, le=100, strict=True)
+    local_epochs: int = Field(default=1, ge=1, le=50, strict=True)
+    batch_size: int = Field(default=128, ge=1, le=4096, strict=True)
+    lr: float = Field(default=0.5, gt=0, le=10, strict=True, allow_inf_nan=False)
     strategy: Annotated[str, Field(pattern=r"^(fedavg|fedprox)$")] = "fedavg"
-    epsilon: float | None = Field(default=None, gt=0, le=100)
-    delta: float | None = Field(default=None, gt=0, lt=1e-2)
-    min_hospitals: int | None = Field(default=None, ge=1)
-    seed: int = 0
+    epsilon: Epsilon | None = None
+    delta: Delta | None = None
+    min_hospitals: HospitalCount | None = None
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, strict=True)
 
 
 class FeasibilityIn(Strict):
