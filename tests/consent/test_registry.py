@@ -69,9 +69,14 @@ def test_a_steward_cannot_alter_another_organisations_consents(api, keycloak, st
     cid = record(api, s1, pseudonym("bob")).json()["id"]
     before = registry_state(api)
 
-    attempts = [
+    # changing another organisation's consent answers as reading it does: not found
+    read = api.get(f"/v1/consents/{cid}", headers=s2)
+    for resp in (
         api.patch(f"/v1/consents/{cid}", headers=s2, json={"purposes": ["statistics"]}),
         api.post(f"/v1/consents/{cid}/withdraw", headers=s2, json={"reason": "not mine"}),
+    ):
+        assert resp.status_code == read.status_code == 404 and resp.json() == read.json()
+    attempts = [
         record(api, s2, pseudonym("carol"), organisation="org-a"),
         api.post("/v1/consents/import", headers=s2, json={"consents": [
             {"subject": pseudonym("dave"), "purposes": ["statistics"], "organisation": "org-a"}]}),

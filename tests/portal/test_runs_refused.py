@@ -19,11 +19,19 @@ def runs_in_store(api) -> int:
         return cur.execute("SELECT count(*) FROM run").fetchone()[0]
 
 
-def test_someone_elses_permit_is_403(api, keycloak, permit_id):
-    resp = api.post("/v1/runs", json={"permit_id": permit_id},
-                    headers=bearer(keycloak.token("bob")))
-    assert resp.status_code == 403 and "permit holder" in resp.json()["detail"]
+def test_someone_elses_permit_is_as_missing_as_one_that_does_not_exist(api, keycloak,
+                                                                        permit_id):
+    bob = bearer(keycloak.token("bob"))
+    resp = api.post("/v1/runs", json={"permit_id": permit_id}, headers=bob)
+    read = api.get(f"/v1/permits/{permit_id}", headers=bob)
+    assert resp.status_code == read.status_code == 404
+    assert resp.json() == read.json()
     assert runs_in_store(api) == 0
+    # a researcher who is also a reviewer may read every permit: they are told why instead
+    keycloak.ensure_user("rita", roles=["researcher", "reviewer"])
+    resp = api.post("/v1/runs", json={"permit_id": permit_id},
+                    headers=bearer(keycloak.token("rita")))
+    assert resp.status_code == 403 and "permit holder" in resp.json()["detail"]
 
 
 def test_revoked_permit_is_409(api, keycloak, permit_id):

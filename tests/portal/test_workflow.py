@@ -77,6 +77,18 @@ def test_refusal_is_public_with_its_justification(api, keycloak):
     assert "applicant_sub" not in entry
 
 
+def test_changing_someone_elses_request_answers_as_a_missing_one(api, keycloak):
+    req = submitted(api, keycloak)
+    bob = bearer(keycloak.token("bob"))
+    read = api.get(f"/v1/requests/{req['id']}", headers=bob)
+    for resp in (api.patch(f"/v1/requests/{req['id']}", json={"epsilon": 2.0}, headers=bob),
+                 api.post(f"/v1/requests/{req['id']}/withdraw", headers=bob),
+                 api.post(f"/v1/requests/{req['id']}/submit", headers=bob)):
+        assert resp.status_code == read.status_code == 404 and resp.json() == read.json()
+    assert api.get(f"/v1/requests/{req['id']}",
+                   headers=bearer(keycloak.token("alice"))).json()["status"] == "submitted"
+
+
 def test_self_review_is_forbidden(api, keycloak):
     keycloak.ensure_user("rita", roles=["researcher", "reviewer"])
     req = submitted(api, keycloak, user="rita")

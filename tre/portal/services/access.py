@@ -59,7 +59,11 @@ def _load(cur, rid: str) -> dict[str, Any]:
 
 
 def _own(principal: Principal, row: dict[str, Any]) -> None:
+    """Only the applicant changes a request. Whoever may not even read it is told what a
+    missing request answers, so that a change does not confirm the id exists."""
     if row["applicant_sub"] != principal.subject:
+        if not is_allowed(principal, Action.REQUEST_READ_ALL):
+            raise NotFound(f"access request {row['id']} does not exist")
         raise Forbidden("only the applicant may change this request")
 
 

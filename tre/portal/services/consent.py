@@ -155,9 +155,9 @@ def record_consent(portal: Portal, principal: Principal, body: ConsentIn) -> Con
 
 
 def _load_writable(cur, principal: Principal, cid: str) -> dict[str, Any]:
-    row = store.get_consent(cur, cid)
-    if row is None:
-        raise NotFound(f"consent {cid} does not exist")
+    """A consent this steward may change; one it may not even read answers as a missing
+    one does, so that a change does not confirm the id exists."""
+    row = _check_readable(principal, store.get_consent(cur, cid), cid)
     _check_writable(principal, row["organisation"])
     return row
 

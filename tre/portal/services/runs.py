@@ -49,6 +49,8 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
         if permit is None:
             raise NotFound(f"permit {body.permit_id} does not exist")
         if permit["holder_sub"] != principal.subject:
+            if not is_allowed(principal, Action.PERMIT_READ_ALL):  # as for a missing permit
+                raise NotFound(f"permit {body.permit_id} does not exist")
             raise Forbidden("only the permit holder can start runs under it")
         if permit["status"] != PermitStatus.ACTIVE:
             raise Conflict(f"permit {permit['id']} is {permit['status']}: no run can start")
@@ -255,6 +257,8 @@ def cancel_run(portal: Portal, principal: Principal, run_id: str) -> dict[str, A
         row = _load(cur, run_id)
         if row["holder_sub"] != principal.subject and not is_allowed(principal,
                                                                      Action.RUN_CANCEL_ANY):
+            if not is_allowed(principal, Action.RUN_READ_ALL):  # as for a missing run
+                raise NotFound(f"run {run_id} does not exist")
             raise Forbidden("only the run's researcher or an admin can cancel it")
         if row["state"] not in ACTIVE:
             raise Conflict(f"run {run_id} is {row['state']}: nothing to cancel")
