@@ -20,6 +20,7 @@ release is appended to the node audit log in the same transaction.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +31,8 @@ from tre.core.audit import AuditLog
 from tre.core.db import Database, Migration, rows_as_dicts
 
 COMPONENT = "privacy_ledger"
+MAX_DATASET_EPSILON = 1000.0
+"""Above this a 'budget' no longer bounds anything (e^ε overflows any useful guarantee)."""
 
 MIGRATIONS: list[Migration] = [
     (
@@ -185,8 +188,9 @@ class PrivacyLedger:
     def set_budget(self, dataset_id: str, epsilon_total: float, *, by: str | None = None) -> None:
         """Set a dataset's total ε (operator policy). Lowering it below what is already
         committed is allowed: it simply leaves no budget for new runs."""
-        if epsilon_total < 0:
-            raise ValueError("epsilon_total must be >= 0")
+        if not math.isfinite(epsilon_total) or not 0 <= epsilon_total <= MAX_DATASET_EPSILON:
+            raise ValueError(f"a dataset's total ε must be a number from 0 to "
+                             f"{MAX_DATASET_EPSILON:g}, not {epsilon_total}")
         with self.db.transaction() as cur:
             seq = cur.execute("SELECT coalesce(max(seq), 0) + 1 FROM privacy_budget").fetchone()[0]
             previous = _total(cur, dataset_id)

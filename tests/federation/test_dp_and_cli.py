@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from access_control.permits import PermitKeyRing
 from federation.apps.fab import fab_hash
+from federation.node.governance import node_session
+from federation.node.ledger import PrivacyLedger
 from federation.training.dp import DPTrainer, epsilon_of, plan_dp
 from federation.training.models import MODELS, ModelSpec, build_model, model_kind
 
@@ -78,3 +80,13 @@ def test_budget_cli(tmp_path: Path) -> None:
     assert row["epsilon_total"] == 5 and row["epsilon_remaining"] == 5
     out = runner.invoke(app, ["node", "budget", "set", "nope", "5", "--home", str(home.path)])
     assert out.exit_code != 0
+    assert "tre node status" in out.output
+    # a budget that bounds nothing is refused, and the one set stays
+    for bad in ("nan", "inf", "1e9", "-0.5"):
+        out = runner.invoke(app, ["node", "budget", "set", "--home", str(home.path), "pneu",
+                                  "--", bad])
+        assert out.exit_code != 0 and "epsilon must be a number from 0 to 1000" in out.output
+    out = runner.invoke(app, ["node", "budget", "show", "--json", "--home", str(home.path)])
+    assert json.loads(out.output)[0]["epsilon_total"] == 5
+    with node_session(home.path) as h, pytest.raises(ValueError, match="total ε"):
+        PrivacyLedger(h.db, h.audit, actor="t").set_budget("pneu", float("nan"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -111,16 +112,17 @@ def budget_set(
     home: HomeOpt = None,
 ) -> None:
     """Set a dataset's total privacy budget (recorded in the ledger and the node audit log)."""
-    from federation.node.ledger import PrivacyLedger
+    from federation.node.ledger import MAX_DATASET_EPSILON, PrivacyLedger
 
-    if epsilon < 0:
-        fail("epsilon must be >= 0")
+    if not math.isfinite(epsilon) or not 0 <= epsilon <= MAX_DATASET_EPSILON:
+        fail(f"epsilon must be a number from 0 to {MAX_DATASET_EPSILON:g} (got {epsilon}); "
+             "a dataset's whole privacy budget is usually between 1 and 50")
     h = _home(home)
     with h.db.reader() as cur:
         known = cur.execute("SELECT count(*) FROM dataset WHERE dataset_id = ?",
                             [dataset_id]).fetchone()[0]
     if not known:
-        fail(f"dataset {dataset_id!r} is not held by this node (see `tre node datasets`)")
+        fail(f"dataset {dataset_id!r} is not held by this node (see `tre node status`)")
     ledger = PrivacyLedger(h.db, h.audit, actor=f"operator@{h.config.hospital_id}")
     ledger.set_budget(dataset_id, epsilon)
     _show(ledger.statuses(), as_json=False, only=dataset_id)
