@@ -90,12 +90,14 @@ class NodeHome:
     def create(cls, path: str | Path, config: NodeConfig, permit_jwks: dict[str, Any]) -> NodeHome:
         home = cls(path)
         home.path.mkdir(parents=True, exist_ok=True)
+        home.path.chmod(0o700)  # the store, the audit log and the keys: the operator's only
         (home.path / CONFIG_FILE).write_text(config.to_toml())
         key_path = home.path / KEY_FILE
         if not key_path.exists():  # re-running init must not re-key existing pseudonyms
             write_private(key_path, secrets.token_bytes(32).hex().encode())
         home.pin_permit_keys(permit_jwks)
         home.db  # noqa: B018 - creates the store and runs migrations
+        (home.path / DB_FILE).chmod(0o600)
         return home
 
     def exists(self) -> bool:

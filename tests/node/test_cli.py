@@ -62,6 +62,8 @@ def test_init_pins_the_portals_permit_keys(enrolled, portal_server, cli):
     mode = stat.S_IMODE(os.stat(enrolled / "credentials.json").st_mode)
     assert mode == 0o600
     assert stat.S_IMODE(os.stat(enrolled / "federation.key").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(enrolled / "node.duckdb").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(enrolled).st_mode) == 0o700
     assert home.credentials() == {"client_id": "node-hospital-a", "client_secret": "s3cret"}
     assert [e.action for e in home.audit.entries()] == ["node.init"]
     again = cli("init", "--hospital-id", "hospital-a", *portal_args(portal_server),
