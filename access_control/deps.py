@@ -28,7 +28,8 @@ def authenticated(request: Request) -> Principal:
             status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=UNAUTHORISED_HEADERS
         )
     try:
-        return _validator(request).validate(token.strip())
+        request.state.principal = _validator(request).validate(token.strip())
+        return request.state.principal
     except TokenError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, str(exc), headers=UNAUTHORISED_HEADERS

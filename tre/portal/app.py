@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tre
 from access_control.tokens import TokenValidator
-from tre.portal import problems
+from tre.portal import access_log, problems
 from tre.portal.context import Portal
 from tre.portal.routes import (
     access,
@@ -106,6 +106,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.state.settings = settings
 
     problems.install(app)  # one error shape: RFC 9457 problem details
+    access_log.install(app, settings.log_format)  # one line per request on stderr
 
     @app.get("/healthz", tags=["public"])
     def healthz() -> dict[str, str]:

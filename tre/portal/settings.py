@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
 from tre.core.settings import CommonSettings, cache_dir
+
+LogFormat = Literal["text", "json"]
 
 
 def _default_state_dir() -> Path:
@@ -43,6 +46,7 @@ class PortalSettings(CommonSettings):
     run_round_timeout_s: int = Field(default=1800, ge=10)
     run_timeout_s: float = Field(default=6 * 3600, gt=0)
     airlock_mia_max_advantage: float = Field(default=0.1, ge=0, le=1)
+    log_format: LogFormat = "text"  # the request log on stderr: text, or JSON lines
 
     @property
     def database(self) -> Path:
