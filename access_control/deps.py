@@ -7,9 +7,11 @@ from collections.abc import Callable
 from fastapi import Depends, HTTPException, Request, status
 
 from access_control.policy import Action, is_allowed
+from access_control.sessions import SessionCheck, SessionUnknown
 from access_control.tokens import Principal, TokenError, TokenValidator
 
 UNAUTHORISED_HEADERS = {"WWW-Authenticate": 'Bearer realm="tre"'}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _validator(request: Request) -> TokenValidator:
@@ -28,12 +30,30 @@ def authenticated(request: Request) -> Principal:
             status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=UNAUTHORISED_HEADERS
         )
     try:
-        request.state.principal = _validator(request).validate(token.strip())
-        return request.state.principal
+        principal = _validator(request).validate(token.strip())
     except TokenError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, str(exc), headers=UNAUTHORISED_HEADERS
         ) from exc
+    if request.method not in SAFE_METHODS:
+        _check_session(request, token.strip(), principal)
+    request.state.principal = principal
+    return principal
+
+
+def _check_session(request: Request, token: str, principal: Principal) -> None:
+    """A write needs the Keycloak session behind a user's token to be alive
+    (`access_control.sessions`); without a configured check, the token's expiry rules."""
+    check: SessionCheck | None = getattr(request.app.state, "session_check", None)
+    if check is None or not principal.claims.get("sid"):
+        return
+    try:
+        alive = check.alive(token)
+    except SessionUnknown as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+    if not alive:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "your Keycloak session has ended: "
+                            "sign in again for a new token", headers=UNAUTHORISED_HEADERS)
 
 
 def bearer_secret(request: Request) -> str:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tre
+from access_control.sessions import SessionCheck
 from access_control.tokens import TokenValidator
 from tre.portal import access_log, problems
 from tre.portal.context import Portal
@@ -90,6 +91,10 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.portal = Portal.open(settings)
         app.state.token_validator = TokenValidator(settings.issuer_url, settings.portal_audience)
+        secret = settings.oidc_client_secret
+        app.state.session_check = None if secret is None else SessionCheck(
+            settings.issuer_url, settings.oidc_client_id, secret.get_secret_value(),
+            ttl_s=settings.session_check_ttl_s)
         run_service.recover(app.state.portal)
         try:
             yield

@@ -46,6 +46,8 @@ class PortalSettings(CommonSettings):
     run_round_timeout_s: int = Field(default=1800, ge=10)
     run_timeout_s: float = Field(default=6 * 3600, gt=0)
     airlock_mia_max_advantage: float = Field(default=0.1, ge=0, le=1)
+    # how long a write trusts Keycloak's "this session is alive" (access_control.sessions)
+    session_check_ttl_s: float = Field(default=30.0, ge=0, le=30)
     log_format: LogFormat = "text"  # the request log on stderr: text, or JSON lines
 
     @property
