@@ -46,19 +46,21 @@ def test_json_formatter_keeps_extra_fields_and_exceptions() -> None:
     assert "ValueError: boom" in second["exception"]
 
 
-@pytest.mark.integration
-def test_portal_serve_log_json_access_log(tmp_path: Path) -> None:
+def serve_once(tmp_path: Path, *args: str) -> str:
+    """`tre portal serve` until /healthz answers once; its stderr."""
     port = free_port()
     env = dict(os.environ, TRE_KEYCLOAK_URL=f"http://127.0.0.1:{free_port()}")
-    err = (tmp_path / "stderr.log").open("wb")
+    env.pop("TRE_LOG_FORMAT", None)
+    log_path = tmp_path / f"stderr{len(args)}.log"
+    err = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tre.cli.main", "portal", "serve", "--log-json",
+        [sys.executable, "-m", "tre.cli.main", "portal", "serve", *args,
          "--port", str(port), "--state-dir", str(tmp_path / "state")],
         env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while True:
-            assert proc.poll() is None, (tmp_path / "stderr.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
                     break
@@ -71,10 +73,20 @@ def test_portal_serve_log_json_access_log(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         err.close()
-    lines = [line for line in (tmp_path / "stderr.log").read_text().splitlines() if line.strip()]
+    return log_path.read_text()
+
+
+@pytest.mark.integration
+def test_portal_serve_logs_each_request_as_json_or_text(tmp_path: Path) -> None:
+    lines = [line for line in serve_once(tmp_path, "--log-json").splitlines() if line.strip()]
     docs = [json.loads(line) for line in lines]  # every line is JSON
     assert all(d.keys() >= KEYS for d in docs)
-    access = [d for d in docs if d["logger"] == "uvicorn.access" and d.get("path") == "/healthz"]
+    access = [d for d in docs if d["logger"] == "tre.portal.access"
+              and d.get("route") == "/healthz"]
     assert access and access[-1]["status"] == 200 and access[-1]["method"] == "GET"
+    assert access[-1]["principal"] == "-" and access[-1]["ms"] >= 0
+    assert not [d for d in docs if d["logger"] == "uvicorn.access"]  # one request log
     assert any(d["logger"].startswith("uvicorn") and "startup" in d["message"].lower()
                for d in docs)
+    text = serve_once(tmp_path)  # the default: text, still one line per request
+    assert "tre.portal.access: GET /healthz 200" in text

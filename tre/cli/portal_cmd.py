@@ -17,11 +17,11 @@ def serve(
     db: Path = typer.Option(None, help="portal DuckDB file (default in the state dir)"),
     state_dir: Path = typer.Option(None, help="where the store and permit keys live"),
     log_json: bool = typer.Option(False, "--log-json",
-                                  help="JSON-lines logs, access log included "
+                                  help="JSON-lines logs, the request log included "
                                        "(also env TRE_LOG_FORMAT=json)"),
-    log_level: str = typer.Option(None, "--log-level", envvar="TRE_LOG_LEVEL",
-                                  help="debug | info | warning | error "
-                                       "[default: info with JSON logs, else warning]"),
+    log_level: str = typer.Option("info", "--log-level", envvar="TRE_LOG_LEVEL",
+                                  help="debug | info (one line per request) | warning | "
+                                       "error"),
     ssl_certfile: Path = typer.Option(None, "--ssl-certfile", envvar="TRE_SSL_CERTFILE",
                                       help="serve HTTPS with this certificate (PEM chain)"),
     ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", envvar="TRE_SSL_KEYFILE",
@@ -37,7 +37,7 @@ def serve(
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
     json_lines = wants_json(log_json)
-    level = (log_level or ("info" if json_lines else "warning")).lower()
+    level = log_level.lower()
     log_config = configure(json_lines=json_lines, level=level)
     overrides = {k: v for k, v in
                  {"host": host, "port": port, "db_path": db, "state_dir": state_dir}.items()
@@ -45,7 +45,7 @@ def serve(
     settings = PortalSettings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=level, log_config=log_config,
-                access_log=json_lines or level in ("debug", "info"),
+                access_log=False,  # tre.portal.access_log has the route and the principal
                 ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                 ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
 

@@ -1,42 +1,23 @@
-"""One line per request on stderr: method, route, status, milliseconds, principal.
+"""One line per request: method, route, status, milliseconds, principal.
 
 The route is the template (`/v1/requests/{rid}`), not the path, so ids do not spread
-into logs; the principal is the username the request acted as, or `-`. Text for people
-(`TRE_LOG_FORMAT=text`, the default) or one JSON object per line for a log shipper.
+into logs; the principal is the username the request acted as, or `-`. The fields are
+record extras, so `tre.core.logging` writes them as text or as JSON fields; this log
+replaces uvicorn's access log, which knows neither the route nor the principal.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
-from tre.portal.settings import LogFormat
-
-LOGGER = "tre.portal.access"
+log = logging.getLogger("tre.portal.access")
 
 
-class JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "request", {})
-        return json.dumps({"time": self.formatTime(record), "level": record.levelname,
-                           **fields}, sort_keys=True)
-
-
-def install(app: FastAPI, log_format: LogFormat) -> None:
-    log = logging.getLogger(LOGGER)
-    if not log.handlers:  # one handler, however many apps a process creates
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter(
-            "%(asctime)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = True
-
+def install(app: FastAPI) -> None:
     @app.middleware("http")
     async def log_request(request: Request,
                           call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -52,5 +33,4 @@ def install(app: FastAPI, log_format: LogFormat) -> None:
             fields = {"method": request.method, "route": route, "status": status,
                       "ms": round((time.perf_counter() - started) * 1000, 1),
                       "principal": getattr(principal, "username", None) or "-"}
-            log.info("%(method)s %(route)s %(status)s %(ms)sms %(principal)s", fields,
-                     extra={"request": fields})
+            log.info("%s %s %s %sms %s", *fields.values(), extra=fields)

@@ -111,7 +111,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.state.settings = settings
 
     problems.install(app)  # one error shape: RFC 9457 problem details
-    access_log.install(app, settings.log_format)  # one line per request on stderr
+    access_log.install(app)  # one line per request (tre.core.logging writes it)
 
     @app.get("/healthz", tags=["public"])
     def healthz() -> dict[str, str]:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
 
 from tre.core.settings import CommonSettings, cache_dir
-
-LogFormat = Literal["text", "json"]
 
 
 def _default_state_dir() -> Path:
@@ -48,7 +45,6 @@ class PortalSettings(CommonSettings):
     airlock_mia_max_advantage: float = Field(default=0.1, ge=0, le=1)
     # how long a write trusts Keycloak's "this session is alive" (access_control.sessions)
     session_check_ttl_s: float = Field(default=30.0, ge=0, le=30)
-    log_format: LogFormat = "text"  # the request log on stderr: text, or JSON lines
 
     @property
     def database(self) -> Path:
