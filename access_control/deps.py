@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from access_control.policy import Action, is_allowed
 from access_control.sessions import SessionCheck, SessionUnknown
@@ -18,7 +19,16 @@ def _validator(request: Request) -> TokenValidator:
     return request.app.state.token_validator
 
 
-def authenticated(request: Request) -> Principal:
+# Named in the OpenAPI document; the checks and their messages are this module's own.
+KEYCLOAK_BEARER = HTTPBearer(scheme_name="keycloak", auto_error=False,
+                             description="An access token of the realm's Keycloak")
+RUN_CREDENTIAL = HTTPBearer(scheme_name="runCredential", auto_error=False,
+                            description="The results credential the portal issued for one run")
+
+
+def authenticated(request: Request,
+                  _: HTTPAuthorizationCredentials | None = Depends(KEYCLOAK_BEARER)
+                  ) -> Principal:
     """The caller's principal from `Authorization: Bearer …` (or the web session)."""
     principal = getattr(request.state, "principal", None)
     if principal is not None:  # set by the web UI's session middleware
@@ -56,7 +66,8 @@ def _check_session(request: Request, token: str, principal: Principal) -> None:
                             "sign in again for a new token", headers=UNAUTHORISED_HEADERS)
 
 
-def bearer_secret(request: Request) -> str:
+def bearer_secret(request: Request,
+                  _: HTTPAuthorizationCredentials | None = Depends(RUN_CREDENTIAL)) -> str:
     """The bearer value itself, for routes that authenticate a credential of their own
     (a run's results credential) rather than a Keycloak token."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")

@@ -51,9 +51,15 @@ def serve(
 
 
 @app.command()
-def openapi() -> None:
-    """Print the OpenAPI document."""
+def openapi(out: Path = typer.Option(None, "--out", help="write it here instead of stdout"),
+            ) -> None:
+    """The OpenAPI document: the API's contract (security, problem responses)."""
     from tre.portal.app import create_app
     from tre.portal.settings import PortalSettings
 
-    typer.echo(json.dumps(create_app(PortalSettings()).openapi(), indent=2))
+    text = json.dumps(create_app(PortalSettings()).openapi(), indent=2)
+    if out is None:
+        typer.echo(text)
+        return
+    out.write_text(text + "\n")
+    typer.echo(f"wrote {out}", err=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -43,6 +44,59 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
+PROBLEM_SCHEMA = {
+    "type": "object", "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"},
+        "status": {"type": "integer"}, "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {
+            "type": "object", "required": ["in", "pointer", "detail"],
+            "properties": {"in": {"type": "string"}, "pointer": {"type": "string"},
+                           "detail": {"type": "string"}}}},
+    },
+    "example": {"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+                "detail": "body/epsilon: Input should be a finite number",
+                "errors": [{"in": "body", "pointer": "/epsilon",
+                            "detail": "Input should be a finite number"}]},
+}
+WRITES = frozenset({"post", "put", "patch", "delete"})
+
+
+def statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
+    """The error statuses an operation can answer, from its shape: invalid input where
+    it takes any, 401/403 where it needs a credential, 404 where a path names an object,
+    409 where a write meets an object's state, 413 where it takes a body, 503 where it
+    waits on another party (the SuperLink)."""
+    out = set()
+    if operation.get("parameters") or operation.get("requestBody"):
+        out.add(422)
+    if operation.get("security"):
+        out |= {401, 403}
+        if method in WRITES:
+            out |= {409, 503}
+    if "{" in path:
+        out.add(404)
+    if operation.get("requestBody"):
+        out.add(413)
+    return out
+
+
+def document(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every operation of an OpenAPI document answers its errors as problems."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas["Problem"] = PROBLEM_SCHEMA
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path, methods in doc.get("paths", {}).items():
+        for method, operation in methods.items():
+            for status in sorted(statuses(path, method, operation)):
+                operation.setdefault("responses", {})[str(status)] = {
+                    "description": HTTPStatus(status).phrase,
+                    "content": {MEDIA_TYPE: {"schema": ref}}}
+    return doc
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -57,3 +111,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
