@@ -116,7 +116,14 @@ class PortalClient:
         try:
             return httpx.request(method, url, timeout=self.timeout, verify=verify, **kwargs)
         except httpx.HTTPError as exc:
-            raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+            raise self._unreachable(url, exc) from exc
+
+    def _unreachable(self, url: str, exc: Exception) -> PortalError:
+        """What failed, and where to look next."""
+        hint = ("is the portal running there, and is --portal-ca the CA of its certificate?"
+                if url.startswith(self.portal_url) else
+                "is Keycloak running there (--keycloak-url, node.toml keycloak_url)?")
+        return PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}; {hint}")
 
     def access_token(self) -> str:
         """The service account's bearer token (client credentials), cached until near expiry
@@ -199,7 +206,7 @@ class PortalClient:
             resp = httpx.post(url, files=files, headers=headers, timeout=timeout,
                               verify=self.verify)
         except httpx.HTTPError as exc:
-            raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+            raise self._unreachable(url, exc) from exc
         if resp.status_code not in (200, 201):
             raise PortalError(
                 f"the portal refused the synthetic version of {dataset_id}: {resp.status_code} "

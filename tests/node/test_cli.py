@@ -82,7 +82,8 @@ def test_init_pins_the_portals_permit_keys(enrolled, portal_server, cli):
 def test_init_errors(cli, tmp_path, portal_server):
     dead = "http://127.0.0.1:9"
     one_line_error(cli("init", "--hospital-id", "h", "--portal", dead, "--home",
-                       str(tmp_path / "x"), "--insecure"), "cannot reach")
+                       str(tmp_path / "x"), "--insecure"), "cannot reach",
+                   "is the portal running there")
     # whoever answers init decides which permits the node accepts: no plain http, and
     # no portal whose certificate does not chain to the CA given
     one_line_error(cli("init", "--hospital-id", "h", "--portal", dead, "--home",
