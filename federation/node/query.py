@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from federation.node.errors import DataError
 from federation.node.home import NodeHome
 from tre.core import disclosure
 from tre.core.db import Database
@@ -166,6 +167,43 @@ def cohort_members(
     return out
 
 
+def check_cohort(db: Database, cohort: CohortFilter) -> None:
+    """An operator's cohort must ask about what this node holds: a dataset it does not
+    hold, a clinical variable none of its datasets has, a label filter with no imaging
+    dataset, or an age filter with no birth year recorded would otherwise answer `<10`
+    or nothing, as if the cohort were merely small. Raises DataError naming what is
+    known here."""
+    with db.reader() as cur:
+        held = dict(cur.execute("SELECT dataset_id, kind FROM dataset ORDER BY 1").fetchall())
+        if cohort.dataset_id and cohort.dataset_id not in held:
+            raise DataError(f"dataset {cohort.dataset_id!r} is not held here; held: "
+                            f"{', '.join(held) or 'none'}")
+        scope = [cohort.dataset_id] if cohort.dataset_id else list(held)
+        if cohort.clinical:
+            known = sorted(r[0] for r in cur.execute(
+                "SELECT DISTINCT variable FROM clinical_variable"
+                " WHERE dataset_id IN (SELECT unnest(?::VARCHAR[]))", [scope]).fetchall())
+            unknown = sorted(set(cohort.clinical) - set(known))
+            if unknown:
+                raise DataError(f"no clinical variable {', '.join(map(repr, unknown))} in "
+                                f"{', '.join(scope) or 'any dataset'}; known: "
+                                f"{', '.join(known) or 'none'}")
+        if cohort.label and not any(held[d] == "imaging" for d in scope):
+            where = ", ".join(scope) or "this node"
+            raise DataError(f"label filters imaging studies, and {where} holds none; "
+                            "filter clinical values with 'clinical'")
+        if (cohort.age_min is not None or cohort.age_max is not None) and not cur.execute(
+                "SELECT count(*) FROM person p WHERE p.birth_year IS NOT NULL AND ("
+                " p.pseudonym IN (SELECT pseudonym FROM imaging_study"
+                "  WHERE dataset_id IN (SELECT unnest(?::VARCHAR[])))"
+                " OR p.pseudonym IN (SELECT pseudonym FROM clinical"
+                "  WHERE dataset_id IN (SELECT unnest(?::VARCHAR[]))))",
+                [scope, scope]).fetchone()[0]:
+            where = ", ".join(scope) or "any dataset"
+            raise DataError(f"no birth year is recorded for {where}: an age filter "
+                            "cannot be answered")
+
+
 def _label_name(label: int | None, names: dict[str, str]) -> str:
     if label is None:
         return "unlabelled"
@@ -228,6 +266,7 @@ def run_query(
     k = k if k is not None else home.config.suppression_k
     if k < 1:
         raise ValueError("k must be at least 1")
+    check_cohort(home.db, cohort)
     members = cohort_members(home.db, cohort, today=today)
     datasets = disclose_members(members, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
     home.audit.record(

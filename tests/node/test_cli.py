@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -249,3 +250,15 @@ def test_a_store_held_by_another_process_gives_a_clear_error(cli, enrolled):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.unit
+def test_the_cohort_format_in_help_and_readme_is_the_codes(cli):
+    from tre.cli.node_cmd import COHORT_EXAMPLE
+    from tre.core.schemas import CohortFilter
+
+    help_text = cli("query", "--help").output
+    assert all(field in help_text for field in CohortFilter.model_fields), help_text
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert COHORT_EXAMPLE in readme
+    CohortFilter.model_validate_json(COHORT_EXAMPLE)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
 
+from federation.node.errors import DataError
 from federation.node.ingest import ingest_dicom, ingest_medmnist, ingest_table
 from federation.node.query import cohort_members, run_query
 from tre.core import disclosure as dc
@@ -99,7 +100,8 @@ def test_disclosed_answer(loaded):
     # Zero cells are shown, suppressed: their absence would reveal them.
     result = run_query(home, CohortFilter(dataset_id="pneumonia", label=[0]))
     assert result["datasets"][0]["by_label"]["pneumonia"] == "<10"
-    assert run_query(home, CohortFilter(dataset_id="elsewhere"))["datasets"] == []
+    with pytest.raises(DataError, match="'elsewhere' is not held here; held: demo, pneumonia"):
+        run_query(home, CohortFilter(dataset_id="elsewhere"))
     # Same question, same answer: repeating a query gives nothing to average.
     again = run_query(home, CohortFilter())
     assert again["datasets"] == run_query(home, CohortFilter())["datasets"]
@@ -118,6 +120,17 @@ def test_every_number_that_leaves_is_a_multiple_of_five_at_least_k(loaded):
             values += [d["subjects"], d.get("studies", "<10"), *d.get("by_label", {}).values()]
         for v in values:
             assert v == "<10" or (isinstance(v, int) and v >= 10 and v % 5 == 0), (cohort, v)
+
+
+def test_a_cohort_about_what_the_node_does_not_hold_is_an_error_naming_what_it_holds(loaded):
+    home, *_ = loaded
+    before = home.audit.count()
+    with pytest.raises(DataError, match="no clinical variable 'height' in wdbc; known: .*"
+                                        "mean radius"):
+        run_query(home, CohortFilter(dataset_id="wdbc", clinical={"height": {"min": 1}}))
+    with pytest.raises(DataError, match="label filters imaging studies"):
+        run_query(home, CohortFilter(dataset_id="wdbc", label=[1]))
+    assert home.audit.count() == before  # nothing was asked of the data
 
 
 def test_queries_are_audited_without_their_answers(loaded):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import duckdb
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -318,16 +319,25 @@ def _label_names(text: str | None) -> dict[str, str] | None:
 
 
 # -- queries and publication ----------------------------------------------------------------
-@app.command("query")
+COHORT_EXAMPLE = '{"dataset_id": "pneumonia", "label": [1], "age_min": 40}'
+QUERY_HELP = escape(
+    "Count a cohort with disclosure control (<k suppressed, others rounded to 5).\n\n"
+    "COHORT_FILE is a JSON cohort filter (or - for stdin); every field is optional: "
+    + ", ".join(CohortFilter.model_fields) + f". Example: {COHORT_EXAMPLE}; clinical "
+    'ranges as {"clinical": {"mean radius": {"min": 15}}}. A dataset, variable or filter '
+    "this node cannot answer is an error naming what it holds.")
+
+
+@app.command("query", help=QUERY_HELP)
 def query(
-    cohort_file: Annotated[str, typer.Argument(help="Cohort filter JSON file, or - for stdin.")],
+    cohort_file: Annotated[str, typer.Argument(help="Cohort filter JSON file, or -.")],
     k: Annotated[
-        int | None, typer.Option("--k", min=1, help="Suppression threshold [node config].")
+        int | None, typer.Option("--k", min=1, help=escape(
+            "Suppression threshold [default: the node's configuration]."))
     ] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Count a cohort with disclosure control (<k suppressed, others rounded to 5)."""
     from federation.node.query import run_query
 
     with node_errors():
