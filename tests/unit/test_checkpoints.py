@@ -91,3 +91,32 @@ def test_a_checkpoint_signed_by_another_key_or_altered_is_refused(party):
         replace(checkpoints[0], seq=5).verify(key.public_key())
     with pytest.raises(CheckpointError):
         Checkpoint(name, 6, checkpoints[0].hash, "x", "not base64!").verify(key.public_key())
+
+
+def test_tre_audit_verify_checks_a_store_against_its_checkpoints(tmp_path):
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from typer.testing import CliRunner
+
+    from tre.cli.main import app
+
+    key = PARTIES["hospital-a"]()
+    (tmp_path / "node.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+    log = log_of(tmp_path, "node", [f"data.read.{i}" for i in range(10)])
+    seen = head("hospital-a", log.entries(), "2026-11-02T00:00:00Z").signed(key)
+    (tmp_path / "checkpoints.json").write_text(json.dumps([seen.as_dict()]))
+    args = ["audit", "verify", "--db", str(tmp_path / "node.duckdb"), "--checkpoints",
+            str(tmp_path / "checkpoints.json"), "--public-key", str(tmp_path / "node.pub")]
+    with log.db.transaction() as cur:
+        cur.execute("DELETE FROM audit_log WHERE seq > 7")
+    log.db.close()
+    runner = CliRunner()
+    assert runner.invoke(app, args[:4]).exit_code == 0  # the chain alone looks intact
+    cut = runner.invoke(app, args)
+    assert cut.exit_code == 1 and "tail was cut" in cut.output, cut.output
+    forged = json.dumps([{**seen.as_dict(), "seq": 7}])
+    (tmp_path / "checkpoints.json").write_text(forged)
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "not signed by hospital-a's key" in refused.output

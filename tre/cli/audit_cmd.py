@@ -6,6 +6,7 @@ and recomputes the chain locally instead of trusting the portal's own verdict.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tre.core.audit import (
     parse_jsonl,
     verify_entries,
 )
+from tre.core.checkpoints import Checkpoint, CheckpointError, verify_against
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -65,11 +67,43 @@ def _entries(db: Path | None, file: Path | None, portal: str | None,
     return list(_portal_entries(portal, token))
 
 
+def _checkpoints(path: Path, public_key: Path | None) -> list[Checkpoint]:
+    """Checkpoints from a JSON list, each signature checked with the party's public key
+    (PEM or OpenSSH): a checkpoint nobody can vouch for proves nothing."""
+    from cryptography.hazmat.primitives import serialization
+
+    if public_key is None:
+        fail("--checkpoints needs --public-key: the key of the party that signed them")
+    if not path.exists() or not public_key.exists():
+        fail(f"no such file: {path if not path.exists() else public_key}")
+    data = public_key.read_bytes()
+    try:
+        key = (serialization.load_ssh_public_key(data) if data.startswith(b"ecdsa-")
+               or data.startswith(b"ssh-") else serialization.load_pem_public_key(data))
+        docs = json.loads(path.read_text())
+        checkpoints = [Checkpoint(**d) for d in docs]
+    except (ValueError, TypeError) as exc:
+        fail(f"cannot read the checkpoints or the key: {exc}")
+    try:
+        return [c.verify(key) for c in checkpoints]  # type: ignore[arg-type]
+    except CheckpointError as exc:
+        fail(str(exc))
+
+
 @app.command()
 def verify(db: Path = DbOpt, file: Path = FileOpt, portal: str = PortalOpt,
-           token: str = TokenOpt, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Recompute the hash chain; exit 1 and name the first bad row if it is broken."""
-    result = verify_entries(_entries(db, file, portal, token))
+           token: str = TokenOpt, as_json: bool = typer.Option(False, "--json"),
+           checkpoints: Path = typer.Option(
+               None, "--checkpoints", help="JSON list of the party's signed checkpoints: "
+               "also catches a cut tail, a rewritten chain or a forked history"),
+           public_key: Path = typer.Option(
+               None, "--public-key", help="the signing party's public key (PEM or OpenSSH)"),
+           ) -> None:
+    """Recompute the hash chain (and check it against signed checkpoints); exit 1 and
+    name the first bad row, or the checkpoint contradicted, if it is broken."""
+    entries = _entries(db, file, portal, token)
+    result = (verify_against(entries, _checkpoints(checkpoints, public_key))
+              if checkpoints is not None else verify_entries(entries))
     if as_json:
         print_json(result.as_dict())
     elif result.ok:
