@@ -98,6 +98,11 @@ class PermitKeyRing:
         return {"keys": [json.loads(k.export_public()) for k in self._keys.values()],
                 "retired": sorted(self.retired)}
 
+    def active_key(self) -> Any:
+        """The active key as a `cryptography` Ed25519 private key (for signatures that
+        are not JWS, such as the portal's audit checkpoints)."""
+        return self._keys[self.active_kid].get_op_key("sign")
+
     def sign(self, claims: PermitClaims) -> str:
         return self._sign(claims, PERMIT_TYPE)
 

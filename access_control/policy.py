@@ -42,6 +42,7 @@ class Action(StrEnum):
     APP_READ = "app.read"
     AUDIT_READ = "audit.read"
     AUDIT_VERIFY = "audit.verify"
+    AUDIT_CHECKPOINT = "audit.checkpoint"
     CATALOGUE_READ = "catalogue.read"
     CATALOGUE_PUBLISH = "catalogue.publish"
     SYNTHETIC_DOWNLOAD = "synthetic.download"
@@ -81,6 +82,7 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.APP_READ: frozenset(Role),
     Action.AUDIT_READ: frozenset({R.AUDITOR, R.ADMIN}),
     Action.AUDIT_VERIFY: frozenset({R.AUDITOR, R.ADMIN}),
+    Action.AUDIT_CHECKPOINT: frozenset({R.NODE}),
     Action.CATALOGUE_READ: frozenset(Role),
     Action.CATALOGUE_PUBLISH: frozenset({R.NODE}),
     Action.SYNTHETIC_DOWNLOAD: frozenset({R.RESEARCHER, R.REVIEWER, R.AUDITOR}),

@@ -90,3 +90,22 @@ def enrol(home: NodeHome, client: PortalClient | None = None) -> dict[str, Any]:
                       object_id=home.config.hospital_id,
                       details={"node_id": row.get("node_id"), "superlink": row.get("superlink")})
     return row
+
+
+def send_checkpoint(home: NodeHome, client: PortalClient | None = None) -> dict[str, Any]:
+    """Sign this node's audit chain head with its enrolled key and hand it to the portal
+    (`tre.core.checkpoints`): from then on a cut tail or a rewritten chain of this
+    node's log contradicts a checkpoint someone else holds."""
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import serialization
+
+    from tre.core.checkpoints import Checkpoint
+
+    key = serialization.load_ssh_private_key(key_path(home).read_bytes(), password=None)
+    seq, digest = home.audit.head()
+    checkpoint = Checkpoint(home.config.hospital_id, seq, digest,
+                            datetime.now(UTC).isoformat(timespec="seconds"))
+    signed = checkpoint.signed(key)  # type: ignore[arg-type]
+    body = {k: v for k, v in signed.as_dict().items() if k != "party"}
+    return (client or PortalClient.for_home(home)).send_checkpoint(body)

@@ -231,6 +231,16 @@ class PortalClient:
         except (ValueError, KeyError, TypeError) as exc:
             raise PortalError(f"{url} did not answer a ticket") from exc
 
+    def send_checkpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/audit/checkpoints`: this node's signed audit chain head."""
+        url = f"{self.portal_url}/v1/audit/checkpoints"
+        resp = self._request("POST", url, json=body,
+                             headers={"Authorization": f"Bearer {self.access_token()}"})
+        if resp.status_code != 201:
+            raise PortalError(f"the portal refused the checkpoint: {resp.status_code} "
+                              f"{_detail(resp)}", resp.status_code)
+        return resp.json()
+
     def reachable(self) -> tuple[bool, str]:
         """Whether the portal answers at all (any HTTP status counts as reachable)."""
         url = f"{self.portal_url}/v1/permit-keys"

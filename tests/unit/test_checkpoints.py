@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from tre.core.audit import GENESIS_HASH, AuditEntry, AuditLog, entry_hash, verify_entries
-from tre.core.checkpoints import Checkpoint, CheckpointError, head, verify_against
+from tre.core.checkpoints import Checkpoint, CheckpointError, verify_against
 from tre.core.db import Database
 
 pytestmark = pytest.mark.unit
@@ -25,6 +25,10 @@ def log_of(tmp_path, name: str, actions: list[str]) -> AuditLog:
     for i, action in enumerate(actions):
         log.record(actor="operator", action=action, object_type="dataset", object_id=str(i))
     return log
+
+
+def head(party: str, entries: list[AuditEntry], at: str) -> Checkpoint:
+    return Checkpoint(party, entries[-1].seq, entries[-1].hash, at)
 
 
 def rechain(entries: list[AuditEntry]) -> list[AuditEntry]:

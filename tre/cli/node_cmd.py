@@ -481,6 +481,22 @@ def audit_verify(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+@audit_app.command("checkpoint")
+def audit_checkpoint(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Sign this node's audit chain head with its enrolled key and send it to the portal.
+    Run it daily (cron or a systemd timer): a later cut or rewrite of the log then
+    contradicts a checkpoint the portal holds (`tre audit verify --checkpoints`)."""
+    from federation.node.enrol import send_checkpoint
+
+    with node_errors():
+        sent = send_checkpoint(open_home(home))
+    if as_json:
+        print_json(sent)
+    else:
+        console.print(f"checkpoint of row {sent['seq']} ({sent['hash'][:12]}…) held by the "
+                      "portal", highlight=False)
+
+
 @audit_app.command("export")
 def audit_export(
     home: HomeOpt = None,

@@ -140,6 +140,17 @@ class AuditLog:
         )
         return AuditEntry(**body, prev_hash=prev, hash=digest)
 
+    def head(self, cur: duckdb.DuckDBPyConnection | None = None) -> tuple[int, str]:
+        """(seq, hash) of the last row, or (0, the genesis hash) of an empty log: what a
+        checkpoint signs (`tre.core.checkpoints`). `cur` reads inside a transaction."""
+        query = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+        if cur is not None:
+            row = cur.execute(query).fetchone()
+        else:
+            with self.db.reader() as reader:
+                row = reader.execute(query).fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
     def record(self, **kwargs: Any) -> AuditEntry:
         """Append in a transaction of its own (for actions that change no other state)."""
         with self.db.transaction() as cur:

@@ -17,7 +17,7 @@ Each finding names the checkpoint it contradicts.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -25,13 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tre.core.audit import (
-    GENESIS_HASH,
-    AuditEntry,
-    VerifyResult,
-    canonical_json,
-    verify_entries,
-)
+from tre.core.audit import AuditEntry, VerifyResult, canonical_json, verify_entries
 
 SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -76,12 +70,6 @@ class Checkpoint:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def head(party: str, entries: Sequence[AuditEntry], at: str) -> Checkpoint:
-    """The unsigned checkpoint of a log's current head."""
-    last = entries[-1] if entries else None
-    return Checkpoint(party, last.seq if last else 0, last.hash if last else GENESIS_HASH, at)
 
 
 def verify_against(entries: Iterable[AuditEntry], checkpoints: Iterable[Checkpoint]

@@ -27,6 +27,7 @@ from tre.portal.routes import (
     runs,
     synthetic,
 )
+from tre.portal.services import checkpoints as checkpoint_service
 from tre.portal.services import runs as run_service
 from tre.portal.settings import PortalSettings
 from tre.portal.web import install as install_web
@@ -96,6 +97,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             settings.issuer_url, settings.oidc_client_id, secret.get_secret_value(),
             ttl_s=settings.session_check_ttl_s)
         run_service.recover(app.state.portal)
+        checkpoint_service.sign_own(app.state.portal)  # the head it starts from, published
         try:
             yield
         finally:

@@ -208,6 +208,17 @@ class FeasibilityIn(Strict):
     hospitals: list[Identifier] | None = None
 
 
+class CheckpointIn(Strict):
+    """A node's audit chain head, signed with its enrolled key (tre.core.checkpoints)."""
+
+    seq: int = Field(ge=0, le=2**62, strict=True)
+    hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    at: Annotated[str, Field(min_length=10, max_length=40,
+                             pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+Z-]+$")]
+    signature: Annotated[str, Field(min_length=16, max_length=400,
+                                    pattern=r"^[A-Za-z0-9+/=]+$")]
+
+
 class NodeKeyIn(Strict):
     """A SuperNode's public key (OpenSSH, NIST EC curve) registered at enrolment."""
 

@@ -11,6 +11,8 @@ from access_control.policy import Action
 from access_control.tokens import Principal
 from tre.portal.context import Portal
 from tre.portal.routes import portal
+from tre.portal.schemas import CheckpointIn
+from tre.portal.services import checkpoints
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -31,3 +33,21 @@ def audit_entries(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=
 def audit_verify(p: Portal = Depends(portal),
                  _: Principal = Depends(require(Action.AUDIT_VERIFY))) -> dict[str, Any]:
     return p.audit.verify().as_dict()
+
+
+@router.post("/checkpoints", status_code=201)
+def send_checkpoint(body: CheckpointIn, p: Portal = Depends(portal),
+                    who: Principal = Depends(require(Action.AUDIT_CHECKPOINT))) -> dict[str, Any]:
+    return checkpoints.receive(p, who, body)
+
+
+@router.get("/checkpoints", tags=["public"])
+def latest_checkpoints(p: Portal = Depends(portal)) -> list[dict[str, Any]]:
+    """Each party's newest signed chain head and the key that verifies it."""
+    return checkpoints.latest(p)
+
+
+@router.get("/checkpoints/{party}", tags=["public"])
+def party_checkpoints(party: str, p: Portal = Depends(portal)) -> list[dict[str, Any]]:
+    """Every checkpoint of one party: `tre audit verify --checkpoints` reads this list."""
+    return checkpoints.of_party(p, party)

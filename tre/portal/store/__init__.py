@@ -9,7 +9,16 @@ from tre.core.db import Database
 
 
 def migrate_all(db: Database) -> None:
-    from tre.portal.store import access, airlock, catalogue, consent, nodes, runs, synthetic
+    from tre.portal.store import (
+        access,
+        airlock,
+        catalogue,
+        checkpoints,
+        consent,
+        nodes,
+        runs,
+        synthetic,
+    )
 
-    for module in (access, catalogue, airlock, runs, consent, synthetic, nodes):
+    for module in (access, catalogue, airlock, runs, consent, synthetic, nodes, checkpoints):
         db.migrate(module.COMPONENT, module.MIGRATIONS)
