@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from federation.node.governance import REVOKED_CACHE_FILE, portal_revocations
-from federation.node.home import NodeConfig, NodeHome
+from tests.fixtures.portal import node_of
 
 pytestmark = pytest.mark.integration
 
@@ -20,12 +20,7 @@ def test_revocations_use_the_keycloak_of_node_init_not_the_environment(
     or the node falls back to its cache and, a day later, refuses every run."""
     monkeypatch.setenv("TRE_KEYCLOAK_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("TRE_KEYCLOAK_REALM", "not-the-realm")
-    home = NodeHome.create(tmp_path / "node", NodeConfig(
-        hospital_id="hospital-a", portal_url=live_portal.url,
-        extra={"keycloak_url": keycloak.base_url, "keycloak_realm": keycloak.realm}),
-        {"keys": []})
-    creds = keycloak.client_credentials("hospital-a")
-    home.save_credentials(creds["client_id"], creds["client_secret"])
+    home = node_of(tmp_path / "node", live_portal.url, keycloak)
     revs = portal_revocations(home)
     home.db.close()
     assert revs.source == "portal"  # fetched with a valid token, not from a cache

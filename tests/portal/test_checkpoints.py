@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from federation.node.enrol import generate_key_pair, key_path, public_key, send_checkpoint
-from federation.node.home import NodeConfig, NodeHome
-from tests.fixtures.portal import LivePortal, bearer
+from federation.node.home import NodeHome
+from tests.fixtures.portal import LivePortal, bearer, node_of
 from tre.cli.main import app as cli
 from tre.core.checkpoints import Checkpoint, verify_against
 from tre.portal.context import utcnow
@@ -32,12 +32,7 @@ def portal(keycloak, tmp_path):
 
 @pytest.fixture
 def node(portal, keycloak, tmp_path) -> NodeHome:
-    home = NodeHome.create(tmp_path / "node", NodeConfig(
-        hospital_id="hospital-a", portal_url=portal.url,
-        extra={"keycloak_url": keycloak.base_url, "keycloak_realm": keycloak.realm}),
-        {"keys": []})
-    creds = keycloak.client_credentials("hospital-a")
-    home.save_credentials(creds["client_id"], creds["client_secret"])
+    home = node_of(tmp_path / "node", portal.url, keycloak)
     # enrolment registers the key with a SuperLink too; there is none here, so the
     # registry row is written as enrolment writes it
     with portal.app.state.portal.db.transaction() as cur:
