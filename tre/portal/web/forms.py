@@ -26,9 +26,17 @@ def _text(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def number(text: str) -> str:
-    """Accept a decimal comma, as French and Belgian users type it."""
-    return text.replace(",", ".").replace(" ", "").replace("\u202f", "")
+def number(text: str) -> int | float | str:
+    """A typed number as a number (the API takes no numbers as text), with a decimal
+    comma accepted as French and Belgian users type it; what is no number stays text,
+    for the model to name."""
+    cleaned = text.replace(",", ".").replace(" ", "").replace("\u202f", "")
+    for kind in (int, float):
+        try:
+            return kind(cleaned)
+        except ValueError:
+            continue
+    return cleaned
 
 
 def request_values(form: FormData) -> dict[str, Any]:

@@ -46,8 +46,10 @@ def run_start(permit_id: str = Form(""), model: str = Form(""), rounds: str = Fo
               ctx: Ctx = Depends(needs(Action.RUN_START))) -> Response:
     values = {"permit_id": permit_id, "model": model, "rounds": rounds,
               "local_epochs": local_epochs, "batch_size": batch_size, "lr": lr}
-    body, errors = forms.parse(RunIn, {k: v.strip() for k, v in values.items() if v.strip()},
-                               ctx._)
+    typed = {k: v.strip() for k, v in values.items() if v.strip()}
+    typed |= {k: forms.number(typed[k]) for k in ("rounds", "local_epochs", "batch_size", "lr")
+              if k in typed}
+    body, errors = forms.parse(RunIn, typed, ctx._)
     if body is None:
         return _new_page(ctx, values=values, errors=errors, status=422)
     try:
