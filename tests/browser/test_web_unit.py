@@ -14,7 +14,7 @@ from jinja2 import nodes
 
 from tre.core.schemas import Purpose
 from tre.portal.app import create_app
-from tre.portal.schemas import DataForm, DatasetKind, Decision, LegalBasis, RequestState
+from tre.portal.schemas import DataForm, DatasetKind, Decision, LegalBasis, RequestState, RunIn
 from tre.portal.settings import PortalSettings
 from tre.portal.web import forms, i18n, pages
 from tre.portal.web.oidc import LoginStart
@@ -223,3 +223,12 @@ def test_run_progress_plot_draws_auc_and_epsilon_per_hospital():
     png = progress_png(run, {"auc": "AUC", "epsilon": "ε", "round": "round"})
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     assert progress_png({"rounds": []}, {"auc": "a", "epsilon": "e", "round": "r"})
+
+
+def test_typed_numbers_reach_the_strict_models_as_numbers():
+    assert forms.number("3") == 3 and isinstance(forms.number("3"), int)
+    assert forms.number("2,5") == 2.5 and forms.number("1\u202f000") == 1000
+    assert forms.number("beaucoup") == "beaucoup"  # the model names it
+    body, errors = forms.parse(RunIn, {"permit_id": "pmt_1", "rounds": forms.number("4"),
+                                       "lr": forms.number("0,1")}, i18n.translator("en"))
+    assert not errors and body.rounds == 4 and body.lr == 0.1
