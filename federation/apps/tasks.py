@@ -123,7 +123,7 @@ def train_task(
     import torch
 
     from federation.training.dp import DPTrainer, plan_dp, steps_per_epoch
-    from federation.training.models import build_model, model_kind
+    from federation.training.models import model_kind
 
     if model_kind(params.model) != "imaging":
         raise Refusal("unsupported-model",
@@ -194,11 +194,7 @@ def train_task(
             gov.ledger.release(res, reason="planned rounds complete")
         hospital = home.config.hospital_id
     # The store is closed from here on: training holds only the consented tensors.
-    torch.set_num_threads(1)
-    model = build_model(params.model, params_spec(params), seed=params.seed)
-    if weights is not None:
-        model.load_state_dict({name: torch.from_numpy(np.asarray(v))
-                               for name, v in weights.items()})
+    model = _model(params, weights, seed=params.seed)
     global_params = [p.detach().clone() for p in model.parameters()]
     trainer = DPTrainer(model, images_to_tensor(images), torch.from_numpy(labels), plan, history,
                         lr=params.lr, momentum=params.momentum,
@@ -223,6 +219,20 @@ def train_task(
     }
     return TrainOutcome(state, metrics, hospital, auth.dataset.dataset_id,
                         disclose(cohort.excluded, k=k))
+
+
+def _model(params: RunParams, weights: Weights | None, *, seed: int | None = None) -> Any:
+    """The run's model on one CPU thread, with `weights` loaded when given."""
+    import torch
+
+    from federation.training.models import build_model
+
+    torch.set_num_threads(1)
+    model = build_model(params.model, params_spec(params), seed=seed)
+    if weights is not None:
+        model.load_state_dict({name: torch.from_numpy(np.asarray(v))
+                               for name, v in weights.items()})
+    return model
 
 
 def weights_digest(weights: Weights) -> str:
@@ -259,7 +269,6 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
     import torch
 
     from federation.training.evaluation import TensorSet, evaluate
-    from federation.training.models import build_model
 
     withheld = {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"),
                 "num-examples": 0}
@@ -284,9 +293,7 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
             gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
                        stage="shape")
             raise
-    torch.set_num_threads(1)
-    model = build_model(params.model, params_spec(params))
-    model.load_state_dict({name: torch.from_numpy(np.asarray(v)) for name, v in weights.items()})
+    model = _model(params, weights)
     out = evaluate(model, TensorSet(images_to_tensor(images), torch.from_numpy(labels)))
     return {"loss": disclose_statistic(out["loss"], len(labels), k=k),
             "accuracy": disclose_statistic(out["accuracy"], len(labels), k=k),
@@ -305,7 +312,6 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict
     import torch
 
     from federation.training.membership import balanced_by_label, membership_audit
-    from federation.training.models import build_model
 
     with node_session(ctx.home) as home:
         gov = _governor(home, ctx)
@@ -329,9 +335,7 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict
     if len(pick_in) < 20:
         return {"hospital-id": hospital, "mia-advantage": float("nan"),
                 "mia-records": len(pick_in)}
-    torch.set_num_threads(1)
-    model = build_model(params.model, params_spec(params))
-    model.load_state_dict({name: torch.from_numpy(np.asarray(v)) for name, v in weights.items()})
+    model = _model(params, weights)
     model.eval()
     x = images_to_tensor(np.concatenate([x_in[pick_in], x_out[pick_out]]))
     y = torch.from_numpy(np.concatenate([y_in[pick_in], y_out[pick_out]]))

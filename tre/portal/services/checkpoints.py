@@ -38,7 +38,7 @@ def receive(portal: Portal, principal: Principal, body: CheckpointIn) -> dict[st
         held = store.at_seq(cur, party, checkpoint.seq)
     if node is None:
         raise Conflict(f"{party} has no enrolled node key to check its checkpoints with: "
-                       "run `tre node enrol` first")
+                       "enrol its key first (`tre node serve --secure` does)")
     try:
         checkpoint.verify(serialization.load_ssh_public_key(node["public_key"].encode()))
         if held is not None and held["hash"] != checkpoint.hash:
