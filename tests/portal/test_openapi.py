@@ -49,7 +49,7 @@ def test_every_error_is_a_documented_problem(doc):
                 schema = response["content"][PROBLEM]["schema"]
                 assert schema == {"$ref": "#/components/schemas/Problem"}, (method, path)
         if op.get("requestBody"):
-            assert {"413", "422"} <= set(op["responses"]), (method, path)
+            assert {"400", "413", "422"} <= set(op["responses"]), (method, path)
     problem = doc["components"]["schemas"]["Problem"]
     jsonschema.validate(problem["example"], problem)
     assert problem["properties"]["detail"] == {"type": "string"}

@@ -65,8 +65,8 @@ WRITES = frozenset({"post", "put", "patch", "delete"})
 def statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     """The error statuses an operation can answer, from its shape: invalid input where
     it takes any, 401/403 where it needs a credential, 404 where a path names an object,
-    409 where a write meets an object's state, 413 where it takes a body, 503 where it
-    waits on another party (the SuperLink)."""
+    409 where a write meets an object's state, 400 (a body that is not JSON text) and
+    413 where it takes a body, 503 where it waits on another party (the SuperLink)."""
     out = set()
     if operation.get("parameters") or operation.get("requestBody"):
         out.add(422)
@@ -77,7 +77,7 @@ def statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     if "{" in path:
         out.add(404)
     if operation.get("requestBody"):
-        out.add(413)
+        out |= {400, 413}
     return out
 
 
