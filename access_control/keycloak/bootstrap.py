@@ -41,8 +41,11 @@ def bootstrap(
     hospitals: Sequence[str] = spec.DEFAULT_HOSPITALS,
     demo_password: str = spec.DEMO_PASSWORD,
     dev: bool = True,
+    portal_url: str | None = None,
 ) -> dict[str, Any]:
     """Create or converge realm `tre` (and, in dev, realm `other` for tests).
+    `portal_url`: where Keycloak reaches the portal to end its web sessions when a
+    Keycloak session ends (back-channel logout); without it they end at their expiry.
 
     Returns the facts services need: issuer, audience, the portal's client secret
     and each hospital node's client id and secret (`hospitals[h]["client_secret"]`).
@@ -54,7 +57,8 @@ def bootstrap(
     _ensure_user_profile(admin)
     roles = _ensure_roles(admin, spec.ROLES)
 
-    client_ids = {c["clientId"]: _ensure_client(admin, c) for c in spec.clients(hospitals, dev=dev)}
+    wanted_clients = spec.clients(hospitals, dev=dev, portal_url=portal_url)
+    client_ids = {c["clientId"]: _ensure_client(admin, c) for c in wanted_clients}
 
     result_hospitals: dict[str, dict[str, str]] = {}
     for hospital in hospitals:

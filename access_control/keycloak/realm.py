@@ -17,6 +17,7 @@ REALM = "tre"
 OTHER_REALM = "other"
 AUDIENCE = "tre-portal"
 PORTAL_CLIENT = "tre-portal"
+BACKCHANNEL_LOGOUT_PATH = "/auth/backchannel-logout"  # the portal's route Keycloak posts to
 CLI_CLIENT = "tre-cli"
 SHORTLIVED_CLIENT = "tre-test-shortlived"
 SHORTLIVED_LIFESPAN_S = 2
@@ -194,20 +195,27 @@ def _client(client_id: str, name: str, **fields: Any) -> dict[str, Any]:
     return base
 
 
-def portal_client() -> dict[str, Any]:
+def portal_client(portal_url: str | None = None) -> dict[str, Any]:
     """Confidential web client: authorization code + PKCE (S256 required) on loopback.
-    Keycloak ignores the port of loopback redirect URIs, so these cover any port."""
+    Keycloak ignores the port of loopback redirect URIs, so these cover any port.
+    With the portal's URL, Keycloak tells the portal when a session ends (back-channel
+    logout, one logout token naming the session), so its web sessions end too."""
+    backchannel = ({"backchannel.logout.url": portal_url.rstrip("/") + BACKCHANNEL_LOGOUT_PATH}
+                   if portal_url else {})
     return _client(
         PORTAL_CLIENT,
         "TRE portal",
         publicClient=False,
         clientAuthenticatorType="client-secret",
         standardFlowEnabled=True,
+        frontchannelLogout=False,  # Keycloak skips back-channel logout for front-channel clients
         redirectUris=["http://127.0.0.1/*", "http://localhost/*"],
         webOrigins=["+"],
         attributes={
             "pkce.code.challenge.method": "S256",
             "post.logout.redirect.uris": "+",
+            "backchannel.logout.session.required": "true",
+            **backchannel,
         },
     )
 
@@ -273,9 +281,10 @@ def demo_user_representation(user: DemoUser, password: str | None = None) -> dic
     return rep
 
 
-def clients(hospitals: Iterable[str], *, dev: bool = True) -> list[dict[str, Any]]:
+def clients(hospitals: Iterable[str], *, dev: bool = True, portal_url: str | None = None
+            ) -> list[dict[str, Any]]:
     """All clients of the realm; the short-lived test client only in dev."""
-    result = [portal_client(), cli_client(dev=dev)]
+    result = [portal_client(portal_url), cli_client(dev=dev)]
     if dev:
         result.append(shortlived_client())
     result += [node_client(h) for h in hospitals]

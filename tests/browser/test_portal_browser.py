@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import date
 from pathlib import Path
 
 import httpx
 import pytest
+from jwcrypto import jwk, jwt
 from playwright.sync_api import Page, expect
 
+from access_control.keycloak.bootstrap import bootstrap
+from access_control.keycloak.realm import BACKCHANNEL_LOGOUT_PATH, PORTAL_CLIENT
 from tests.fixtures.browser import keycloak_login, login, shot
 from tests.fixtures.portal import APP_ID, request_body
 from tre.portal.services import airlock
+from tre.portal.web.oidc import BACKCHANNEL_LOGOUT_EVENT
 
 pytestmark = pytest.mark.browser
 
@@ -177,6 +182,60 @@ def test_logout_ends_the_keycloak_session(web_portal, new_page):
     assert page.goto(web_portal.url + "/requests").url.startswith(web_portal.keycloak.base_url)
     expect(page.locator("#username")).to_be_visible()  # Keycloak asks again: its SSO ended
     shot(page, "17-after-logout-keycloak-asks-again")
+
+
+@pytest.fixture
+def backchannel_logout(web_portal, keycloak):
+    """The realm told (by the bootstrap, as an operator would) to end this portal's web
+    sessions when a Keycloak session ends; the shared realm is put back afterwards."""
+    bootstrap(keycloak.admin, portal_url=web_portal.url)
+    try:
+        yield
+    finally:
+        cid = keycloak.admin.get_client_id(PORTAL_CLIENT)
+        client = keycloak.admin.get_client(cid)
+        client["attributes"]["backchannel.logout.url"] = ""
+        keycloak.admin.update_client(cid, client)
+
+
+def test_a_keycloak_session_ended_elsewhere_ends_the_web_session(
+        web_portal, new_page, keycloak, backchannel_logout):
+    keycloak.ensure_user("lea", roles=["researcher"])
+    page = new_page()
+    login(page, web_portal, "lea", "/requests")
+    store = web_portal.app.state.web_auth.store
+
+    def sessions_of_lea() -> int:
+        return sum(1 for pool in store._pools.values() for s in pool.values()
+                   if s.principal is not None and s.principal.username == "lea")
+
+    assert sessions_of_lea() == 1
+    keycloak.admin.user_logout(keycloak.admin.get_user_id("lea"))  # an administrator's act
+    deadline = time.monotonic() + 30
+    while sessions_of_lea() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sessions_of_lea() == 0
+    page.goto(web_portal.url + "/")
+    expect(page.locator("#login")).to_be_visible()
+    assert page.goto(web_portal.url + "/requests").url.startswith(keycloak.base_url)
+
+
+def test_forged_logout_tokens_end_nothing(web_portal, new_page, keycloak):
+    page = new_page()
+    login(page, web_portal, "alice", "/requests")
+    store = web_portal.app.state.web_auth.store
+    before = len(store)
+    signed_by_us = jwt.JWT(header={"alg": "RS256", "kid": "ours"}, claims={
+        "iss": f"{keycloak.base_url}/realms/{keycloak.realm}", "aud": PORTAL_CLIENT,
+        "iat": int(time.time()), "sid": "any", "events": {BACKCHANNEL_LOGOUT_EVENT: {}}})
+    signed_by_us.make_signed_token(jwk.JWK.generate(kty="RSA", size=2048, kid="ours"))
+    for token in (signed_by_us.serialize(), "not-a-jwt", ""):
+        r = httpx.post(web_portal.url + BACKCHANNEL_LOGOUT_PATH, data={"logout_token": token})
+        assert r.status_code in (400, 422), r.text
+        assert r.headers.get("cache-control") == "no-store" or r.status_code == 422
+    assert len(store) == before
+    page.goto(web_portal.url + "/requests")
+    expect(page.locator(".who")).to_contain_text("alice")
 
 
 def _permit_for(web_portal, user: str = "alice") -> dict:

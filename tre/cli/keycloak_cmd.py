@@ -101,6 +101,9 @@ def bootstrap_cmd(
         ",".join(spec.DEFAULT_HOSPITALS), help="Comma-separated hospital ids, one node client each."
     ),
     demo_password: str = typer.Option(spec.DEMO_PASSWORD, help="Password of the demo users."),
+    portal_url: str | None = typer.Option(
+        None, help="The portal's URL as Keycloak reaches it: a Keycloak session that ends "
+        "(logout elsewhere, an administrator) then ends the portal's web sessions too."),
     as_json: bool = typer.Option(False, "--json", help="Print the result, secrets included."),
 ) -> None:
     """Create or update realm `tre` (roles, clients, demo users); idempotent.
@@ -112,8 +115,8 @@ def bootstrap_cmd(
     try:
         server = runner.running_server()
         result = kc_bootstrap.bootstrap(
-            server.admin(), hospitals=hospital_ids, demo_password=demo_password
-        )
+            server.admin(), hospitals=hospital_ids, demo_password=demo_password,
+            portal_url=portal_url)
     except runner.KeycloakError as exc:
         fail(str(exc))
     except Exception as exc:  # python-keycloak raises its own errors: one line, not a trace

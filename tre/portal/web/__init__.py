@@ -25,4 +25,5 @@ def install(app: FastAPI, settings: PortalSettings) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (login, views, catalogue, feasibility, outputs, consents, runs):
         app.include_router(module.router)
+    app.include_router(login.backchannel)
     app.add_middleware(WebSessionMiddleware, auth=auth)

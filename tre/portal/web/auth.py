@@ -57,7 +57,9 @@ class WebAuth:
         except TokenError as exc:
             raise OidcError(f"the access token was refused: {exc}") from exc
 
-    def sign_in(self, sess: WebSession, tokens: TokenSet, principal: Principal) -> None:
+    def sign_in(self, sess: WebSession, tokens: TokenSet, principal: Principal,
+                keycloak_sid: str | None = None) -> None:
+        sess.keycloak_sid = keycloak_sid or sess.keycloak_sid
         sess.access_token, sess.refresh_token = tokens.access_token, tokens.refresh_token
         sess.id_token = tokens.id_token or sess.id_token
         sess.access_exp, sess.refresh_exp = tokens.access_exp, tokens.refresh_exp

@@ -4,22 +4,29 @@ Login: /login stores state, nonce and the PKCE verifier in the (pre-login) sessi
 and sends the browser to Keycloak; /auth/callback checks the state, exchanges the
 code, checks the ID token's nonce, validates the access token like the API does,
 then rotates the session id. Logout ends the portal session and then Keycloak's
-(end-session endpoint with id_token_hint and post_logout_redirect_uri).
+(end-session endpoint with id_token_hint and post_logout_redirect_uri). A Keycloak
+session ended elsewhere (an administrator, the account console) ends the portal's web
+sessions too: Keycloak posts a logout token to BACKCHANNEL_LOGOUT_PATH.
 """
 
 from __future__ import annotations
 
-from fastapi import Depends, Form, Request
-from fastapi.responses import Response
+import logging
 
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from access_control.keycloak.realm import BACKCHANNEL_LOGOUT_PATH
 from tre.portal.web.auth import WebAuth
 from tre.portal.web.i18n import LANG_COOKIE, LANGUAGES
 from tre.portal.web.oidc import OidcError, new_login
 from tre.portal.web.pages import Ctx, PageError, context, redirect, safe_next, web_router
 
 router = web_router()
+backchannel = APIRouter(include_in_schema=False)  # Keycloak's calls carry no CSRF token
 CALLBACK_PATH = "/auth/callback"
 LANG_COOKIE_MAX_AGE = 365 * 24 * 3600
+log = logging.getLogger(__name__)
 
 
 def _auth(request: Request) -> WebAuth:
@@ -67,13 +74,13 @@ async def callback(request: Request, state: str = "", code: str = "",
                                                pending["verifier"])
         if not tokens.id_token:
             raise OidcError("the identity provider returned no ID token")
-        await auth.oidc.verify_id_token(tokens.id_token, pending["nonce"])
+        id_claims = await auth.oidc.verify_id_token(tokens.id_token, pending["nonce"])
         principal = await auth.principal_for(request.app.state.token_validator, tokens)
     except OidcError as exc:
         raise PageError(401, f"{ctx._('Login failed')}: {exc}") from exc
     fresh = auth.store.rotate(sess)
     fresh.flashes = sess.flashes
-    auth.sign_in(fresh, tokens, principal)
+    auth.sign_in(fresh, tokens, principal, keycloak_sid=id_claims.get("sid"))
     ctx.web.replace(fresh)
     return redirect(pending["next"])
 
@@ -104,3 +111,19 @@ def switch_language(lang: str = Form(...), next: str = Form("/"), ctx: Ctx = Dep
     response.set_cookie(LANG_COOKIE, lang, max_age=LANG_COOKIE_MAX_AGE, httponly=True,
                         samesite="lax", secure=secure)
     return response
+
+
+@backchannel.post(BACKCHANNEL_LOGOUT_PATH)
+async def backchannel_logout(request: Request, logout_token: str = Form(...)) -> Response:
+    """Keycloak ended a session: end the web sessions opened under it (OIDC Back-Channel
+    Logout 1.0: 200 when done, 400 for a token we do not accept; never cached)."""
+    auth = _auth(request)
+    no_store = {"Cache-Control": "no-store"}
+    try:
+        claims = await auth.oidc.verify_logout_token(logout_token)
+    except OidcError as exc:
+        log.warning("back-channel logout refused: %s", exc)
+        return PlainTextResponse(f"logout token refused: {exc}", 400, headers=no_store)
+    ended = auth.store.end_keycloak_session(claims["sid"])
+    log.info("back-channel logout: %d web session(s) ended", ended)
+    return PlainTextResponse("", 200, headers=no_store)

@@ -3,7 +3,9 @@
 The browser meets Keycloak's own login page; the portal exchanges the code over
 the back channel with its client credentials, checks the ID token (signature,
 issuer, audience, expiry, nonce) and hands the access token to the API's
-`TokenValidator`, so the web UI and the API trust exactly the same tokens.
+`TokenValidator`, so the web UI and the API trust exactly the same tokens. When the
+Keycloak session ends elsewhere (an administrator, another client), Keycloak posts a
+logout token to the portal (back-channel logout), checked here the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from jwcrypto.common import JWException
 ID_TOKEN_ALG = "RS256"
 JWKS_MIN_REFRESH_S = 10.0
 METADATA_TTL_S = 3600.0
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_MAX_AGE_S = 300.0
 
 
 class OidcError(Exception):
@@ -181,35 +185,60 @@ class OidcClient:
         try:
             return self._keys[kid]
         except KeyError:
-            raise OidcError("ID token signed by a key the realm does not publish") from None
+            raise OidcError("a token signed by a key the realm does not publish") from None
 
-    async def verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
-        """OIDC Core §3.1.3.7: signature, issuer, audience, expiry and our nonce."""
+    async def _verify(self, token: str, what: str) -> dict[str, Any]:
+        """A JWT of this realm for this client: signature, issuer, audience, expiry."""
         try:
             parsed = jws.JWS()
-            parsed.deserialize(id_token)
+            parsed.deserialize(token)
             header = parsed.jose_header
         except (JWException, ValueError, TypeError) as exc:
-            raise OidcError("malformed ID token") from exc
+            raise OidcError(f"malformed {what}") from exc
         if not isinstance(header, dict) or header.get("alg") != ID_TOKEN_ALG:
-            raise OidcError("ID token algorithm is not accepted")
+            raise OidcError(f"{what} algorithm is not accepted")
         key = await self._key(str(header.get("kid", "")))
         try:
             parsed.verify(key, alg=ID_TOKEN_ALG)
             claims = json.loads(parsed.payload)
         except (JWException, ValueError) as exc:
-            raise OidcError("ID token signature is invalid") from exc
+            raise OidcError(f"{what} signature is invalid") from exc
+        if not isinstance(claims, dict):
+            raise OidcError(f"malformed {what}")
         aud = claims.get("aud")
         audiences = aud if isinstance(aud, list) else [aud]
-        now = time.time()
         if claims.get("iss") != self.issuer:
-            raise OidcError("ID token was issued by another realm")
+            raise OidcError(f"{what} was issued by another realm")
         if self.client_id not in audiences:
-            raise OidcError("ID token is meant for another client")
+            raise OidcError(f"{what} is meant for another client")
         if len(audiences) > 1 and claims.get("azp") != self.client_id:
-            raise OidcError("ID token is meant for another client")
-        if not isinstance(claims.get("exp"), int | float) or now > claims["exp"] + self.leeway_s:
+            raise OidcError(f"{what} is meant for another client")
+        return claims
+
+    async def verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
+        """OIDC Core §3.1.3.7: signature, issuer, audience, expiry and our nonce."""
+        claims = await self._verify(id_token, "ID token")
+        if not isinstance(claims.get("exp"), int | float) or \
+                time.time() > claims["exp"] + self.leeway_s:
             raise OidcError("ID token has expired")
         if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
             raise OidcError("ID token does not answer this login (nonce mismatch)")
+        return claims
+
+    async def verify_logout_token(self, logout_token: str) -> dict[str, Any]:
+        """OIDC Back-Channel Logout 1.0 §2.6: a realm-signed token for this client that
+        carries the logout event and a session (`sid`), no nonce, and is recent."""
+        claims = await self._verify(logout_token, "logout token")
+        if BACKCHANNEL_LOGOUT_EVENT not in (claims.get("events") or {}):
+            raise OidcError("logout token carries no logout event")
+        if "nonce" in claims:
+            raise OidcError("logout token must not carry a nonce")
+        if not isinstance(claims.get("sid"), str) or not claims["sid"]:
+            raise OidcError("logout token names no session")
+        now = time.time()
+        issued = claims.get("iat")
+        if not isinstance(issued, int | float) or abs(now - issued) > LOGOUT_TOKEN_MAX_AGE_S:
+            raise OidcError("logout token is not recent")
+        if isinstance(claims.get("exp"), int | float) and now > claims["exp"] + self.leeway_s:
+            raise OidcError("logout token has expired")
         return claims

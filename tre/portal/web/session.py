@@ -5,7 +5,8 @@ Secure behind TLS). Keycloak's tokens, the CSRF synchroniser token and the pendi
 OIDC logins stay in this process's memory: a stolen cookie jar holds no token, and a
 restart simply asks everyone to log in again (Keycloak's SSO session makes that one
 click). Sessions end after `session_idle_s` without use, when the refresh token
-is refused, or at logout.
+is refused, at logout, or when Keycloak says the Keycloak session behind them ended
+(back-channel logout).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class WebSession:
     access_exp: float = 0.0
     refresh_exp: float | None = None
     principal: Principal | None = None
+    keycloak_sid: str | None = None  # the Keycloak session, for back-channel logout
     flashes: list[str] = field(default_factory=list)
 
     @property
@@ -141,6 +143,15 @@ class SessionStore:
         with self._lock:
             for pool in self._pools.values():
                 pool.pop(sid, None)
+
+    def end_keycloak_session(self, keycloak_sid: str) -> int:
+        """Drop every web session opened under that Keycloak session; how many."""
+        with self._lock:
+            pool = self._pools[True]
+            ended = [sid for sid, sess in pool.items() if sess.keycloak_sid == keycloak_sid]
+            for sid in ended:
+                del pool[sid]
+        return len(ended)
 
     def rotate(self, old: WebSession) -> WebSession:
         """A fresh id and CSRF token at login, so a planted pre-login id is worthless."""
