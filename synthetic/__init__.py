@@ -10,36 +10,42 @@ depends on nothing above `tre.core` (DESIGN §4). Typical use at the node::
     files = result.release_files()   # raises GateFailedError if the gate failed
 
 See synthetic/README.md for the checks, the gate's defaults and why.
+
+Names load on first use (PEP 562): SDV and SDMetrics take seconds to import, and a
+command should be able to check its arguments and credentials before paying for them.
 """
 
-from synthetic.fidelity import FidelityReport, UtilityReport, fidelity_report, utility_check
-from synthetic.gate import GateCheck, GateResult, GateThresholds, evaluate_gate
-from synthetic.limits import ReportLimits
-from synthetic.metadata import ColumnSpec, ExcludedColumn, TablePlan, plan_table
-from synthetic.pipeline import (
-    GateFailedError,
-    SyntheticResult,
-    run_pipeline,
-    split_holdout,
-    table_bytes,
-)
-from synthetic.plots import (
-    HistogramBins,
-    marginal_plots,
-    marginal_png,
-    pair_trends_png,
-    safe_category_counts,
-    safe_histogram,
-)
-from synthetic.privacy import PrivacyReport, privacy_report
-from synthetic.progress import ProgressCallback, ProgressEvent, rich_progress
-from synthetic.synthesizers import (
-    SYNTHESIZERS,
-    FunctionSynthesizer,
-    SDVSynthesizer,
-    Synthesizer,
-    make_synthesizer,
-)
+import importlib
+from typing import Any
+
+_MODULES = {
+    "synthetic.fidelity": ("FidelityReport", "UtilityReport", "fidelity_report",
+                           "utility_check"),
+    "synthetic.gate": ("GateCheck", "GateResult", "GateThresholds", "evaluate_gate"),
+    "synthetic.limits": ("ReportLimits",),
+    "synthetic.metadata": ("ColumnSpec", "ExcludedColumn", "TablePlan", "plan_table"),
+    "synthetic.pipeline": ("GateFailedError", "SyntheticResult", "run_pipeline",
+                           "split_holdout", "table_bytes"),
+    "synthetic.plots": ("HistogramBins", "marginal_plots", "marginal_png", "pair_trends_png",
+                        "safe_category_counts", "safe_histogram"),
+    "synthetic.privacy": ("PrivacyReport", "privacy_report"),
+    "synthetic.progress": ("ProgressCallback", "ProgressEvent", "rich_progress"),
+    "synthetic.names": ("SYNTHESIZERS",),
+    "synthetic.synthesizers": ("FunctionSynthesizer", "SDVSynthesizer", "Synthesizer",
+                               "make_synthesizer"),
+}
+_HOME = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _HOME[name]
+    except KeyError:
+        raise AttributeError(f"module 'synthetic' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "SYNTHESIZERS",

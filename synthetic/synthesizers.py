@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from synthetic.metadata import TABLE_NAME, TablePlan
+from synthetic.names import SYNTHESIZERS
 
 #: Names accepted by `make_synthesizer` (and by `tre node synthesize --synthesizer`).
-SYNTHESIZERS = ("gaussian_copula", "ctgan", "tvae")
 DEFAULT_SYNTHESIZER = "gaussian_copula"
 
 

@@ -174,7 +174,7 @@ def synthesize(
     under opt-out, absence of objection) covers scientific research are modelled.
     """
     from federation.node.consent import consent_filter_for, dataset_pseudonyms, dataset_regime
-    from synthetic import SYNTHESIZERS, run_pipeline
+    from synthetic.names import SYNTHESIZERS
 
     if isinstance(synthesizer, str) and synthesizer not in SYNTHESIZERS:
         raise SynthesisError(
@@ -188,6 +188,8 @@ def synthesize(
     decision = consent_filter_for(home, consent_filter).filter(
         dataset_id=dataset_id, regime=dataset_regime(home, dataset_id),
         purpose=Purpose.SCIENTIFIC_RESEARCH, pseudonyms=dataset_pseudonyms(home, dataset_id))
+    from synthetic import run_pipeline  # SDV: only once consent and credentials are settled
+
     frame = source_frame(home, dataset_id, decision.allowed)
     try:
         result = run_pipeline(frame, synthesizer=synthesizer, rows=rows, target=target,

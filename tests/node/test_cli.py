@@ -262,3 +262,28 @@ def test_the_cohort_format_in_help_and_readme_is_the_codes(cli):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert COHORT_EXAMPLE in readme
     CohortFilter.model_validate_json(COHORT_EXAMPLE)
+
+
+def test_synthesize_settles_credentials_before_loading_sdv(cli, make_node, tmp_path):
+    """A node without credentials learns it at once, not after SDV's long import."""
+    import subprocess
+    import sys
+
+    home = make_node().path
+    table = tmp_path / "t.csv"
+    table.write_text("id,age,label\n" + "".join(f"p{i},{40 + i % 30},{i % 2}\n"
+                                                 for i in range(40)))
+    assert cli("ingest", "table", str(table), "--id-column", "id", "--dataset-id", "t",
+               "--home", str(home)).exit_code == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRE_NODE_CLIENT")}
+    run = subprocess.run([sys.executable, "-X", "importtime",
+                          str(Path(sys.executable).with_name("tre")), "node", "synthesize",
+                          "t", "--home", str(home)], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode != 0
+    imported = [line.split("|")[-1].strip() for line in run.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "sdv" not in imported and "sdmetrics" not in imported
+    said = [line for line in run.stderr.splitlines() if not line.startswith("import time:")]
+    assert len(said) == 1 and said[0].startswith("error:"), said
+    assert "credentials" in said[0], said

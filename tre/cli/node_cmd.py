@@ -399,7 +399,7 @@ def synthesize_cmd(
     releasable (for `tre node publish`) only when every gate check passed.
     """
     from federation.node.synthesis import synthesize
-    from synthetic import rich_progress
+    from synthetic.progress import rich_progress
 
     with node_errors():
         node = open_home(home)
