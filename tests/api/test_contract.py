@@ -11,7 +11,6 @@ time; a failing example is shrunk and printed by Hypothesis.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -33,12 +32,6 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 EXAMPLES_PER_OPERATION = 12
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def live_portal(keycloak, tmp_path_factory) -> Iterator[LivePortal]:
-    with LivePortal(keycloak, tmp_path_factory.mktemp("api-portal")) as live:
-        yield live
 
 
 def _document() -> dict:
