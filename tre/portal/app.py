@@ -91,7 +91,6 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.portal = Portal.open(settings)
-        app.state.token_validator = TokenValidator(settings.issuer_url, settings.portal_audience)
         secret = settings.oidc_client_secret
         app.state.session_check = None if secret is None else SessionCheck(
             settings.issuer_url, settings.oidc_client_id, secret.get_secret_value(),
@@ -111,6 +110,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.token_validator = TokenValidator(settings.issuer_url, settings.portal_audience)
 
     problems.install(app)  # one error shape: RFC 9457 problem details
     access_log.install(app)  # one line per request (tre.core.logging writes it)

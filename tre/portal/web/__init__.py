@@ -20,7 +20,8 @@ from tre.portal.web.session import load_or_create_secret
 
 def install(app: FastAPI, settings: PortalSettings) -> None:
     """Mount the web UI on the portal app (call once, in `create_app`)."""
-    auth = WebAuth(settings, load_or_create_secret(settings))
+    auth = WebAuth(settings, load_or_create_secret(settings),
+                   keys=app.state.token_validator.keys)  # one key set for API and web
     app.state.web_auth = auth
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (login, views, catalogue, feasibility, outputs, consents, runs):

@@ -18,7 +18,7 @@ from http.cookies import SimpleCookie
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from access_control.tokens import Principal, TokenError, TokenValidator
+from access_control.tokens import Principal, RealmKeys, TokenError, TokenValidator
 from tre.portal.settings import PortalSettings
 from tre.portal.web.oidc import OidcClient, OidcError, TokenSet
 from tre.portal.web.session import SESSION_COOKIE, CookieCodec, SessionStore, WebSession
@@ -31,13 +31,14 @@ CSRF_HEADER = "x-csrf-token"
 class WebAuth:
     """Everything the web UI needs to know who the browser is; one per app."""
 
-    def __init__(self, settings: PortalSettings, secret: bytes) -> None:
+    def __init__(self, settings: PortalSettings, secret: bytes, keys: RealmKeys) -> None:
         self.settings = settings
         self.store = SessionStore(settings.session_idle_s)
         self.codec = CookieCodec(secret)
         secret_value = settings.oidc_client_secret
         self.oidc = OidcClient(settings.issuer_url, settings.oidc_client_id,
-                               secret_value.get_secret_value() if secret_value else None)
+                               secret_value.get_secret_value() if secret_value else None,
+                               keys=keys)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def cookie_header(self, sess: WebSession | None) -> str:

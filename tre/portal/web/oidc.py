@@ -11,20 +11,19 @@ logout token to the portal (back-channel logout), checked here the same way.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-import json
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import anyio
 import httpx
-from jwcrypto import jwk, jws
-from jwcrypto.common import JWException
 
-ID_TOKEN_ALG = "RS256"
-JWKS_MIN_REFRESH_S = 10.0
+from access_control.tokens import RealmKeys, TokenError, realm_claims
+
 METADATA_TTL_S = 3600.0
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TOKEN_MAX_AGE_S = 300.0
@@ -65,7 +64,8 @@ def new_login() -> LoginStart:
 
 class OidcClient:
     def __init__(self, issuer: str, client_id: str, client_secret: str | None, *,
-                 leeway_s: int = 5, timeout_s: float = 15.0) -> None:
+                 keys: RealmKeys, leeway_s: int = 5, timeout_s: float = 15.0) -> None:
+        """`keys`: the realm's key set, the one the API's token validator uses."""
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self.client_secret = client_secret
@@ -73,8 +73,7 @@ class OidcClient:
         self.timeout_s = timeout_s
         self._metadata: dict[str, Any] | None = None
         self._metadata_at = 0.0
-        self._keys: dict[str, jwk.JWK] = {}
-        self._keys_at = 0.0
+        self.keys = keys
 
     async def _get(self, url: str) -> httpx.Response:
         # A client per call: logins and refreshes are rare, and a pooled client would
@@ -170,57 +169,23 @@ class OidcClient:
         return await self._token_request({"grant_type": "refresh_token",
                                           "refresh_token": refresh_token})
 
-    async def _key(self, kid: str) -> jwk.JWK:
-        if kid not in self._keys and time.monotonic() - self._keys_at > JWKS_MIN_REFRESH_S:
-            meta = await self.metadata()
-            try:
-                resp = await self._get(meta["jwks_uri"])
-                resp.raise_for_status()
-                keyset = jwk.JWKSet.from_json(resp.text)
-            except (httpx.HTTPError, JWException, ValueError) as exc:
-                raise OidcError(f"cannot fetch the realm's signing keys: {exc}") from exc
-            self._keys = {k.key_id: k for k in keyset["keys"]
-                          if k.get("use", "sig") == "sig" and k.key_id}
-            self._keys_at = time.monotonic()
+    async def _claims(self, token: str, what: str, *, exp_required: bool) -> dict[str, Any]:
+        """The realm's checks, shared with the API (`access_control.tokens`), for a token
+        meant for this client; among several audiences, `azp` must name this client."""
         try:
-            return self._keys[kid]
-        except KeyError:
-            raise OidcError("a token signed by a key the realm does not publish") from None
-
-    async def _verify(self, token: str, what: str) -> dict[str, Any]:
-        """A JWT of this realm for this client: signature, issuer, audience, expiry."""
-        try:
-            parsed = jws.JWS()
-            parsed.deserialize(token)
-            header = parsed.jose_header
-        except (JWException, ValueError, TypeError) as exc:
-            raise OidcError(f"malformed {what}") from exc
-        if not isinstance(header, dict) or header.get("alg") != ID_TOKEN_ALG:
-            raise OidcError(f"{what} algorithm is not accepted")
-        key = await self._key(str(header.get("kid", "")))
-        try:
-            parsed.verify(key, alg=ID_TOKEN_ALG)
-            claims = json.loads(parsed.payload)
-        except (JWException, ValueError) as exc:
-            raise OidcError(f"{what} signature is invalid") from exc
-        if not isinstance(claims, dict):
-            raise OidcError(f"malformed {what}")
+            claims = await anyio.to_thread.run_sync(functools.partial(
+                realm_claims, token, self.keys, issuer=self.issuer, audience=self.client_id,
+                leeway_s=self.leeway_s, exp_required=exp_required))
+        except TokenError as exc:
+            raise OidcError(f"{what}: {exc}") from exc
         aud = claims.get("aud")
-        audiences = aud if isinstance(aud, list) else [aud]
-        if claims.get("iss") != self.issuer:
-            raise OidcError(f"{what} was issued by another realm")
-        if self.client_id not in audiences:
-            raise OidcError(f"{what} is meant for another client")
-        if len(audiences) > 1 and claims.get("azp") != self.client_id:
+        if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != self.client_id:
             raise OidcError(f"{what} is meant for another client")
         return claims
 
     async def verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
         """OIDC Core §3.1.3.7: signature, issuer, audience, expiry and our nonce."""
-        claims = await self._verify(id_token, "ID token")
-        if not isinstance(claims.get("exp"), int | float) or \
-                time.time() > claims["exp"] + self.leeway_s:
-            raise OidcError("ID token has expired")
+        claims = await self._claims(id_token, "ID token", exp_required=True)
         if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
             raise OidcError("ID token does not answer this login (nonce mismatch)")
         return claims
@@ -228,17 +193,15 @@ class OidcClient:
     async def verify_logout_token(self, logout_token: str) -> dict[str, Any]:
         """OIDC Back-Channel Logout 1.0 §2.6: a realm-signed token for this client that
         carries the logout event and a session (`sid`), no nonce, and is recent."""
-        claims = await self._verify(logout_token, "logout token")
+        claims = await self._claims(logout_token, "logout token", exp_required=False)
         if BACKCHANNEL_LOGOUT_EVENT not in (claims.get("events") or {}):
             raise OidcError("logout token carries no logout event")
         if "nonce" in claims:
             raise OidcError("logout token must not carry a nonce")
         if not isinstance(claims.get("sid"), str) or not claims["sid"]:
             raise OidcError("logout token names no session")
-        now = time.time()
         issued = claims.get("iat")
-        if not isinstance(issued, int | float) or abs(now - issued) > LOGOUT_TOKEN_MAX_AGE_S:
+        if not isinstance(issued, int | float) or \
+                abs(time.time() - issued) > LOGOUT_TOKEN_MAX_AGE_S:
             raise OidcError("logout token is not recent")
-        if isinstance(claims.get("exp"), int | float) and now > claims["exp"] + self.leeway_s:
-            raise OidcError("logout token has expired")
         return claims
