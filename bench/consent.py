@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from access_control.keycloak import realm as realm_spec  # noqa: E402
-from access_control.keycloak import runner  # noqa: E402
+from access_control.keycloak import server as kc_server  # noqa: E402
 from access_control.keycloak.bootstrap import admin_client, bootstrap  # noqa: E402
 from access_control.tokens import TokenValidator  # noqa: E402
 from federation.node import consent as node_consent  # noqa: E402
@@ -131,7 +131,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-consent-"))
     print(f"work dir {work}", flush=True)
 
-    server, _ = runner.ensure_running(install_java=True)
+    server, _ = kc_server.ensure_running(install_java=True)
     facts = bootstrap(admin_client(server.base_url, server.admin_username,
                                    server.admin_password))
     realm = facts["realm"]

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from access_control.keycloak.bootstrap import admin_client, bootstrap  # noqa: E402
 from access_control.keycloak.oidc import password_grant  # noqa: E402
 from access_control.keycloak.realm import CLI_CLIENT, DEMO_PASSWORD  # noqa: E402
-from access_control.keycloak.runner import KeycloakServer, free_port  # noqa: E402
+from access_control.keycloak.server import KeycloakServer, free_port  # noqa: E402
 from bench.common import write_result  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import httpx
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
-class TokenError(Exception):
+class GrantError(Exception):
     """A grant was refused; the message carries Keycloak's error and description."""
 
     def __init__(self, message: str, error: str | None = None) -> None:
@@ -38,7 +38,7 @@ def _post(url: str, data: dict[str, str], timeout: float) -> dict[str, Any]:
     try:
         resp = httpx.post(url, data=data, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise TokenError(f"cannot reach {url}: {exc}") from exc
+        raise GrantError(f"cannot reach {url}: {exc}") from exc
     try:
         body = resp.json()
     except ValueError:
@@ -46,7 +46,7 @@ def _post(url: str, data: dict[str, str], timeout: float) -> dict[str, Any]:
     if resp.status_code != 200:
         error = body.get("error") if isinstance(body, dict) else None
         desc = body.get("error_description", "") if isinstance(body, dict) else ""
-        raise TokenError(
+        raise GrantError(
             f"{url} answered {resp.status_code}: {error or resp.text[:200]} {desc}".strip(),
             error,
         )
@@ -123,7 +123,7 @@ def poll_device_token(
     while time.monotonic() < deadline:
         try:
             return _post(token_endpoint(base_url, realm), data, timeout)
-        except TokenError as exc:
+        except GrantError as exc:
             if exc.error == "authorization_pending":
                 pass
             elif exc.error == "slow_down":
@@ -131,7 +131,7 @@ def poll_device_token(
             else:
                 raise
         sleep(interval)
-    raise TokenError("the device code expired before the login was approved", "expired_token")
+    raise GrantError("the device code expired before the login was approved", "expired_token")
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
@@ -142,4 +142,4 @@ def unverified_claims(token: str) -> dict[str, Any]:
         payload += "=" * (-len(payload) % 4)
         return json.loads(base64.urlsafe_b64decode(payload))
     except (IndexError, ValueError) as exc:
-        raise TokenError("not a JWT") from exc
+        raise GrantError("not a JWT") from exc

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from access_control.keycloak import oidc, runner
+from access_control.keycloak import oidc
+from access_control.keycloak import server as kc_server
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def test_commands_against_the_running_session_keycloak(keycloak, monkeypatch) ->
 
     again = tre_keycloak("up")
     assert again.exit_code == 0 and "already running" in again.output, again.output
-    server, started = runner.ensure_running()
+    server, started = kc_server.ensure_running()
     assert not started and server.pid == keycloak.server.pid
     moved = tre_keycloak("up", "--port", str(keycloak.server.port + 1))
     assert moved.exit_code == 1 and "tre keycloak down" in moved.output
@@ -59,12 +60,12 @@ def test_up_and_down_are_idempotent(tmp_path: Path, monkeypatch) -> None:
     """A second Keycloak of its own: started, found running, stopped, found stopped."""
     data_dir = tmp_path / "kc"
     monkeypatch.setenv("TRE_KEYCLOAK_DATA_DIR", str(data_dir))
-    port = runner.free_port()
+    port = kc_server.free_port()
     try:
         first = tre_keycloak("up", "--port", str(port))
         assert first.exit_code == 0, first.output
         assert f"started at http://127.0.0.1:{port}" in first.output
-        server, started = runner.ensure_running()
+        server, started = kc_server.ensure_running()
         assert not started and server.port == port and server.is_running()
         assert tre_keycloak("up").output.count("already running") == 1
 
@@ -74,6 +75,6 @@ def test_up_and_down_are_idempotent(tmp_path: Path, monkeypatch) -> None:
         down_again = tre_keycloak("down")
         assert down_again.exit_code == 0 and "not running" in down_again.output
         assert json.loads(tre_keycloak("status", "--json").output)["running"] is False
-        assert runner.stop() is False
+        assert kc_server.stop() is False
     finally:
-        runner.stop(data_dir)
+        kc_server.stop(data_dir)

@@ -11,7 +11,9 @@ import pytest
 from jwcrypto import jwk, jwt
 
 from access_control.keycloak import bootstrap as kc_bootstrap
-from access_control.keycloak import oidc, runner
+from access_control.keycloak import distribution as kc_dist
+from access_control.keycloak import oidc
+from access_control.keycloak import paths as kc_paths
 from access_control.keycloak import realm as spec
 
 pytestmark = pytest.mark.integration
@@ -61,7 +63,7 @@ def test_node_clients_get_role_node_and_their_hospital_id(keycloak, hospital) ->
 
 
 def test_a_wrong_node_secret_is_refused(keycloak) -> None:
-    with pytest.raises(oidc.TokenError, match="unauthorized_client|invalid_client"):
+    with pytest.raises(oidc.GrantError, match="unauthorized_client|invalid_client"):
         oidc.client_credentials_grant(keycloak.base_url, keycloak.realm, "node-hospital-a",
                                       keycloak.client_secret("hospital-b"))
 
@@ -165,7 +167,8 @@ def test_the_realm_export_imports_and_issues_good_node_tokens(keycloak) -> None:
 
 def test_the_pinned_checksum_matches_the_cached_distribution(keycloak) -> None:
     """The zip the session's Keycloak came from is the one whose hash we pinned."""
-    zip_path = runner.keycloak_cache_dir() / f"keycloak-quarkus-dist-{runner.KEYCLOAK_VERSION}.zip"
-    runner.verify_checksum(zip_path, runner.PINNED_SHA512[runner.KEYCLOAK_VERSION])
-    marker = runner.keycloak_cache_dir() / f"keycloak-{runner.KEYCLOAK_VERSION}" / ".tre-verified"
-    assert marker.read_text().strip() == runner.PINNED_SHA512[runner.KEYCLOAK_VERSION]
+    version, cache = kc_dist.KEYCLOAK_VERSION, kc_paths.keycloak_cache_dir()
+    zip_path = cache / f"keycloak-quarkus-dist-{version}.zip"
+    kc_dist.verify_checksum(zip_path, kc_dist.PINNED_SHA512[version])
+    marker = cache / f"keycloak-{version}" / ".tre-verified"
+    assert marker.read_text().strip() == kc_dist.PINNED_SHA512[version]

@@ -40,7 +40,7 @@ from rich.table import Table
 
 from access_control.keycloak.oidc import password_grant
 from access_control.keycloak.realm import CLI_CLIENT, DEMO_PASSWORD
-from access_control.keycloak.runner import KeycloakServer
+from access_control.keycloak.server import KeycloakServer
 from tre.cli.common import console, fail
 from tre.cli.hosts import Hosts, HostsError, Loopback, SeparateHosts, connects
 from tre.core.audit import entries_from_store, verify_entries

