@@ -74,6 +74,8 @@ class FidelityReport:
     rows_synthetic: int
     utility: UtilityReport | None = None
     notes: list[str] = field(default_factory=list)
+    collapsed_columns: list[str] = field(default_factory=list)
+    """Columns that vary among the real training rows but not among the synthetic ones."""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -152,6 +154,8 @@ def fidelity_report(
         rows_real=len(real),
         rows_synthetic=len(syn),
         notes=notes,
+        collapsed_columns=[c for c in cols if train[c].nunique(dropna=True) > 1
+                           and synthetic[c].nunique(dropna=True) <= 1],
     )
     if target is not None:
         report.utility = utility_check(train, holdout, synthetic, plan, target, model=model,

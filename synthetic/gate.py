@@ -28,6 +28,20 @@ Defaults and why:
   low risk and leaves room for its confidence interval at ~200 attacks.
 * ``require_anonymeter = True`` - an anonymeter attack that failed to run fails
   its check; set it to False only where anonymeter cannot handle a table.
+
+A release must also be worth releasing (utility floors, checked when the fidelity
+report is given): a synthetic table that misleads does harm of its own.
+
+* ``max_collapsed_columns = 0`` - no column that varies among the real rows may be
+  constant in the synthetic ones (a collapsed column carries nothing and breaks
+  every analysis that uses it).
+* ``min_column_score = 0.5`` - every column's shape score (SDV's KS or TV
+  complement, 1 = same distribution) at least 0.5: the synthesizer must get each
+  marginal at least half right, not only the average of them.
+* ``max_utility_auc_drop = 0.1`` - a model trained on synthetic rows, tested on real
+  held-out rows, may lose at most 0.1 AUC against one trained on real rows. Without
+  a categorical target this floor cannot be measured and is reported as skipped; a
+  synthetic table whose target collapsed to one class fails it.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from synthetic.fidelity import FidelityReport
 from synthetic.privacy import AnonymeterRisk, PrivacyReport
 
 ADVICE = {
@@ -57,6 +72,9 @@ ADVICE = {
     "inference": (
         "a secret attribute can be inferred for training individuals: coarsen the "
         "attributes used to infer it, drop the sensitive column, or try another synthesizer"),
+    "utility": (
+        "the synthetic table misrepresents the real one: try another synthesizer "
+        "(ctgan or tvae with more epochs), more rows, or fewer, coarser columns"),
 }
 
 
@@ -73,6 +91,9 @@ class GateThresholds:
     max_inference_risk: float = 0.1
     require_anonymeter: bool = True
     anonymeter_fail_insignificant: bool = False
+    max_collapsed_columns: int = 0
+    min_column_score: float = 0.5
+    max_utility_auc_drop: float = 0.1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,8 +182,42 @@ def _anonymeter_check(name: str, risk: AnonymeterRisk, limit: float, required: b
     return check
 
 
-def evaluate_gate(privacy: PrivacyReport, thresholds: GateThresholds | None = None) -> GateResult:
-    """Every check of the gate on one privacy report; passed only if all pass."""
+UTILITY_CHECKS = ("collapsed_columns", "column_scores", "utility_auc_drop")
+
+
+def _utility_checks(fidelity: FidelityReport, t: GateThresholds) -> list[GateCheck]:
+    collapsed = fidelity.collapsed_columns
+    scores = [(c["score"], c["column"]) for c in fidelity.column_scores
+              if c.get("score") is not None]
+    worst = min(scores) if scores else None
+    checks = [
+        _at_most("collapsed_columns", float(len(collapsed)), t.max_collapsed_columns,
+                 "columns that vary in the real rows but not in the synthetic ones"
+                 + (f": {', '.join(collapsed)}" if collapsed else ""), "utility"),
+        _at_least("column_scores", worst[0] if worst else None, t.min_column_score,
+                  "lowest column shape score (1 = same distribution)"
+                  + (f", column {worst[1]}" if worst else ": none measured"), "utility"),
+    ]
+    utility = fidelity.utility
+    if utility is None:
+        checks.append(GateCheck("utility_auc_drop", True, None, t.max_utility_auc_drop, "<=",
+                                "skipped: no categorical target to train a model on"))
+        return checks
+    real = utility.real.auc if utility.real else None
+    synthetic = utility.synthetic.auc if utility.synthetic else None
+    drop = None if real is None or synthetic is None else max(0.0, real - synthetic)
+    described = (f"AUC on real held-out rows of a {utility.model} on {utility.target}: "
+                 + (f"real-trained {real:.3f}, synthetic-trained {synthetic:.3f}"
+                    if drop is not None else f"not measured ({utility.error or 'no AUC'})"))
+    checks.append(_at_most("utility_auc_drop", drop, t.max_utility_auc_drop, described,
+                           "utility"))
+    return checks
+
+
+def evaluate_gate(privacy: PrivacyReport, thresholds: GateThresholds | None = None,
+                  fidelity: FidelityReport | None = None) -> GateResult:
+    """Every check of the gate on one privacy report, and the utility floors when the
+    fidelity report is given; passed only if all pass."""
     t = thresholds or GateThresholds()
     excess_copies = max(0.0, privacy.exact_copy_rate - privacy.holdout_copy_rate)
     checks = [
@@ -199,4 +254,6 @@ def evaluate_gate(privacy: PrivacyReport, thresholds: GateThresholds | None = No
                           + (f" ({privacy.inference.detail})" if privacy.inference.detail
                              else "")),
     ]
+    if fidelity is not None:
+        checks += _utility_checks(fidelity, t)
     return GateResult(passed=all(c.passed for c in checks), checks=checks, thresholds=t)

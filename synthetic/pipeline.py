@@ -26,7 +26,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from synthetic.fidelity import FidelityReport, UtilityModel, fidelity_report, guess_target
-from synthetic.gate import GateResult, GateThresholds, evaluate_gate
+from synthetic.gate import UTILITY_CHECKS, GateResult, GateThresholds, evaluate_gate
 from synthetic.limits import ReportLimits
 from synthetic.metadata import ExcludedColumn, TablePlan, plan_table
 from synthetic.privacy import PrivacyReport, privacy_report
@@ -39,6 +39,10 @@ MIN_HOLDOUT_ROWS = 10
 #: least SAMPLE_CHUNK_MIN rows (an SDV sample call costs ~0.2 s beyond its rows).
 SAMPLE_CHUNKS = 10
 SAMPLE_CHUNK_MIN = 10_000
+#: A fit that fails only the utility floors (a collapsed column, a useless table) is
+#: refitted with the next seed this many times. Never for a privacy check: trying
+#: seeds until one passes would wear the privacy gate down.
+UTILITY_REFITS = 1
 
 
 class GateFailedError(RuntimeError):
@@ -210,6 +214,8 @@ def run_pipeline(
     the size of the real table. `target` (a categorical column) drives the utility
     check and the first anonymeter inference secret; when None, a categorical column
     named 'label', 'diagnosis', 'target', 'outcome' or 'class' is used if present.
+    A fit that fails only the gate's utility floors is refitted with the next seed
+    (UTILITY_REFITS; a synthesizer object is the caller's and is fitted once).
     """
     thresholds = thresholds or GateThresholds()
     limits = limits or ReportLimits()
@@ -242,31 +248,40 @@ def run_pipeline(
     emit(progress, "prepare", 1, 1, plan.message)
     lap("prepare")
 
-    synth = make_synthesizer(synthesizer, seed=seed, epochs=epochs)
-    emit(progress, "fit", 0, 1, f"fitting {synth.name} on {len(train)} rows")
-    synth.fit(train, plan)
-    emit(progress, "fit", 1, 1, f"fitted {synth.name}")
-    lap("fit")
+    refits = 0 if isinstance(synthesizer, Synthesizer) else UTILITY_REFITS  # objects: as given
+    for refit in range(refits + 1):
+        fit_seed = seed + refit
+        synth = make_synthesizer(synthesizer, seed=fit_seed, epochs=epochs)
+        emit(progress, "fit", 0, 1, f"fitting {synth.name} on {len(train)} rows")
+        synth.fit(train, plan)
+        emit(progress, "fit", 1, 1, f"fitted {synth.name}")
+        lap("fit")
 
-    modelled = _sample(synth, n_rows, plan, progress)
-    lap("sample")
+        modelled = _sample(synth, n_rows, plan, progress)
+        lap("sample")
 
-    emit(progress, "fidelity", 0, 1, "SDV diagnostic, quality and utility")
-    fidelity = fidelity_report(train, holdout, modelled, plan, target=target,
-                               model=utility_model, seed=seed, limits=limits)
-    emit(progress, "fidelity", 1, 1, f"quality {fidelity.quality_score:.3f}")
-    lap("fidelity")
+        emit(progress, "fidelity", 0, 1, "SDV diagnostic, quality and utility")
+        fidelity = fidelity_report(train, holdout, modelled, plan, target=target,
+                                   model=utility_model, seed=seed, limits=limits)
+        emit(progress, "fidelity", 1, 1, f"quality {fidelity.quality_score:.3f}")
+        lap("fidelity")
 
-    emit(progress, "privacy", 0, 1, "copies, distances, membership and anonymeter attacks")
-    privacy = privacy_report(train, holdout, modelled, plan, target=target, seed=seed,
-                             limits=limits)
-    emit(progress, "privacy", 1, 1, "privacy report done")
-    lap("privacy")
+        emit(progress, "privacy", 0, 1, "copies, distances, membership and anonymeter attacks")
+        privacy = privacy_report(train, holdout, modelled, plan, target=target, seed=seed,
+                                 limits=limits)
+        emit(progress, "privacy", 1, 1, "privacy report done")
+        lap("privacy")
 
-    gate = evaluate_gate(privacy, thresholds)
-    emit(progress, "gate", 1, 1, "gate passed" if gate.passed else
-         "gate FAILED: " + ", ".join(c.name for c in gate.failed))
-    lap("gate")
+        gate = evaluate_gate(privacy, thresholds, fidelity)
+        emit(progress, "gate", 1, 1, "gate passed" if gate.passed else
+             "gate FAILED: " + ", ".join(c.name for c in gate.failed))
+        lap("gate")
+        utility_only = bool(gate.failed) and all(c.name in UTILITY_CHECKS for c in gate.failed)
+        if not utility_only or refit == refits:
+            break
+        plan.notes.append(f"the fit with seed {fit_seed} failed the utility floors ("
+                          + ", ".join(c.name for c in gate.failed)
+                          + f"): refitted with seed {fit_seed + 1}")
     timings["total"] = round(sum(timings.values()), 3)
 
     settings = {
@@ -275,6 +290,7 @@ def run_pipeline(
         "target": target,
         "holdout_fraction": holdout_fraction,
         "seed": seed,
+        "fit_seed": fit_seed,
         "epochs": epochs,
         "utility_model": utility_model,
         "real_rows": len(df),

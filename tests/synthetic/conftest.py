@@ -123,3 +123,20 @@ def copy_rows_with_noise(train: pd.DataFrame, n: int, rng: np.random.Generator) 
         if pd.api.types.is_float_dtype(out[col]):
             out[col] = out[col] * (1 + rng.normal(0, 1e-3, len(out)))
     return out
+
+
+def diabetes_table() -> pd.DataFrame:
+    """442 patients of scikit-learn's diabetes table in its original units, the disease
+    progression after a year as an outcome (above or below the median), and an id."""
+    from sklearn.datasets import load_diabetes
+
+    df = load_diabetes(as_frame=True, scaled=False).frame
+    progression = df.pop("target")
+    df["outcome"] = np.where(progression > progression.median(), "progressed", "stable")
+    df.insert(0, "patient_id", [f"DB-{i:05d}" for i in range(len(df))])
+    return df
+
+
+@pytest.fixture(scope="session")
+def diabetes() -> pd.DataFrame:
+    return diabetes_table()

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from synthetic import GateThresholds, evaluate_gate
+from synthetic.fidelity import FidelityReport, ModelScore, UtilityReport
 from synthetic.privacy import AnonymeterRisk, DistanceSummary, PrivacyReport
 
 pytestmark = pytest.mark.unit
@@ -87,3 +88,47 @@ def test_an_anonymeter_failure_fails_the_gate_unless_waived():
     assert [c.name for c in gate.failed] == ["linkability_risk"]
     assert "could not run" in gate.failed[0].description
     assert evaluate_gate(broken, GateThresholds(require_anonymeter=False)).passed
+
+
+def _fidelity(*, collapsed=(), scores=(0.9, 0.8), real_auc=0.86, synthetic_auc=0.84,
+              error=None) -> FidelityReport:
+    utility = UtilityReport(
+        target="label", model="logistic_regression", n_test=100, n_train_real=300,
+        n_train_synthetic=300,
+        real=ModelScore(real_auc, 0.8) if real_auc is not None else None,
+        synthetic=ModelScore(synthetic_auc, 0.7) if synthetic_auc is not None else None,
+        error=error)
+    return FidelityReport(
+        quality_score=0.85, column_shapes=0.85, column_pair_trends=0.8,
+        diagnostic_score=1.0, diagnostic={},
+        column_scores=[{"column": f"c{i}", "metric": "KSComplement", "score": s}
+                       for i, s in enumerate(scores)],
+        worst_pairs=[], rows_real=300, rows_synthetic=300, utility=utility,
+        collapsed_columns=list(collapsed))
+
+
+def test_utility_floors_are_checked_when_the_fidelity_report_is_given():
+    gate = evaluate_gate(_report(), fidelity=_fidelity())
+    assert gate.passed
+    assert [c.name for c in gate.checks][-3:] == [
+        "collapsed_columns", "column_scores", "utility_auc_drop"]
+
+
+@pytest.mark.parametrize(("changes", "failed", "said"), [
+    ({"collapsed": ["s6"]}, "collapsed_columns", "s6"),
+    ({"scores": (0.9, 0.3)}, "column_scores", "c1"),
+    ({"real_auc": 0.861, "synthetic_auc": 0.5}, "utility_auc_drop", "synthetic-trained 0.500"),
+    ({"synthetic_auc": None, "error": "the synthetic training rows hold a single class"},
+     "utility_auc_drop", "single class"),
+])
+def test_a_table_that_misleads_fails_a_utility_floor(changes, failed, said):
+    gate = evaluate_gate(_report(), fidelity=_fidelity(**changes))
+    assert [c.name for c in gate.failed] == [failed]
+    assert said in gate.failed[0].description and "Try:" in gate.failed[0].line()
+
+
+def test_without_a_target_the_auc_floor_is_skipped_not_passed_silently():
+    fidelity = dataclasses.replace(_fidelity(), utility=None)
+    gate = evaluate_gate(_report(), fidelity=fidelity)
+    assert gate.passed
+    assert "skipped" in gate.checks[-1].description

@@ -15,6 +15,7 @@ from synthetic import (
     SDVSynthesizer,
     run_pipeline,
 )
+from synthetic.gate import UTILITY_CHECKS
 from tests.synthetic.conftest import copy_rows, copy_rows_with_noise
 
 pytestmark = pytest.mark.integration
@@ -139,7 +140,7 @@ def test_ctgan_and_tvae_smoke(breast_cancer, kind):
                                               "worst smoothness", "diagnosis"]
     assert len(result.synthetic) == 300
     assert 0 <= result.fidelity.quality_score <= 1
-    assert len(result.gate.checks) == 7
+    assert len(result.gate.checks) == 10  # 7 privacy checks, 3 utility floors
 
 
 def test_epochs_only_for_neural_synthesizers():
@@ -152,3 +153,37 @@ def test_epochs_only_for_neural_synthesizers():
 def test_too_small_a_table_is_refused(breast_cancer):
     with pytest.raises(ValueError, match="too few"):
         run_pipeline(breast_cancer.iloc[:25])
+
+
+def independent_columns_without_s6(train: pd.DataFrame, n: int, rng) -> pd.DataFrame:
+    """Each column drawn on its own (measurements jittered), s6 constant: private enough,
+    but a table that says nothing of how the columns go together, as the issue saw."""
+    rows = pd.DataFrame({c: train[c].sample(n, replace=True, random_state=int(
+        rng.integers(2**31))).to_numpy() for c in train.columns})
+    for column in rows.columns:
+        if train[column].nunique() > 20:
+            rows[column] = rows[column] + rng.normal(0, 0.05 * train[column].std(), n)
+    rows["s6"] = train["s6"].median()
+    return rows
+
+
+def test_a_table_that_misleads_is_refitted_then_refused(diabetes):
+    result = run_pipeline(diabetes, synthesizer=independent_columns_without_s6,
+                          target="outcome", seed=3)
+    failed = {c.name for c in result.gate.failed}
+    assert {"collapsed_columns", "utility_auc_drop"} <= failed <= set(UTILITY_CHECKS), \
+        result.gate.summary()
+    assert "s6" in next(c for c in result.gate.failed
+                        if c.name == "collapsed_columns").description
+    assert result.settings["fit_seed"] == 4  # refitted once with the next seed
+    assert any("refitted with seed 4" in note for note in result.plan.notes)
+    with pytest.raises(GateFailedError):
+        result.release_files()
+
+
+def test_a_release_of_the_diabetes_table_keeps_its_usefulness(diabetes):
+    result = run_pipeline(diabetes, target="outcome", seed=0)
+    assert result.gate.passed, result.gate.summary()
+    utility = result.fidelity.utility
+    assert utility.real.auc - utility.synthetic.auc <= 0.1
+    assert result.fidelity.collapsed_columns == []

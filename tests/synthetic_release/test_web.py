@@ -26,7 +26,7 @@ def test_dataset_page_offers_the_synthetic_version(synthesised, web_portal, new_
     login(page, web_portal, "alice", f"/catalogue/hospital-a/{DATASET}")
     section = page.locator("#synthetic")
     expect(section).to_contain_text("Synthetic data")
-    expect(page.locator("#gate-checks li.pass")).to_have_count(7)
+    expect(page.locator("#gate-checks li.pass")).to_have_count(10)  # privacy and utility
     images = section.locator("img")
     expect(images).to_have_count(len(release.plots))
     page.wait_for_function("Array.from(document.querySelectorAll('#synthetic img'))"
