@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from federation.node.home import NodeHome, write_private
 from federation.node.portal_client import PortalClient, PortalError
+
+if TYPE_CHECKING:
+    from tre.core.checkpoints import SignedExport, SigningKey
 
 KEY_FILE = "flower-node-key"
 PUB_FILE = "flower-node-key.pub"
@@ -98,14 +101,40 @@ def send_checkpoint(home: NodeHome, client: PortalClient | None = None) -> dict[
     node's log contradicts a checkpoint someone else holds."""
     from datetime import UTC, datetime
 
-    from cryptography.hazmat.primitives import serialization
-
     from tre.core.checkpoints import Checkpoint
 
-    key = serialization.load_ssh_private_key(key_path(home).read_bytes(), password=None)
     seq, digest = home.audit.head()
     checkpoint = Checkpoint(home.config.hospital_id, seq, digest,
                             datetime.now(UTC).isoformat(timespec="seconds"))
-    signed = checkpoint.signed(key)  # type: ignore[arg-type]
+    signed = checkpoint.signed(_signing_key(home))
     body = {k: v for k, v in signed.as_dict().items() if k != "party"}
     return (client or PortalClient.for_home(home)).send_checkpoint(body)
+
+
+def signed_audit_export(home: NodeHome) -> SignedExport:
+    """The whole log as JSON Lines, signed with the enrolled key: audit rows only, which
+    carry no records."""
+    from tre.core.checkpoints import SignedExport
+
+    jsonl = "".join(line + "\n" for line in home.audit.export_jsonl())
+    return SignedExport(home.config.hospital_id, jsonl).signed(_signing_key(home))
+
+
+def upload_audit_export(home: NodeHome, client: PortalClient | None = None) -> dict[str, Any]:
+    """Checkpoint the head, then hand the signed log to the portal for a remote audit."""
+    client = client or PortalClient.for_home(home)
+    send_checkpoint(home, client)
+    export = signed_audit_export(home)
+    return client.upload_audit_export(home.config.hospital_id,
+                                      {"jsonl": export.jsonl, "signature": export.signature})
+
+
+def _signing_key(home: NodeHome) -> SigningKey:
+    """The enrolled SuperNode key: what the portal checks checkpoints and exports with."""
+    from cryptography.hazmat.primitives import serialization
+
+    if not key_path(home).exists():
+        raise PortalError(f"{key_path(home)} does not exist: enrol this node first "
+                          "(`tre node serve --secure` does)")
+    return serialization.load_ssh_private_key(  # type: ignore[return-value]
+        key_path(home).read_bytes(), password=None)

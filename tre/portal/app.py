@@ -133,5 +133,6 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     install_web(app, settings)  # web UI: pages, session + CSRF middleware, static files
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        larger=[(synthetic.UPLOAD_PATH, settings.max_upload_bytes),
-                               (results.MODEL_PATH, settings.max_upload_bytes)])
+                               (results.MODEL_PATH, settings.max_upload_bytes),
+                               (audit.EXPORT_PATH, settings.max_upload_bytes)])
     return app

@@ -539,4 +539,20 @@ FR: dict[str, str] = {
         "Aucune exécution n'a utilisé les données de cet hôpital.",
     "Runs on this hospital's data": "Exécutions sur les données de cet hôpital",
     "Researcher": "Chercheur",
+    "Audit trail": "Journal d'audit",
+    "Each party signs the head of its hash-chained audit log; an independent auditor "
+    "checks the log against these checkpoints.":
+        "Chaque partie signe la tête de son journal d'audit chaîné par hachage ; un auditeur "
+        "indépendant vérifie le journal par rapport à ces points de contrôle.",
+    "Party": "Partie",
+    "Latest checkpoint": "Dernier point de contrôle",
+    "Signed": "Signé",
+    "Last independent verification": "Dernière vérification indépendante",
+    "Verified": "Vérifié",
+    "row {seq}": "ligne {seq}",
+    "intact": "intact",
+    "broken": "rompu",
+    "checkpoint of row {seq}": "point de contrôle de la ligne {seq}",
+    "not verified yet": "pas encore vérifié",
+    "No checkpoint has been signed yet.": "Aucun point de contrôle n'a encore été signé.",
 }
