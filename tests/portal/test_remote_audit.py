@@ -185,8 +185,13 @@ def test_only_the_node_uploads_its_own_log_signed_with_its_key_and_only_auditors
         load_ssh_private_key(key_path(node).read_bytes(), password=None).public_key())
     refusals = [e for e in portal.portal.audit.entries() if e.action == "audit.export_refused"]
     assert [e.object_id for e in refusals] == ["hospital-a"]
-    assert httpx.post(f"{portal.url}/v1/audit/verifications", headers=node_token,
+    verifications = f"{portal.url}/v1/audit/verifications"
+    assert httpx.post(verifications, headers=node_token,
                       json={"party": "hospital-a", "ok": True, "rows": 1}).status_code == 403
+    unknown = httpx.post(verifications, headers=auditor,
+                         json={"party": "hospital-z", "ok": True, "rows": 1})
+    assert unknown.status_code == 409 and "no checkpoint of hospital-z" in unknown.json()["detail"]
+    assert httpx.get(verifications).json() == []
 
 
 def test_the_portals_own_log_is_checked_against_its_checkpoints(portal, node, keycloak,

@@ -153,11 +153,15 @@ def export_of(portal: Portal, principal: Principal, party: str) -> dict[str, Any
 
 def record_verification(portal: Portal, principal: Principal,
                         body: VerificationIn) -> dict[str, Any]:
-    """An auditor's independent result, kept and published in the register."""
+    """An auditor's independent result, kept and published in the register; only for a
+    party whose checkpoints the portal holds (what the log was verified against)."""
     row = {"id": str(uuid.uuid4()), **body.model_dump(exclude={"rows"}),
            "row_count": body.rows, "verified_by": principal.username,
            "verified_at": utcnow()}
     with portal.db.transaction() as cur:
+        if not store.of_party(cur, body.party):
+            raise Conflict(f"the portal holds no checkpoint of {body.party}: there is nothing "
+                           "its log could have been verified against")
         store.insert_verification(cur, row)
         portal.audit.append(cur, actor=principal.username, action="audit.verification",
                             object_type="party", object_id=body.party,
