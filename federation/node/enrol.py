@@ -16,21 +16,28 @@ deployments); `install_key` puts a provisioned key into a home.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import httpx
 
-from federation.node.home import NodeHome, write_private
+from federation.node.governance import node_session
+from federation.node.home import NodeHome, NodeHomeError, write_private
 from federation.node.portal_client import PortalClient, PortalError
 
 if TYPE_CHECKING:
     from tre.core.checkpoints import SignedExport, SigningKey
 
+_log = logging.getLogger(__name__)
+
 KEY_FILE = "flower-node-key"
 PUB_FILE = "flower-node-key.pub"
 ENROL_TIMEOUT_S = 120.0
+#: A checkpoint after an answer must not hold the answer up for long.
+CHECKPOINT_TIMEOUT_S = 5.0
 
 
 def generate_key_pair() -> tuple[bytes, bytes]:
@@ -99,6 +106,29 @@ def send_checkpoint(home: NodeHome, client: PortalClient | None = None) -> dict[
     """Sign this node's audit chain head with its enrolled key and hand it to the portal
     (`tre.core.checkpoints`): from then on a cut tail or a rewritten chain of this
     node's log contradicts a checkpoint someone else holds."""
+    return (client or PortalClient.for_home(home)).send_checkpoint(_signed_head(home))
+
+
+def checkpoint_after_answer(home_path: Path) -> dict[str, Any] | None:
+    """Send a checkpoint after a run or a feasibility answer, so that what the node just
+    recorded is pinned at once. The store is closed before the HTTP call (the node's
+    other ClientApps must not wait for its lock meanwhile), and it is best effort: a
+    node not enrolled, or a portal out of reach, must not turn an answer into an error
+    (the daily `tre node audit checkpoint` catches up); it is logged instead."""
+    try:
+        with node_session(home_path) as home:
+            if not key_path(home).exists() or home.credentials() is None:
+                return None
+            body = _signed_head(home)
+            client = PortalClient.for_home(home, timeout=CHECKPOINT_TIMEOUT_S)
+        return client.send_checkpoint(body)
+    except (PortalError, NodeHomeError, duckdb.Error, OSError, ValueError) as exc:
+        _log.warning("no checkpoint sent from %s: %s", home_path, exc)
+        return None
+
+
+def _signed_head(home: NodeHome) -> dict[str, Any]:
+    """The node's audit chain head signed with its enrolled key, as the portal takes it."""
     from datetime import UTC, datetime
 
     from tre.core.checkpoints import Checkpoint
@@ -107,8 +137,7 @@ def send_checkpoint(home: NodeHome, client: PortalClient | None = None) -> dict[
     checkpoint = Checkpoint(home.config.hospital_id, seq, digest,
                             datetime.now(UTC).isoformat(timespec="seconds"))
     signed = checkpoint.signed(_signing_key(home))
-    body = {k: v for k, v in signed.as_dict().items() if k != "party"}
-    return (client or PortalClient.for_home(home)).send_checkpoint(body)
+    return {k: v for k, v in signed.as_dict().items() if k != "party"}
 
 
 def signed_audit_export(home: NodeHome) -> SignedExport:
