@@ -85,7 +85,6 @@ def _entries(db: Path | None, file: Path | None, portal: str | None,
 def _checkpoints(path: Path, public_key: Path | None) -> list[Checkpoint]:
     """Checkpoints from a JSON list, each signature checked with the party's public key
     (PEM or OpenSSH): a checkpoint nobody can vouch for proves nothing."""
-
     if public_key is None:
         fail("--checkpoints needs --public-key: the key of the party that signed them")
     if not path.exists() or not public_key.exists():
