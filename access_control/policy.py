@@ -43,6 +43,9 @@ class Action(StrEnum):
     AUDIT_READ = "audit.read"
     AUDIT_VERIFY = "audit.verify"
     AUDIT_CHECKPOINT = "audit.checkpoint"
+    AUDIT_EXPORT_UPLOAD = "audit.export_upload"
+    AUDIT_EXPORT_READ = "audit.export_read"
+    AUDIT_VERIFICATION_RECORD = "audit.verification_record"
     CATALOGUE_READ = "catalogue.read"
     CATALOGUE_PUBLISH = "catalogue.publish"
     SYNTHETIC_DOWNLOAD = "synthetic.download"
@@ -83,6 +86,11 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.AUDIT_READ: frozenset({R.AUDITOR, R.ADMIN}),
     Action.AUDIT_VERIFY: frozenset({R.AUDITOR, R.ADMIN}),
     Action.AUDIT_CHECKPOINT: frozenset({R.NODE}),
+    # a node uploads its own signed log (own hospital only); an auditor fetches and
+    # verifies it against the checkpoints, and records what was found
+    Action.AUDIT_EXPORT_UPLOAD: frozenset({R.NODE}),
+    Action.AUDIT_EXPORT_READ: frozenset({R.AUDITOR}),
+    Action.AUDIT_VERIFICATION_RECORD: frozenset({R.AUDITOR}),
     Action.CATALOGUE_READ: frozenset(Role),
     Action.CATALOGUE_PUBLISH: frozenset({R.NODE}),
     Action.SYNTHETIC_DOWNLOAD: frozenset({R.RESEARCHER, R.REVIEWER, R.AUDITOR}),

@@ -34,6 +34,7 @@ from federation.apps.tasks import (
     train_task,
 )
 from federation.node.consent import consent_filter_for
+from federation.node.enrol import checkpoint_after_answer
 from federation.node.governance import Refusal
 
 app = ClientApp()
@@ -124,7 +125,9 @@ def close(msg: Message, context: Context) -> Message:
     """The ServerApp finished: release the unused part of this run's reservation."""
     try:
         params = RunParams.from_run_config(dict(context.run_config))
-        out = close_task(_ctx(msg, context), params)
+        ctx = _ctx(msg, context)
+        out = close_task(ctx, params)
     except Refusal as refusal:
         return _refused(msg, context, refusal)
+    checkpoint_after_answer(ctx.home)  # the run's rows, pinned at the portal at once
     return Message(content=RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)

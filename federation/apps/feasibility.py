@@ -39,6 +39,7 @@ from federation.apps.fab import (
 )
 from federation.apps.report import results_sender
 from federation.node.consent import consent_filter_for
+from federation.node.enrol import checkpoint_after_answer
 from federation.node.governance import ConsentFilter, Refusal, node_session
 from federation.node.home import NodeHome
 from federation.node.permit_keys import KeyRefused, keys_for
@@ -149,7 +150,16 @@ def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filte
 
 @client.query("feasibility")
 def feasibility(msg: Message, context: Context) -> Message:
-    """Answer one feasibility query with disclosed counts, or refuse (audited)."""
+    """Answer one feasibility query with disclosed counts, or refuse (audited); then
+    checkpoint the node's audit head at the portal (the query's row pinned at once)."""
+    reply = _feasibility_answer(msg, context)
+    home_path = context.node_config.get("node-home")
+    if home_path:
+        checkpoint_after_answer(Path(str(home_path)))
+    return reply
+
+
+def _feasibility_answer(msg: Message, context: Context) -> Message:
     who = context.node_config.get("hospital-id", "node")
     home_path = context.node_config.get("node-home")
     try:

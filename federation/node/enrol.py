@@ -16,18 +16,28 @@ deployments); `install_key` puts a provisioned key into a home.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import duckdb
 import httpx
 
-from federation.node.home import NodeHome, write_private
+from federation.node.governance import node_session
+from federation.node.home import NodeHome, NodeHomeError, write_private
 from federation.node.portal_client import PortalClient, PortalError
+
+if TYPE_CHECKING:
+    from tre.core.checkpoints import SignedExport, SigningKey
+
+_log = logging.getLogger(__name__)
 
 KEY_FILE = "flower-node-key"
 PUB_FILE = "flower-node-key.pub"
 ENROL_TIMEOUT_S = 120.0
+#: A checkpoint after an answer must not hold the answer up for long.
+CHECKPOINT_TIMEOUT_S = 5.0
 
 
 def generate_key_pair() -> tuple[bytes, bytes]:
@@ -96,16 +106,64 @@ def send_checkpoint(home: NodeHome, client: PortalClient | None = None) -> dict[
     """Sign this node's audit chain head with its enrolled key and hand it to the portal
     (`tre.core.checkpoints`): from then on a cut tail or a rewritten chain of this
     node's log contradicts a checkpoint someone else holds."""
-    from datetime import UTC, datetime
+    return (client or PortalClient.for_home(home)).send_checkpoint(_signed_head(home))
 
-    from cryptography.hazmat.primitives import serialization
+
+def checkpoint_after_answer(home_path: Path) -> dict[str, Any] | None:
+    """Send a checkpoint after a run or a feasibility answer, so that what the node just
+    recorded is pinned at once. The store is closed before the HTTP call (the node's
+    other ClientApps must not wait for its lock meanwhile), and it is best effort: a
+    node not enrolled, or a portal out of reach, must not turn an answer into an error
+    (the daily `tre node audit checkpoint` catches up); it is logged instead."""
+    try:
+        with node_session(home_path) as home:
+            if not key_path(home).exists() or home.credentials() is None:
+                return None
+            body = _signed_head(home)
+            client = PortalClient.for_home(home, timeout=CHECKPOINT_TIMEOUT_S)
+        return client.send_checkpoint(body)
+    except (PortalError, NodeHomeError, duckdb.Error, OSError, ValueError) as exc:
+        _log.warning("no checkpoint sent from %s: %s", home_path, exc)
+        return None
+
+
+def _signed_head(home: NodeHome) -> dict[str, Any]:
+    """The node's audit chain head signed with its enrolled key, as the portal takes it."""
+    from datetime import UTC, datetime
 
     from tre.core.checkpoints import Checkpoint
 
-    key = serialization.load_ssh_private_key(key_path(home).read_bytes(), password=None)
     seq, digest = home.audit.head()
     checkpoint = Checkpoint(home.config.hospital_id, seq, digest,
                             datetime.now(UTC).isoformat(timespec="seconds"))
-    signed = checkpoint.signed(key)  # type: ignore[arg-type]
-    body = {k: v for k, v in signed.as_dict().items() if k != "party"}
-    return (client or PortalClient.for_home(home)).send_checkpoint(body)
+    signed = checkpoint.signed(_signing_key(home))
+    return {k: v for k, v in signed.as_dict().items() if k != "party"}
+
+
+def signed_audit_export(home: NodeHome) -> SignedExport:
+    """The whole log as JSON Lines, signed with the enrolled key: audit rows only, which
+    carry no records."""
+    from tre.core.checkpoints import SignedExport
+
+    jsonl = "".join(line + "\n" for line in home.audit.export_jsonl())
+    return SignedExport(home.config.hospital_id, jsonl).signed(_signing_key(home))
+
+
+def upload_audit_export(home: NodeHome, client: PortalClient | None = None) -> dict[str, Any]:
+    """Checkpoint the head, then hand the signed log to the portal for a remote audit."""
+    client = client or PortalClient.for_home(home)
+    send_checkpoint(home, client)
+    export = signed_audit_export(home)
+    return client.upload_audit_export(home.config.hospital_id,
+                                      {"jsonl": export.jsonl, "signature": export.signature})
+
+
+def _signing_key(home: NodeHome) -> SigningKey:
+    """The enrolled SuperNode key: what the portal checks checkpoints and exports with."""
+    from cryptography.hazmat.primitives import serialization
+
+    if not key_path(home).exists():
+        raise PortalError(f"{key_path(home)} does not exist: enrol this node first "
+                          "(`tre node serve --secure` does)")
+    return serialization.load_ssh_private_key(  # type: ignore[return-value]
+        key_path(home).read_bytes(), password=None)

@@ -110,11 +110,13 @@ class PortalClient:
         )
 
     # -- plumbing -------------------------------------------------------------------
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, url: str, *, timeout: float | None = None,
+                 **kwargs: Any) -> httpx.Response:
         """One call; the portal's certificate is checked with the node's pinned CA."""
         verify = self.verify if url.startswith(self.portal_url) else True
         try:
-            return httpx.request(method, url, timeout=self.timeout, verify=verify, **kwargs)
+            return httpx.request(method, url, timeout=timeout or self.timeout, verify=verify,
+                                 **kwargs)
         except httpx.HTTPError as exc:
             raise self._unreachable(url, exc) from exc
 
@@ -238,6 +240,16 @@ class PortalClient:
                              headers={"Authorization": f"Bearer {self.access_token()}"})
         if resp.status_code != 201:
             raise PortalError(f"the portal refused the checkpoint: {resp.status_code} "
+                              f"{_detail(resp)}", resp.status_code)
+        return resp.json()
+
+    def upload_audit_export(self, hospital_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/audit/nodes/{hospital}/export`: this node's signed log, for auditors."""
+        url = f"{self.portal_url}/v1/audit/nodes/{hospital_id}/export"
+        resp = self._request("POST", url, json=body, timeout=UPLOAD_TIMEOUT_S,
+                             headers={"Authorization": f"Bearer {self.access_token()}"})
+        if resp.status_code != 201:
+            raise PortalError(f"the portal refused the audit export: {resp.status_code} "
                               f"{_detail(resp)}", resp.status_code)
         return resp.json()
 

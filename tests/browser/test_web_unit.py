@@ -15,6 +15,7 @@ from jinja2 import nodes
 from tre.core.schemas import Purpose
 from tre.portal.app import create_app
 from tre.portal.schemas import DataForm, DatasetKind, Decision, LegalBasis, RequestState, RunIn
+from tre.portal.services import indicators
 from tre.portal.settings import PortalSettings
 from tre.portal.web import forms, i18n, pages
 from tre.portal.web.oidc import LoginStart
@@ -77,7 +78,8 @@ def test_every_identifier_shown_has_an_english_and_a_french_label():
              *map(str, RequestState), *map(str, Decision), *map(str, DatasetKind),
              "active", "expired", "revoked", "exhausted", "pending", "approved_once",
              "released", "dp_attestation", "aggregates_only", "small_counts",
-             "membership_inference", "record", "withdraw", "reconsent", "update"}
+             "membership_inference", "record", "withdraw", "reconsent", "update",
+             *indicators.DELAYS}
     assert not shown - set(i18n.EN), shown - set(i18n.EN)
     assert not shown - set(i18n.FR), shown - set(i18n.FR)
 

@@ -12,35 +12,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
-from federation.node.enrol import generate_key_pair, key_path, public_key, send_checkpoint
+from federation.node.enrol import generate_key_pair, key_path, send_checkpoint
 from federation.node.home import NodeHome
-from tests.fixtures.portal import LivePortal, bearer, node_of
+from tests.fixtures.portal import bearer, enrolled_node
 from tre.cli.main import app as cli
 from tre.core.checkpoints import Checkpoint, verify_against
-from tre.portal.context import utcnow
-from tre.portal.store import nodes as node_store
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def portal(keycloak, tmp_path):
-    server = LivePortal(keycloak, tmp_path / "portal").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def node(portal, keycloak, tmp_path) -> NodeHome:
-    home = node_of(tmp_path / "node", portal.url, keycloak)
-    # enrolment registers the key with a SuperLink too; there is none here, so the
-    # registry row is written as enrolment writes it
-    with portal.app.state.portal.db.transaction() as cur:
-        node_store.upsert_node(cur, "hospital-a", public_key(home), 1, "none", "test", utcnow())
-    for i in range(6):
-        home.audit.record(actor="operator", action="data.read", object_type="dataset",
-                          object_id=str(i))
-    return home
+    return enrolled_node(portal, keycloak, tmp_path / "node", rows=6)
 
 
 def test_an_auditor_catches_a_cut_tail_against_the_portals_checkpoints(portal, node,

@@ -61,6 +61,11 @@ def test_feasibility_counts_per_hospital_with_suppression(federation) -> None:
         actions = fed.audit_actions(hospital)
         assert "query.feasibility" in actions and "consent.filter" in actions
         assert "data.read" not in actions
+    # every node pinned its audit head at the portal as it answered
+    held = {c["party"]: c for c in httpx.get(f"{fed.portal.url}/v1/audit/checkpoints").json()}
+    for hospital in HOSPITALS:
+        with node_session(fed.homes[hospital]) as home:
+            assert (held[hospital]["seq"], held[hospital]["hash"]) == home.audit.head()
 
     # Whoever reaches the SuperLink but goes around the portal gets no count.
     # (a) A query of one's own carries no results credential of the portal's: the

@@ -57,6 +57,14 @@ def test_run_reaches_only_the_permits_hospitals_and_an_outsider_refuses(federati
         assert action not in actions, actions
     for hospital in ("hospital-a", "hospital-b"):
         assert "data.read" in fed.audit_actions(hospital)
+    # each node of the run pinned its audit head at the portal when the run closed
+    held = wait_for(lambda: (lambda c: c if {"hospital-a", "hospital-b"} <= c.keys() else None)(
+        {c["party"]: c for c in httpx.get(f"{fed.portal.url}/v1/audit/checkpoints").json()}),
+        60, "no checkpoint from the run's nodes")
+    assert "hospital-c" not in held
+    for hospital in ("hospital-a", "hospital-b"):
+        with node_session(fed.homes[hospital]) as home:
+            assert (held[hospital]["seq"], held[hospital]["hash"]) == home.audit.head()
 
     # A node map that (wrongly) points hospital-a at hospital-c's node, submitted straight
     # to the SuperLink: without the portal's results credential the SuperLink's runtime

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tre.core.audit import GENESIS_HASH, AuditEntry, AuditLog, entry_hash, verify_entries
+from tests.fixtures.audit import rechain
+from tre.core.audit import AuditEntry, AuditLog, verify_entries
 from tre.core.checkpoints import Checkpoint, CheckpointError, verify_against
 from tre.core.db import Database
 
@@ -29,17 +30,6 @@ def log_of(tmp_path, name: str, actions: list[str]) -> AuditLog:
 
 def head(party: str, entries: list[AuditEntry], at: str) -> Checkpoint:
     return Checkpoint(party, entries[-1].seq, entries[-1].hash, at)
-
-
-def rechain(entries: list[AuditEntry]) -> list[AuditEntry]:
-    """What a forger with write access does: fresh hashes for every row."""
-    out, prev = [], GENESIS_HASH
-    for e in entries:
-        body = e.body()
-        digest = entry_hash(prev, body)
-        out.append(AuditEntry(**body, prev_hash=prev, hash=digest))
-        prev = digest
-    return out
 
 
 @pytest.fixture(params=sorted(PARTIES))
@@ -124,3 +114,25 @@ def test_tre_audit_verify_checks_a_store_against_its_checkpoints(tmp_path):
     (tmp_path / "checkpoints.json").write_text(forged)
     refused = runner.invoke(app, args)
     assert refused.exit_code == 1 and "not signed by hospital-a's key" in refused.output
+
+
+def test_the_result_names_the_checkpoint_contradicted_or_the_newest_agreed(party):
+    _, _, entries, checkpoints = party
+    assert verify_against(entries, checkpoints).checkpoint_seq == 10
+    assert verify_against(entries[:8], checkpoints).checkpoint_seq == 10
+    assert verify_against(entries, []).checkpoint_seq is None
+
+
+def test_a_signed_export_is_bound_to_its_party_and_its_lines(party):
+    from tre.core.audit import canonical_json
+    from tre.core.checkpoints import SignedExport
+
+    name, key, entries, _ = party
+    jsonl = "".join(canonical_json(e.as_dict()) + "\n" for e in entries)
+    export = SignedExport(name, jsonl).signed(key)
+    assert export.verify(key.public_key()).entries() == entries
+    with pytest.raises(CheckpointError, match=f"audit export of {name}"):
+        replace(export, jsonl=jsonl.replace("data.read.3", "data.read.4")).verify(
+            key.public_key())
+    with pytest.raises(CheckpointError, match="audit export of elsewhere"):
+        replace(export, party="elsewhere").verify(key.public_key())

@@ -1,7 +1,9 @@
 """`tre audit verify | export`: check the hash chain of a store, an export or the portal.
 
 An auditor can verify independently: `--portal` downloads every row through the API
-and recomputes the chain locally instead of trusting the portal's own verdict.
+and recomputes the chain locally instead of trusting the portal's own verdict. With
+`--party`, it checks a party's log (`portal`, or a hospital's signed upload) against
+the signed checkpoints the portal holds, and `--record` publishes the result.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import typer
@@ -16,12 +19,19 @@ import typer
 from tre.cli.common import console, fail, print_json
 from tre.core.audit import (
     AuditEntry,
+    VerifyResult,
     canonical_json,
     entries_from_store,
     parse_jsonl,
     verify_entries,
 )
-from tre.core.checkpoints import Checkpoint, CheckpointError, verify_against
+from tre.core.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    PublicKey,
+    SignedExport,
+    verify_against,
+)
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -31,14 +41,19 @@ PortalOpt = typer.Option(None, "--portal", help="portal base URL (needs an audit
 TokenOpt = typer.Option(None, "--token", envvar="TRE_TOKEN", help="bearer token (else `tre login`)")
 
 
-def _portal_entries(url: str, token: str | None) -> Iterator[AuditEntry]:
+def _auditor(url: str, token: str | None) -> httpx.Client:
+    """An HTTP client of the portal with the auditor's token (else `tre login`'s)."""
     if token is None:
         from tre.cli.login_cmd import access_token
 
         token = access_token()
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                        timeout=60)
+
+
+def _portal_entries(url: str, token: str | None) -> Iterator[AuditEntry]:
     after = 0
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=30) as http:
+    with _auditor(url, token) as http:
         while True:
             resp = http.get("/v1/audit", params={"after": after, "limit": 1000})
             if resp.status_code != 200:
@@ -70,24 +85,84 @@ def _entries(db: Path | None, file: Path | None, portal: str | None,
 def _checkpoints(path: Path, public_key: Path | None) -> list[Checkpoint]:
     """Checkpoints from a JSON list, each signature checked with the party's public key
     (PEM or OpenSSH): a checkpoint nobody can vouch for proves nothing."""
-    from cryptography.hazmat.primitives import serialization
-
     if public_key is None:
         fail("--checkpoints needs --public-key: the key of the party that signed them")
     if not path.exists() or not public_key.exists():
         fail(f"no such file: {path if not path.exists() else public_key}")
-    data = public_key.read_bytes()
     try:
-        key = (serialization.load_ssh_public_key(data) if data.startswith(b"ecdsa-")
-               or data.startswith(b"ssh-") else serialization.load_pem_public_key(data))
-        docs = json.loads(path.read_text())
-        checkpoints = [Checkpoint(**d) for d in docs]
+        key = _public_key(public_key.read_bytes())
+        checkpoints = [Checkpoint(**d) for d in json.loads(path.read_text())]
     except (ValueError, TypeError) as exc:
         fail(f"cannot read the checkpoints or the key: {exc}")
+    return _verified(checkpoints, key)
+
+
+def _public_key(data: bytes) -> PublicKey:
+    """A public key in OpenSSH (how nodes enrol theirs) or PEM form."""
+    from cryptography.hazmat.primitives import serialization
+
+    if data.startswith((b"ecdsa-", b"ssh-")):
+        return serialization.load_ssh_public_key(data)  # type: ignore[return-value]
+    return serialization.load_pem_public_key(data)  # type: ignore[return-value]
+
+
+def _verified(checkpoints: list[Checkpoint], key: PublicKey) -> list[Checkpoint]:
     try:
-        return [c.verify(key) for c in checkpoints]  # type: ignore[arg-type]
+        return [c.verify(key) for c in checkpoints]
     except CheckpointError as exc:
         fail(str(exc))
+
+
+def _get(http: httpx.Client, path: str) -> Any:
+    resp = http.get(path)
+    if resp.status_code != 200:
+        fail(f"the portal answered {resp.status_code} for {path}: {_detail(resp)}")
+    return resp.json()
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("detail") or resp.text[:200])
+    except (ValueError, AttributeError):
+        return resp.text[:200]
+
+
+def _party_log(url: str, token: str | None, party: str
+               ) -> tuple[list[AuditEntry], list[Checkpoint]]:
+    """A party's log and the checkpoints the portal holds for it, every signature checked
+    with the party's key: the portal's own permit key, or the node's enrolled key (a
+    node's log is its signed upload, which the portal relays but cannot have edited)."""
+    with _auditor(url, token) as http:
+        held = [Checkpoint(**c) for c in _get(http, f"/v1/audit/checkpoints/{party}")]
+        if party == "portal":
+            latest = {c["party"]: c for c in _get(http, "/v1/audit/checkpoints")}
+            key = _public_key(latest["portal"]["public_key"].encode())
+            entries = list(_portal_entries(url, token))
+        else:
+            upload = _get(http, f"/v1/audit/nodes/{party}/export")
+            if not upload.get("public_key"):
+                fail(f"the portal holds no enrolled key for {party}")
+            key = _public_key(upload["public_key"].encode())
+            try:
+                entries = SignedExport(party, upload["jsonl"], upload["signature"]
+                                       ).verify(key).entries()
+            except CheckpointError as exc:
+                fail(str(exc))
+            except (ValueError, TypeError) as exc:
+                fail(f"the export of {party} is not JSON lines of audit rows: {exc}")
+    if not held:
+        fail(f"the portal holds no checkpoint of {party}: nothing to check its log against")
+    return entries, _verified(held, key)
+
+
+def _record(url: str, token: str | None, party: str, result: VerifyResult) -> None:
+    """Publish the result in the portal's transparency register."""
+    body = {"party": party, "ok": result.ok, "rows": result.rows,
+            "checkpoint_seq": result.checkpoint_seq, "problem": result.problem}
+    with _auditor(url, token) as http:
+        resp = http.post("/v1/audit/verifications", json=body)
+    if resp.status_code != 201:
+        fail(f"the portal did not record the result: {resp.status_code} {_detail(resp)}")
 
 
 @app.command()
@@ -98,12 +173,29 @@ def verify(db: Path = DbOpt, file: Path = FileOpt, portal: str = PortalOpt,
                "also catches a cut tail, a rewritten chain or a forked history"),
            public_key: Path = typer.Option(
                None, "--public-key", help="the signing party's public key (PEM or OpenSSH)"),
+           party: str = typer.Option(
+               None, "--party", help="with --portal: check this party's log (`portal` or a "
+               "hospital id, whose node uploaded it) against the checkpoints the portal holds"),
+           record: bool = typer.Option(
+               False, "--record", help="with --party: publish the result in the portal's "
+               "transparency register"),
            ) -> None:
     """Recompute the hash chain (and check it against signed checkpoints); exit 1 and
     name the first bad row, or the checkpoint contradicted, if it is broken."""
-    entries = _entries(db, file, portal, token)
-    result = (verify_against(entries, _checkpoints(checkpoints, public_key))
-              if checkpoints is not None else verify_entries(entries))
+    if party is not None:
+        if portal is None or db is not None or file is not None or checkpoints is not None:
+            fail("--party checks a log the portal holds: give --portal and no --db, --file "
+                 "or --checkpoints")
+        entries, held = _party_log(portal, token, party)
+        result = verify_against(entries, held)
+        if record:
+            _record(portal, token, party, result)
+    elif record:
+        fail("--record publishes a remote audit: it needs --portal and --party")
+    else:
+        entries = _entries(db, file, portal, token)
+        result = (verify_against(entries, _checkpoints(checkpoints, public_key))
+                  if checkpoints is not None else verify_entries(entries))
     if as_json:
         print_json(result.as_dict())
     elif result.ok:

@@ -503,8 +503,24 @@ def audit_export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="JSONL file [default: stdout].")
     ] = None,
+    upload: Annotated[
+        bool, typer.Option("--upload", help="Sign the log with the node's enrolled key and "
+                           "upload it to the portal for a remote audit (audit rows only).")
+    ] = False,
 ) -> None:
-    """Export the log as JSON lines (verifiable offline with `tre audit verify --file`)."""
+    """Export the log as JSON lines (verifiable offline with `tre audit verify --file`),
+    or upload it signed for an auditor (`tre audit verify --portal URL --party ID`)."""
+    if upload:
+        from federation.node.enrol import upload_audit_export
+
+        if output is not None:
+            fail("give --output or --upload, not both: the upload goes to the portal")
+
+        with node_errors():
+            sent = upload_audit_export(open_home(home))
+        console.print(f"audit log of {sent['party']} uploaded: {sent['row_count']} rows, "
+                      f"sha256 {sent['sha256'][:12]}…", highlight=False)
+        return
     with node_errors():
         lines = list(open_home(home).audit.export_jsonl())
     text = "".join(line + "\n" for line in lines)

@@ -89,6 +89,8 @@ class VerifyResult:
     head_hash: str
     first_bad_seq: int | None = None
     problem: str | None = None
+    #: checked against signed checkpoints: the one contradicted, else the newest agreed with
+    checkpoint_seq: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +99,7 @@ class VerifyResult:
             "head_hash": self.head_hash,
             "first_bad_seq": self.first_bad_seq,
             "problem": self.problem,
+            "checkpoint_seq": self.checkpoint_seq,
         }
 
 

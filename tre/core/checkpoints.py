@@ -11,21 +11,24 @@ else. A log is then checked against every checkpoint it must contain:
 * a row whose hash differs from the checkpoint's: the chain was rewritten, or the
   history forked after the checkpoint was signed.
 
-Each finding names the checkpoint it contradicts.
+Each finding names the checkpoint it contradicts. For a remote audit a party signs
+its whole exported log with the same key (`SignedExport`), so that a copy relayed by
+someone else is known to be the one it sent.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tre.core.audit import AuditEntry, VerifyResult, canonical_json, verify_entries
+from tre.core.audit import AuditEntry, VerifyResult, canonical_json, parse_jsonl, verify_entries
 
 SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -35,8 +38,51 @@ class CheckpointError(Exception):
     """A checkpoint whose signature does not verify with the party's key."""
 
 
+def sign(key: SigningKey, payload: bytes) -> str:
+    """A base64 signature of `payload` (ECDSA with SHA-256 for EC keys, else Ed25519)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        raw = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    else:
+        raw = key.sign(payload)
+    return base64.b64encode(raw).decode()
+
+
+def signature_valid(key: PublicKey, signature: str, payload: bytes) -> bool:
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(raw, payload, ec.ECDSA(hashes.SHA256()))
+        else:
+            key.verify(raw, payload)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+class _SignedByParty:
+    """What a party signs with its key: `payload()` is signed, `described()` names it."""
+
+    party: str
+    signature: str
+
+    def payload(self) -> bytes:
+        raise NotImplementedError
+
+    def described(self) -> str:
+        raise NotImplementedError
+
+    def signed(self, key: SigningKey) -> Self:
+        return replace(self, signature=sign(key, self.payload()))  # type: ignore[type-var]
+
+    def verify(self, key: PublicKey) -> Self:
+        """Itself, or CheckpointError naming what is not signed by whom."""
+        if not signature_valid(key, self.signature, self.payload()):
+            raise CheckpointError(f"{self.described()} is not signed by {self.party}'s key")
+        return self
+
+
 @dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(_SignedByParty):
     party: str
     seq: int
     hash: str
@@ -48,28 +94,35 @@ class Checkpoint:
         return canonical_json({"party": self.party, "seq": self.seq, "hash": self.hash,
                                "at": self.at}).encode()
 
-    def signed(self, key: SigningKey) -> Checkpoint:
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            raw = key.sign(self.payload(), ec.ECDSA(hashes.SHA256()))
-        else:
-            raw = key.sign(self.payload())
-        return replace(self, signature=base64.b64encode(raw).decode())
-
-    def verify(self, key: PublicKey) -> Checkpoint:
-        """The checkpoint itself, or CheckpointError naming it."""
-        try:
-            raw = base64.b64decode(self.signature, validate=True)
-            if isinstance(key, ec.EllipticCurvePublicKey):
-                key.verify(raw, self.payload(), ec.ECDSA(hashes.SHA256()))
-            else:
-                key.verify(raw, self.payload())
-        except (InvalidSignature, ValueError) as exc:
-            raise CheckpointError(f"the checkpoint of {self.party} at row {self.seq} "
-                                  f"({self.at}) is not signed by {self.party}'s key") from exc
-        return self
+    def described(self) -> str:
+        return f"the checkpoint of {self.party} at row {self.seq} ({self.at})"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SignedExport(_SignedByParty):
+    """A party's whole log as JSON Lines, signed with the same key as its checkpoints, so
+    that the copy an auditor fetches through the portal is the one the party sent (the
+    portal relays it, it cannot have edited it). Audit rows only: they carry no records."""
+
+    party: str
+    jsonl: str
+    signature: str = ""
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.jsonl.encode()).hexdigest()
+
+    def payload(self) -> bytes:
+        """The party and the digest of the lines: an export cannot pass as another party's."""
+        return canonical_json({"party": self.party, "sha256": self.sha256()}).encode()
+
+    def described(self) -> str:
+        return f"the audit export of {self.party} (sha256 {self.sha256()[:12]}…)"
+
+    def entries(self) -> list[AuditEntry]:
+        return list(parse_jsonl(self.jsonl.splitlines()))
 
 
 def verify_against(entries: Iterable[AuditEntry], checkpoints: Iterable[Checkpoint]
@@ -81,16 +134,19 @@ def verify_against(entries: Iterable[AuditEntry], checkpoints: Iterable[Checkpoi
         return result
     by_seq = {e.seq: e for e in rows}
     last = rows[-1].seq if rows else 0
+    agreed = None
     for cp in sorted(checkpoints, key=lambda c: c.seq):
         if cp.seq == 0:
             continue
         if cp.seq > last:
             return VerifyResult(False, len(rows), result.head_hash, last + 1,
                                 f"the log ends at row {last}, but {cp.party} signed a "
-                                f"checkpoint at row {cp.seq} on {cp.at}: its tail was cut")
+                                f"checkpoint at row {cp.seq} on {cp.at}: its tail was cut",
+                                cp.seq)
         if by_seq[cp.seq].hash != cp.hash:
             return VerifyResult(False, len(rows), result.head_hash, cp.seq,
                                 f"row {cp.seq} is not the row {cp.party} signed in its "
                                 f"checkpoint of {cp.at}: the chain was rewritten or its "
-                                "history forked")
-    return result
+                                "history forked", cp.seq)
+        agreed = cp.seq
+    return replace(result, checkpoint_seq=agreed)

@@ -20,6 +20,7 @@ from tre.portal.routes import (
     catalogue,
     consent,
     feasibility,
+    indicators,
     nodes,
     ops,
     outputs,
@@ -130,8 +131,10 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(synthetic.router)
     app.include_router(feasibility.router)
     app.include_router(nodes.router)
+    app.include_router(indicators.router)
     install_web(app, settings)  # web UI: pages, session + CSRF middleware, static files
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        larger=[(synthetic.UPLOAD_PATH, settings.max_upload_bytes),
-                               (results.MODEL_PATH, settings.max_upload_bytes)])
+                               (results.MODEL_PATH, settings.max_upload_bytes),
+                               (audit.EXPORT_PATH, settings.max_upload_bytes)])
     return app

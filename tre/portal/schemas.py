@@ -30,6 +30,17 @@ def plain_text(text: str) -> str:
     return text
 
 
+def zoned_time(text: str) -> str:
+    """An ISO 8601 time with its offset: the register and `/metrics` read it as a time."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise ValueError("has no UTC offset")
+    return text
+
+
 ShortText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(plain_text)]
 LongText = Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(plain_text)]
 Rationale = Annotated[str, Field(min_length=10, max_length=10_000), AfterValidator(plain_text)]
@@ -214,9 +225,32 @@ class CheckpointIn(Strict):
     seq: int = Field(ge=0, le=2**62, strict=True)
     hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     at: Annotated[str, Field(min_length=10, max_length=40,
-                             pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+Z-]+$")]
+                             pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+Z-]+$"),
+                  AfterValidator(zoned_time)]
     signature: Annotated[str, Field(min_length=16, max_length=400,
                                     pattern=r"^[A-Za-z0-9+/=]+$")]
+
+
+Party = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class AuditExportIn(Strict):
+    """A node's whole audit log as JSON Lines, signed with its enrolled key
+    (tre.core.checkpoints.SignedExport): audit rows only, never records."""
+
+    jsonl: str
+    signature: Annotated[str, Field(min_length=16, max_length=400,
+                                    pattern=r"^[A-Za-z0-9+/=]+$")]
+
+
+class VerificationIn(Strict):
+    """What an auditor found checking a party's log against its checkpoints."""
+
+    party: Party
+    ok: bool = Field(strict=True)
+    rows: int = Field(ge=0, le=2**62, strict=True)
+    checkpoint_seq: int | None = Field(default=None, ge=0, le=2**62, strict=True)
+    problem: Annotated[str, Field(max_length=1000)] | None = None
 
 
 class NodeKeyIn(Strict):

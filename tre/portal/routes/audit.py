@@ -1,7 +1,8 @@
-"""The auditor's view of the portal's hash-chained log."""
+"""The auditor's view of the portal's hash-chained log, the checkpoints, the nodes' logs."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -11,10 +12,12 @@ from access_control.policy import Action
 from access_control.tokens import Principal
 from tre.portal.context import Portal
 from tre.portal.routes import portal
-from tre.portal.schemas import CheckpointIn
+from tre.portal.schemas import AuditExportIn, CheckpointIn, Party, VerificationIn
 from tre.portal.services import checkpoints
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+#: A node's whole log is larger than an ordinary body: the upload limit applies.
+EXPORT_PATH = re.compile(r"^/v1/audit/nodes/[^/]+/export$")
 
 
 @router.get("")
@@ -51,3 +54,33 @@ def latest_checkpoints(p: Portal = Depends(portal)) -> list[dict[str, Any]]:
 def party_checkpoints(party: str, p: Portal = Depends(portal)) -> list[dict[str, Any]]:
     """Every checkpoint of one party: `tre audit verify --checkpoints` reads this list."""
     return checkpoints.of_party(p, party)
+
+
+@router.post("/nodes/{party}/export", status_code=201)
+def upload_node_export(party: Party, body: AuditExportIn, p: Portal = Depends(portal),
+                       who: Principal = Depends(require(Action.AUDIT_EXPORT_UPLOAD))
+                       ) -> dict[str, Any]:
+    """A node's signed log (audit rows only), for its own hospital, kept for auditors."""
+    return checkpoints.receive_export(p, who, party, body)
+
+
+@router.get("/nodes/{party}/export")
+def node_export(party: Party, p: Portal = Depends(portal),
+                who: Principal = Depends(require(Action.AUDIT_EXPORT_READ))) -> dict[str, Any]:
+    """The newest log the node uploaded, its signature and the node's enrolled key:
+    `tre audit verify --portal URL --party P` checks all three against the checkpoints."""
+    return checkpoints.export_of(p, who, party)
+
+
+@router.post("/verifications", status_code=201)
+def record_verification(body: VerificationIn, p: Portal = Depends(portal),
+                        who: Principal = Depends(require(Action.AUDIT_VERIFICATION_RECORD))
+                        ) -> dict[str, Any]:
+    """An auditor's result for one party's log, published in the register."""
+    return checkpoints.record_verification(p, who, body)
+
+
+@router.get("/verifications", tags=["public"])
+def latest_verifications(p: Portal = Depends(portal)) -> list[dict[str, Any]]:
+    """Each party's newest independent verification: result, rows, date."""
+    return checkpoints.latest_verifications(p)

@@ -28,6 +28,7 @@ from tre.portal.schemas import (
     RequestState,
     ReviewIn,
 )
+from tre.portal.services import checkpoints
 from tre.portal.store import access as store
 
 EDITABLE = {RequestState.DRAFT, RequestState.CHANGES_REQUESTED}
@@ -304,7 +305,8 @@ def list_apps(portal: Portal) -> list[dict[str, Any]]:
 
 
 def transparency(portal: Portal) -> dict[str, Any]:
-    """The public register (EHDS Art. 57): permits and refusals, no personal data."""
+    """The public register (EHDS Art. 57): permits and refusals, and each party's audit
+    checkpoint and last independent verification; no personal data."""
     expire_due_permits(portal)
     with portal.db.reader() as cur:
         requests = store.list_requests(cur)
@@ -341,4 +343,5 @@ def transparency(portal: Portal) -> dict[str, Any]:
         "refusals": refused,
         "decisions": len(durations),
         "median_days_to_decision": statistics.median(durations) if durations else None,
+        "audit": checkpoints.audit_status(portal),
     }

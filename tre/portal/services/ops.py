@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,6 +14,7 @@ from access_control.tokens import Principal
 from tre.core.backup import sha256_file, snapshot
 from tre.portal.context import Portal
 from tre.portal.errors import Conflict, NotFound
+from tre.portal.services import checkpoints
 
 
 def backup(portal: Portal, principal: Principal) -> dict[str, Any]:
@@ -81,6 +84,31 @@ class _PortalCollector:
                                 value=statistics.median(days) if days else float("nan"))
         yield GaugeMetricFamily("tre_audit_rows", "Rows in the portal audit log",
                                 value=audit_rows)
+        yield from _audit_status_families(checkpoints.audit_status(self.portal))
+
+
+def _audit_status_families(status: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    """Per party: the newest signed checkpoint, and the newest independent verification."""
+    seq = GaugeMetricFamily("tre_audit_checkpoint_seq",
+                            "Row of the newest signed checkpoint of each party", labels=["party"])
+    signed_at = GaugeMetricFamily("tre_audit_checkpoint_timestamp_seconds",
+                                  "When each party signed its newest checkpoint",
+                                  labels=["party"])
+    ok = GaugeMetricFamily("tre_audit_verification_ok",
+                           "1 if the last independent verification of each party's log found "
+                           "it intact, 0 if it found it broken", labels=["party"])
+    verified_at = GaugeMetricFamily("tre_audit_verification_timestamp_seconds",
+                                    "When each party's log was last verified independently",
+                                    labels=["party"])
+    for row in status:
+        party, checkpoint, verification = row["party"], row["checkpoint"], row["verification"]
+        if checkpoint is not None:
+            seq.add_metric([party], checkpoint["seq"])
+            signed_at.add_metric([party], datetime.fromisoformat(checkpoint["at"]).timestamp())
+        if verification is not None:
+            ok.add_metric([party], 1 if verification["ok"] else 0)
+            verified_at.add_metric([party], verification["verified_at"].timestamp())
+    yield from (seq, signed_at, ok, verified_at)
 
 
 def metrics_text(portal: Portal) -> bytes:

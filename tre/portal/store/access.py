@@ -234,3 +234,24 @@ def get_app(cur: Cursor, app_id: str) -> dict[str, Any] | None:
 def list_apps(cur: Cursor) -> list[dict[str, Any]]:
     cur.execute("SELECT * FROM approved_app ORDER BY app_id")
     return rows_as_dicts(cur)
+
+
+def decisions(cur: Cursor) -> list[dict[str, Any]]:
+    """Every decided request: when it was first submitted, when and how it was decided."""
+    cur.execute("SELECT id, status, submitted_at, decided_at FROM access_request"
+                " WHERE decided_at IS NOT NULL AND submitted_at IS NOT NULL ORDER BY decided_at")
+    return rows_as_dicts(cur)
+
+
+def refusal_reasons(cur: Cursor) -> list[dict[str, Any]]:
+    """The rationales of the reviews that refused a request, in the round that decided it."""
+    cur.execute("SELECT r.id AS request_id, r.decided_at, v.rationale FROM access_request r"
+                " JOIN review v ON v.request_id = r.id AND v.review_round = r.review_round"
+                " WHERE r.status = 'rejected' AND v.decision = 'reject'"
+                " ORDER BY r.decided_at, v.created_at")
+    return rows_as_dicts(cur)
+
+
+def permit_issues(cur: Cursor) -> list[dict[str, Any]]:
+    cur.execute("SELECT id, issued_at FROM permit ORDER BY issued_at")
+    return rows_as_dicts(cur)

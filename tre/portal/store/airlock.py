@@ -86,3 +86,11 @@ def insert_review(cur: Cursor, oid: str, sub: str, username: str, decision: str,
 def reviews_for(cur: Cursor, oid: str) -> list[dict[str, Any]]:
     cur.execute("SELECT * FROM output_review WHERE output_id = ? ORDER BY created_at", [oid])
     return rows_as_dicts(cur)
+
+
+def releases(cur: Cursor) -> list[dict[str, Any]]:
+    """Each released output, with when it was released and when its run was started."""
+    cur.execute("SELECT o.id, o.decided_at AS released_at, r.created_at AS run_started_at"
+                " FROM output o JOIN run r ON r.id = o.run_id"
+                " WHERE o.status = 'released' ORDER BY o.decided_at")
+    return rows_as_dicts(cur)

@@ -130,3 +130,9 @@ def bind_credential(cur: Cursor, digest: str, flower_run_id: int) -> None:
 
 def mark_reported(cur: Cursor, digest: str, now: datetime) -> None:
     cur.execute("UPDATE run_credential SET report_at = ? WHERE digest = ?", [now, digest])
+
+
+def run_starts(cur: Cursor) -> list[dict[str, Any]]:
+    """When each run was started, under which permit."""
+    cur.execute("SELECT id, permit_id, created_at FROM run ORDER BY created_at")
+    return rows_as_dicts(cur)

@@ -58,6 +58,9 @@ EN: dict[str, str] = {
     "withdrawn": "withdrawn", "active": "active", "expired": "expired", "revoked": "revoked",
     "exhausted": "exhausted", "pending": "pending", "approved_once": "approved once",
     "released": "released",
+    "days_to_decision": "Days from first submission to decision",
+    "days_permit_to_first_run": "Days from permit to first run",
+    "days_run_to_release": "Days from run to released output",
     "approve": "approve", "reject": "reject", "request_changes": "request changes",
     "public_interest_health": "Public interest in public health",
     "policy_making": "Policy making and regulation",
@@ -539,4 +542,40 @@ FR: dict[str, str] = {
         "Aucune exécution n'a utilisé les données de cet hôpital.",
     "Runs on this hospital's data": "Exécutions sur les données de cet hôpital",
     "Researcher": "Chercheur",
+    "Audit trail": "Journal d'audit",
+    "Each party signs the head of its hash-chained audit log; an independent auditor "
+    "checks the log against these checkpoints.":
+        "Chaque partie signe la tête de son journal d'audit chaîné par hachage ; un auditeur "
+        "indépendant vérifie le journal par rapport à ces points de contrôle.",
+    "Party": "Partie",
+    "Latest checkpoint": "Dernier point de contrôle",
+    "Signed": "Signé",
+    "Last independent verification": "Dernière vérification indépendante",
+    "Verified": "Vérifié",
+    "row {seq}": "ligne {seq}",
+    "intact": "intact",
+    "broken": "rompu",
+    "checkpoint of row {seq}": "point de contrôle de la ligne {seq}",
+    "not verified yet": "pas encore vérifié",
+    "No checkpoint has been signed yet.": "Aucun point de contrôle n'a encore été signé.",
+    "days_to_decision": "Jours de la première soumission à la décision",
+    "days_permit_to_first_run": "Jours de l'autorisation à la première exécution",
+    "days_run_to_release": "Jours de l'exécution au résultat libéré",
+    "Indicators": "Indicateurs",
+    "What the research environment hosted and how long access took, per quarter. Delays "
+    "count from a request's first submission. No personal data is shown.":
+        "Ce que l'environnement de recherche a accueilli et le temps qu'a pris l'accès, par "
+        "trimestre. Les délais comptent depuis la première soumission d'une demande. Aucune "
+        "donnée personnelle n'est affichée.",
+    "The same figures as JSON": "Les mêmes chiffres en JSON",
+    "Permits issued": "Autorisations délivrées",
+    "Outputs released": "Résultats libérés",
+    "Access delays": "Délais d'accès",
+    "Median days per quarter; the tick marks the 90th percentile":
+        "Jours médians par trimestre ; le trait marque le 90e centile",
+    "median {median} days, 90th percentile {p90} days":
+        "médiane {median} jours, 90e centile {p90} jours",
+    "No access delay can be measured yet.": "Aucun délai d'accès ne peut encore être mesuré.",
+    "Quarter": "Trimestre",
+    "median / 90th percentile": "médiane / 90e centile",
 }

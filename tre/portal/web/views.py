@@ -24,8 +24,8 @@ from tre.portal.schemas import (
     ReviewIn,
     RevokeIn,
 )
-from tre.portal.services import access
-from tre.portal.web import forms
+from tre.portal.services import access, indicators
+from tre.portal.web import charts, forms
 from tre.portal.web.pages import Ctx, PageError, context, needs, redirect, render, web_router
 
 router = web_router()
@@ -54,6 +54,14 @@ def home(ctx: Ctx = Depends(context)) -> Response:
 def transparency(ctx: Ctx = Depends(context)) -> Response:
     """The public register of permits and refusals (no login, no personal data)."""
     return render(ctx, "transparency.html", register=access.transparency(ctx.portal))
+
+
+@router.get("/indicators")
+def indicators_page(ctx: Ctx = Depends(context)) -> Response:
+    """The public indicators (proposal 56c) with their delay chart (no login)."""
+    figures = indicators.indicators(ctx.portal)
+    return render(ctx, "indicators.html", figures=figures, delays=indicators.DELAYS,
+                  chart=charts.delay_chart(figures["quarters"], indicators.DELAYS))
 
 
 # ---------------------------------------------------------------- access requests
