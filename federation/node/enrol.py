@@ -38,6 +38,8 @@ PUB_FILE = "flower-node-key.pub"
 ENROL_TIMEOUT_S = 120.0
 #: A checkpoint after an answer must not hold the answer up for long.
 CHECKPOINT_TIMEOUT_S = 5.0
+#: A serving node also checkpoints at least this often, on days without any answer.
+CHECKPOINT_INTERVAL_S = 24 * 3600
 
 
 def generate_key_pair() -> tuple[bytes, bytes]:
@@ -114,7 +116,8 @@ def checkpoint_after_answer(home_path: Path) -> dict[str, Any] | None:
     recorded is pinned at once. The store is closed before the HTTP call (the node's
     other ClientApps must not wait for its lock meanwhile), and it is best effort: a
     node not enrolled, or a portal out of reach, must not turn an answer into an error
-    (the daily `tre node audit checkpoint` catches up); it is logged instead."""
+    (the next answer, or the serving node's daily checkpoint, catches up); it is logged
+    instead."""
     try:
         with node_session(home_path) as home:
             if not key_path(home).exists() or home.credentials() is None:

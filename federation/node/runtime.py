@@ -38,8 +38,10 @@ from flwr.supernode.runtime.run_clientapp import (
 )
 
 from federation.apps.fab import FabRefused, check_fab, installed_apps, serving_fab
+from federation.node.enrol import CHECKPOINT_INTERVAL_S, checkpoint_after_answer
 from federation.node.governance import node_session
 from federation.runtime import acquire_task, runtime_client, supervised
+from tre.core.periodic import Every
 
 REFUSED = 4030  # the error code of every refusal a node answers
 POLL_S = 0.05
@@ -142,8 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("supernode", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     with supervised(args.supernode) as (supernode, stop):
-        warm_up()
-        serve_tasks(args.runtime_address, args.secret_file, args.home, stop)
+        daily = Every(CHECKPOINT_INTERVAL_S, lambda: checkpoint_after_answer(args.home),
+                      name="node-audit-checkpoint").start()
+        try:
+            warm_up()
+            serve_tasks(args.runtime_address, args.secret_file, args.home, stop)
+        finally:
+            daily.stop()
     return supernode.returncode or 0
 
 

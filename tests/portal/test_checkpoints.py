@@ -5,6 +5,7 @@ over HTTP, a real node home and its enrolled key)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from federation.node.enrol import generate_key_pair, key_path, send_checkpoint
 from federation.node.home import NodeHome
-from tests.fixtures.portal import bearer, enrolled_node
+from tests.fixtures.portal import APP_HASH, APP_ID, LivePortal, bearer, enrolled_node
 from tre.cli.main import app as cli
 from tre.core.checkpoints import Checkpoint, verify_against
 
@@ -77,3 +78,20 @@ def test_a_checkpoint_not_signed_by_the_enrolled_key_or_forking_is_refused_and_a
     assert [e.object_id for e in refused] == ["hospital-a", "hospital-a"]
     assert httpx.get(f"{portal.url}/v1/audit/checkpoints/hospital-a").json()[0]["hash"] \
         == digest
+
+
+def test_the_portal_signs_its_head_on_its_own_on_quiet_days_too(keycloak, tmp_path: Path):
+    """No node checkpoint arrives, yet the portal's latest rows get a signed head
+    (daily in production; every 0.3 s here)."""
+    with LivePortal(keycloak, tmp_path / "portal", checkpoint_interval_s=0.3) as live:
+        r = httpx.post(f"{live.url}/v1/apps", headers=bearer(keycloak.token("admin1")),
+                       json={"app_id": APP_ID, "app_hash": APP_HASH, "description": "app"})
+        assert r.status_code == 201, r.text
+        newest = live.portal.audit.entries()[-1].seq
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            held = httpx.get(f"{live.url}/v1/audit/checkpoints/portal").json()
+            if any(c["seq"] == newest for c in held):
+                break
+            time.sleep(0.2)
+        assert any(c["seq"] == newest for c in held), held

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import tre
 from access_control.sessions import SessionCheck
 from access_control.tokens import TokenValidator
+from tre.core.periodic import Every
 from tre.portal import access_log, problems
 from tre.portal.context import Portal
 from tre.portal.routes import (
@@ -98,9 +99,13 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             ttl_s=settings.session_check_ttl_s)
         run_service.recover(app.state.portal)
         checkpoint_service.sign_own(app.state.portal)  # the head it starts from, published
+        daily = Every(settings.checkpoint_interval_s,
+                      lambda: checkpoint_service.sign_own(app.state.portal),
+                      name="portal-audit-checkpoint").start()
         try:
             yield
         finally:
+            daily.stop()
             app.state.portal.close()
 
     app = FastAPI(

@@ -45,6 +45,8 @@ class PortalSettings(CommonSettings):
     airlock_mia_max_advantage: float = Field(default=0.1, ge=0, le=1)
     # how long a write trusts Keycloak's "this session is alive" (access_control.sessions)
     session_check_ttl_s: float = Field(default=30.0, ge=0, le=30)
+    # the portal signs its audit head at least this often, on quiet days too
+    checkpoint_interval_s: float = Field(default=24 * 3600, gt=0)
 
     @property
     def database(self) -> Path:
