@@ -34,7 +34,7 @@ from federation.apps.tasks import (
     train_task,
 )
 from federation.node.consent import consent_filter_for
-from federation.node.enrol import checkpoint_after_answer
+from federation.node.enrol import checkpoint_best_effort
 from federation.node.governance import Refusal
 
 app = ClientApp()
@@ -129,5 +129,5 @@ def close(msg: Message, context: Context) -> Message:
         out = close_task(ctx, params)
     except Refusal as refusal:
         return _refused(msg, context, refusal)
-    checkpoint_after_answer(ctx.home)  # the run's rows, pinned at the portal at once
+    checkpoint_best_effort(ctx.home)  # the run's rows, pinned at the portal at once
     return Message(content=RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)

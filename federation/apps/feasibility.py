@@ -39,7 +39,7 @@ from federation.apps.fab import (
 )
 from federation.apps.report import results_sender
 from federation.node.consent import consent_filter_for
-from federation.node.enrol import checkpoint_after_answer
+from federation.node.enrol import checkpoint_best_effort
 from federation.node.governance import ConsentFilter, Refusal, node_session
 from federation.node.home import NodeHome
 from federation.node.permit_keys import KeyRefused, keys_for
@@ -155,7 +155,7 @@ def feasibility(msg: Message, context: Context) -> Message:
     reply = _feasibility_answer(msg, context)
     home_path = context.node_config.get("node-home")
     if home_path:
-        checkpoint_after_answer(Path(str(home_path)))
+        checkpoint_best_effort(Path(str(home_path)))
     return reply
 
 

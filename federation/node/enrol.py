@@ -111,7 +111,7 @@ def send_checkpoint(home: NodeHome, client: PortalClient | None = None) -> dict[
     return (client or PortalClient.for_home(home)).send_checkpoint(_signed_head(home))
 
 
-def checkpoint_after_answer(home_path: Path) -> dict[str, Any] | None:
+def checkpoint_best_effort(home_path: Path) -> dict[str, Any] | None:
     """Send a checkpoint after a run or a feasibility answer, so that what the node just
     recorded is pinned at once. The store is closed before the HTTP call (the node's
     other ClientApps must not wait for its lock meanwhile), and it is best effort: a

@@ -40,7 +40,8 @@ class PortalError(Exception):
         self.status = status
 
 
-def _detail(resp: httpx.Response) -> str:
+def problem_detail(resp: httpx.Response) -> str:
+    """What an error answer says: its problem `detail` (or OAuth `error`), else its text."""
     try:
         body = resp.json()
         if isinstance(body, dict):
@@ -149,7 +150,7 @@ class PortalClient:
         if resp.status_code != 200:
             raise PortalError(
                 f"Keycloak refused the node's credentials at {url}: {resp.status_code} "
-                f"{_detail(resp)}", resp.status_code)
+                f"{problem_detail(resp)}", resp.status_code)
         body = resp.json()
         token = body["access_token"]
         _TOKENS[key] = (token, time.time() + float(body.get("expires_in", 60)))
@@ -161,7 +162,7 @@ class PortalClient:
         url = f"{self.portal_url}/v1/permit-keys"
         resp = self._request("GET", url)
         if resp.status_code != 200:
-            raise PortalError(f"{url} answered {resp.status_code}: {_detail(resp)}",
+            raise PortalError(f"{url} answered {resp.status_code}: {problem_detail(resp)}",
                               resp.status_code)
         try:
             data = resp.json()
@@ -178,7 +179,7 @@ class PortalClient:
         if resp.status_code not in (200, 201):
             raise PortalError(
                 f"the portal refused dataset {body.get('dataset_id')}: {resp.status_code} "
-                f"{_detail(resp)}", resp.status_code)
+                f"{problem_detail(resp)}", resp.status_code)
         try:
             return resp.json()
         except ValueError:
@@ -212,7 +213,7 @@ class PortalClient:
         if resp.status_code not in (200, 201):
             raise PortalError(
                 f"the portal refused the synthetic version of {dataset_id}: {resp.status_code} "
-                f"{_detail(resp)}", resp.status_code)
+                f"{problem_detail(resp)}", resp.status_code)
         try:
             return resp.json()
         except ValueError:
@@ -226,7 +227,7 @@ class PortalClient:
                    else {})
         resp = self._request("GET", url, headers=headers)
         if resp.status_code != 200:
-            raise PortalError(f"{url} answered {resp.status_code}: {_detail(resp)}",
+            raise PortalError(f"{url} answered {resp.status_code}: {problem_detail(resp)}",
                               resp.status_code)
         try:
             return str(resp.json()["ticket"])
@@ -240,7 +241,7 @@ class PortalClient:
                              headers={"Authorization": f"Bearer {self.access_token()}"})
         if resp.status_code != 201:
             raise PortalError(f"the portal refused the checkpoint: {resp.status_code} "
-                              f"{_detail(resp)}", resp.status_code)
+                              f"{problem_detail(resp)}", resp.status_code)
         return resp.json()
 
     def upload_audit_export(self, hospital_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +251,7 @@ class PortalClient:
                              headers={"Authorization": f"Bearer {self.access_token()}"})
         if resp.status_code != 201:
             raise PortalError(f"the portal refused the audit export: {resp.status_code} "
-                              f"{_detail(resp)}", resp.status_code)
+                              f"{problem_detail(resp)}", resp.status_code)
         return resp.json()
 
     def reachable(self) -> tuple[bool, str]:

@@ -38,7 +38,7 @@ from flwr.supernode.runtime.run_clientapp import (
 )
 
 from federation.apps.fab import FabRefused, check_fab, installed_apps, serving_fab
-from federation.node.enrol import CHECKPOINT_INTERVAL_S, checkpoint_after_answer
+from federation.node.enrol import CHECKPOINT_INTERVAL_S, checkpoint_best_effort
 from federation.node.governance import node_session
 from federation.runtime import acquire_task, runtime_client, supervised
 from tre.core.periodic import Every
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("supernode", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     with supervised(args.supernode) as (supernode, stop):
-        daily = Every(CHECKPOINT_INTERVAL_S, lambda: checkpoint_after_answer(args.home),
+        daily = Every(CHECKPOINT_INTERVAL_S, lambda: checkpoint_best_effort(args.home),
                       name="node-audit-checkpoint").start()
         try:
             warm_up()

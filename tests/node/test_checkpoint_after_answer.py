@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from federation.node.enrol import checkpoint_after_answer, ensure_node_key
+from federation.node.enrol import checkpoint_best_effort, ensure_node_key
 from federation.node.home import NodeConfig, NodeHome
 from tests.fixtures.net import free_port
 
@@ -21,11 +21,11 @@ def test_an_unreachable_portal_is_logged_and_the_store_left_free(tmp_path, caplo
         hospital_id="hospital-a", portal_url=closed, extra={"keycloak_url": closed}),
         {"keys": []})
     home.close()
-    assert checkpoint_after_answer(home.path) is None  # no key, no credentials: nothing to do
+    assert checkpoint_best_effort(home.path) is None  # no key, no credentials: nothing to do
     home.save_credentials("tre-node-hospital-a", "secret")
     ensure_node_key(home)
     with caplog.at_level(logging.WARNING, logger="federation.node.enrol"):
-        assert checkpoint_after_answer(home.path) is None
+        assert checkpoint_best_effort(home.path) is None
     assert "no checkpoint sent" in caplog.text and "cannot reach" in caplog.text
     reopened = NodeHome(home.path)
     assert reopened.audit.head()[0] == 0  # the store opens: no lock held, nothing written

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import typer
 
+from federation.node.portal_client import problem_detail
 from tre.cli.common import console, fail, print_json
 from tre.core.audit import (
     AuditEntry,
@@ -116,15 +117,8 @@ def _verified(checkpoints: list[Checkpoint], key: PublicKey) -> list[Checkpoint]
 def _get(http: httpx.Client, path: str) -> Any:
     resp = http.get(path)
     if resp.status_code != 200:
-        fail(f"the portal answered {resp.status_code} for {path}: {_detail(resp)}")
+        fail(f"the portal answered {resp.status_code} for {path}: {problem_detail(resp)}")
     return resp.json()
-
-
-def _detail(resp: httpx.Response) -> str:
-    try:
-        return str(resp.json().get("detail") or resp.text[:200])
-    except (ValueError, AttributeError):
-        return resp.text[:200]
 
 
 def _party_log(url: str, token: str | None, party: str
@@ -162,7 +156,7 @@ def _record(url: str, token: str | None, party: str, result: VerifyResult) -> No
     with _auditor(url, token) as http:
         resp = http.post("/v1/audit/verifications", json=body)
     if resp.status_code != 201:
-        fail(f"the portal did not record the result: {resp.status_code} {_detail(resp)}")
+        fail(f"the portal did not record the result: {resp.status_code} {problem_detail(resp)}")
 
 
 @app.command()

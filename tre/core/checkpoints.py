@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Self
@@ -59,17 +60,17 @@ def signature_valid(key: PublicKey, signature: str, payload: bytes) -> bool:
     return True
 
 
-class _SignedByParty:
+class _SignedByParty(ABC):
     """What a party signs with its key: `payload()` is signed, `described()` names it."""
 
     party: str
     signature: str
 
-    def payload(self) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def payload(self) -> bytes: ...
 
-    def described(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def described(self) -> str: ...
 
     def signed(self, key: SigningKey) -> Self:
         return replace(self, signature=sign(key, self.payload()))  # type: ignore[type-var]
