@@ -14,9 +14,10 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("tre", "access_control", "synthetic", "federation")
-LAYERS = (("tre.core", 1), ("access_control", 2), ("synthetic", 3), ("federation", 4),
-          ("tre", 5))
+PACKAGES = ("tre", "access_control", "synthetic", "pseudonymisation", "federation")
+# the pseudonymisation service sits on tokens and the audit log; nodes and the CLI use its client
+LAYERS = (("tre.core", 1), ("access_control", 2), ("synthetic", 3), ("pseudonymisation", 4),
+          ("federation", 5), ("tre", 6))
 
 
 def modules() -> dict[str, Path]:
