@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from re import Pattern
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tre
 from access_control.sessions import SessionCheck
 from access_control.tokens import TokenValidator
 from tre.core.periodic import Every
+from tre.core.problems import BodySizeLimit
 from tre.portal import access_log, problems
 from tre.portal.context import Portal
 from tre.portal.routes import (
@@ -33,58 +32,6 @@ from tre.portal.services import checkpoints as checkpoint_service
 from tre.portal.services import runs as run_service
 from tre.portal.settings import PortalSettings
 from tre.portal.web import install as install_web
-
-
-class BodySizeLimit:
-    """Refuse bodies above the limit with 413 before anything reads them into memory.
-
-    `larger` gives paths that take files (matched on the whole path) their own limit.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int,
-                 larger: Sequence[tuple[Pattern[str], int]] = ()) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.larger = tuple(larger)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = next((n for pattern, n in self.larger if pattern.match(scope["path"])),
-                     self.max_bytes)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(send, limit)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(send, limit)
-
-    async def _reject(self, send: Send, limit: int) -> None:
-        response = problems.problem(
-            413, f"request body is larger than the limit of {limit} bytes")
-        await response({"type": "http"}, _no_receive, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
 
 
 def create_app(settings: PortalSettings | None = None) -> FastAPI:
