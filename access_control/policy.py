@@ -63,6 +63,7 @@ class Action(StrEnum):
     CONSENT_SNAPSHOT = "consent.snapshot"
     NODE_VIEW = "node.view"
     NODE_ENROL = "node.enrol"
+    PSEUDONYM_EVALUATE = "pseudonym.evaluate"
 
 
 R = Role
@@ -110,6 +111,9 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.NODE_VIEW: frozenset({R.NODE_OPERATOR, R.AUDITOR, R.ADMIN}),
     # a node registers its own Flower key (own hospital only, checked by the service)
     Action.NODE_ENROL: frozenset({R.NODE, R.ADMIN}),
+    # the pseudonymisation service's OPRF: hospitals at ingestion, stewards recording
+    # consent for a person; each caller is rate-limited there (pseudonymisation.service)
+    Action.PSEUDONYM_EVALUATE: frozenset({R.NODE, R.STEWARD}),
 }
 
 

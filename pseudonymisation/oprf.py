@@ -20,8 +20,9 @@ SCALAR_BYTES = 32
 OUTPUT_BYTES = 64
 IDENTITY = bytes(ELEMENT_BYTES)  # the canonical encoding of the identity element
 
+SUITE = "ristretto255-SHA512"
 MODE_OPRF = 0x00
-CONTEXT_STRING = b"OPRFV1-" + bytes([MODE_OPRF]) + b"-ristretto255-SHA512"
+CONTEXT_STRING = b"OPRFV1-" + bytes([MODE_OPRF]) + b"-" + SUITE.encode()
 _HASH_TO_GROUP_DST = b"HashToGroup-" + CONTEXT_STRING
 _DERIVE_KEY_PAIR_DST = b"DeriveKeyPair" + CONTEXT_STRING
 

@@ -14,6 +14,7 @@ from tre.cli import (
     node_federation_cmd,
     ops_cmd,
     portal_cmd,
+    pseudonymiser_cmd,
 )
 
 app = typer.Typer(
@@ -23,6 +24,8 @@ app = typer.Typer(
 )
 app.add_typer(keycloak_cmd.app, name="keycloak", help="Run and configure the local Keycloak.")
 app.add_typer(portal_cmd.app, name="portal", help="Run the portal (API and web UI).")
+app.add_typer(pseudonymiser_cmd.app, name="pseudonymiser",
+              help="Run the pseudonymisation service (OPRF, a trusted third party).")
 app.add_typer(audit_cmd.app, name="audit", help="Verify and export the audit trail.")
 node_federation_cmd.register(node_cmd.app)
 app.add_typer(node_cmd.app, name="node", help="Operate a hospital federation node.")
