@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.portal",
     "tests.fixtures.browser",
     "tests.fixtures.flower",
+    "tests.fixtures.pseudonymiser",
 ]

@@ -26,7 +26,9 @@ def init(home: Path = HOME_OPTION) -> None:
     except OSError as exc:
         fail(f"cannot create the pseudonymiser home: {exc}")
     state = "created a new OPRF key" if is_new else "kept the existing OPRF key"
-    console.print(f"{created.path}: {state} (key id {created.key_id})", highlight=False)
+    console.print(f"{created.path}: {state} (key id {created.key_id})", highlight=False,
+                  soft_wrap=True)
+    created.close()
 
 
 @app.command()
