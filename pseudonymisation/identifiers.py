@@ -89,7 +89,7 @@ class Identifier:
     value: str
 
     def __post_init__(self) -> None:
-        system = self.system.strip()
+        system = self.system.strip() if isinstance(self.system, str) else ""
         normalise = SYSTEMS.get(system)
         if normalise is None:
             raise IdentifierError(

@@ -58,6 +58,8 @@ def test_spellings_of_one_identifier_give_one_oprf_input():
     (TEST_PERSON, "   ", "empty value"),
     ("urn:oid:1.2.250.1.213.1.4.10", "x", "unknown identifier system"),
     ("", "x", "unknown identifier system"),
+    (None, "x", "unknown identifier system"),
+    (TEST_PERSON, None, "empty value"),
 ])
 def test_bad_identifiers_are_refused_by_name(system, value, message):
     with pytest.raises(IdentifierError, match=message):
