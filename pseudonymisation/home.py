@@ -31,13 +31,6 @@ class HomeError(Exception):
     """The home is missing or its key unusable; the message says what to run."""
 
 
-def _write_private(path: Path, content: bytes) -> None:
-    """Mode 0600 from the first byte on (O_EXCL: an existing key is never overwritten)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-
-
 class PseudonymiserHome:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser().resolve()
@@ -48,10 +41,11 @@ class PseudonymiserHome:
         home = cls(path)
         home.path.mkdir(parents=True, exist_ok=True)
         home.path.chmod(0o700)
-        key_path = home.path / KEY_FILE
-        created = not key_path.exists()
-        if created:
-            _write_private(key_path, oprf.random_scalar().hex().encode())
+        created = not (home.path / KEY_FILE).exists()
+        if created:  # 0600 from the first byte; O_EXCL: a key is never overwritten
+            fd = os.open(home.path / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(oprf.random_scalar().hex().encode())
         home.audit  # noqa: B018 - creates the store and its audit table
         (home.path / DB_FILE).chmod(0o600)
         if created:
