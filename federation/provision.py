@@ -7,6 +7,8 @@ Creates, in one folder:
   the CA, with SANs for loopback (127.0.0.1, ::1, localhost) and any given hosts;
 * `portal.crt` / `portal.key` — the portal's server certificate, the same way for the
   portal's hosts: nodes and the SuperLink check the portal against the CA;
+* `pseudonymiser.crt` / `pseudonymiser.key` — the pseudonymisation service's, the same
+  way: nodes and stewards check it against the CA before they send a blinded value;
 * `hospitals/<id>/flower-node-key{,.pub}` — one SuperNode key pair per hospital
   (OpenSSH, P-384: what `flower-supernode --auth-supernode-private-key` and
   `flwr supernode register` take).
@@ -44,6 +46,8 @@ class Provisioned:
     portal_cert: Path
     portal_key: Path
     node_keys: dict[str, Path]  # hospital -> private key file
+    pseudonymiser_cert: Path
+    pseudonymiser_key: Path
 
 
 def _key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -89,9 +93,11 @@ def _server_certificate(out: Path, name: str, cn: str, hosts: list[str], ca_cert
 
 
 def provision(folder: str | Path, hospitals: list[str], *, hosts: list[str] | None = None,
-              portal_hosts: list[str] | None = None, force: bool = False) -> Provisioned:
-    """Write CA, SuperLink and portal certificates and per-hospital node keys into
-    `folder` (`hosts`: the SuperLink's names or IPs, `portal_hosts`: the portal's)."""
+              portal_hosts: list[str] | None = None,
+              pseudonymiser_hosts: list[str] | None = None, force: bool = False) -> Provisioned:
+    """Write CA, SuperLink, portal and pseudonymiser certificates and per-hospital node
+    keys into `folder` (`hosts`: the SuperLink's names or IPs, `portal_hosts`: the
+    portal's, `pseudonymiser_hosts`: the pseudonymisation service's)."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
@@ -119,6 +125,9 @@ def provision(folder: str | Path, hospitals: list[str], *, hosts: list[str] | No
                                          ca_cert, ca_key, now, force)
     portal_crt, portal_key = _server_certificate(out, "portal", "TRE portal", portal_hosts or [],
                                                  ca_cert, ca_key, now, force)
+    pseudo_crt, pseudo_key = _server_certificate(
+        out, "pseudonymiser", "TRE pseudonymisation service", pseudonymiser_hosts or [],
+        ca_cert, ca_key, now, force)
     node_keys: dict[str, Path] = {}
     for hospital in hospitals:
         d = out / "hospitals" / hospital
@@ -129,4 +138,5 @@ def provision(folder: str | Path, hospitals: list[str], *, hosts: list[str] | No
             write_private(priv, private)
             (d / PUB_FILE).write_bytes(public)
         node_keys[hospital] = priv
-    return Provisioned(out, ca_crt, sl_crt, sl_key, portal_crt, portal_key, node_keys)
+    return Provisioned(out, ca_crt, sl_crt, sl_key, portal_crt, portal_key, node_keys,
+                       pseudo_crt, pseudo_key)

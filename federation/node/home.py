@@ -60,6 +60,11 @@ class NodeConfig:
     # feasibility queries one researcher may ask here per 24 h: many overlapping cohorts
     # could otherwise average the cell-key perturbation away
     feasibility_queries_per_day: int = 50
+    # the pseudonymisation service deriving federation-wide pseudonyms; empty: offline,
+    # pseudonyms from the node's own key (federation.node.pseudonyms)
+    pseudonymiser_url: str = ""
+    # the system of the patient ids ingested when a command names none (e.g. the INS OID)
+    identifier_system: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_toml(self) -> str:

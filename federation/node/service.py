@@ -11,6 +11,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from federation.node.data import dataset_overview
 from federation.node.descriptor import build_descriptor, dataset_facts, publication_body
 from federation.node.home import (
@@ -51,6 +53,8 @@ def init_node(
     keycloak_url: str | None = None,
     credentials_file: str | Path | None = None,
     portal_ca: str | Path | None = None,
+    pseudonymiser_url: str | None = None,
+    identifier_system: str | None = None,
     insecure: bool = False,
     force: bool = False,
 ) -> NodeHome:
@@ -60,7 +64,9 @@ def init_node(
     every later call) or the system's CAs; plain http only for `insecure` development
     homes, since whoever answers that call decides which permits the node will accept.
     Re-enrolling keeps the federation key and the data (re-keying would orphan every
-    pseudonym); it refuses a different hospital id for an existing home.
+    pseudonym); it refuses a different hospital id for an existing home, and a switch
+    between the pseudonymisation service and offline pseudonyms once data is stored.
+    `pseudonymiser_url` None means offline, node-local pseudonyms.
     """
     if not HOSPITAL_ID_RE.match(hospital_id or ""):
         raise NodeHomeError(
@@ -88,6 +94,15 @@ def init_node(
             raise NodeHomeError(
                 f"{home.path} belongs to hospital {previous.hospital_id}, not {hospital_id}"
             )
+    pseudonymiser = _check_pseudonymiser(pseudonymiser_url, insecure)
+    if (previous is not None and previous.pseudonymiser_url != pseudonymiser
+            and _holds_persons(home)):
+        raise NodeHomeError(
+            f"{home.path} holds data pseudonymised "
+            + ("through " + previous.pseudonymiser_url if previous.pseudonymiser_url
+               else "offline with the node's key")
+            + ": switching would orphan every pseudonym; keep the same choice, or start a "
+            "new home and ingest again")
     creds = read_credentials_file(Path(credentials_file)) if credentials_file else None
     jwks = PortalClient(portal_url, verify=str(ca) if ca else True).permit_keys()
     config = previous or NodeConfig(hospital_id=hospital_id, portal_url=portal_url)
@@ -96,6 +111,9 @@ def init_node(
         config.superlink = superlink
     if keycloak_url:
         config.extra["keycloak_url"] = keycloak_url.rstrip("/")
+    config.pseudonymiser_url = pseudonymiser
+    if identifier_system is not None:
+        config.identifier_system = identifier_system
     home = NodeHome.create(path, config, jwks)
     if ca is not None:
         (home.path / PORTAL_CA_FILE).write_bytes(ca.read_bytes())
@@ -111,9 +129,34 @@ def init_node(
             "superlink": config.superlink,
             "permit_key_ids": [k.get("kid") for k in jwks["keys"]],
             "credentials": credentials_source(home),
+            "pseudonymiser": config.pseudonymiser_url or "offline (node-local pseudonyms)",
         },
     )
     return home
+
+
+def _check_pseudonymiser(url: str | None, insecure: bool) -> str:
+    """The pseudonymisation service's base URL ('' for offline), checked to answer."""
+    if url is None:
+        return ""
+    url = url.rstrip("/")
+    if not re.match(r"^https?://", url):
+        raise NodeHomeError(f"pseudonymiser URL {url!r} must start with http:// or https://")
+    if url.startswith("http://") and not insecure:
+        raise NodeHomeError(f"pseudonymiser URL {url} is plain http: use its https URL, or "
+                            "--insecure for development")
+    try:
+        httpx.get(f"{url}/v1/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise NodeHomeError(f"the pseudonymisation service at {url} does not answer "
+                            f"({type(exc).__name__}): is `tre pseudonymiser serve` running "
+                            "there?") from None
+    return url
+
+
+def _holds_persons(home: NodeHome) -> bool:
+    with home.db.reader() as cur:
+        return bool(cur.execute("SELECT count(*) FROM person").fetchall()[0][0])
 
 
 def credentials_source(home: NodeHome) -> str:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def portal_args(server) -> list[str]:  # noqa: ANN001 - LivePortal
     """The portal over verified TLS: its URL and the CA its certificate chains to."""
-    return ["--portal", server.url, "--portal-ca", str(server.verify)]
+    return ["--portal", server.url, "--portal-ca", str(server.verify), "--offline-pseudonyms"]
 
 
 @pytest.fixture
@@ -83,16 +83,27 @@ def test_init_pins_the_portals_permit_keys(enrolled, portal_server, cli):
 def test_init_errors(cli, tmp_path, portal_server):
     dead = "http://127.0.0.1:9"
     one_line_error(cli("init", "--hospital-id", "h", "--portal", dead, "--home",
-                       str(tmp_path / "x"), "--insecure"), "cannot reach",
-                   "is the portal running there")
+                       str(tmp_path / "x"), "--insecure", "--offline-pseudonyms"),
+                   "cannot reach", "is the portal running there")
+    # how patient ids become pseudonyms is a choice the operator makes, never a default
+    one_line_error(cli("init", "--hospital-id", "h", "--portal", portal_server.url,
+                       "--portal-ca", str(portal_server.verify), "--home",
+                       str(tmp_path / "x")), "--pseudonymiser URL", "--offline-pseudonyms")
+    one_line_error(cli("init", "--hospital-id", "h", "--portal", portal_server.url,
+                       "--portal-ca", str(portal_server.verify), "--pseudonymiser", dead,
+                       "--home", str(tmp_path / "x")), "pseudonymiser URL", "plain http")
+    one_line_error(cli("init", "--hospital-id", "h", "--portal", portal_server.url,
+                       "--portal-ca", str(portal_server.verify), "--pseudonymiser", dead,
+                       "--insecure", "--home", str(tmp_path / "x")),
+                   "does not answer", "tre pseudonymiser serve")
     # whoever answers init decides which permits the node accepts: no plain http, and
     # no portal whose certificate does not chain to the CA given
     one_line_error(cli("init", "--hospital-id", "h", "--portal", dead, "--home",
-                       str(tmp_path / "x")), "plain http", "--insecure")
+                       str(tmp_path / "x"), "--offline-pseudonyms"), "plain http", "--insecure")
     other_ca = provision(tmp_path / "other-pki", []).ca_cert
     one_line_error(cli("init", "--hospital-id", "h", "--portal", portal_server.url,
-                       "--portal-ca", str(other_ca), "--home", str(tmp_path / "x")),
-                   "CERTIFICATE_VERIFY_FAILED")
+                       "--portal-ca", str(other_ca), "--home", str(tmp_path / "x"),
+                       "--offline-pseudonyms"), "CERTIFICATE_VERIFY_FAILED")
     one_line_error(cli("init", "--hospital-id", "bad id", *portal_args(portal_server),
                        "--home", str(tmp_path / "y")), "hospital id")
     bad = tmp_path / "bad.json"

@@ -41,22 +41,25 @@ from rich.table import Table
 from access_control.keycloak.oidc import password_grant
 from access_control.keycloak.realm import CLI_CLIENT, DEMO_PASSWORD
 from access_control.keycloak.server import KeycloakServer
+from pseudonymisation.identifiers import TEST_PERSON
 from tre.cli.common import console, fail
 from tre.cli.hosts import Hosts, HostsError, Loopback, SeparateHosts, connects
 from tre.core.audit import entries_from_store, verify_entries
+from tre.core.schemas import PURPOSE_SYSTEM
 from tre.core.settings import CommonSettings, cache_dir
 
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
-PORTAL, SUPERLINK = "portal", "superlink"
+PORTAL, SUPERLINK, PSEUDONYMISER = "portal", "superlink", "pseudonymiser"
 #: One host each (with --netns); Keycloak runs on the portal's host.
-PARTIES = (PORTAL, SUPERLINK, *HOSPITALS)
+PARTIES = (PORTAL, SUPERLINK, PSEUDONYMISER, *HOSPITALS)
 #: The ports parties listen on when each has a host of its own.
-KEYCLOAK_PORT, PORTAL_PORT, FLEET_PORT, CONTROL_PORT, NODE_RUNTIME_PORT = (
-    8080, 8400, 9092, 9093, 9094)
+KEYCLOAK_PORT, PORTAL_PORT, FLEET_PORT, CONTROL_PORT, NODE_RUNTIME_PORT, PSEUDONYMISER_PORT = (
+    8080, 8400, 9092, 9093, 9094, 8600)
 IMAGING = "pneumonia"
 CLINICAL = "breast-cancer"
-WITHDRAWN_PER_NODE = 15
-CONSENTING_PER_NODE = 25
+#: people of the imaging file (test-person identifiers) who withdrew, and who consented
+WITHDRAWN = 45
+CONSENTING = 75
 STEWARD_ORG = "org-a"
 
 
@@ -138,10 +141,13 @@ class Plan:
     fleet: tuple[str, int]  # the Fleet gateway: what hospitals dial
     control: tuple[str, int]  # the SuperLink's Control API: the portal alone reaches it
     node_runtime: dict[str, int]  # each SuperNode's runtime API (on its host's loopback)
+    pseudonymiser: tuple[str, int]
 
     @classmethod
     def for_hosts(cls, hosts: Hosts) -> Plan:
         return cls(
+            pseudonymiser=(hosts.address(PSEUDONYMISER),
+                           hosts.port(PSEUDONYMISER, PSEUDONYMISER_PORT)),
             keycloak=(hosts.address(PORTAL), hosts.port(PORTAL, KEYCLOAK_PORT)),
             portal=(hosts.address(PORTAL), hosts.port(PORTAL, PORTAL_PORT)),
             fleet=(hosts.address(SUPERLINK), hosts.port(SUPERLINK, FLEET_PORT)),
@@ -157,6 +163,11 @@ class Plan:
         """Over TLS (the federation CA's certificate): nodes and the SuperLink send it
         tokens and run results."""
         return "https://{}:{}".format(*self.portal)
+
+    @property
+    def pseudonymiser_url(self) -> str:
+        """Over TLS too: hospitals and the steward send it blinded identifiers."""
+        return "https://{}:{}".format(*self.pseudonymiser)
 
     @property
     def fleet_address(self) -> str:
@@ -253,11 +264,13 @@ class Demo:
         names = list(dict.fromkeys((self.plan.fleet[0], self.plan.control[0])))
         self.tre("federation", "provision", "--out", str(self.pki),
                  *[a for h in names for a in ("--host", h)],
-                 "--portal-host", self.plan.portal[0])
+                 "--portal-host", self.plan.portal[0],
+                 "--pseudonymiser-host", self.plan.pseudonymiser[0])
         for party in (PORTAL, *HOSPITALS):
             shutil.copy2(self.pki / "ca.crt", self.ca_cert(party))
         for party, files in ((SUPERLINK, ("ca.crt", "superlink.crt", "superlink.key")),
-                             (PORTAL, ("portal.crt", "portal.key"))):
+                             (PORTAL, ("portal.crt", "portal.key")),
+                             (PSEUDONYMISER, ("pseudonymiser.crt", "pseudonymiser.key"))):
             self.tls_dir(party).mkdir(exist_ok=True)
             for name in files:
                 shutil.copy2(self.pki / name, self.tls_dir(party) / name)
@@ -265,8 +278,9 @@ class Demo:
             "federation", "report-key", "--state-dir",
             str(self.hosts.state_dir(SUPERLINK) / "flwr"), party=SUPERLINK).strip()
         return (f"federation CA, SuperLink certificate for {' and '.join(names)}, portal "
-                f"certificate for {self.plan.portal[0]}; each party holds the CA certificate "
-                "and its own key only; the SuperLink's report key made on its host")
+                f"certificate for {self.plan.portal[0]}, pseudonymisation service's for "
+                f"{self.plan.pseudonymiser[0]}; each party holds the CA certificate and its own "
+                "key only; the SuperLink's report key made on its host")
 
     def keycloak(self) -> str:
         from access_control.keycloak.bootstrap import admin_client, bootstrap
@@ -279,6 +293,27 @@ class Demo:
         self.realm = bootstrap(admin, hospitals=HOSPITALS)
         self.env.update(TRE_KEYCLOAK_URL=self.kc.base_url)
         return f"Keycloak {self.kc.base_url}, realm tre with demo users and 3 hospital clients"
+
+    def pseudonymiser(self) -> str:
+        """The trusted third party holding the OPRF key, on a host of its own: hospitals
+        and the steward derive the same pseudonym of a person through it."""
+        host, port = self.plan.pseudonymiser
+        home = self.hosts.state_dir(PSEUDONYMISER) / "home"
+        assert self.kc is not None
+        env = self.env | {"TRE_PSEUDONYMISER_KEYCLOAK_URL": self.kc.base_url}
+        init = self.run_tre("pseudonymiser", "init", "--home", str(home), party=PSEUDONYMISER)
+        if init.returncode != 0:
+            raise RuntimeError(f"tre pseudonymiser init: {init.stderr.strip()[-500:]}")
+        tls = self.tls_dir(PSEUDONYMISER)
+        proc = self.procs.start("pseudonymiser", [
+            _tre(), "pseudonymiser", "serve", "--home", str(home), "--host", host,
+            "--port", str(port), "--ssl-certfile", str(tls / "pseudonymiser.crt"),
+            "--ssl-keyfile", str(tls / "pseudonymiser.key")], env,
+            self.hosts.prefix(PSEUDONYMISER))
+        _wait_http(f"{self.plan.pseudonymiser_url}/v1/health", proc,
+                   "the pseudonymisation service", verify=self.verify)
+        return (f"pseudonymisation service {self.plan.pseudonymiser_url} (OPRF key in its own "
+                "home; callers are hospitals and stewards with Keycloak tokens)")
 
     def portal(self) -> str:
         from federation.apps.fab import APP_ID, fab_hash
@@ -345,7 +380,9 @@ class Demo:
             self.tre("node", "init", "--hospital-id", hospital, "--portal", self.portal_url,
                      "--home", str(home), "--superlink", self.superlink,
                      "--keycloak-url", self.kc.base_url, "--credentials-file", str(creds),
-                     "--portal-ca", str(self.ca_cert(hospital)), party=hospital)
+                     "--portal-ca", str(self.ca_cert(hospital)),
+                     "--pseudonymiser", self.plan.pseudonymiser_url,
+                     "--id-system", TEST_PERSON, party=hospital)
             creds.unlink()
             out = json.loads(self.tre(
                 "node", "ingest", "medmnist", str(npz), "--dataset-id", IMAGING,
@@ -397,33 +434,33 @@ class Demo:
         return paths
 
     def consent(self) -> str:
-        from federation.node.home import NodeHome
-        from tre.portal.consent_fhir import to_bundle
-
-        rows, withdrawn = [], {}
-        for hospital in HOSPITALS:
-            home = NodeHome(self.home(hospital))
-            with home.db.reader() as cur:
-                subjects = [r[0] for r in cur.execute(
-                    "SELECT pseudonym FROM imaging_study WHERE dataset_id = ? AND split = 'train'"
-                    " ORDER BY study_id LIMIT ?",
-                    [IMAGING, WITHDRAWN_PER_NODE + CONSENTING_PER_NODE]).fetchall()]
-            home.db.close()
-            withdrawn[hospital] = WITHDRAWN_PER_NODE
-            for j, subject in enumerate(subjects):
-                rows.append({"consent_id": f"demo-{hospital}-{j}", "version": 1,
-                             "subject": subject, "organisation": STEWARD_ORG,
-                             "purposes": ["scientific_research", "ai_training"],
-                             "status": "withdrawn" if j < WITHDRAWN_PER_NODE else "active"})
-        result = httpx.post(f"{self.portal_url}/v1/consents/fhir", json=to_bundle(rows),
-                            headers=self.token("steward1") | {
-                                "Content-Type": "application/fhir+json"}, timeout=120,
-                            verify=self.verify)
-        if result.status_code >= 400:
-            raise RuntimeError(f"FHIR import: {result.status_code} {result.text[:300]}")
-        self.withdrawn = withdrawn
-        return (f"{len(rows)} FHIR Consent resources imported by steward1 "
-                f"({WITHDRAWN_PER_NODE} withdrawals per hospital)")
+        """The data-altruism organisation's FHIR bundle names people by identifier (here
+        the imaging file's test persons); `tre consent import` pseudonymises them on the
+        steward's side through the service, so the portal receives pseudonyms only."""
+        entries = []
+        for j in range(WITHDRAWN + CONSENTING):
+            withdrawn = j < WITHDRAWN
+            entries.append({"resource": {
+                "resourceType": "Consent", "status": "inactive" if withdrawn else "active",
+                "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                                "consentscope", "code": "research"}]},
+                "category": [{"coding": [{"system": "http://loinc.org", "code": "57016-8"}]}],
+                "patient": {"identifier": {"system": TEST_PERSON,
+                                           "value": f"pneumoniamnist-train-{j}"}},
+                "organization": [{"identifier": {"value": STEWARD_ORG}}],
+                "provision": {"type": "deny" if withdrawn else "permit", "purpose": [
+                    {"system": PURPOSE_SYSTEM, "code": p}
+                    for p in ("scientific_research", "ai_training")]}}})
+        bundle = self.state / "steward" / "consents.json"
+        bundle.parent.mkdir(exist_ok=True)
+        bundle.write_text(json.dumps({"resourceType": "Bundle", "type": "collection",
+                                      "entry": entries}))
+        token = self.token("steward1")["Authorization"].removeprefix("Bearer ")
+        out = self.tre("consent", "import", str(bundle), "--portal", self.portal_url,
+                       "--pseudonymiser", self.plan.pseudonymiser_url, "--ca", self.verify,
+                       "--token", token)
+        return (f"{len(entries)} FHIR Consents by identifier imported by steward1 "
+                f"({WITHDRAWN} withdrawals): {out.strip()}")
 
     def serve_nodes(self) -> str:
         for hospital in HOSPITALS:
@@ -564,6 +601,7 @@ class Demo:
         stages = [
             ("pki", self.provision),
             ("keycloak", self.keycloak),
+            ("pseudonymiser", self.pseudonymiser),
             ("superlink", self.superlink_),
             ("portal", self.portal),
             ("nodes", self.nodes),

@@ -100,17 +100,22 @@ def provision_cmd(
     portal_host: Annotated[list[str] | None, typer.Option(
         "--portal-host", help="Extra DNS name / IP for the portal's certificate (repeatable)")
     ] = None,
+    pseudonymiser_host: Annotated[list[str] | None, typer.Option(
+        "--pseudonymiser-host",
+        help="Extra DNS name / IP for the pseudonymisation service's certificate (repeatable)")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing files")] = False,
 ) -> None:
-    """Create the federation's CA, the SuperLink's and the portal's certificates and node
-    key pairs."""
+    """Create the federation's CA, the SuperLink's, the portal's and the pseudonymisation
+    service's certificates and node key pairs."""
     from federation.provision import provision
 
     p = provision(out, hospital or [], hosts=host or [], portal_hosts=portal_host or [],
-                  force=force)
+                  pseudonymiser_hosts=pseudonymiser_host or [], force=force)
     print_json({"ca_cert": str(p.ca_cert), "superlink_cert": str(p.superlink_cert),
                 "superlink_key": str(p.superlink_key), "portal_cert": str(p.portal_cert),
-                "portal_key": str(p.portal_key),
+                "portal_key": str(p.portal_key), "pseudonymiser_cert": str(p.pseudonymiser_cert),
+                "pseudonymiser_key": str(p.pseudonymiser_key),
                 "node_keys": {h: str(k) for h, k in p.node_keys.items()}})
 
 

@@ -6,6 +6,7 @@ import typer
 
 from tre.cli import (
     audit_cmd,
+    consent_cmd,
     demo_cmd,
     federation_cmd,
     keycloak_cmd,
@@ -27,6 +28,8 @@ app.add_typer(portal_cmd.app, name="portal", help="Run the portal (API and web U
 app.add_typer(pseudonymiser_cmd.app, name="pseudonymiser",
               help="Run the pseudonymisation service (OPRF, a trusted third party).")
 app.add_typer(audit_cmd.app, name="audit", help="Verify and export the audit trail.")
+app.add_typer(consent_cmd.app, name="consent",
+              help="Record and withdraw consent by a person's identifier (stewards).")
 node_federation_cmd.register(node_cmd.app)
 app.add_typer(node_cmd.app, name="node", help="Operate a hospital federation node.")
 app.command("login")(login_cmd.login)

@@ -47,6 +47,10 @@ HomeOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 DatasetOpt = Annotated[str, typer.Option("--dataset-id", help="Dataset to ingest into.")]
+IdSystemOpt = Annotated[str | None, typer.Option(
+    "--id-system", help="System of the patient ids, e.g. urn:oid:1.2.250.1.213.1.4.8 (INS): "
+    "the federation pseudonym is derived from system and value [default: node.toml "
+    "identifier_system]")]
 TitleOpt = Annotated[str | None, typer.Option("--title", help="Dataset title (new datasets).")]
 RegimeOpt = Annotated[
     str | None,
@@ -154,23 +158,39 @@ def init(
         Path | None, typer.Option("--portal-ca", help="CA certificate the portal's TLS "
                                   "certificate must chain to (the federation CA); pinned in "
                                   "the home [default: the system's CAs]")] = None,
+    pseudonymiser: Annotated[str | None, typer.Option(
+        "--pseudonymiser", help="The pseudonymisation service's URL: patient ids become the "
+        "federation-wide pseudonym (one person, one pseudonym at every hospital)")] = None,
+    offline_pseudonyms: Annotated[bool, typer.Option(
+        "--offline-pseudonyms", help="No pseudonymisation service: pseudonyms from this "
+        "node's own key. Consent recorded by identifier and cross-site linkage are then "
+        "off")] = False,
+    id_system: IdSystemOpt = None,
     insecure: Annotated[bool, typer.Option(
-        "--insecure", help="Development only: accept a plain http portal URL")] = False,
+        "--insecure", help="Development only: accept plain http portal and service URLs")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-enrol an existing home.")] = False,
 ) -> None:
     """Create the node home and pin the portal's permit keys (GET /v1/permit-keys, over
     verified TLS); the node follows later rotations and retirements by itself."""
+    from federation.node.pseudonyms import OFFLINE_NOTE
     from federation.node.service import init_node
 
+    if (pseudonymiser is None) == (not offline_pseudonyms):
+        fail("choose how patient ids are pseudonymised: --pseudonymiser URL (the federation's "
+             "pseudonymisation service) or --offline-pseudonyms (this node's own key)")
     with node_errors():
         node = init_node(
             home_path(home), hospital_id=hospital_id, portal_url=portal, superlink=superlink,
             keycloak_url=keycloak_url, credentials_file=credentials_file, portal_ca=portal_ca,
-            insecure=insecure, force=force,
+            pseudonymiser_url=pseudonymiser, identifier_system=id_system, insecure=insecure,
+            force=force,
         )
         kids = [k.get("kid") for k in node.permit_jwks()["keys"]]
     console.print(f"node {hospital_id} ready at {node.path}; pinned permit key(s) "
                   f"{', '.join(kids)} from {portal}", highlight=False, soft_wrap=True)
+    if offline_pseudonyms:
+        err_console.print(f"[yellow]note:[/] {OFFLINE_NOTE}", highlight=False, soft_wrap=True)
 
 
 @app.command("status")
@@ -253,6 +273,7 @@ def ingest_dicom_cmd(
         str | None, typer.Option("--split", help="Split for rows the CSV gives none.")] = None,
     title: TitleOpt = None,
     consent_regime: RegimeOpt = None,
+    id_system: IdSystemOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -260,7 +281,7 @@ def ingest_dicom_cmd(
     from federation.node.ingest import ingest_dicom
 
     _ingest(ingest_dicom, home, as_json, directory, dataset_id=dataset_id, labels_csv=labels,
-            split=split, title=title, consent_regime=consent_regime)
+            split=split, title=title, consent_regime=consent_regime, id_system=id_system)
 
 
 @ingest_app.command("images")
@@ -274,14 +295,16 @@ def ingest_images_cmd(
     body_site: Annotated[str | None, typer.Option("--body-site", help="e.g. CHEST.")] = None,
     title: TitleOpt = None,
     consent_regime: RegimeOpt = None,
+    id_system: IdSystemOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ingest the images a labels CSV lists."""
+    """Ingest the images a labels CSV lists (its patient_id column names the person)."""
     from federation.node.ingest import ingest_images
 
     _ingest(ingest_images, home, as_json, directory, labels_csv=labels, dataset_id=dataset_id,
-            modality=modality, body_site=body_site, title=title, consent_regime=consent_regime)
+            modality=modality, body_site=body_site, title=title, consent_regime=consent_regime,
+            id_system=id_system)
 
 
 @ingest_app.command("table")
@@ -295,6 +318,7 @@ def ingest_table_cmd(
         str | None, typer.Option("--birth-year-column", help="Column with birth years.")] = None,
     title: TitleOpt = None,
     consent_regime: RegimeOpt = None,
+    id_system: IdSystemOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -303,7 +327,7 @@ def ingest_table_cmd(
 
     _ingest(ingest_table, home, as_json, file, id_column=id_column, dataset_id=dataset_id,
             sex_column=sex_column, birth_year_column=birth_year_column, title=title,
-            consent_regime=consent_regime)
+            consent_regime=consent_regime, id_system=id_system)
 
 
 def _label_names(text: str | None) -> dict[str, str] | None:

@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tre.core.audit import canonical_json
 
+#: FHIR systems of the consent registry: a subject's pseudonym, a consented purpose
+PSEUDONYM_SYSTEM = "urn:tre:pseudonym"
+PURPOSE_SYSTEM = "urn:tre:consent-purpose"
+
 
 class Purpose(StrEnum):
     """EHDS secondary-use purposes (Art. 53), plus AI training as a research sub-purpose."""

@@ -30,13 +30,11 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.consent import Consent
 from pydantic import ValidationError
 
-from tre.core.schemas import ConsentStatus, Purpose
+from tre.core.schemas import PSEUDONYM_SYSTEM, PURPOSE_SYSTEM, ConsentStatus, Purpose
 from tre.portal.consent_schemas import PURPOSE_LABELS
 
 CONSENT_ID_SYSTEM = "urn:tre:consent"
-PSEUDONYM_SYSTEM = "urn:tre:pseudonym"
 ORGANISATION_SYSTEM = "urn:tre:organisation"
-PURPOSE_SYSTEM = "urn:tre:consent-purpose"
 V3_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 V3_PURPOSES = {
     "HRESCH": Purpose.SCIENTIFIC_RESEARCH,
@@ -222,7 +220,8 @@ def _consent(c: Consent, path: str) -> ParsedConsent:
         ident = c.patient.identifier
         if ident.system not in (None, PSEUDONYM_SYSTEM):
             bad("patient.identifier.system", f"expected {PSEUDONYM_SYSTEM}: the registry holds "
-                "pseudonyms only, never local patient identifiers")
+                "pseudonyms only, never person identifiers; `tre consent import` turns "
+                "identifiers into pseudonyms on the steward's machine first")
         subject = ident.value
         if not subject:
             bad("patient.identifier.value", "required: the subject's pseudonym")

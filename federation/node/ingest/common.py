@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from federation.node.errors import IngestError
 from federation.node.home import NodeHome
+from federation.node.pseudonyms import OFFLINE_NOTE, NodePseudonymiser
 
 DATASET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CONSENT_REGIMES = ("opt-in", "opt-out")
@@ -54,6 +55,8 @@ class IngestReport:
     skipped: list[Skipped] = field(default_factory=list)
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     dataset_created: bool = False
+    #: "federation" (through the pseudonymisation service) or "node-local" (offline key)
+    pseudonyms: str = "node-local"
 
     def skip(self, name: str, reason: str, detail: str = "") -> None:
         self.skipped.append(Skipped(name, reason, detail[:300]))
@@ -69,7 +72,8 @@ class IngestReport:
             parts.append(f"{len(self.skipped)} skipped: {why}")
         else:
             parts.append("0 skipped")
-        return "; ".join(parts)
+        line = "; ".join(parts)
+        return line if self.pseudonyms == "federation" else f"{line}. Note: {OFFLINE_NOTE}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +85,7 @@ class IngestReport:
             "skipped": [s.as_dict() for s in self.skipped],
             "skipped_by_reason": self.reasons(),
             "dataset_created": self.dataset_created,
+            "pseudonyms": self.pseudonyms,
         }
 
 
@@ -193,6 +198,7 @@ def finish_batch(
         object_id=report.dataset_id,
         details={
             "batch_id": report.batch_id,
+            "pseudonyms": report.pseudonyms,
             "operator": _operator(),
             "source": source,
             "params": params,
@@ -249,7 +255,10 @@ def array_record(arr: np.ndarray, *, frames: int = 1, channels: int = 1) -> dict
 
 
 class StudyRows:
-    """Column buffers for person / image / imaging_study rows, flushed in chunks."""
+    """Column buffers for person / image / imaging_study rows, flushed in chunks.
+
+    Rows carry the local patient id (`person`) until the flush, which pseudonymises the
+    whole chunk at once (one pseudonymisation-service call, not one per image)."""
 
     PERSON = ("pseudonym", "sex", "birth_year")
     IMAGE = ("image_ref", "height", "width", "channels", "dtype", "pixels", "frames")
@@ -268,11 +277,13 @@ class StudyRows:
     def add(self, **row: Any) -> None:
         self.rows.append(row)
 
-    def flush(self, cur: duckdb.DuckDBPyConnection, dataset_id: str) -> None:
+    def flush(self, cur: duckdb.DuckDBPyConnection, dataset_id: str,
+              pseudonymiser: NodePseudonymiser) -> None:
         if not self.rows:
             return
+        pseudonyms = pa.array(pseudonymiser.many([r["person"] for r in self.rows]), pa.string())
         persons = pa.table({
-            "pseudonym": pa.array([r["pseudonym"] for r in self.rows], pa.string()),
+            "pseudonym": pseudonyms,
             "sex": pa.array([r.get("sex") for r in self.rows], pa.string()),
             "birth_year": pa.array([r.get("birth_year") for r in self.rows], pa.int32()),
         })
@@ -287,7 +298,7 @@ class StudyRows:
         })
         studies = pa.table({
             "study_id": pa.array([r["study_id"] for r in self.rows], pa.string()),
-            "pseudonym": pa.array([r["pseudonym"] for r in self.rows], pa.string()),
+            "pseudonym": pseudonyms,
             "modality": pa.array([r.get("modality") for r in self.rows], pa.string()),
             "body_site": pa.array([r.get("body_site") for r in self.rows], pa.string()),
             "study_date": pa.array([r.get("study_date") for r in self.rows], pa.date32()),

@@ -42,6 +42,7 @@ from federation.node.ingest.common import (
     parse_date,
     read_labels_csv,
 )
+from federation.node.pseudonyms import NodePseudonymiser
 
 CHUNK = 64  # instances per INSERT; the transaction spans the whole batch
 
@@ -61,12 +62,17 @@ def _birth_year(ds: pydicom.Dataset) -> int | None:
     return int(text[:4]) if len(text) >= 4 and text[:4].isdigit() and int(text[:4]) > 1800 else None
 
 
-def _local_patient_id(ds: pydicom.Dataset, fallback: str) -> str:
+def _person(ds: pydicom.Dataset, fallback: str, pseudonymiser: NodePseudonymiser
+            ) -> tuple[str, str | None]:
+    """(local patient id, why it cannot be used or None). Offline, an instance without
+    PatientID stands for a person of its own; a federation pseudonym needs the id."""
     pid = _text(ds, "PatientID")
     if pid:
-        return pid
+        return pid, pseudonymiser.problem(pid)
+    if pseudonymiser.federated:
+        return "", "the instance has no PatientID"
     study = _text(ds, "StudyInstanceUID")
-    return f"dicom-study:{study}" if study else f"dicom-instance:{fallback}"
+    return (f"dicom-study:{study}" if study else f"dicom-instance:{fallback}"), None
 
 
 def instance_hex(home: NodeHome, dataset_id: str, identity: str) -> str:
@@ -110,6 +116,7 @@ def ingest_dicom(
     title: str | None = None,
     consent_regime: str | None = None,
     split: str | None = None,
+    id_system: str | None = None,
     progress: Progress | None = None,
 ) -> IngestReport:
     """Ingest every decodable DICOM instance under `directory` (recursively).
@@ -120,6 +127,7 @@ def ingest_dicom(
     """
     root = Path(directory)
     progress = progress or NullProgress()
+    pseudonymiser = NodePseudonymiser(home, id_system)
     check_dataset_id(dataset_id)
     check_consent_regime(consent_regime)
     if not root.is_dir():
@@ -139,7 +147,8 @@ def ingest_dicom(
         }
     files = _files(root)
     progress.start(len(files), f"DICOM {root.name}")
-    report = IngestReport(dataset_id=dataset_id, source_kind="dicom")
+    report = IngestReport(dataset_id=dataset_id, source_kind="dicom",
+                          pseudonyms=pseudonymiser.mode)
     params = {"directory": str(root), "files": len(files), "labels_csv": str(labels_csv or ""),
               "split": split}
     with home.db.transaction() as cur:
@@ -164,6 +173,10 @@ def ingest_dicom(
                 continue
             sop_uid = _text(ds, "SOPInstanceUID")
             identity = sop_uid or "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+            person, why = _person(ds, identity, pseudonymiser)
+            if why is not None:
+                report.skip(name, "no usable PatientID", why)
+                continue
             hexid = instance_hex(home, dataset_id, identity)
             study_id = "st_" + hexid
             if study_id in seen:
@@ -200,7 +213,7 @@ def ingest_dicom(
             modality = _text(ds, "Modality")
             body_site = _text(ds, "BodyPartExamined")
             rows.add(
-                pseudonym=home.pseudonymise(_local_patient_id(ds, identity)),
+                person=person,
                 sex=normalise_sex(_text(ds, "PatientSex")),
                 birth_year=_birth_year(ds),
                 image_ref="im_" + hexid,
@@ -215,7 +228,7 @@ def ingest_dicom(
             )
             report.ingested += 1
             if len(rows) >= CHUNK:
-                rows.flush(cur, dataset_id)
-        rows.flush(cur, dataset_id)
+                rows.flush(cur, dataset_id, pseudonymiser)
+        rows.flush(cur, dataset_id, pseudonymiser)
         finish_batch(home, cur, report, source=str(root), params=params)
     return report

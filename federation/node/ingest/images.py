@@ -32,6 +32,7 @@ from federation.node.ingest.common import (
     parse_date,
     read_labels_csv,
 )
+from federation.node.pseudonyms import NodePseudonymiser
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 CHUNK = 256
@@ -63,11 +64,14 @@ def ingest_images(
     consent_regime: str | None = None,
     modality: str | None = None,
     body_site: str | None = None,
+    id_system: str | None = None,
     progress: Progress | None = None,
 ) -> IngestReport:
-    """Ingest the images a labels CSV lists; one study per file."""
+    """Ingest the images a labels CSV lists; one study per file. The CSV's `patient_id`
+    column names the person (of system `id_system` on a federated node)."""
     root = Path(directory)
     progress = progress or NullProgress()
+    pseudonymiser = NodePseudonymiser(home, id_system)
     check_dataset_id(dataset_id)
     check_consent_regime(consent_regime)
     if not root.is_dir():
@@ -82,7 +86,8 @@ def ingest_images(
         and str(p.relative_to(root)) not in listed
     )
     progress.start(len(frame), f"images {root.name}")
-    report = IngestReport(dataset_id=dataset_id, source_kind="images")
+    report = IngestReport(dataset_id=dataset_id, source_kind="images",
+                          pseudonyms=pseudonymiser.mode)
     for name in unlisted:
         report.skip(name, "not in labels CSV")
     study_key = home.derive_key("study")
@@ -126,9 +131,13 @@ def ingest_images(
             birth = col("birth_year", i)
             row_split = col("split", i)
             patient = col("patient_id", i)
-            local_id = patient or f"image-file:{name}"
+            why = (pseudonymiser.problem(patient) if patient else
+                   "no patient_id in the labels CSV" if pseudonymiser.federated else None)
+            if why is not None:
+                report.skip(name, "no usable patient_id", why)
+                continue
             rows.add(
-                pseudonym=home.pseudonymise(local_id),
+                person=patient or f"image-file:{name}",
                 sex=normalise_sex(col("sex", i)),
                 birth_year=int(birth) if birth and birth.isdigit() else None,
                 image_ref="im_" + hexid,
@@ -143,8 +152,8 @@ def ingest_images(
             )
             report.ingested += 1
             if len(rows) >= CHUNK:
-                rows.flush(cur, dataset_id)
-        rows.flush(cur, dataset_id)
+                rows.flush(cur, dataset_id, pseudonymiser)
+        rows.flush(cur, dataset_id, pseudonymiser)
         finish_batch(
             home, cur, report, source=str(root),
             params={"directory": str(root), "labels_csv": str(labels_csv), "listed": len(frame)},

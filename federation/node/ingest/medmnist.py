@@ -1,9 +1,10 @@
 """MedMNIST `.npz` files: a public dataset dealt out across simulated hospitals.
 
 Each image is treated as one patient (MedMNIST has no patient ids): the local id
-`<file stem>:<split>:<index>` is pseudonymised with the federation key, so two
-datasets made from the same file at one node share persons, and nodes of one
-federation (same key) agree on who is who.
+`<file stem>:<split>:<index>` is pseudonymised, so two datasets made from the same
+file share persons. On a federated node it is an identifier of the test-person
+system (`urn:tre:test-person|pneumoniamnist-train-17`), so every node and a steward
+agree on who is who.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from federation.node.ingest.common import (
     insert_studies,
 )
 from federation.node.partition import PartitionError, Scheme, parse_scheme, partition_indices
+from federation.node.pseudonyms import NodePseudonymiser
+from pseudonymisation.identifiers import TEST_PERSON
 
 # Label names of MedMNIST v2 releases (from the dataset's INFO, for the common ones).
 KNOWN_LABEL_NAMES: dict[str, dict[str, str]] = {
@@ -49,6 +52,12 @@ KNOWN_MODALITY: dict[str, tuple[str, str]] = {
 def local_id(stem: str, split: str, index: int) -> str:
     """The local patient id of image `index` of `split` in file `<stem>.npz`."""
     return f"{stem.lower()}:{split}:{index}"
+
+
+def person_id(local: str) -> str:
+    """The test-person identifier value of a local id (`pneumoniamnist-train-17`), as a
+    steward names that person to the pseudonymisation service."""
+    return local.replace(":", "-")
 
 
 def image_hexes(home: NodeHome, dataset_id: str, local_ids: Iterable[str]) -> list[str]:
@@ -107,6 +116,7 @@ def ingest_medmnist(
     """Ingest this node's share (`partition` i/n) of every split of a MedMNIST file."""
     path = Path(path)
     progress = progress or NullProgress()
+    pseudonymiser = NodePseudonymiser(home, TEST_PERSON)
     check_dataset_id(dataset_id)
     check_consent_regime(consent_regime)
     scheme = parse_scheme(scheme) if isinstance(scheme, str) else scheme
@@ -145,7 +155,8 @@ def ingest_medmnist(
     pixels = np.ascontiguousarray(np.concatenate(image_parts)).reshape(-1)
     labels_all = np.concatenate(label_parts)
 
-    pseudonyms = home.pseudonymise_many(local_ids)
+    pseudonyms = pseudonymiser.many(
+        [person_id(x) for x in local_ids] if pseudonymiser.federated else local_ids)
     hexes = image_hexes(home, dataset_id, local_ids)
     study_ids = ["st_" + h for h in hexes]
     image_refs = ["im_" + h for h in hexes]
@@ -181,7 +192,8 @@ def ingest_medmnist(
         "image_ref": images_t.column("image_ref"),
     })
 
-    report = IngestReport(dataset_id=dataset_id, source_kind="medmnist")
+    report = IngestReport(dataset_id=dataset_id, source_kind="medmnist",
+                          pseudonyms=pseudonymiser.mode)
     params: dict[str, Any] = {
         "file": path.name,
         "sha256": digest,

@@ -33,6 +33,7 @@ from federation.node.ingest.common import (
     release,
     upsert_persons,
 )
+from federation.node.pseudonyms import NodePseudonymiser
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -65,10 +66,15 @@ def ingest_table(
     consent_regime: str | None = None,
     sex_column: str | None = None,
     birth_year_column: str | None = None,
+    id_system: str | None = None,
     progress: Progress | None = None,
 ) -> IngestReport:
-    """Ingest a table of clinical variables, one row per subject."""
+    """Ingest a table of clinical variables, one row per subject.
+
+    `id_system` names the identifiers' system (e.g. the INS OID); a federated node needs
+    it to derive the federation pseudonym (federation.node.pseudonyms)."""
     path = Path(path)
+    pseudonymiser = NodePseudonymiser(home, id_system)
     progress = progress or NullProgress()
     check_dataset_id(dataset_id)
     check_consent_regime(consent_regime)
@@ -77,7 +83,8 @@ def ingest_table(
                            ("--birth-year-column", birth_year_column)):
         if column is not None and column not in frame.columns:
             raise IngestError(f"{option} {column!r} is not a column of {path.name}")
-    report = IngestReport(dataset_id=dataset_id, source_kind="table", unit="subjects")
+    report = IngestReport(dataset_id=dataset_id, source_kind="table", unit="subjects",
+                          pseudonyms=pseudonymiser.mode)
     progress.start(len(frame), f"table {path.name}")
 
     ids = frame[id_column]
@@ -91,10 +98,15 @@ def ingest_table(
     for i in np.flatnonzero(dupes.to_numpy()):
         report.skip(f"row {i + header_offset}", "duplicate subject id")
     keep &= ~(blank | dupes).to_numpy()
+    for i in np.flatnonzero(keep):
+        why = pseudonymiser.problem(str(ids.iloc[i]).strip())
+        if why is not None:
+            report.skip(f"row {i + header_offset}", "malformed subject id", why)
+            keep[i] = False
     frame = frame[keep].reset_index(drop=True)
 
     local_ids = frame[id_column].astype(str).str.strip()
-    pseudonyms = home.pseudonymise_many(local_ids)
+    pseudonyms = pseudonymiser.many(list(local_ids))
     sex = (frame[sex_column].map(normalise_sex) if sex_column
            else pd.Series([None] * len(frame), dtype=object))
     birth = (pd.to_numeric(frame[birth_year_column], errors="coerce") if birth_year_column
