@@ -94,7 +94,8 @@ def init_node(
             raise NodeHomeError(
                 f"{home.path} belongs to hospital {previous.hospital_id}, not {hospital_id}"
             )
-    pseudonymiser = _check_pseudonymiser(pseudonymiser_url, insecure)
+    pseudonymiser = _check_pseudonymiser(pseudonymiser_url, insecure,
+                                         verify=str(ca) if ca else True)
     if (previous is not None and previous.pseudonymiser_url != pseudonymiser
             and _holds_persons(home)):
         raise NodeHomeError(
@@ -135,8 +136,9 @@ def init_node(
     return home
 
 
-def _check_pseudonymiser(url: str | None, insecure: bool) -> str:
-    """The pseudonymisation service's base URL ('' for offline), checked to answer."""
+def _check_pseudonymiser(url: str | None, insecure: bool, *, verify: str | bool) -> str:
+    """The pseudonymisation service's base URL ('' for offline), checked to answer over
+    TLS checked like the portal's (the federation CA given at init)."""
     if url is None:
         return ""
     url = url.rstrip("/")
@@ -146,7 +148,7 @@ def _check_pseudonymiser(url: str | None, insecure: bool) -> str:
         raise NodeHomeError(f"pseudonymiser URL {url} is plain http: use its https URL, or "
                             "--insecure for development")
     try:
-        httpx.get(f"{url}/v1/health", timeout=10).raise_for_status()
+        httpx.get(f"{url}/v1/health", timeout=10, verify=verify).raise_for_status()
     except httpx.HTTPError as exc:
         raise NodeHomeError(f"the pseudonymisation service at {url} does not answer "
                             f"({type(exc).__name__}): is `tre pseudonymiser serve` running "
