@@ -64,6 +64,8 @@ class PseudonymClient:
         """The federation pseudonym of each identifier, in order. One person listed
         twice (two rows of one table) is evaluated once."""
         inputs = list(dict.fromkeys(i.canonical() for i in identifiers))
+        if not inputs:
+            return []
         out: dict[bytes, str] = {}
         size = self.batch_size
         for start in range(0, len(inputs), size):
