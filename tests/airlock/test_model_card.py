@@ -24,6 +24,10 @@ MODEL = b"\x80weights of the final model"
 # The shape of a real report (the demo's run, federation/apps/server.py), two hospitals;
 # hospital-b missed round 1. Accuracy × examples is whole so that the Wilson interval
 # can be checked against scipy's.
+HOSPITAL_A = {"node_id": 143, "status": "trained", "hospital_id": "hospital-a",
+              "dataset_id": "pneumonia", "epsilon_target": 8.0, "delta": 1e-05,
+              "noise_multiplier": 0.72418212890625, "steps": 15, "num_examples": 940,
+              "train_seconds": 2.8, "excluded_by_consent": 15}
 REPORT = {
     "run_id": 6215605026232900339,
     "permit": {"permit_id": "pmt_x", "app_hash": "0" * 64,
@@ -38,19 +42,13 @@ REPORT = {
     "started_at": 1795960807.5884418,
     "rounds": [
         {"round": 1, "seconds": 30.9, "nodes": [
-            {"node_id": 143, "status": "trained", "hospital_id": "hospital-a",
-             "dataset_id": "pneumonia", "epsilon": 5.1, "epsilon_target": 8.0,
-             "delta": 1e-05, "noise_multiplier": 0.72418212890625, "steps": 15,
-             "num_examples": 940, "train_seconds": 2.8, "excluded_by_consent": 15},
+            {**HOSPITAL_A, "epsilon": 5.1},
             {"node_id": 109, "hospital_id": "hospital-b", "status": "no-reply",
              "reason": "node unavailable: it stopped sending heartbeats (node down?)"}],
          "train": {"num-examples": 940, "epsilon-max": 5.1},
          "evaluate": {"loss": 2.1, "accuracy": 0.7, "auc": 0.81, "num-examples": 300}},
         {"round": 2, "seconds": 31.2, "nodes": [
-            {"node_id": 143, "status": "trained", "hospital_id": "hospital-a",
-             "dataset_id": "pneumonia", "epsilon": 7.996770038506612, "epsilon_target": 8.0,
-             "delta": 1e-05, "noise_multiplier": 0.72418212890625, "steps": 15,
-             "num_examples": 940, "train_seconds": 2.8, "excluded_by_consent": 15},
+            {**HOSPITAL_A, "epsilon": 7.996770038506612},
             {"node_id": 109, "status": "trained", "hospital_id": "hospital-b",
              "dataset_id": "pneumonia", "epsilon": 6.25, "epsilon_target": 8.0,
              "delta": 1e-05, "noise_multiplier": 0.637664794921875, "steps": 32,
@@ -101,15 +99,9 @@ def last_trained(report):
             if n["status"] == "trained"}
 
 
-def numbers(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from numbers(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from numbers(v)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        yield float(value)
+def numbers(doc):
+    """Every number of a document as the airlock's checks read it."""
+    return [number for _, number, _ in airlock.classify("doc", doc)]
 
 
 def test_the_card_exists_once_the_output_enters_the_airlock_and_its_numbers_are_the_reports(

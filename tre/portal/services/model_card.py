@@ -26,10 +26,10 @@ import json
 import math
 from typing import Any
 
+from federation.apps.report import REPORT
 from tre.core.disclosure import DEFAULT_BASE, redisclose
 
 CARD = "model_card.json"
-REPORT = "report.json"
 FORMAT = "tre-model-card/1"
 Z95 = 1.959963984540054
 # run parameters that describe the run, not the model (the node map, timeouts)
@@ -55,7 +55,7 @@ def _count(value: Any, k: int) -> int | str | None:
     return redisclose(value, k=k)
 
 
-def _last_trained(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def last_trained(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each hospital's last trained round: its ε then is what the run spent there."""
     latest: dict[str, dict[str, Any]] = {}
     for rnd in report.get("rounds", []):
@@ -125,7 +125,7 @@ def build(report: dict[str, Any], permit: dict[str, Any], request: dict[str, Any
           ) -> dict[str, Any]:
     """The card of one run's model (pure: the same inputs give the same card)."""
     claims = permit["claims"]
-    latest = _last_trained(report)
+    latest = last_trained(report)
     accountant = report.get("params", {}).get("accountant")
     caps = {(d["node_id"], d["dataset_id"]): d for d in claims["datasets"]}
     datasets = []
