@@ -66,8 +66,10 @@ def last_trained(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _final_evaluation(report: dict[str, Any]) -> dict[str, Any]:
-    evaluated = [r["evaluate"] for r in report.get("rounds", []) if r.get("evaluate")]
-    return evaluated[-1] if evaluated else {}
+    """The last round's evaluation, of the model released; none if that round has none
+    (an earlier round's figures are those of another model)."""
+    rounds = report.get("rounds") or [{}]
+    return rounds[-1].get("evaluate") or {}
 
 
 def _metrics(evaluation: dict[str, Any], k: int) -> dict[str, Any]:
@@ -99,7 +101,7 @@ def _limitations(report: dict[str, Any], hospitals: list[str], audits: list[dict
         "Accuracy is that of the most probable class: no decision threshold was "
         "calibrated, so under label skew it can lag the AUC.",
         "The accuracy interval (Wilson, 95 %) treats the test examples as independent "
-        "draws and counts them as disclosed (each node's count rounded to 5).",
+        "draws and counts them as disclosed (each node's count perturbed and rounded to 5).",
         f"The AUC has no interval: {NO_AUC_INTERVAL}.",
         "(ε, δ) is sample-level differential privacy per node dataset: a patient with "
         "several records is protected less than the figure says.",
@@ -113,6 +115,8 @@ def _limitations(report: dict[str, Any], hospitals: list[str], audits: list[dict
                 who = node.get("hospital_id") or node.get("node_id")
                 out.append(f"Round {rnd.get('round')}: {who} did not train "
                            f"({node.get('status')}: {node.get('reason')}).")
+    if not _final_evaluation(report):
+        out.append("The final model has no federated evaluation: no node returned one.")
     for a in audits:
         if a["mia_advantage"] is None:
             out.append(f"{a['hospital_id']}: no membership-inference figure "
