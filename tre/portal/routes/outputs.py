@@ -31,6 +31,13 @@ def get_output(oid: str, p: Portal = Depends(portal),
     return airlock.get_output(p, who, oid, checker=is_allowed(who, Action.OUTPUT_REVIEW))
 
 
+@router.get("/{oid}/card")
+def get_card(oid: str, p: Portal = Depends(portal),
+             who: Principal = Depends(require(Action.RUN_READ))) -> dict[str, Any]:
+    """The model card of a run's output: what checkers review and the holder downloads."""
+    return airlock.get_card(p, who, oid, checker=is_allowed(who, Action.OUTPUT_REVIEW))
+
+
 @router.post("/{oid}/reviews")
 def review_output(oid: str, body: OutputReviewIn, p: Portal = Depends(portal),
                   who: Principal = Depends(require(Action.OUTPUT_REVIEW))) -> dict[str, Any]:

@@ -27,15 +27,19 @@ from access_control.tokens import Principal
 from federation.training.membership import dp_advantage_bound
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
+from tre.portal.services import model_card
+from tre.portal.store import access as access_store
 from tre.portal.store import airlock as store
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 MODEL_SUFFIXES = (".pt", ".pth", ".npz", ".safetensors")
-# What the run report's own format (federation/apps/server.py) says some numbers are.
+# What the run report's own format (federation/apps/server.py) and the model card's
+# (services/model_card.py) say some numbers are.
 # Every other number is classified by its structure, so a count under a name nobody
 # foresaw is still read as a count (fail closed).
 DECLARED = (
-    ("parameter", ("params.*", "permit.*", "rounds.#.nodes.#.steps", "node_selection.*")),
+    ("parameter", ("params.*", "permit.*", "rounds.#.nodes.#.steps", "node_selection.*",
+                   "privacy.nodes.#.steps")),
     ("identifier", ("run_id", "*node_id")),
     ("time", ("started_at", "finished_at", "*seconds")),
     ("privacy", ("*epsilon*", "*delta", "*noise_multiplier", "releases.#.released",
@@ -275,12 +279,21 @@ def _output_dir(portal: Portal, oid: str) -> Path:
 
 def submit_output(portal: Portal, *, run_id: str, permit: dict[str, Any], files: dict[str, bytes],
                   attestations: list[dict[str, Any]], actor: str = "system") -> dict[str, Any]:
-    """Called by the runs service when a run ends: files go in, state `pending`."""
+    """Called by the runs service when a run ends: files go in, state `pending`. A run's
+    report gets its model card beside it, checked and released with the rest."""
     if not files:
         raise Invalid("an output needs at least one file")
     for name in files:
         if not FILE_NAME.match(name):
             raise Invalid(f"output file name {name!r} is not allowed")
+    if model_card.CARD in files:
+        raise Invalid(f"{model_card.CARD} is written by the portal, not by a run")
+    with portal.db.reader() as cur:
+        request = access_store.get_request(cur, permit["request_id"]) or {}
+    card = model_card.card_file(files, permit, request, run_id=run_id,
+                                k=portal.settings.suppression_k)
+    if card is not None:
+        files = {**files, model_card.CARD: card}
     oid = f"out_{uuid.uuid4().hex[:16]}"
     checks = automated_checks(portal, permit["claims"], files, attestations)
     folder = _output_dir(portal, oid)
@@ -338,6 +351,27 @@ def get_output(portal: Portal, principal: Principal, oid: str, *, checker: bool
         if not _visible(principal, row, checker=checker):
             raise NotFound(f"output {oid} does not exist")
         return _with_reviews(cur, row)
+
+
+def card_of(portal: Portal, out: dict[str, Any]) -> dict[str, Any] | None:
+    """The model card of an output already read through `get_output` (None: it has none,
+    having no run report)."""
+    entry = next((f for f in out["files"] if f["name"] == model_card.CARD), None)
+    if entry is None:
+        return None
+    data = (_output_dir(portal, out["id"]) / model_card.CARD).read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise Conflict(f"the model card of {out['id']} changed after it was stored")
+    return json.loads(data)
+
+
+def get_card(portal: Portal, principal: Principal, oid: str, *, checker: bool
+             ) -> dict[str, Any]:
+    """An output's model card, for whoever may see the output (checkers, its holder)."""
+    card = card_of(portal, get_output(portal, principal, oid, checker=checker))
+    if card is None:
+        raise NotFound(f"output {oid} has no model card (it holds no run report)")
+    return card
 
 
 def review_output(portal: Portal, principal: Principal, oid: str, decision: str, rationale: str

@@ -26,7 +26,7 @@ from tre.core.schemas import PermitStatus, RunTicket
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.schemas import RunIn
-from tre.portal.services import access, airlock, nodes, results
+from tre.portal.services import access, airlock, model_card, nodes, results
 from tre.portal.store import access as access_store
 from tre.portal.store import runs as store
 
@@ -215,11 +215,7 @@ def run_ticket(portal: Portal, principal: Principal, flower_run_id: str) -> dict
 
 def attestations(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Each node's last trained round: its (ε, δ) and its own membership-inference audit."""
-    latest: dict[str, dict[str, Any]] = {}
-    for rnd in report.get("rounds", []):
-        for node in rnd.get("nodes", []):
-            if node.get("status") == "trained" and node.get("hospital_id"):
-                latest[node["hospital_id"]] = node
+    latest = model_card.last_trained(report)
     audits = {a.get("hospital_id"): a for a in report.get("privacy_audits", [])}
     return [{
         "node_id": hospital, "dataset_id": n.get("dataset_id"), "epsilon": n.get("epsilon"),

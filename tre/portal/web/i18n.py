@@ -371,6 +371,38 @@ FR: dict[str, str] = {
     "Automated checks failed: this output can only be rejected.":
         "Des contrôles automatiques ont échoué : ce résultat ne peut qu'être rejeté.",
     "Approve release": "Approuver la libération",
+    # model card (part of the airlock review)
+    "Model card": "Fiche du modèle",
+    "Built by the portal from the run's report, the permit and the access request when the "
+    "output entered the airlock; released and downloaded with the model.":
+        "Établie par le portail à partir du rapport de l'exécution, de l'autorisation et de la "
+        "demande d'accès lorsque le résultat est entré dans le sas ; libérée et téléchargée "
+        "avec le modèle.",
+    "The model card on its own page": "La fiche du modèle sur sa propre page",
+    "The card as JSON": "La fiche en JSON",
+    "Intended use": "Usage prévu",
+    "app": "application",
+    "Datasets and hospitals": "Jeux de données et hôpitaux",
+    "Training examples": "Exemples d'entraînement",
+    "Excluded by consent": "Exclus par le consentement",
+    "did not train": "n'a pas entraîné",
+    "Privacy spent per node": "Confidentialité dépensée par nœud",
+    "Noise multiplier": "Multiplicateur de bruit",
+    "Steps per round": "Pas par tour",
+    "Accountant": "Comptable de confidentialité",
+    "Metrics": "Métriques",
+    "test examples": "exemples de test",
+    "Metric": "Métrique",
+    "Value": "Valeur",
+    "95 % interval": "Intervalle à 95 %",
+    "none": "aucun",
+    "Loss": "Perte",
+    "Membership-inference audit": "Audit d'inférence d'appartenance",
+    "Attack": "Attaque",
+    "Advantage": "Avantage",
+    "Chance alone": "Hasard seul",
+    "Records": "Enregistrements",
+    "Limitations": "Limites",
     # consent registry
     "Consent registry": "Registre des consentements",
     "Record, update and withdraw consents; import FHIR; prepare the activity report.":

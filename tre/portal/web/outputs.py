@@ -47,6 +47,7 @@ def _output_page(ctx: Ctx, oid: str, *, values: dict[str, str] | None = None,
     out = airlock.get_output(ctx.portal, ctx.user, oid, checker=checker)
     failed = [c for c in out["checks"] if not c["passed"]]
     return render(ctx, "output_detail.html", status=status, out=out, failed=failed,
+                  card=airlock.card_of(ctx.portal, out),
                   can_decide=checker and _awaits_me(ctx, out),
                   can_download=out["status"] == "released"
                   and out["holder_sub"] == ctx.user.subject
@@ -58,6 +59,15 @@ def _output_page(ctx: Ctx, oid: str, *, values: dict[str, str] | None = None,
 @router.get("/outputs/{oid}")
 def output_detail(oid: str, ctx: Ctx = Depends(needs(Action.RUN_READ))) -> Response:
     return _output_page(ctx, oid)
+
+
+@router.get("/outputs/{oid}/card")
+def output_card(oid: str, ctx: Ctx = Depends(needs(Action.RUN_READ))) -> Response:
+    """The model card on a page of its own (same service as `/v1/outputs/{oid}/card`)."""
+    checker = _checker(ctx)
+    out = airlock.get_output(ctx.portal, ctx.user, oid, checker=checker)
+    card = airlock.get_card(ctx.portal, ctx.user, oid, checker=checker)
+    return render(ctx, "model_card.html", out=out, card=card)
 
 
 @router.post("/outputs/{oid}/review")
