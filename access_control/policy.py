@@ -49,6 +49,7 @@ class Action(StrEnum):
     CATALOGUE_READ = "catalogue.read"
     CATALOGUE_PUBLISH = "catalogue.publish"
     SYNTHETIC_DOWNLOAD = "synthetic.download"
+    SYNTHETIC_WITHDRAW = "synthetic.withdraw"
     FEASIBILITY_RUN = "feasibility.run"
     RUN_START = "run.start"
     RUN_READ = "run.read"
@@ -95,6 +96,8 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.CATALOGUE_READ: frozenset(Role),
     Action.CATALOGUE_PUBLISH: frozenset({R.NODE}),
     Action.SYNTHETIC_DOWNLOAD: frozenset({R.RESEARCHER, R.REVIEWER, R.AUDITOR}),
+    # a steward (consent withdrawn) any release; a node its own hospital's (service checks)
+    Action.SYNTHETIC_WITHDRAW: frozenset({R.STEWARD, R.NODE}),
     Action.FEASIBILITY_RUN: frozenset({R.RESEARCHER}),
     Action.RUN_START: frozenset({R.RESEARCHER}),
     Action.RUN_READ: frozenset({R.RESEARCHER, R.REVIEWER, R.OUTPUT_CHECKER, R.AUDITOR, R.ADMIN}),

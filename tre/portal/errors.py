@@ -25,6 +25,12 @@ class Conflict(DomainError):
     status_code = 409
 
 
+class Gone(DomainError):
+    """The object existed and was withdrawn on purpose (e.g. a synthetic release)."""
+
+    status_code = 410
+
+
 class Invalid(DomainError):
     status_code = 422
 

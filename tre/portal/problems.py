@@ -30,6 +30,8 @@ PROBLEM_SCHEMA = {
                             "detail": "Input should be a finite number"}]},
 }
 WRITES = frozenset({"post", "put", "patch", "delete"})
+#: `responses=GONE` on a route whose object can be withdrawn: its shape cannot say so.
+GONE: dict[int | str, dict[str, Any]] = {410: {"description": HTTPStatus.GONE.phrase}}
 
 
 def statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
@@ -52,7 +54,8 @@ def statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
 
 
 def document(doc: dict[str, Any]) -> dict[str, Any]:
-    """Every operation of an OpenAPI document answers its errors as problems."""
+    """Every operation of an OpenAPI document answers its errors as problems: those its
+    shape implies and the 4xx a route declares itself (e.g. `GONE`)."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
@@ -60,7 +63,9 @@ def document(doc: dict[str, Any]) -> dict[str, Any]:
     ref = {"$ref": "#/components/schemas/Problem"}
     for path, methods in doc.get("paths", {}).items():
         for method, operation in methods.items():
-            for status in sorted(statuses(path, method, operation)):
+            declared = {int(s) for s in operation.get("responses", {})
+                        if s.isdigit() and 400 <= int(s) < 500}
+            for status in sorted(statuses(path, method, operation) | declared):
                 operation.setdefault("responses", {})[str(status)] = {
                     "description": HTTPStatus(status).phrase,
                     "content": {MEDIA_TYPE: {"schema": ref}}}

@@ -159,8 +159,18 @@ class ReviewIn(Strict):
     conditions: Conditions | None = None
 
 
+#: Why a state change was made, shown to those it affects (a revocation, a withdrawal).
+Reason = Annotated[str, Field(min_length=5, max_length=2_000), AfterValidator(plain_text)]
+
+
 class RevokeIn(Strict):
-    reason: Annotated[str, Field(min_length=5, max_length=2_000), AfterValidator(plain_text)]
+    reason: Reason
+
+
+class WithdrawIn(Strict):
+    """Why a synthetic release is withdrawn: researchers see it in the 410 answer."""
+
+    reason: Reason
 
 
 class AppIn(Strict):

@@ -1,4 +1,5 @@
-"""Synthetic releases in the catalogue: nodes upload gated tables, researchers download."""
+"""Synthetic releases in the catalogue: nodes upload gated tables, researchers download,
+stewards and nodes withdraw."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from access_control.policy import Action
 from access_control.tokens import Principal
 from tre.portal.context import Portal
 from tre.portal.errors import Invalid
+from tre.portal.problems import GONE
 from tre.portal.routes import portal
+from tre.portal.schemas import WithdrawIn
 from tre.portal.services import synthetic
 
 router = APIRouter(prefix="/v1/catalogue", tags=["synthetic"])
@@ -43,7 +46,7 @@ def upload_synthetic(
                             report=report.file.read(), plots=images)
 
 
-@router.get("/{dataset_id}/synthetic")
+@router.get("/{dataset_id}/synthetic", responses=GONE)
 def download_synthetic(
     dataset_id: str,
     hospital_id: str | None = Query(None, description="Needed when several hospitals offer "
@@ -63,8 +66,16 @@ def synthetic_report(hospital_id: str, dataset_id: str, p: Portal = Depends(port
     return synthetic.report(p, hospital_id, dataset_id)
 
 
-@router.get("/datasets/{hospital_id}/{dataset_id}/synthetic/plots/{name}.png")
+@router.get("/datasets/{hospital_id}/{dataset_id}/synthetic/plots/{name}.png", responses=GONE)
 def synthetic_plot(hospital_id: str, dataset_id: str, name: str, p: Portal = Depends(portal),
                    _: Principal = Depends(require(Action.CATALOGUE_READ))) -> Response:
     return Response(synthetic.plot(p, hospital_id, dataset_id, f"{name}.png"),
                     media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.post("/synthetic/{release_id}/withdraw")
+def withdraw_synthetic(release_id: str, body: WithdrawIn, p: Portal = Depends(portal),
+                       who: Principal = Depends(require(Action.SYNTHETIC_WITHDRAW))
+                       ) -> dict[str, Any]:
+    """Withdraw a published release: downloads answer 410 from now on (audited)."""
+    return synthetic.withdraw(p, who, release_id, body.reason)

@@ -1,4 +1,5 @@
-"""The catalogue: what each hospital holds, as descriptors with suppressed counts only."""
+"""The catalogue: what each hospital holds, as descriptors with suppressed counts only,
+each with the summary of its newest synthetic release (published or withdrawn)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from access_control.tokens import Principal
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Forbidden, Invalid, NotFound
 from tre.portal.schemas import DatasetDescriptorIn
+from tre.portal.services import synthetic
 from tre.portal.store import catalogue as store
 
 
@@ -57,7 +59,10 @@ def publish(portal: Portal, principal: Principal, body: DatasetDescriptorIn) -> 
 
 def list_datasets(portal: Portal) -> list[dict[str, Any]]:
     with portal.db.reader() as cur:
-        return store.list_datasets(cur)
+        datasets = store.list_datasets(cur)
+    releases = synthetic.catalogue_summaries(portal)
+    return [{**d, "synthetic": releases.get((d["hospital_id"], d["dataset_id"]))}
+            for d in datasets]
 
 
 def get_dataset(portal: Portal, hospital_id: str, dataset_id: str) -> dict[str, Any]:
@@ -65,4 +70,4 @@ def get_dataset(portal: Portal, hospital_id: str, dataset_id: str) -> dict[str, 
         found = store.get_dataset(cur, hospital_id, dataset_id)
     if found is None:
         raise NotFound(f"dataset {hospital_id}/{dataset_id} is not in the catalogue")
-    return found
+    return {**found, "synthetic": synthetic.latest_summary(portal, hospital_id, dataset_id)}

@@ -7,6 +7,11 @@ passed, the core checks (exact copies, distance to closest record, membership
 inference) must be present with figures that really meet their thresholds, and the
 table must hold exactly the columns the report says were modelled, so an
 identifier the node excluded cannot ride along. Downloads are audited.
+
+A steward (a data subject withdrew consent) or the publishing node (its consented
+cohort changed) can withdraw a release: the row stays as the record, its table and
+plots are deleted, downloads answer 410 Gone naming the withdrawal, and the next
+upload of the dataset is served as usual.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from access_control.policy import Role
 from access_control.tokens import Principal
 from tre.portal.context import Portal, utcnow
-from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
+from tre.portal.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 from tre.portal.store import catalogue as catalogue_store
 from tre.portal.store import synthetic as store
 
@@ -175,25 +181,43 @@ def _plots(release: dict[str, Any]) -> list[str]:
             if f["name"].startswith("plots/")]
 
 
+def _withdrawal(release: dict[str, Any]) -> dict[str, Any] | None:
+    if release.get("withdrawn_at") is None:
+        return None
+    return {"at": release["withdrawn_at"], "by": release["withdrawn_by"],
+            "reason": release["withdrawal_reason"]}
+
+
 def _summary(release: dict[str, Any]) -> dict[str, Any]:
-    """What the API and the web page show about a release (no rows)."""
+    """What the API and the web page show about a release (no rows); a withdrawn one
+    says so and offers neither downloads nor plots."""
     h, d = release["hospital_id"], release["dataset_id"]
     gate = release["gate"]
+    withdrawal = _withdrawal(release)
     return {
         "release_id": release["id"],
         "hospital_id": h,
         "dataset_id": d,
+        "status": "withdrawn" if withdrawal else "published",
+        "withdrawal": withdrawal,
         "published_at": release["created_at"],
         "uploaded_by": release["uploaded_by"],
         "rows": release["rows"],
         "columns": release["columns"],
         "gate": {"passed": gate.get("passed"), "summary": gate.get("summary"),
                  "checks": gate.get("checks")},
-        "plots": _plots(release),
-        "downloads": {fmt: f"/v1/catalogue/{d}/synthetic?hospital_id={h}&format={fmt}"
-                      for fmt in FORMATS},
+        "plots": [] if withdrawal else _plots(release),
+        "downloads": {} if withdrawal else {
+            fmt: f"/v1/catalogue/{d}/synthetic?hospital_id={h}&format={fmt}"
+            for fmt in FORMATS},
         "report_url": f"/v1/catalogue/datasets/{h}/{d}/synthetic/report",
     }
+
+
+def catalogue_summaries(portal: Portal) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest release's summary of every dataset that has one (the catalogue lists)."""
+    with portal.db.reader() as cur:
+        return {key: _summary(r) for key, r in store.latest_releases(cur).items()}
 
 
 def _latest(cur: Any, hospital_id: str, dataset_id: str) -> dict[str, Any]:
@@ -217,7 +241,17 @@ def report(portal: Portal, hospital_id: str, dataset_id: str) -> dict[str, Any]:
     return {**_summary(release), "report": release["report"]}
 
 
+def _refuse_withdrawn(release: dict[str, Any]) -> None:
+    """410 Gone naming who withdrew the release, when and why."""
+    withdrawal = _withdrawal(release)
+    if withdrawal:
+        raise Gone(f"synthetic release {release['id']} of {release['hospital_id']}/"
+                   f"{release['dataset_id']} was withdrawn on {withdrawal['at']:%Y-%m-%d} "
+                   f"by {withdrawal['by']}: {withdrawal['reason']}")
+
+
 def _read_checked(portal: Portal, release: dict[str, Any], name: str) -> bytes:
+    _refuse_withdrawn(release)
     entry = next((f for f in release["files"] if f["name"] == name), None)
     if entry is None:
         raise NotFound(f"synthetic release {release['id']} has no file {name!r}")
@@ -259,3 +293,35 @@ def download(portal: Portal, principal: Principal, dataset_id: str, hospital_id:
             details={"release_id": release["id"], "format": fmt, "rows": release["rows"],
                      "sha256": hashlib.sha256(data).hexdigest(), "subject": principal.subject})
     return data, f"{hospital_id}_{dataset_id}_synthetic.{fmt}", MEDIA_TYPES[fmt]
+
+
+def withdraw(portal: Portal, principal: Principal, release_id: str,
+             reason: str) -> dict[str, Any]:
+    """Withdraw a release: recorded and audited in one transaction, then its table and
+    plots deleted (report.json stays: it holds no rows). A node may withdraw only its
+    own hospital's releases; a steward any, since consent is withdrawn through them."""
+    with portal.db.transaction() as cur:
+        release = store.get_release(cur, release_id)
+        if release is None:
+            raise NotFound(f"synthetic release {release_id} does not exist")
+        steward = principal.has_any(frozenset({Role.STEWARD.value}))
+        if not steward and principal.hospital_id != release["hospital_id"]:
+            raise Forbidden(f"this node's service account belongs to "
+                            f"{principal.hospital_id!r}: it cannot withdraw a release of "
+                            f"{release['hospital_id']!r}")
+        if release["withdrawn_at"] is not None:
+            raise Conflict(f"synthetic release {release_id} was already withdrawn on "
+                           f"{release['withdrawn_at']:%Y-%m-%d} by {release['withdrawn_by']}")
+        store.set_withdrawn(cur, release_id, at=utcnow(), by=principal.username, reason=reason)
+        portal.audit.append(
+            cur, actor=principal.username, action="synthetic.withdraw", object_type="dataset",
+            object_id=f"{release['hospital_id']}/{release['dataset_id']}",
+            details={"release_id": release_id, "reason": reason,
+                     "files": {f["name"]: f["sha256"] for f in release["files"]}})
+        withdrawn = store.get_release(cur, release_id)
+    folder = _folder(portal, release_id)
+    for entry in release["files"]:
+        if entry["name"] != "report.json":
+            (folder / entry["name"]).unlink(missing_ok=True)
+    shutil.rmtree(folder / "plots", ignore_errors=True)
+    return _summary(withdrawn)

@@ -3,12 +3,14 @@
 The files themselves (Parquet, CSV, plots) live on disk under the portal's state
 directory; a row here names them with their SHA-256, the gate verdict and the
 reports. Releases are never overwritten: the newest per dataset is the one served,
-older ones stay as the record of what was offered when.
+older ones stay as the record of what was offered when. A withdrawn release keeps its
+row (who withdrew it, when, why); its data files are removed from disk.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from duckdb import DuckDBPyConnection as Cursor
@@ -33,7 +35,15 @@ MIGRATIONS: list[Migration] = [
             report VARCHAR NOT NULL
         )
         """,
-    )
+    ),
+    (
+        2,
+        """
+        ALTER TABLE synthetic_release ADD COLUMN withdrawn_at TIMESTAMPTZ;
+        ALTER TABLE synthetic_release ADD COLUMN withdrawn_by VARCHAR;
+        ALTER TABLE synthetic_release ADD COLUMN withdrawal_reason VARCHAR
+        """,
+    ),
 ]
 
 _JSON = ("columns", "files", "gate", "report")
@@ -52,6 +62,24 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
     for key in _JSON:
         row[key] = json.loads(row[key])
     return row
+
+
+def get_release(cur: Cursor, release_id: str) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM synthetic_release WHERE id = ?", [release_id])
+    rows = rows_as_dicts(cur)
+    return _row(rows[0]) if rows else None
+
+
+def set_withdrawn(cur: Cursor, release_id: str, *, at: datetime, by: str, reason: str) -> None:
+    cur.execute("UPDATE synthetic_release SET withdrawn_at = ?, withdrawn_by = ?,"
+                " withdrawal_reason = ? WHERE id = ?", [at, by, reason, release_id])
+
+
+def latest_releases(cur: Cursor) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest release of every dataset that has one, by (hospital, dataset)."""
+    cur.execute("SELECT * FROM synthetic_release QUALIFY row_number() OVER (PARTITION BY"
+                " hospital_id, dataset_id ORDER BY created_at DESC, id DESC) = 1")
+    return {(r["hospital_id"], r["dataset_id"]): _row(r) for r in rows_as_dicts(cur)}
 
 
 def latest_release(cur: Cursor, hospital_id: str, dataset_id: str) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """The catalogue page: what each hospital holds, as its node published it
-(suppressed counts only), with a shortcut to request access to a dataset."""
+(suppressed counts only, its synthetic version or the notice of its withdrawal),
+with a shortcut to request access to a dataset."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from fastapi import Depends
 from fastapi.responses import Response
 
 from access_control.policy import Action
-from tre.portal.services import catalogue, synthetic
+from tre.portal.services import catalogue
 from tre.portal.web.pages import Ctx, needs, render, web_router
 
 router = web_router()
@@ -21,6 +22,5 @@ def catalogue_page(ctx: Ctx = Depends(needs(Action.CATALOGUE_READ))) -> Response
 @router.get("/catalogue/{hospital_id}/{dataset_id}")
 def dataset_page(hospital_id: str, dataset_id: str,
                  ctx: Ctx = Depends(needs(Action.CATALOGUE_READ))) -> Response:
-    return render(ctx, "dataset.html",
-                  ds=catalogue.get_dataset(ctx.portal, hospital_id, dataset_id),
-                  synthetic=synthetic.latest_summary(ctx.portal, hospital_id, dataset_id))
+    ds = catalogue.get_dataset(ctx.portal, hospital_id, dataset_id)
+    return render(ctx, "dataset.html", ds=ds, synthetic=ds["synthetic"])

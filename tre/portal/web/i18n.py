@@ -525,6 +525,12 @@ FR: dict[str, str] = {
     "Generated at the hospital and released because every privacy-gate check passed.":
         "Générées à l'hôpital et publiées parce que chaque contrôle de confidentialité a réussi.",
     "rows": "lignes",
+    "Synthetic data available": "Données synthétiques disponibles",
+    "Synthetic data withdrawn": "Données synthétiques retirées",
+    "This synthetic version was withdrawn on {date} by {who} and can no longer be "
+    "downloaded.":
+        "Cette version synthétique a été retirée le {date} par {who} et ne peut plus être "
+        "téléchargée.",
     # runs
     "queued": "en file", "running": "en cours", "completed": "terminée", "failed": "échouée",
     "cancelled": "annulée",
