@@ -219,6 +219,17 @@ class PortalClient:
         except ValueError:
             return {}
 
+    def withdraw_synthetic(self, release_id: str, reason: str) -> dict[str, Any]:
+        """`POST /v1/catalogue/synthetic/{release}/withdraw`: this hospital's release is
+        no longer served (e.g. its consented cohort changed); the portal's summary of it."""
+        url = f"{self.portal_url}/v1/catalogue/synthetic/{release_id}/withdraw"
+        resp = self._request("POST", url, json={"reason": reason},
+                             headers={"Authorization": f"Bearer {self.access_token()}"})
+        if resp.status_code != 200:
+            raise PortalError(f"the portal refused to withdraw synthetic release {release_id}: "
+                              f"{resp.status_code} {problem_detail(resp)}", resp.status_code)
+        return resp.json()
+
     def run_ticket(self, flower_run_id: int) -> str:
         """`GET /v1/runs/flower/{id}/ticket`: the portal's signed ticket for a Flower run it
         submitted itself (404 when it did not: the run came from somewhere else)."""

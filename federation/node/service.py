@@ -298,3 +298,37 @@ def publish_synthetic(home: NodeHome, dataset_id: str, client: PortalClient) -> 
                                "files": sent, "portal_release": answer.get("release_id")})
     return {"published": True, "run_id": release.run_id,
             "release_id": answer.get("release_id"), "rows": answer.get("rows")}
+
+
+def published_release(home: NodeHome, dataset_id: str) -> str | None:
+    """The portal's id of the synthetic release this node last uploaded for a dataset, from
+    its own audit of what left the node (None when it never published one)."""
+    for entry in reversed(home.audit.entries(action="synthetic.publish")):
+        if entry.object_id == dataset_id and entry.details.get("portal_release"):
+            return str(entry.details["portal_release"])
+    return None
+
+
+def withdraw_synthetic(home: NodeHome, dataset_id: str, reason: str, *,
+                       release_id: str | None = None,
+                       client: PortalClient | None = None) -> dict[str, Any]:
+    """Withdraw a synthetic release of this hospital at the portal (by default the one
+    last published for `dataset_id`); audited at the node whether or not it succeeds."""
+    release_id = release_id or published_release(home, dataset_id)
+    if release_id is None:
+        raise NodeHomeError(f"this node never published a synthetic version of {dataset_id}: "
+                            "nothing to withdraw (give --release-id for another one)")
+    client = client or PortalClient.for_home(home)
+    try:
+        answer = client.withdraw_synthetic(release_id, reason)
+    except PortalError as exc:
+        home.audit.record(actor=home.actor, action="synthetic.withdraw_failed",
+                          object_type="dataset", object_id=dataset_id,
+                          details={"release_id": release_id, "status": exc.status,
+                                   "error": str(exc)})
+        raise
+    home.audit.record(actor=home.actor, action="synthetic.withdraw", object_type="dataset",
+                      object_id=dataset_id,
+                      details={"portal_url": client.portal_url, "release_id": release_id,
+                               "reason": reason})
+    return answer

@@ -16,6 +16,10 @@ can be published by mistake (DESIGN §2.1). `releasable` is the only way the
 publisher gets files: it re-reads the manifest, re-checks every hash and the gate
 verdict written next to them, and refuses anything else. Pseudonyms, study ids and
 image references never reach the synthesizer: they are not even selected.
+
+Each run records the digest of the consented cohort it modelled (`latest.json`, the
+manifest, the audit), so `synthesize_if_cohort_changed` can re-run exactly when a
+consent withdrawal (or a new consent, or new data) changed who may be modelled.
 """
 
 from __future__ import annotations
@@ -153,6 +157,36 @@ def _write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+def cohort_digest(pseudonyms: Sequence[str]) -> str:
+    """SHA-256 of the sorted distinct pseudonyms a synthesis modelled: equal digests mean
+    the same consented cohort, so a withdrawal (or a new consent) shows as a change
+    without the node keeping the list itself."""
+    return hashlib.sha256("\n".join(sorted(set(pseudonyms))).encode()).hexdigest()
+
+
+def consented_cohort(home: NodeHome, dataset_id: str, *,
+                     synthesizer: str | Synthesizer | SampleFunction = "gaussian_copula",
+                     rows: int | None = None, consent_filter: str = "snapshot") -> list[str]:
+    """The dataset's subjects whose consent covers scientific research, after checking
+    the options (a bad name or row count fails before any pull or read)."""
+    from federation.node.consent import consent_filter_for, dataset_pseudonyms, dataset_regime
+    from synthetic.names import SYNTHESIZERS
+
+    if isinstance(synthesizer, str) and synthesizer not in SYNTHESIZERS:
+        raise SynthesisError(
+            f"unknown synthesizer {synthesizer!r}: choose one of {', '.join(SYNTHESIZERS)}")
+    if rows is not None and rows < 1:
+        raise SynthesisError(f"--rows must be at least 1, not {rows}")
+    if not _DATASET_ID_RE.match(dataset_id or ""):
+        raise DataError(f"dataset id {dataset_id!r} is invalid: use 1-64 letters, digits, "
+                        "'.', '_' or '-'")
+    dataset_kind(home, dataset_id)  # unknown dataset: a clear error before any pull
+    decision = consent_filter_for(home, consent_filter).filter(
+        dataset_id=dataset_id, regime=dataset_regime(home, dataset_id),
+        purpose=Purpose.SCIENTIFIC_RESEARCH, pseudonyms=dataset_pseudonyms(home, dataset_id))
+    return list(decision.allowed)
+
+
 def synthesize(
     home: NodeHome,
     dataset_id: str,
@@ -173,37 +207,56 @@ def synthesize(
     Consent is honoured before any record is read: only subjects whose consent (or,
     under opt-out, absence of objection) covers scientific research are modelled.
     """
-    from federation.node.consent import consent_filter_for, dataset_pseudonyms, dataset_regime
-    from synthetic.names import SYNTHESIZERS
+    allowed = consented_cohort(home, dataset_id, synthesizer=synthesizer, rows=rows,
+                               consent_filter=consent_filter)
+    return _synthesize_cohort(home, dataset_id, allowed, synthesizer=synthesizer, rows=rows,
+                              target=target, seed=seed, epochs=epochs, thresholds=thresholds,
+                              progress=progress)
 
-    if isinstance(synthesizer, str) and synthesizer not in SYNTHESIZERS:
-        raise SynthesisError(
-            f"unknown synthesizer {synthesizer!r}: choose one of {', '.join(SYNTHESIZERS)}")
-    if rows is not None and rows < 1:
-        raise SynthesisError(f"--rows must be at least 1, not {rows}")
-    if not _DATASET_ID_RE.match(dataset_id or ""):
-        raise DataError(f"dataset id {dataset_id!r} is invalid: use 1-64 letters, digits, "
-                        "'.', '_' or '-'")
-    dataset_kind(home, dataset_id)  # unknown dataset: a clear error before any pull
-    decision = consent_filter_for(home, consent_filter).filter(
-        dataset_id=dataset_id, regime=dataset_regime(home, dataset_id),
-        purpose=Purpose.SCIENTIFIC_RESEARCH, pseudonyms=dataset_pseudonyms(home, dataset_id))
+
+def synthesize_if_cohort_changed(
+    home: NodeHome, dataset_id: str, *,
+    synthesizer: str | Synthesizer | SampleFunction = "gaussian_copula",
+    rows: int | None = None, consent_filter: str = "snapshot", **options: Any,
+) -> SynthesisOutcome | None:
+    """`synthesize` (same options) only when the consented cohort differs from the one
+    the latest run modelled (a withdrawal, a new consent, new data); None, audited, when
+    it does not. Compared with the latest run, passed or not: the same cohort with the
+    same settings gives the same verdict, so running again would only repeat it."""
+    allowed = consented_cohort(home, dataset_id, synthesizer=synthesizer, rows=rows,
+                               consent_filter=consent_filter)
+    digest = cohort_digest(allowed)
+    previous = latest(home, dataset_id) or {}
+    if previous.get("cohort_digest") == digest:
+        home.audit.record(actor=home.actor, action="synthetic.cohort_unchanged",
+                          object_type="dataset", object_id=dataset_id,
+                          details={"run_id": previous.get("run_id"), "cohort_digest": digest,
+                                   "cohort_size": len(set(allowed))})
+        return None
+    return _synthesize_cohort(home, dataset_id, allowed, synthesizer=synthesizer, rows=rows,
+                              **options)
+
+
+def _synthesize_cohort(home: NodeHome, dataset_id: str, allowed: list[str], *,
+                       synthesizer: str | Synthesizer | SampleFunction = "gaussian_copula",
+                       **options: Any) -> SynthesisOutcome:
     from synthetic import run_pipeline  # SDV: only once consent and credentials are settled
 
-    frame = source_frame(home, dataset_id, decision.allowed)
+    frame = source_frame(home, dataset_id, allowed)
     try:
-        result = run_pipeline(frame, synthesizer=synthesizer, rows=rows, target=target,
-                              seed=seed, epochs=epochs, thresholds=thresholds,
-                              progress=progress)
+        result = run_pipeline(frame, synthesizer=synthesizer, **options)
     except ValueError as exc:
         raise SynthesisError(f"cannot synthesise {dataset_id}: {exc}") from exc
-    return store_result(home, dataset_id, result)
+    return store_result(home, dataset_id, result, cohort=allowed)
 
 
-def store_result(home: NodeHome, dataset_id: str, result: SyntheticResult) -> SynthesisOutcome:
+def store_result(home: NodeHome, dataset_id: str, result: SyntheticResult, *,
+                 cohort: Sequence[str]) -> SynthesisOutcome:
     """Write the reports (always) and the release files (only if the gate passed), audit,
-    then point `latest.json` at the run. Files land under a hidden name and are renamed
-    into place, so a crash never leaves a half-written release."""
+    then point `latest.json` at the run, with the digest of the consented `cohort` it
+    modelled. Files land under a hidden name and are renamed into place, so a crash
+    never leaves a half-written release."""
+    digest, size = cohort_digest(cohort), len(set(cohort))
     base = synthetic_dir(home, dataset_id)
     (base / "runs").mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
@@ -222,7 +275,8 @@ def store_result(home: NodeHome, dataset_id: str, result: SyntheticResult) -> Sy
                 path.write_bytes(data)
                 files[name] = _sha256(data)
             _write_json_atomic(partial / RELEASE_DIR / MANIFEST_FILE,
-                               {"run_id": run_id, "dataset_id": dataset_id, "files": files})
+                               {"run_id": run_id, "dataset_id": dataset_id, "files": files,
+                                "cohort_digest": digest, "cohort_size": size})
         os.replace(partial, run_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -240,6 +294,8 @@ def store_result(home: NodeHome, dataset_id: str, result: SyntheticResult) -> Sy
             "quality_score": f.quality_score,
             "excluded_columns": [e.as_dict() for e in result.excluded_columns],
             "release_files": files,
+            "cohort_digest": digest,
+            "cohort_size": size,
         },
     )
     _write_json_atomic(base / LATEST_FILE, {
@@ -251,6 +307,8 @@ def store_result(home: NodeHome, dataset_id: str, result: SyntheticResult) -> Sy
         "synthesizer": result.settings["synthesizer"],
         "rows": len(result.synthetic),
         "quality_score": f.quality_score,
+        "cohort_digest": digest,
+        "cohort_size": size,
         "release": f"runs/{run_id}/{RELEASE_DIR}" if result.gate.passed else None,
     })
     return SynthesisOutcome(dataset_id, run_id, result, run_dir,

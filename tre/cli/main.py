@@ -16,6 +16,7 @@ from tre.cli import (
     ops_cmd,
     portal_cmd,
     pseudonymiser_cmd,
+    synthetic_cmd,
 )
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.command("demo")(demo_cmd.demo)
 app.command("backup")(ops_cmd.backup)
 app.command("restore")(ops_cmd.restore_cmd)
 app.add_typer(federation_cmd.app, name="federation", help="Flower SuperLink and runs.")
+app.add_typer(synthetic_cmd.app, name="synthetic", help="Withdraw published synthetic data.")
 
 if __name__ == "__main__":
     app()

@@ -38,8 +38,11 @@ app = typer.Typer(
 )
 ingest_app = typer.Typer(no_args_is_help=True, help="Ingest local data into the common model.")
 audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the node's audit log.")
+synthetic_app = typer.Typer(no_args_is_help=True,
+                            help="Manage this node's published synthetic releases.")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(audit_app, name="audit")
+app.add_typer(synthetic_app, name="synthetic")
 
 HomeOpt = Annotated[
     Path | None,
@@ -414,6 +417,10 @@ def synthesize_cmd(
     consent_filter: Annotated[str, typer.Option(
         "--consent-filter", help="snapshot: the portal's consent registry; regime: the "
         "dataset's regime with no consent records")] = "snapshot",
+    if_cohort_changed: Annotated[bool, typer.Option(
+        "--if-cohort-changed", help="Only when the consented cohort differs from the one the "
+        "latest run modelled (a consent withdrawn or given, new data); for a daily timer.")
+    ] = False,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -422,20 +429,26 @@ def synthesize_cmd(
     Reports are kept in the node home either way; the table and plots are kept as
     releasable (for `tre node publish`) only when every gate check passed.
     """
-    from federation.node.synthesis import synthesize
+    from federation.node.synthesis import synthesize, synthesize_if_cohort_changed
     from synthetic.progress import rich_progress
 
+    run = synthesize_if_cohort_changed if if_cohort_changed else synthesize
+    options: dict[str, Any] = {"synthesizer": synthesizer, "rows": rows, "target": target,
+                               "seed": seed, "epochs": epochs, "consent_filter": consent_filter}
     with node_errors():
         node = open_home(home)
         if as_json or not err_console.is_terminal:  # bars only for a person watching
-            outcome = synthesize(node, dataset_id, synthesizer=synthesizer, rows=rows,
-                                 target=target, seed=seed, epochs=epochs,
-                                 consent_filter=consent_filter)
+            outcome = run(node, dataset_id, **options)
         else:
             with rich_progress(console=err_console) as progress:
-                outcome = synthesize(node, dataset_id, synthesizer=synthesizer, rows=rows,
-                                     target=target, seed=seed, epochs=epochs,
-                                     progress=progress, consent_filter=consent_filter)
+                outcome = run(node, dataset_id, progress=progress, **options)
+    if outcome is None:
+        if as_json:
+            print_json({"dataset_id": dataset_id, "cohort_changed": False})
+        else:
+            console.print(f"the consented cohort of {dataset_id} is unchanged since its latest "
+                          "synthesis: nothing to do", highlight=False, soft_wrap=True)
+        return
     where = outcome.release_dir or outcome.run_dir
     if as_json:
         print_json({"dataset_id": dataset_id, "run_id": outcome.run_id,
@@ -445,9 +458,12 @@ def synthesize_cmd(
         console.print(outcome.result.summary(), highlight=False, soft_wrap=True)
     if not outcome.passed:
         failed = ", ".join(c.name for c in outcome.result.gate.failed)
+        stale = (f"; the release already published was built from the previous cohort: "
+                 f"`tre node synthetic withdraw {dataset_id}` withdraws it"
+                 if if_cohort_changed else "")
         fail(f"release gate failed ({failed}): nothing stored as releasable, report in "
              f"{outcome.run_dir}. Try fewer rows, coarser variables or another synthesizer "
-             "(not new seeds until one passes)")
+             f"(not new seeds until one passes){stale}")
     if not as_json:
         console.print(f"stored {outcome.run_id} in {where}; `tre node publish` uploads it",
                       highlight=False, soft_wrap=True)
@@ -486,6 +502,31 @@ def publish_cmd(
                           highlight=False, soft_wrap=True)
     if not results:
         console.print("no datasets to publish")
+
+
+@synthetic_app.command("withdraw")
+def synthetic_withdraw(
+    dataset_id: Annotated[str, typer.Argument(help="Dataset whose release to withdraw.")],
+    reason: Annotated[str, typer.Option(
+        "--reason", help="Why (researchers see it when a download is refused).")],
+    release_id: Annotated[str | None, typer.Option(
+        "--release-id", help="The portal's release id [default: the one this node last "
+        "published for the dataset].")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Withdraw this hospital's synthetic release at the portal: downloads are refused
+    from then on. A later `tre node publish` offers a new one as usual."""
+    from federation.node.service import withdraw_synthetic
+
+    with node_errors():
+        answer = withdraw_synthetic(open_home(home), dataset_id, reason,
+                                    release_id=release_id)
+    if as_json:
+        print_json(answer)
+    else:
+        console.print(f"synthetic release {answer['release_id']} of {dataset_id} withdrawn",
+                      highlight=False)
 
 
 # -- audit ----------------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""`tre synthetic withdraw`: a steward withdraws a published synthetic release.
+
+When a data subject withdraws consent, the steward who records it can also stop the
+synthetic tables built while they were in the cohort from being handed out. The
+command calls the portal with the steward's own token (`tre login`, or `--token`),
+as `tre backup --portal` and `tre audit verify --portal` do; nodes use
+`tre node synthetic withdraw` with their service account instead.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+import typer
+
+from federation.node.portal_client import problem_detail
+from tre.cli.common import console, fail, print_json
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command()
+def withdraw(
+    release_id: Annotated[str, typer.Argument(
+        help="The release id the catalogue shows (syn_…).")],
+    reason: Annotated[str, typer.Option(
+        "--reason", help="Why (researchers see it when a download is refused).")],
+    portal: Annotated[str, typer.Option(
+        "--portal", envvar="TRE_PORTAL_URL", help="The portal's URL.")],
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="TRE_TOKEN", help="bearer token (else `tre login`)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Withdraw a synthetic release: downloads are refused from now on (audited)."""
+    if token is None:
+        from tre.cli.login_cmd import access_token
+
+        token = access_token()
+    url = f"{portal.rstrip('/')}/v1/catalogue/synthetic/{release_id}/withdraw"
+    try:
+        resp = httpx.post(url, json={"reason": reason}, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {url}: {type(exc).__name__}: {exc}")
+    if resp.status_code != 200:
+        fail(f"the portal refused to withdraw {release_id} ({resp.status_code}): "
+             f"{problem_detail(resp)}")
+    answer = resp.json()
+    if as_json:
+        print_json(answer)
+    else:
+        console.print(f"synthetic release {release_id} of {answer['hospital_id']}/"
+                      f"{answer['dataset_id']} withdrawn", highlight=False)
