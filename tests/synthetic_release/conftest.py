@@ -85,6 +85,18 @@ def client_for(keycloak, live_portal):
     return lambda hospital="hospital-a": node_client(keycloak, live_portal.url, hospital)
 
 
+def connect(home: NodeHome, portal_url: str, keycloak) -> None:
+    """Point a node home at a live portal with hospital-a's real service account, as
+    `tre node init` would: the CLI and the snapshot consent filter then reach it."""
+    config = home.config
+    config.portal_url = portal_url
+    config.extra["keycloak_url"] = keycloak.base_url
+    config.extra["keycloak_realm"] = keycloak.realm
+    home.save_config(config)
+    creds = keycloak.client_credentials(home.config.hospital_id)
+    home.save_credentials(creds["client_id"], creds["client_secret"])
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

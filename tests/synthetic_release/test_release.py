@@ -25,7 +25,14 @@ from federation.node.synthesis import (
     synthetic_dir,
 )
 from tests.fixtures.portal import bearer
-from tests.synthetic_release.conftest import DATASET, ROWS, cli, read_csv_bytes, sha256
+from tests.synthetic_release.conftest import (
+    DATASET,
+    ROWS,
+    cli,
+    connect,
+    read_csv_bytes,
+    sha256,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -68,13 +75,7 @@ def test_cli_summary_names_quality_gate_and_excluded_identifier(synthesised):
 def test_publish_then_researchers_download_csv_and_parquet(synthesised, live_portal,
                                                           client_for, keycloak):
     home = synthesised.home
-    config = home.config
-    config.portal_url = live_portal.url
-    config.extra["keycloak_url"] = keycloak.base_url
-    config.extra["keycloak_realm"] = keycloak.realm
-    home.save_config(config)
-    creds = keycloak.client_credentials("hospital-a")
-    home.save_credentials(creds["client_id"], creds["client_secret"])
+    connect(home, live_portal.url, keycloak)
     result = cli("publish", "--dataset-id", DATASET, "--home", str(home.path))
     assert result.exit_code == 0, result.output + result.stderr
     release = releasable(home, DATASET)

@@ -44,3 +44,31 @@ def test_dataset_page_offers_the_synthetic_version(synthesised, web_portal, new_
     login(steward, web_portal, "steward1", f"/catalogue/hospital-a/{DATASET}")
     expect(steward.locator("#synthetic")).to_contain_text("Synthetic data")
     expect(steward.locator("[data-download]")).to_have_count(0)
+
+
+def test_a_withdrawn_release_is_shown_withdrawn_without_downloads(synthesised, web_portal,
+                                                                   new_page, keycloak):
+    client = node_client(keycloak, web_portal.url, "hospital-a")
+    release_id = publish(synthesised.home, [DATASET], client=client)[0]["synthetic"][
+        "release_id"]
+    reason = "a data subject withdrew consent for research"
+    resp = web_portal.api("POST", f"/v1/catalogue/synthetic/{release_id}/withdraw",
+                          "steward1", json={"reason": reason})
+    assert resp.status_code == 200, resp.text
+
+    page = new_page()
+    login(page, web_portal, "alice", f"/catalogue/hospital-a/{DATASET}")
+    section = page.locator("#synthetic[data-status='withdrawn']")
+    expect(section).to_contain_text("Synthetic data withdrawn")
+    expect(section).to_contain_text("steward1")
+    expect(section).to_contain_text(reason)
+    expect(page.locator("[data-download]")).to_have_count(0)
+    expect(page.locator("#synthetic img")).to_have_count(0)
+    shot(page, "synthetic-withdrawn")
+    page.goto(f"{web_portal.url}/catalogue")
+    expect(page.locator(".synthetic-status[data-status='withdrawn']")).to_contain_text(
+        "Synthetic data withdrawn")
+
+    french = new_page(locale="fr-BE")
+    login(french, web_portal, "alice", f"/catalogue/hospital-a/{DATASET}")
+    expect(french.locator("#synthetic")).to_contain_text("Données synthétiques retirées")
