@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from federation.node.consent import dataset_pseudonyms
+from federation.node.descriptor import publication_body
 from federation.node.portal_client import PortalError
-from federation.node.service import publish
+from federation.node.service import descriptors, publish
 from federation.node.synthesis import latest, releasable, synthesize_if_cohort_changed
 from tests.fixtures.portal import bearer
 from tests.synthetic_release.conftest import DATASET, ROWS, cli, connect
@@ -142,6 +143,34 @@ def test_the_node_withdraws_its_own_release(synthesised, live_portal, client_for
     result = cli("synthetic", "withdraw", "never-published", "--reason", "nothing there",
                  "--home", str(home.path))
     assert result.exit_code == 1 and "never published" in result.stderr
+
+
+def test_a_download_naming_no_hospital_skips_withdrawn_releases(synthesised, live_portal,
+                                                                client_for, keycloak):
+    """Two hospitals offer the dataset id: once one withdraws, the other's is served
+    without ?hospital_id=; once both have, the 410 names both."""
+    home = synthesised.home
+    mine = publish(home, [DATASET], client=client_for())[0]["synthetic"]["release_id"]
+    good = releasable(home, DATASET)
+    other = client_for("hospital-b")
+    other.publish_dataset(publication_body({**descriptors(home, [DATASET])[0],
+                                            "hospital_id": "hospital-b"}))
+    theirs = other.upload_synthetic("hospital-b", DATASET, table=good.table,
+                                    report=good.report, plots=good.plots)["release_id"]
+    alice, steward = keycloak.token("alice"), keycloak.token("steward1")
+    download = f"/v1/catalogue/{DATASET}/synthetic"
+    assert get(live_portal, download, alice).status_code == 422, "which hospital?"
+
+    assert withdraw(live_portal, mine, steward).status_code == 200
+    resp = get(live_portal, download, alice, format="parquet")
+    assert resp.status_code == 200 and resp.content == good.table
+    assert "hospital-b_" in resp.headers["content-disposition"]
+
+    assert other.withdraw_synthetic(theirs, "our consented cohort changed")["status"] == \
+        "withdrawn"
+    resp = get(live_portal, download, alice)
+    assert resp.status_code == 410
+    assert "hospital-a" in resp.json()["detail"] and "hospital-b" in resp.json()["detail"]
 
 
 def test_resynthesis_follows_the_consented_cohort(synthesised, live_portal, keycloak):

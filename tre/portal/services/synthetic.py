@@ -269,6 +269,22 @@ def plot(portal: Portal, hospital_id: str, dataset_id: str, name: str) -> bytes:
     return _read_checked(portal, release, f"plots/{name}")
 
 
+def _offering(cur: Any, dataset_id: str) -> str:
+    """The one hospital whose newest release of `dataset_id` is served, or, when none is,
+    the one whose release was withdrawn (so the 410 names the withdrawal)."""
+    newest = store.newest_status_by_hospital(cur, dataset_id)
+    if not newest:
+        raise NotFound(f"no hospital offers a synthetic version of {dataset_id}")
+    served = [h for h, withdrawn in newest.items() if not withdrawn]
+    if len(served) > 1:
+        raise Invalid(f"several hospitals offer a synthetic {dataset_id} "
+                      f"({', '.join(served)}): add ?hospital_id=")
+    if not served and len(newest) > 1:
+        raise Gone(f"every synthetic version of {dataset_id} was withdrawn "
+                   f"({', '.join(newest)})")
+    return served[0] if served else next(iter(newest))
+
+
 def download(portal: Portal, principal: Principal, dataset_id: str, hospital_id: str | None,
              fmt: str) -> tuple[bytes, str, str]:
     """(bytes, file name, media type) of the newest synthetic table; the download is audited
@@ -277,13 +293,7 @@ def download(portal: Portal, principal: Principal, dataset_id: str, hospital_id:
         raise Invalid(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     with portal.db.transaction() as cur:
         if hospital_id is None:
-            offering = store.hospitals_with_release(cur, dataset_id)
-            if not offering:
-                raise NotFound(f"no hospital offers a synthetic version of {dataset_id}")
-            if len(offering) > 1:
-                raise Invalid(f"several hospitals offer a synthetic {dataset_id} "
-                              f"({', '.join(offering)}): add ?hospital_id=")
-            hospital_id = offering[0]
+            hospital_id = _offering(cur, dataset_id)
         release = _latest(cur, hospital_id, dataset_id)
         name = f"synthetic.{fmt}"
         data = _read_checked(portal, release, name)

@@ -89,9 +89,10 @@ def latest_release(cur: Cursor, hospital_id: str, dataset_id: str) -> dict[str, 
     return _row(rows[0]) if rows else None
 
 
-def hospitals_with_release(cur: Cursor, dataset_id: str) -> list[str]:
-    """Hospitals offering a synthetic version of a dataset id (ids repeat across nodes)."""
-    cur.execute("SELECT DISTINCT hospital_id FROM synthetic_release WHERE dataset_id = ?"
-                " ORDER BY hospital_id", [dataset_id])
-    return [r[0] for r in cur.fetchall()]
-
+def newest_status_by_hospital(cur: Cursor, dataset_id: str) -> dict[str, bool]:
+    """Hospital -> whether its newest release of a dataset id was withdrawn (dataset ids
+    repeat across nodes, so a researcher's download may need to pick one)."""
+    cur.execute("SELECT hospital_id, withdrawn_at IS NOT NULL FROM synthetic_release"
+                " WHERE dataset_id = ? QUALIFY row_number() OVER (PARTITION BY hospital_id"
+                " ORDER BY created_at DESC, id DESC) = 1 ORDER BY hospital_id", [dataset_id])
+    return {r[0]: bool(r[1]) for r in cur.fetchall()}
