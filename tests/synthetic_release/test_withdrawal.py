@@ -66,6 +66,9 @@ def test_withdrawn_release_is_refused_audited_and_shown(synthesised, live_portal
     # the steward's CLI withdraws it
     result = steward_cli(release_id, "--reason", REASON, "--portal", live_portal.url,
                          "--token", steward)
+    assert result.exit_code == 1 and "plain http" in result.stderr, "only with --insecure"
+    result = steward_cli(release_id, "--reason", REASON, "--portal", live_portal.url,
+                         "--token", steward, "--insecure")
     assert result.exit_code == 0, result.output
     assert f"synthetic release {release_id} of hospital-a/{DATASET} withdrawn" in result.stdout
 

@@ -3,19 +3,20 @@
 When a data subject withdraws consent, the steward who records it can also stop the
 synthetic tables built while they were in the cohort from being handed out. The
 command calls the portal with the steward's own token (`tre login`, or `--token`),
-as `tre backup --portal` and `tre audit verify --portal` do; nodes use
+with the same options as the steward's `tre consent` commands; nodes use
 `tre node synthetic withdraw` with their service account instead.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import httpx
 import typer
 
 from federation.node.portal_client import problem_detail
-from tre.cli.common import console, fail, print_json
+from tre.cli.common import check_portal_url, console, fail, print_json
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -27,12 +28,19 @@ def withdraw(
     reason: Annotated[str, typer.Option(
         "--reason", help="Why (researchers see it when a download is refused).")],
     portal: Annotated[str, typer.Option(
-        "--portal", envvar="TRE_PORTAL_URL", help="The portal's URL.")],
+        "--portal", envvar="TRE_PORTAL_URL", help="portal base URL")],
     token: Annotated[str | None, typer.Option(
-        "--token", envvar="TRE_TOKEN", help="bearer token (else `tre login`)")] = None,
+        "--token", envvar="TRE_TOKEN", help="bearer token of a steward (else `tre login`'s)")
+    ] = None,
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", help="CA certificate the portal's TLS certificate chains to [default: the "
+        "system's CAs]")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Development only: a plain http URL")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Withdraw a synthetic release: downloads are refused from now on (audited)."""
+    check_portal_url(portal, "--portal", allow_http=insecure)
     if token is None:
         from tre.cli.login_cmd import access_token
 
@@ -40,6 +48,7 @@ def withdraw(
     url = f"{portal.rstrip('/')}/v1/catalogue/synthetic/{release_id}/withdraw"
     try:
         resp = httpx.post(url, json={"reason": reason}, timeout=30,
+                          verify=str(ca) if ca else True,
                           headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as exc:
         fail(f"cannot reach {url}: {type(exc).__name__}: {exc}")
