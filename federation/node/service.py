@@ -265,8 +265,9 @@ def publish_synthetic(home: NodeHome, dataset_id: str, client: PortalClient) -> 
     """Upload the dataset's latest synthetic release if, and only if, it passed the gate.
 
     A dataset never synthesised, or whose latest run failed the gate, is reported as
-    not published (with the reason) and nothing is sent; each upload is audited with
-    the hashes of exactly what left the node.
+    not published (with the reason) and nothing is sent, as is one whose table the
+    portal says was withdrawn (409: synthesise again); each upload is audited with the
+    hashes of exactly what left the node.
     """
     from federation.node.synthesis import SynthesisError, latest, releasable
 
@@ -291,6 +292,8 @@ def publish_synthetic(home: NodeHome, dataset_id: str, client: PortalClient) -> 
                           object_type="dataset", object_id=dataset_id,
                           details={"run_id": release.run_id, "status": exc.status,
                                    "error": str(exc)})
+        if exc.status == 409:  # this very table was withdrawn: the others still publish
+            return {"published": False, "reason": str(exc)}
         raise
     home.audit.record(actor=home.actor, action="synthetic.publish", object_type="dataset",
                       object_id=dataset_id,

@@ -15,7 +15,12 @@ from federation.node.consent import dataset_pseudonyms
 from federation.node.descriptor import publication_body
 from federation.node.portal_client import PortalError
 from federation.node.service import descriptors, publish
-from federation.node.synthesis import latest, releasable, synthesize_if_cohort_changed
+from federation.node.synthesis import (
+    latest,
+    releasable,
+    synthesize,
+    synthesize_if_cohort_changed,
+)
 from tests.fixtures.portal import bearer
 from tests.synthetic_release.conftest import DATASET, ROWS, cli, connect
 from tre.cli.main import app as cli_app
@@ -112,7 +117,12 @@ def test_withdrawn_release_is_refused_audited_and_shown(synthesised, live_portal
         home, DATASET).files["synthetic.parquet"]
     assert live_portal.portal.audit.verify().ok
 
-    # a later upload of the same dataset is published as usual
+    # the withdrawn table cannot come back by a routine `publish`: 409, reported by the node
+    again = publish(home, [DATASET], client=client_for())[0]["synthetic"]
+    assert not again["published"] and "409" in again["reason"]
+    assert release_id in again["reason"] and "synthesise again" in again["reason"]
+    # a new synthesis of the same dataset is published as usual
+    assert synthesize(home, DATASET, rows=ROWS, seed=1, consent_filter="regime").passed
     again = publish(home, [DATASET], client=client_for())[0]["synthetic"]
     assert again["published"] and again["release_id"] != release_id
     assert get(live_portal, download, alice).status_code == 200
@@ -177,7 +187,7 @@ def test_a_download_naming_no_hospital_skips_withdrawn_releases(synthesised, liv
 
 
 def test_resynthesis_follows_the_consented_cohort(synthesised, live_portal, keycloak):
-    """The fixture's run modelled every subject (opt-out, nobody objected). With the
+    """The latest run modelled every subject (opt-out, nobody objected). With the
     portal's consent registry and still no objection the cohort is the same: nothing
     runs. One objection later it differs, and the node synthesises again, once."""
     home = synthesised.home

@@ -10,8 +10,8 @@ identifier the node excluded cannot ride along. Downloads are audited.
 
 A steward (a data subject withdrew consent) or the publishing node (its consented
 cohort changed) can withdraw a release: the row stays as the record, its table and
-plots are deleted, downloads answer 410 Gone naming the withdrawal, and the next
-upload of the dataset is served as usual.
+plots are deleted, downloads answer 410 Gone naming the withdrawal, the same table
+cannot be uploaded again (409), and the next new synthesis is served as usual.
 """
 
 from __future__ import annotations
@@ -129,6 +129,12 @@ def upload(portal: Portal, principal: Principal, hospital_id: str, dataset_id: s
         if catalogue_store.get_dataset(cur, hospital_id, dataset_id) is None:
             raise NotFound(f"dataset {hospital_id}/{dataset_id} is not in the catalogue: "
                            "publish its descriptor first")
+        withdrawn = store.withdrawn_with_table(cur, hospital_id, dataset_id,
+                                               hashlib.sha256(table).hexdigest())
+    if withdrawn is not None:
+        raise Conflict(f"this table is that of synthetic release {withdrawn['id']}, withdrawn "
+                       f"on {withdrawn['withdrawn_at']:%Y-%m-%d} by "
+                       f"{withdrawn['withdrawn_by']}: synthesise again before publishing")
     parsed = _parse_report(report)
     checks = check_gate(parsed.get("gate"))
     modelled = _modelled_columns(parsed)

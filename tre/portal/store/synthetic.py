@@ -75,6 +75,16 @@ def set_withdrawn(cur: Cursor, release_id: str, *, at: datetime, by: str, reason
                 " withdrawal_reason = ? WHERE id = ?", [at, by, reason, release_id])
 
 
+def withdrawn_with_table(cur: Cursor, hospital_id: str, dataset_id: str,
+                         table_sha256: str) -> dict[str, Any] | None:
+    """A withdrawn release of the dataset whose Parquet table had this digest, if any."""
+    cur.execute("SELECT * FROM synthetic_release WHERE hospital_id = ? AND dataset_id = ?"
+                " AND withdrawn_at IS NOT NULL AND list_contains(json_extract_string(files,"
+                " '$[*].sha256'), ?) LIMIT 1", [hospital_id, dataset_id, table_sha256])
+    rows = rows_as_dicts(cur)
+    return _row(rows[0]) if rows else None
+
+
 def latest_releases(cur: Cursor) -> dict[tuple[str, str], dict[str, Any]]:
     """The newest release of every dataset that has one, by (hospital, dataset)."""
     cur.execute("SELECT * FROM synthetic_release QUALIFY row_number() OVER (PARTITION BY"
