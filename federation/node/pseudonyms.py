@@ -16,6 +16,7 @@ ingestion report says so.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 
 from federation.node.errors import IngestError
 from federation.node.home import NodeHome
@@ -64,18 +65,21 @@ class NodePseudonymiser:
             return str(exc).replace(local_id, "<id>") if local_id else str(exc)
         return None
 
+    @cached_property
+    def _client(self) -> PseudonymClient:
+        """One client for the whole ingestion: its connection and the service's batch
+        limit serve every chunk."""
+        return PseudonymClient(self.url, PortalClient.for_home(self.home).access_token,
+                               verify=self.home.portal_verify)
+
     def many(self, local_ids: Sequence[str]) -> list[str]:
-        """Pseudonyms for identifiers that passed `problem` (one service call per batch)."""
+        """Pseudonyms for identifiers that passed `problem` (the client sends each
+        person once, in batches)."""
         if not local_ids:
             return []
         if not self.federated:
             return self.home.pseudonymise_many(local_ids)
-        distinct = list(dict.fromkeys(local_ids))
-        client = PseudonymClient(self.url, PortalClient.for_home(self.home).access_token,
-                                 verify=self.home.portal_verify)
         try:
-            found = client.pseudonyms([Identifier(self.id_system, v) for v in distinct])
+            return self._client.pseudonyms([Identifier(self.id_system, v) for v in local_ids])
         except (PseudonymisationError, IdentifierError) as exc:
-            raise IngestError(f"pseudonymisation service {self.url}: {exc}") from None
-        by_id = dict(zip(distinct, found, strict=True))
-        return [by_id[v] for v in local_ids]
+            raise IngestError(f"{self.url}: {exc}") from None

@@ -18,6 +18,7 @@ import typer
 
 from federation.node.portal_client import problem_detail
 from tre.cli.common import console, fail, print_json
+from tre.cli.login_cmd import bearer_token
 from tre.core.audit import (
     AuditEntry,
     VerifyResult,
@@ -44,11 +45,7 @@ TokenOpt = typer.Option(None, "--token", envvar="TRE_TOKEN", help="bearer token 
 
 def _auditor(url: str, token: str | None) -> httpx.Client:
     """An HTTP client of the portal with the auditor's token (else `tre login`'s)."""
-    if token is None:
-        from tre.cli.login_cmd import access_token
-
-        token = access_token()
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {bearer_token(token)}"},
                         timeout=60)
 
 

@@ -51,3 +51,35 @@ def check_portal_url(url: str, option: str, *, allow_http: bool) -> None:
     if parts.scheme == "http" and not allow_http:
         fail(f"{option} {url} is plain http: give the portal's https URL (its certificate "
              "checked against the federation CA), or --insecure for development")
+
+
+class PortalCalls:
+    """A person's calls to the portal API from the CLI, with their bearer token; a
+    refusal or an unreachable portal ends the command with one line naming it."""
+
+    def __init__(self, url: str, token: str, *, verify: str | bool = True,
+                 timeout_s: float = 60) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=url.rstrip("/"), verify=verify, timeout=timeout_s,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    def __enter__(self) -> PortalCalls:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        from federation.node.portal_client import problem_detail
+
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach the portal at {self.http.base_url} ({type(exc).__name__})")
+        if resp.status_code >= 400:
+            fail(f"the portal answered {resp.status_code} for {method} {path}: "
+                 f"{problem_detail(resp)}")
+        return resp.json()

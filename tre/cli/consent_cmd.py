@@ -13,13 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 
-from federation.node.portal_client import problem_detail
 from pseudonymisation.client import PseudonymClient, PseudonymisationError
 from pseudonymisation.identifiers import Identifier, IdentifierError
-from tre.cli.common import check_portal_url, console, fail, print_json
+from tre.cli.common import PortalCalls, check_portal_url, console, fail, print_json
+from tre.cli.login_cmd import bearer_token
 from tre.core.schemas import PSEUDONYM_SYSTEM, Purpose
 
 app = typer.Typer(no_args_is_help=True)
@@ -44,14 +43,10 @@ class _Steward:
                  insecure: bool) -> None:
         check_portal_url(portal, "--portal", allow_http=insecure)
         check_portal_url(service, "--pseudonymiser", allow_http=insecure)
-        if token is None:
-            from tre.cli.login_cmd import access_token
-
-            token = access_token()
+        token = bearer_token(token)
         verify: str | bool = str(ca) if ca else True
         self.pseudonyms = PseudonymClient(service, lambda: token, verify=verify)
-        self.http = httpx.Client(base_url=portal.rstrip("/"), verify=verify, timeout=60,
-                                 headers={"Authorization": f"Bearer {token}"})
+        self.portal = PortalCalls(portal, token, verify=verify)
 
     def pseudonym(self, identifier: Identifier) -> str:
         return self.pseudonymise([identifier])[0]
@@ -60,16 +55,10 @@ class _Steward:
         try:
             return self.pseudonyms.pseudonyms(identifiers)
         except PseudonymisationError as exc:
-            fail(f"pseudonymisation service: {exc}")
+            fail(str(exc))
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach the portal at {self.http.base_url} ({type(exc).__name__})")
-        if resp.status_code >= 400:
-            fail(f"portal refused {method} {path} ({resp.status_code}): {problem_detail(resp)}")
-        return resp.json()
+        return self.portal.json(method, path, **kwargs)
 
 
 def _identifier(text: str) -> Identifier:

@@ -106,6 +106,12 @@ def access_token(*, min_validity_s: float = MIN_VALIDITY_S, path: Path | None = 
     return saved["access_token"]
 
 
+
+def bearer_token(token: str | None) -> str:
+    """The token given on the command line, else the one `tre login` keeps (refreshed)."""
+    return token if token is not None else access_token()
+
+
 def device_login(
     base_url: str,
     realm: str = spec.REALM,

@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 
-from federation.node.portal_client import problem_detail
-from tre.cli.common import check_portal_url, console, fail, print_json
+from tre.cli.common import PortalCalls, check_portal_url, console, print_json
+from tre.cli.login_cmd import bearer_token
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -41,21 +40,9 @@ def withdraw(
 ) -> None:
     """Withdraw a synthetic release: downloads are refused from now on (audited)."""
     check_portal_url(portal, "--portal", allow_http=insecure)
-    if token is None:
-        from tre.cli.login_cmd import access_token
-
-        token = access_token()
-    url = f"{portal.rstrip('/')}/v1/catalogue/synthetic/{release_id}/withdraw"
-    try:
-        resp = httpx.post(url, json={"reason": reason}, timeout=30,
-                          verify=str(ca) if ca else True,
-                          headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach {url}: {type(exc).__name__}: {exc}")
-    if resp.status_code != 200:
-        fail(f"the portal refused to withdraw {release_id} ({resp.status_code}): "
-             f"{problem_detail(resp)}")
-    answer = resp.json()
+    with PortalCalls(portal, bearer_token(token), verify=str(ca) if ca else True) as calls:
+        answer = calls.json("POST", f"/v1/catalogue/synthetic/{release_id}/withdraw",
+                            json={"reason": reason})
     if as_json:
         print_json(answer)
     else:
