@@ -1,5 +1,6 @@
 """The consent registry: stewards write their organisation's consents, nodes pull
-snapshots, subjects get receipts, and the activity report is built from the audit."""
+snapshots, subjects get receipts, and the activity report is built from the portal's
+permit, run and consent tables."""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""Material for a data-altruism organisation's annual activity report (DGA Art. 20)."""
+"""Material for a data-altruism organisation's annual activity report (DGA Art. 20).
+
+Built from the portal's own tables for the year asked: the permits in force (with
+their requests), the runs started under them and the ε each node reported, and the
+organisation's consents. The audit trail is not replayed: the report names only its
+head, so that a reader can later check the report against the chain.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,16 @@ from tre.portal.errors import Invalid
 from tre.portal.services.consent_registry import read_scope
 from tre.portal.store import access as access_store
 from tre.portal.store import consent as store
+from tre.portal.store import runs as runs_store
+
+TECHNIQUES = [
+    "pseudonymisation with a key held only by each hospital",
+    "federated learning: records never leave the hospital (DESIGN invariant 1)",
+    "differentially private training (DP-SGD) within the permit's (ε, δ) caps",
+    "small-cell suppression of counts",
+    "output checking before release (airlock)",
+]
+ENDED = ("completed", "failed", "cancelled")
 
 
 def _report_organisation(principal: Principal, organisation: str | None) -> str:
@@ -22,108 +38,45 @@ def _report_organisation(principal: Principal, organisation: str | None) -> str:
     return org
 
 
-RUN_ACTION_PREFIXES = ("run.", "ledger.", "output.", "training.")
-TECHNIQUES = [
-    "pseudonymisation with a key held only by each hospital",
-    "federated learning: records never leave the hospital (DESIGN invariant 1)",
-    "differentially private training (DP-SGD) within the permit's (ε, δ) caps",
-    "small-cell suppression of counts",
-    "output checking before release (airlock)",
-]
-
-
-def _epsilon_of(details: dict[str, Any], datasets: list[dict[str, Any]]
-                ) -> list[dict[str, Any]]:
-    """ε figures an audit entry reports: `epsilon_per_node` (the runs service), node
-    attestations, or a flat `epsilon`/`epsilon_spent`. A node's dataset comes from the
-    permit when the entry does not name it."""
-    figures = []
-    per_node = details.get("epsilon_per_node")
-    if isinstance(per_node, dict):
-        for node, eps in sorted(per_node.items()):
-            mine = [d["dataset_id"] for d in datasets if d.get("node_id") == node]
-            if isinstance(eps, int | float):
-                figures.append({"node_id": node,
-                                "dataset_id": mine[0] if len(mine) == 1 else None,
-                                "epsilon": eps, "delta": None})
-    for a in details.get("attestations") or []:
-        if isinstance(a, dict) and isinstance(a.get("epsilon"), int | float):
-            figures.append({"node_id": a.get("node_id"), "dataset_id": a.get("dataset_id"),
-                            "epsilon": a["epsilon"], "delta": a.get("delta")})
-    eps = details.get("epsilon_spent", details.get("epsilon"))
-    if isinstance(eps, int | float):
-        figures.append({"node_id": details.get("node_id") or details.get("hospital_id"),
-                        "dataset_id": details.get("dataset_id"), "epsilon": eps,
-                        "delta": details.get("delta_spent", details.get("delta"))})
-    return figures
-
-
-def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def activity_report(portal: Portal, principal: Principal, organisation: str | None, year: int
                     ) -> dict[str, Any]:
-    """Material for the organisation's annual activity report (DGA Art. 20): which permits
-    could draw on its consents in `year`, for which purpose, who held them, when, and the
-    privacy-preserving techniques applied with the ε spent, all from the audit trail.
+    """Which permits could draw on the organisation's consents in `year`, for which
+    purpose, who held them, when, and the privacy-preserving techniques applied with the
+    ε spent: what DGA Art. 20 asks a data-altruism organisation to report each year.
 
     A permit counts when its purpose is covered (`Purpose.covered_by`) by an active,
-    valid consent of the organisation during the permit's active time in the year. Runs
-    are the audit entries whose action starts with run./ledger./output./training. and
-    that name the permit, or belong to a run whose `run.start` did; ε per run and node is
-    the largest figure reported for it (runs report cumulative spend) and ε spent per
-    dataset is the sum over runs (basic composition).
+    valid consent of the organisation during the permit's time in force in the year.
+    Its runs are those started under it in the year (a run spanning new year counts in
+    the year it started); ε per run and node is what the node attested for the run's
+    output, or else the run's last reported figure, and ε spent per dataset is the sum
+    over runs (basic composition).
     """
     org = _report_organisation(principal, organisation)
     start, end = datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
-    entries = [e for e in portal.audit.entries() if _ts(e.ts) < end]
-    requests: dict[str, dict[str, Any]] = {}
-    issued: dict[str, Any] = {}
-    ended: dict[str, tuple[datetime, str]] = {}
-    runs: dict[str, list[Any]] = {}
-    run_permit: dict[str, str] = {}
-    for e in entries:
-        if e.action == "request.create":
-            requests[e.object_id] = {"applicant": e.actor, **e.details}
-        elif e.action == "permit.issue":
-            issued[e.object_id] = e
-        elif e.action in ("permit.revoke", "permit.expire", "permit.exhaust"):
-            ended.setdefault(e.object_id, (_ts(e.ts), e.action.split(".")[1]))
-        elif e.action.startswith(RUN_ACTION_PREFIXES):
-            # run.start names the permit; later entries of the run name only the run
-            pid = e.details.get("permit_id") or run_permit.get(e.object_id)
-            if e.object_type == "run" and pid:
-                run_permit[e.object_id] = pid
-            if pid and _ts(e.ts) >= start:
-                runs.setdefault(pid, []).append(e)
-
     permits = []
     with portal.db.reader() as cur:
-        for pid, e in issued.items():
-            stored = access_store.get_permit(cur, pid)
-            claims = stored["claims"] if stored else {}
-            rid = e.details.get("request_id") or claims.get("request_id")
-            req = requests.get(rid, {})
-            fields = access_store.get_request(cur, rid) if rid else None
-            purpose = claims.get("purpose") or req.get("purpose")
+        candidates = []
+        for permit in access_store.permits_in_period(cur, start, end, utcnow()):
+            purpose = permit["claims"].get("purpose") or permit["request"].get("purpose")
             if purpose is None:
                 continue
-            lo = max(_ts(e.ts), start)
-            hi = min(_ts(e.details["expires"]) if e.details.get("expires") else end, end)
-            if pid in ended:
-                hi = min(hi, ended[pid][0])
-            if lo >= hi:
-                continue
+            lo, hi = max(permit["issued_at"], start), min(permit["until"], end)
             covering = sorted(p.value for p in Purpose(purpose).covered_by())
             subjects = store.subjects_covering(cur, org, covering, lo, hi)
-            if subjects == 0:
-                continue
-            permits.append(_permit_entry(pid, e, claims, req, fields, purpose, covering,
-                                         subjects, ended.get(pid), runs.get(pid, [])))
+            if subjects:
+                candidates.append((permit, purpose, covering, subjects))
+        runs = runs_store.runs_started_between(cur, [c[0]["id"] for c in candidates],
+                                               start, end)
+        for permit, purpose, covering, subjects in candidates:
+            mine = [r for r in runs if r["permit_id"] == permit["id"]]
+            permits.append(_permit_entry(permit, purpose, covering, subjects, mine, end))
         state = store.state_at(cur, org, end)
         changes = store.versions_between(cur, org, start, end)
-    anchor = entries[-1] if entries else None
+        seq, head = portal.audit.head(cur)
     return {
         "organisation": org,
         "year": year,
@@ -138,42 +91,63 @@ def activity_report(portal: Portal, principal: Principal, organisation: str | No
         "permits": permits,
         "purposes": sorted({p["purpose"] for p in permits}),
         "techniques": TECHNIQUES,
-        "audit_anchor": {"seq": anchor.seq, "hash": anchor.hash} if anchor else None,
+        "audit_anchor": {"seq": seq, "hash": head} if seq else None,
     }
 
 
-def _permit_entry(pid: str, e: Any, claims: dict[str, Any], req: dict[str, Any],
-                  fields: dict[str, Any] | None, purpose: str, covering: list[str],
-                  subjects: int, ended: tuple[datetime, str] | None, run_entries: list[Any]
-                  ) -> dict[str, Any]:
-    run_eps: dict[tuple[str, Any, Any], float] = {}
-    run_list = []
-    for r in run_entries:
-        figures = _epsilon_of(r.details, claims.get("datasets", []))
-        run_list.append({"seq": r.seq, "ts": r.ts, "action": r.action, "actor": r.actor,
-                         "run_id": r.details.get("run_id") or r.object_id, "epsilon": figures})
+def _epsilon_of(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ε of one run per node: the nodes' attestations on its airlock output (they name
+    the dataset and δ), or, for a run that left no output, the per-node figures the run
+    last reported; a node's dataset then comes from the permit when it names only one."""
+    attested = [a for a in run["attestations"] or []
+                if isinstance(a, dict) and isinstance(a.get("epsilon"), int | float)]
+    if attested:
+        return [{"node_id": a.get("node_id"), "dataset_id": a.get("dataset_id"),
+                 "epsilon": a["epsilon"], "delta": a.get("delta")} for a in attested]
+    figures = []
+    for node, eps in sorted(run["epsilon_per_node"].items()):
+        if isinstance(eps, int | float):
+            mine = [d["dataset_id"] for d in datasets if d.get("node_id") == node]
+            figures.append({"node_id": node, "dataset_id": mine[0] if len(mine) == 1 else None,
+                            "epsilon": eps, "delta": None})
+    return figures
+
+
+def _permit_entry(permit: dict[str, Any], purpose: str, covering: list[str], subjects: int,
+                  runs: list[dict[str, Any]], end: datetime) -> dict[str, Any]:
+    claims, request = permit["claims"], permit["request"]
+    datasets = claims.get("datasets", [])
+    run_list, spent = [], {}
+    for run in runs:
+        figures = _epsilon_of(run, datasets)
+        run_list.append({"run_id": run["id"], "researcher": run["holder_username"],
+                         "state": run["state"], "started_at": _iso(run["created_at"]),
+                         "ended_at": _iso(run["updated_at"]) if run["state"] in ENDED
+                         else None,
+                         "epsilon": figures})
+        per_run: dict[str, float] = {}  # a node attesting twice is one spend, not two
         for f in figures:
-            key = (r.details.get("run_id") or r.object_id, f["node_id"], f["dataset_id"])
-            run_eps[key] = max(run_eps.get(key, 0.0), float(f["epsilon"]))
-    spent: dict[str, float] = {}
-    for (_, node, dataset), eps in run_eps.items():
-        label = f"{node or '?'}/{dataset or '?'}"
-        spent[label] = spent.get(label, 0.0) + eps
+            label = f"{f['node_id'] or '?'}/{f['dataset_id'] or '?'}"
+            per_run[label] = max(per_run.get(label, 0.0), float(f["epsilon"]))
+        for label, eps in per_run.items():
+            spent[label] = spent.get(label, 0.0) + eps
+    ended = permit["ended_at"] is not None and permit["ended_at"] < end
     return {
-        "permit_id": pid,
-        "request_id": e.details.get("request_id"),
-        "title": (fields or {}).get("title") or req.get("title"),
+        "permit_id": permit["id"],
+        "request_id": permit["request_id"],
+        "title": request.get("title"),
         "purpose": purpose,
         "covered_by_consented_purposes": covering,
         "consenting_subjects": subjects,
-        "holder": (fields or {}).get("applicant_username") or req.get("applicant"),
-        "holder_organisation": (fields or {}).get("organisation"),
-        "issued_at": e.ts,
-        "expires_at": e.details.get("expires"),
-        "ended": {"at": ended[0].isoformat(), "how": ended[1]} if ended else None,
-        "datasets": claims.get("datasets", []),
-        "epsilon_cap": e.details.get("epsilon_cap"),
-        "delta_cap": e.details.get("delta_cap"),
+        "holder": permit["applicant_username"],
+        "holder_organisation": request.get("organisation"),
+        "issued_at": _iso(permit["issued_at"]),
+        "expires_at": _iso(permit["expires_at"]),
+        "ended": {"at": _iso(permit["ended_at"]), "how": permit["ended_how"]} if ended
+        else None,
+        "datasets": datasets,
+        "epsilon_cap": min((d["epsilon_cap"] for d in datasets), default=None),
+        "delta_cap": min((d["delta_cap"] for d in datasets), default=None),
         "runs": run_list,
         "epsilon_spent": spent,
     }
