@@ -58,7 +58,7 @@ from federation.node.portal_client import PortalClient  # noqa: E402
 from tre.core.schemas import Purpose  # noqa: E402
 from tre.portal.app import create_app  # noqa: E402
 from tre.portal.consent_schemas import ConsentIn  # noqa: E402
-from tre.portal.services import consent as consent_service  # noqa: E402
+from tre.portal.services import consent_registry as consent_service  # noqa: E402
 from tre.portal.settings import PortalSettings  # noqa: E402
 from tre.portal.store import consent as consent_store  # noqa: E402
 

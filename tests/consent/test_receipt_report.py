@@ -10,6 +10,10 @@ import pytest
 from tests.consent.conftest import pseudonym
 from tests.fixtures.portal import bearer, request_body
 from tre.core.audit import canonical_json
+from tre.portal.context import utcnow
+from tre.portal.store import access as access_store
+from tre.portal.store import airlock as airlock_store
+from tre.portal.store import runs as run_store
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +73,28 @@ def _approved_permit(api, keycloak, **over) -> str:
     return resp.json()["permit_id"]
 
 
-def test_activity_report_from_the_audit_trail(api, keycloak):
+def _run(api, run_id: str, permit_id: str, epsilon_per_node: dict[str, float], *,
+         attestations: list[dict] | None = None) -> None:
+    """A run that ended as the runs service leaves it: completed, with each node's ε, and
+    (with `attestations`) the output it submitted to the airlock."""
+    with api.app.state.portal.db.transaction() as cur:
+        permit = access_store.get_permit(cur, permit_id)
+        run_store.insert_run(cur, {"id": run_id, "permit_id": permit_id,
+                                   "holder_sub": permit["holder_sub"],
+                                   "holder_username": "alice", "params": {},
+                                   "results_dir": "/nonexistent", "created_at": utcnow()})
+        output_id = None
+        if attestations is not None:
+            output_id = f"out_{run_id}"
+            airlock_store.insert_output(cur, {
+                "id": output_id, "run_id": run_id, "permit_id": permit_id,
+                "holder_sub": permit["holder_sub"], "files": [], "attestations": attestations,
+                "checks": [], "created_at": utcnow()})
+        run_store.update_run(cur, run_id, utcnow(), state="completed", output_id=output_id,
+                             epsilon_per_node=epsilon_per_node)
+
+
+def test_activity_report_from_the_portal_tables(api, keycloak):
     s1, s2 = bearer(keycloak.token("steward1")), bearer(keycloak.token("steward2"))
     api.post("/v1/consents/import", headers=s1, json={"consents": [
         {"subject": pseudonym(f"rep{i}"), "purposes": ["scientific_research"]}
@@ -79,19 +104,12 @@ def test_activity_report_from_the_audit_trail(api, keycloak):
     ai_permit = _approved_permit(api, keycloak)  # purpose ai_training, covered by research
     stats_permit = _approved_permit(api, keycloak, purpose="statistics",
                                     title="Hospital statistics")
-    # what runs leave in the audit log: the runs service's run.start / run.complete,
-    # and a flat per-node figure
-    audit = api.app.state.portal.audit
-    audit.record(actor="alice", action="run.start", object_type="run", object_id="run_1",
-                 details={"permit_id": ai_permit, "params": {"rounds": 2}})
-    audit.record(actor="system", action="run.complete", object_type="run", object_id="run_1",
-                 details={"state": "completed",
-                          "epsilon_per_node": {"hospital-a": 1.5, "hospital-b": 2.0}})
-    audit.record(actor="system", action="run.finish", object_type="run", object_id="run_2",
-                 details={"run_id": "run_2", "permit_id": ai_permit, "node_id": "hospital-a",
-                          "dataset_id": "pneumonia", "epsilon": 0.5})
-    audit.record(actor="system", action="run.complete", object_type="run", object_id="run_9",
-                 details={"state": "completed", "epsilon_per_node": {"hospital-a": 9.0}})
+    # what the runs service stores when runs end: ε per node on the run, and the nodes'
+    # attestations on the output it left in the airlock
+    _run(api, "run_1", ai_permit, {"hospital-a": 1.5, "hospital-b": 2.0})
+    _run(api, "run_2", ai_permit, {"hospital-a": 0.4}, attestations=[
+        {"node_id": "hospital-a", "dataset_id": "pneumonia", "epsilon": 0.5, "delta": 1e-6}])
+    _run(api, "run_9", stats_permit, {"hospital-a": 9.0})
 
     year = datetime.now(UTC).year
     report = api.get("/v1/consents/report", params={"year": year}, headers=s1)
@@ -105,8 +123,10 @@ def test_activity_report_from_the_audit_trail(api, keycloak):
     assert "scientific_research" in p["covered_by_consented_purposes"]
     assert p["consenting_subjects"] == 12 and p["epsilon_cap"] == 8.0
     assert p["epsilon_spent"] == {"hospital-a/pneumonia": 2.0, "hospital-b/pneumonia": 2.0}
-    assert [(r["run_id"], r["action"]) for r in p["runs"]] == [
-        ("run_1", "run.start"), ("run_1", "run.complete"), ("run_2", "run.finish")]
+    assert [(r["run_id"], r["state"]) for r in p["runs"]] == [
+        ("run_1", "completed"), ("run_2", "completed")]
+    assert p["runs"][1]["epsilon"] == [{"node_id": "hospital-a", "dataset_id": "pneumonia",
+                                        "epsilon": 0.5, "delta": 1e-6}]
     assert rep["consents"]["at_end_of_period"]["active:scientific_research"] == 12
     assert rep["consents"]["changes"] == {"record": 12}
     assert any("differentially private" in t for t in rep["techniques"])
@@ -125,3 +145,26 @@ def test_activity_report_from_the_audit_trail(api, keycloak):
                    ).status_code == 403
     last_year = api.get("/v1/consents/report", params={"year": year - 1}, headers=s1).json()
     assert last_year["permits"] == [] and last_year["consents"]["changes"] == {}
+
+
+def test_activity_report_ends_a_revoked_permit_and_counts_its_runs(api, keycloak):
+    s1 = bearer(keycloak.token("steward1"))
+    api.post("/v1/consents", headers=s1, json={"subject": pseudonym("revoked"),
+                                                "purposes": ["ai_training"]})
+    permit = _approved_permit(api, keycloak)
+    _run(api, "run_r", permit, {"hospital-a": 0.75, "hospital-b": 1.25})
+    revoked = api.post(f"/v1/permits/{permit}/revoke", json={"reason": "ethics lapsed"},
+                       headers=bearer(keycloak.token("rev1")))
+    assert revoked.status_code == 200, revoked.text
+
+    year = datetime.now(UTC).year
+    seq, head = api.app.state.portal.audit.head()
+    rep = api.get("/v1/consents/report", params={"year": year}, headers=s1).json()
+    p = next(p for p in rep["permits"] if p["permit_id"] == permit)
+    assert p["ended"]["how"] == "revoked"
+    assert datetime.fromisoformat(p["ended"]["at"]) == \
+        datetime.fromisoformat(revoked.json()["revoked_at"])
+    assert [r["run_id"] for r in p["runs"]] == ["run_r"] and p["runs"][0]["ended_at"]
+    assert p["epsilon_spent"] == {"hospital-a/pneumonia": 0.75, "hospital-b/pneumonia": 1.25}
+    # the anchor is the head of the chain when the report was made (reading adds nothing)
+    assert rep["audit_anchor"] == {"seq": seq, "hash": head}

@@ -255,3 +255,49 @@ def refusal_reasons(cur: Cursor) -> list[dict[str, Any]]:
 def permit_issues(cur: Cursor) -> list[dict[str, Any]]:
     cur.execute("SELECT id, issued_at FROM permit ORDER BY issued_at")
     return rows_as_dicts(cur)
+
+
+def permits_in_period(cur: Cursor, start: datetime, end: datetime, now: datetime
+                      ) -> list[dict[str, Any]]:
+    """Permits in force at some moment of [start, end), with their request's fields and
+    when and how each ended (`ended_at`, `ended_how`; None while in force), for the
+    consent activity report.
+
+    The table keeps no end time for every case, so the end is derived: a revocation at
+    `revoked_at` (unless the permit had expired first); an expiry at `expires_at`, also
+    for an active permit past it that `expire_due_permits` has not marked yet; an
+    exhaustion when the last run under the permit last changed. `until` is when the
+    permit stopped being usable: its end, or its expiry while in force."""
+    cur.execute(
+        """
+        WITH p AS (
+            SELECT p.*, r.applicant_username, r.fields,
+                   (SELECT max(updated_at) FROM run WHERE run.permit_id = p.id) AS last_run_at
+            FROM permit p LEFT JOIN access_request r ON r.id = p.request_id
+            WHERE p.issued_at < ?
+        ), ended AS (
+            SELECT *, CASE
+                WHEN status = 'revoked' AND revoked_at < expires_at THEN 'revoked'
+                WHEN status = 'exhausted' THEN 'exhausted'
+                WHEN status <> 'active' OR expires_at <= ? THEN 'expired'
+            END AS ended_how
+            FROM p
+        ), timed AS (
+            SELECT *, CASE ended_how
+                WHEN 'revoked' THEN revoked_at
+                WHEN 'exhausted' THEN least(coalesce(last_run_at, expires_at), expires_at)
+                WHEN 'expired' THEN expires_at
+            END AS ended_at
+            FROM ended
+        )
+        SELECT * EXCLUDE (token, last_run_at), coalesce(ended_at, expires_at) AS until
+        FROM timed WHERE coalesce(ended_at, expires_at) > ?
+        ORDER BY issued_at, id
+        """,
+        [end, now, start],
+    )
+    rows = []
+    for row in rows_as_dicts(cur):
+        fields = json.loads(row.pop("fields")) if row["fields"] is not None else {}
+        rows.append(_permit_row(row) | {"request": fields})
+    return rows

@@ -136,3 +136,24 @@ def run_starts(cur: Cursor) -> list[dict[str, Any]]:
     """When each run was started, under which permit."""
     cur.execute("SELECT id, permit_id, created_at FROM run ORDER BY created_at")
     return rows_as_dicts(cur)
+
+
+def runs_started_between(cur: Cursor, permit_ids: list[str], start: datetime, end: datetime
+                         ) -> list[dict[str, Any]]:
+    """Runs under these permits started in [start, end), each counted in one year only,
+    with the node attestations of the output it left in the airlock (None if none)."""
+    if not permit_ids:
+        return []
+    cur.execute(
+        "SELECT r.id, r.permit_id, r.holder_username, r.state, r.epsilon_per_node,"
+        " r.created_at, r.updated_at, o.attestations"
+        " FROM run r LEFT JOIN output o ON o.id = r.output_id"
+        " WHERE r.permit_id IN (SELECT unnest(?)) AND r.created_at >= ? AND r.created_at < ?"
+        " ORDER BY r.created_at, r.id",
+        [permit_ids, start, end],
+    )
+    rows = rows_as_dicts(cur)
+    for row in rows:
+        row["epsilon_per_node"] = json.loads(row["epsilon_per_node"])
+        row["attestations"] = json.loads(row["attestations"]) if row["attestations"] else None
+    return rows

@@ -15,7 +15,7 @@ from access_control.policy import Action
 from tre.core.schemas import ConsentStatus, Purpose
 from tre.portal.consent_schemas import ConsentIn, ConsentPatch, WithdrawIn
 from tre.portal.errors import DomainError
-from tre.portal.services import consent
+from tre.portal.services import consent_registry, consent_report
 from tre.portal.web import forms
 from tre.portal.web.pages import Ctx, needs, redirect, render, web_router
 
@@ -34,9 +34,10 @@ def consents_list(subject: str | None = Query(None, max_length=128),
                   organisation: str | None = Query(None, max_length=100),
                   offset: int = Query(0, ge=0),
                   ctx: Ctx = Depends(needs(Action.CONSENT_READ))) -> Response:
-    page = consent.list_consents(ctx.portal, ctx.user, organisation=organisation or None,
-                                 subject=subject or None, status=status, limit=PAGE,
-                                 offset=offset)
+    page = consent_registry.list_consents(ctx.portal, ctx.user,
+                                          organisation=organisation or None,
+                                          subject=subject or None, status=status, limit=PAGE,
+                                          offset=offset)
     return render(ctx, "consents.html", page=page, subject=subject or "",
                   status_filter=status.value if status else "",
                   organisation=organisation or "",
@@ -74,7 +75,7 @@ async def consent_create(request: Request,
                              problem=ctx._("The form has errors; see the fields marked "
                                            "below."))
     try:
-        created = consent.record_consent(ctx.portal, ctx.user, body)
+        created = consent_registry.record_consent(ctx.portal, ctx.user, body)
     except DomainError as exc:
         return _consent_form(ctx, values=values, problem=exc.message, status=exc.status_code)
     ctx.flash(ctx._("Consent recorded."))
@@ -105,7 +106,7 @@ async def import_fhir(fhir_file: UploadFile | None = None, fhir_text: str = Form
             problem = ctx._("This is not valid JSON: {error}", error=str(exc))
     if problem is None:
         try:
-            result = consent.import_fhir(ctx.portal, ctx.user, payload)
+            result = consent_registry.import_fhir(ctx.portal, ctx.user, payload)
         except DomainError as exc:
             problem = exc.message
     if problem is not None:
@@ -123,7 +124,7 @@ def activity_report(year: int = Query(default_factory=lambda: datetime.now(UTC).
     sees_all = ctx.allowed(Action.AUDIT_READ)
     report = None
     if not sees_all or organisation:
-        report = consent.activity_report(ctx.portal, ctx.user, organisation or None, year)
+        report = consent_report.activity_report(ctx.portal, ctx.user, organisation or None, year)
     return render(ctx, "consent_report.html", report=report, year=year,
                   organisation=organisation or "", sees_all=sees_all)
 
@@ -131,7 +132,7 @@ def activity_report(year: int = Query(default_factory=lambda: datetime.now(UTC).
 def _detail(ctx: Ctx, cid: str, *, errors: forms.Errors | None = None,
             values: dict[str, Any] | None = None, problem: str | None = None,
             status: int = 200) -> Response:
-    found = consent.get_consent(ctx.portal, ctx.user, cid)
+    found = consent_registry.get_consent(ctx.portal, ctx.user, cid)
     current = {"purposes": [p.value for p in found.purposes],
                "valid_from": found.valid_from.isoformat() if found.valid_from else "",
                "valid_to": found.valid_to.isoformat() if found.valid_to else ""}
@@ -161,7 +162,7 @@ async def consent_update(cid: str, request: Request,
     if patch is None:
         return _detail(ctx, cid, errors=errors, values=values, status=422)
     try:
-        consent.update_consent(ctx.portal, ctx.user, cid, patch)
+        consent_registry.update_consent(ctx.portal, ctx.user, cid, patch)
     except DomainError as exc:
         return _detail(ctx, cid, values=values, problem=exc.message, status=exc.status_code)
     ctx.flash(ctx._("Consent updated: a new version was recorded."))
@@ -174,6 +175,6 @@ def consent_withdraw(cid: str, reason: str = Form(""),
     body, errors = forms.parse(WithdrawIn, {"reason": reason.strip() or None}, ctx._)
     if body is None:
         return _detail(ctx, cid, errors=errors, status=422)
-    consent.withdraw_consent(ctx.portal, ctx.user, cid, body.reason)
+    consent_registry.withdraw_consent(ctx.portal, ctx.user, cid, body.reason)
     ctx.flash(ctx._("Consent withdrawn. Every node applies it before its next run."))
     return redirect(f"/consents/{cid}")
