@@ -9,6 +9,11 @@ services use (`changes_requested` → "changes requested"); English text is its 
 msgid. The language is the one chosen with the switch (a cookie), else the best
 match of the browser's Accept-Language, else English. A unit test extracts every
 msgid with Babel and checks that the French catalogue translates it.
+
+Jinja2's i18n extension is not installed: `install_gettext_translations` puts one
+language on the Environment, which every request shares whatever its language, and
+its new-style gettext formats with `%`. `pages.render` passes the request's `_`
+instead, and Jinja2's Babel extractor finds `_()` calls without the extension.
 """
 
 from __future__ import annotations
