@@ -1,16 +1,19 @@
-"""Web UI pieces that need no browser and no Keycloak: language choice, the French
-catalogue's coverage, PKCE, session cookies, CSRF refusals, form error mapping."""
+"""Web UI pieces that need no browser and no Keycloak: language choice, the gettext
+catalogues' coverage, PKCE, session cookies, CSRF refusals, form error mapping."""
 
 from __future__ import annotations
 
-import ast
 import re
 import stat
+from functools import cache
 from pathlib import Path
 
 import pytest
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.pofile import read_po
 from fastapi.testclient import TestClient
-from jinja2 import nodes
 
 from tre.core.schemas import Purpose
 from tre.portal.app import create_app
@@ -41,36 +44,48 @@ def test_language_negotiation(header, cookie, expected):
     assert i18n.negotiate(header, cookie) == expected
 
 
-def _template_strings() -> set[str]:
-    found = set()
-    for path in pages.TEMPLATES.glob("*.html"):
-        if path.name == "consent_receipt.html":
-            continue  # another component's template, not translated through `_`
-        tree = pages.ENV.parse(path.read_text())
-        for call in tree.find_all(nodes.Call):
-            if isinstance(call.node, nodes.Name) and call.node.name == "_" and call.args \
-                    and isinstance(call.args[0], nodes.Const):
-                found.add(call.args[0].value)
-    return found
+PORTAL = WEB.parent  # babel.cfg's paths are relative to tre/portal/
 
 
-def _python_strings() -> set[str]:
+@cache
+def _extracted() -> frozenset[str]:
+    """Every msgid of the pages, found as `pybabel extract` finds it: Babel's python
+    extractor over web/*.py and Jinja2's over the templates, through babel.cfg."""
+    with (PORTAL / "babel.cfg").open() as cfg:
+        method_map, options_map = parse_mapping_cfg(cfg, str(PORTAL / "babel.cfg"))
     found = set()
-    for path in WEB.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-                func = node.func
-                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-                if name == "_" and isinstance(node.args[0].value, str):
-                    found.add(node.args[0].value)
-    return found
+    for _file, _line, message, _comments, _context in extract_from_dir(
+            PORTAL, method_map, options_map):
+        found.update(message if isinstance(message, tuple) else (message,))
+    return frozenset(found)
+
+
+def _catalogue(name: str) -> Catalog:
+    path = i18n.LOCALE_DIR / (f"{name}/LC_MESSAGES/messages.po" if name != "pot"
+                              else "messages.pot")
+    with path.open("rb") as po:
+        return read_po(po)
 
 
 def test_every_text_of_the_pages_has_a_french_translation():
-    used = _template_strings() | _python_strings() | set(pages.STATUS_TITLES.values())
+    used = _extracted()
     assert len(used) > 150, "the extraction found too little: is it still working?"
-    missing = sorted(s for s in used if s not in i18n.FR)
+    assert {"Access denied", "Something went wrong", "approved_once"} <= used
+    french = _catalogue("fr")
+    missing = sorted(s for s in used if s not in french or not french[s].string)
     assert not missing, f"no French for: {missing}"
+
+
+@pytest.mark.parametrize("name", ["fr", "en", "pot"])
+def test_catalogues_match_the_extraction_with_nothing_fuzzy_or_obsolete(name):
+    catalogue = _catalogue(name)
+    fuzzy = sorted(m.id for m in catalogue if m.id and m.fuzzy)
+    assert not fuzzy, f"fuzzy in {name}: {fuzzy}"
+    assert not catalogue.obsolete, f"obsolete in {name}: {sorted(catalogue.obsolete)}"
+    listed = {m.id for m in catalogue if m.id}
+    used = _extracted()
+    assert listed == used, ("run pybabel extract and update (README): "
+                            f"stale {sorted(listed - used)}, new {sorted(used - listed)}")
 
 
 def test_every_identifier_shown_has_an_english_and_a_french_label():
@@ -80,13 +95,20 @@ def test_every_identifier_shown_has_an_english_and_a_french_label():
              "released", "dp_attestation", "aggregates_only", "small_counts",
              "membership_inference", "record", "withdraw", "reconsent", "update",
              *indicators.DELAYS}
-    assert not shown - set(i18n.EN), shown - set(i18n.EN)
-    assert not shown - set(i18n.FR), shown - set(i18n.FR)
+    assert not shown - set(i18n.IDENTIFIERS), shown - set(i18n.IDENTIFIERS)
+    for name in ("en", "fr"):
+        catalogue = _catalogue(name)
+        unlabelled = {s for s in shown if s not in catalogue or not catalogue[s].string}
+        assert not unlabelled, f"no {name} label for {sorted(unlabelled)}"
+    assert i18n.translator("en")("changes_requested") == "changes requested"
+    assert i18n.translator("fr")("Signed in as {name}", name="Ana") == "Connecté·e en tant que Ana"
 
 
 def test_french_placeholders_match_the_english_ones():
-    for en, fr in i18n.FR.items():
-        assert set(re.findall(r"{(\w+)}", en)) == set(re.findall(r"{(\w+)}", fr)), en
+    for message in _catalogue("fr"):
+        if message.id and message.string:
+            assert set(re.findall(r"{(\w+)}", message.id)) == \
+                set(re.findall(r"{(\w+)}", message.string)), message.id
 
 
 def test_pkce_s256_matches_rfc_7636_appendix_b():

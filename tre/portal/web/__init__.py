@@ -3,7 +3,7 @@
 `install(app)` adds the session middleware, the static files and the page routers.
 Login is OIDC authorization code + PKCE against Keycloak (`login.py`); every POST
 carries a CSRF synchroniser token (`pages.csrf_protect`); pages speak English and
-French (`i18n.py`).
+French (`i18n.py`, from the gettext catalogues under `locale/`).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ async def callback(request: Request, state: str = "", code: str = "",
         raise PageError(400, ctx._("This login link has expired or was already used. "
                                    "Please log in again."))
     if error:
-        raise PageError(401, f"{ctx._('Login failed')}: {error_description or error}")
+        raise PageError(401, ctx._("Login failed: {reason}", reason=error_description or error))
     try:
         tokens = await auth.oidc.exchange_code(code, _base(request) + CALLBACK_PATH,
                                                pending["verifier"])
@@ -77,7 +77,7 @@ async def callback(request: Request, state: str = "", code: str = "",
         id_claims = await auth.oidc.verify_id_token(tokens.id_token, pending["nonce"])
         principal = await auth.principal_for(request.app.state.token_validator, tokens)
     except OidcError as exc:
-        raise PageError(401, f"{ctx._('Login failed')}: {exc}") from exc
+        raise PageError(401, ctx._("Login failed: {reason}", reason=exc)) from exc
     fresh = auth.store.rotate(sess)
     fresh.flashes = sess.flashes
     auth.sign_in(fresh, tokens, principal, keycloak_sid=id_claims.get("sid"))

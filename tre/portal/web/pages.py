@@ -26,7 +26,7 @@ from access_control.tokens import Principal
 from tre.portal.context import Portal
 from tre.portal.errors import DomainError
 from tre.portal.web.auth import WebState
-from tre.portal.web.i18n import LANG_COOKIE, Translator, negotiate, translator
+from tre.portal.web.i18n import LANG_COOKIE, N_, Translator, negotiate, translator
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 STATIC = Path(__file__).resolve().parents[1] / "static"
@@ -202,8 +202,9 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-STATUS_TITLES = {401: "Access denied", 403: "Access denied", 404: "Not found",
-                 409: "Conflict", 422: "Invalid input"}
+STATUS_TITLES = {401: N_("Access denied"), 403: N_("Access denied"), 404: N_("Not found"),
+                 409: N_("Conflict"), 422: N_("Invalid input")}
+OTHER_ERROR = N_("Something went wrong")
 
 
 def error_page(request: Request, status: int, message: str) -> Response:
@@ -211,7 +212,7 @@ def error_page(request: Request, status: int, message: str) -> Response:
     if message == "csrf":
         message = ctx._("The form was refused because its security token is missing or out "
                         "of date. Reload the page and try again.")
-    title = ctx._(STATUS_TITLES.get(status, "Something went wrong"))
+    title = ctx._(STATUS_TITLES.get(status, OTHER_ERROR))
     return render(ctx, "error.html", status=status, title=title, message=message)
 
 
