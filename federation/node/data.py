@@ -14,7 +14,11 @@ import pandas as pd
 import pyarrow as pa
 
 from federation.node.errors import DataError
+from federation.training.pixels import DEFAULT_IMAGE_SIZE, PixelMeta, prepare_image
 from tre.core.db import Database
+
+PIXEL_FIELDS = ("modality", "body_site", "photometric", "rescale_slope",
+                "rescale_intercept", "window_center", "window_width")
 
 
 def load_images(
@@ -24,19 +28,27 @@ def load_images(
     pseudonyms: Iterable[str] | None = None,
     *,
     labelled_only: bool = True,
+    size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(X N×H×W×C, y int64, pseudonyms) of one split (None: all), ordered by study id.
 
-    One query; the pixel blobs arrive as one Arrow buffer and are reshaped in one
-    copy, not decoded per image. An empty result has shape (0, 0, 0, 0). `pseudonyms`
-    restricts to those subjects (the consent filter's output). Unlabelled studies are
-    left out unless `labelled_only` is False (their label is then -1). All images must
-    share shape and dtype (MedMNIST does; mixed DICOM folders need resampling first):
-    otherwise DataError names the shapes.
+    `pseudonyms` restricts to those subjects (the consent filter's output). Unlabelled
+    studies are left out unless `labelled_only` is False (their label is then -1). An
+    empty result has shape (0, 0, 0, 0).
+
+    Plain 8-bit images (MedMNIST, PNG) that share one single-frame shape, `size` × `size`
+    when `size` is given, come back as stored (uint8): one query, the pixel blobs reshaped
+    in one copy. Anything else (DICOM with its rescale, window and photometric
+    interpretation, 16-bit, multi-frame or mixed sizes) goes through the pixel pipeline
+    (`federation.training.pixels.prepare_image`) and comes back float32 in [-1, 1] at
+    `size` × `size` (default `DEFAULT_IMAGE_SIZE`, the runs' default image size).
+    Images with different channel counts cannot be stacked: DataError names them.
     """
     sql = [
         "SELECT s.pseudonym, coalesce(s.label, -1) AS label, i.height, i.width, i.channels,",
-        " coalesce(i.frames, 1) AS frames, i.dtype, i.pixels",
+        " coalesce(i.frames, 1) AS frames, i.dtype, i.pixels, s.modality, s.body_site,",
+        " i.photometric, i.rescale_slope, i.rescale_intercept, i.window_center,",
+        " i.window_width",
         " FROM imaging_study s JOIN image i ON i.image_ref = s.image_ref",
         " WHERE s.dataset_id = ?",
     ]
@@ -55,19 +67,34 @@ def load_images(
     n = table.num_rows
     if n == 0:
         return np.zeros((0, 0, 0, 0), np.uint8), np.zeros(0, np.int64), []
+    labels = table.column("label").to_numpy().astype(np.int64)
+    ps = table.column("pseudonym").to_pylist()
+    channels = sorted(set(table.column("channels").to_pylist()))
+    if len(channels) != 1:
+        raise DataError(f"dataset {dataset_id} mixes images of {channels} channels: "
+                        "they cannot be stacked into one tensor")
     shapes = (
         table.select(["height", "width", "channels", "frames", "dtype"])
         .group_by(["height", "width", "channels", "frames", "dtype"])
         .aggregate([])
         .to_pylist()
     )
-    if len(shapes) != 1:
-        raise DataError(
-            f"dataset {dataset_id} mixes image shapes {shapes[:5]}: resample before loading"
-        )
+    interpreted = table.select(["photometric", "rescale_slope", "rescale_intercept",
+                                "window_center", "window_width"])
     shape = shapes[0]
-    if shape["frames"] != 1:
-        raise DataError(f"dataset {dataset_id} holds {shape['frames']}-frame images")
+    plain = (
+        len(shapes) == 1 and shape["dtype"] == "uint8" and shape["frames"] == 1
+        and (size is None or shape["height"] == shape["width"] == size)
+        and all(interpreted.column(c).null_count == n for c in interpreted.column_names)
+    )
+    if plain:
+        return _stored_images(table, dataset_id, shape), labels, ps
+    return _pipeline_images(table, size or DEFAULT_IMAGE_SIZE), labels, ps
+
+
+def _stored_images(table: pa.Table, dataset_id: str, shape: dict) -> np.ndarray:
+    """Blobs of one shared shape as one N×H×W×C array (one copy, native byte order)."""
+    n = table.num_rows
     dtype = np.dtype(shape["dtype"]).newbyteorder("<")
     per_image = shape["height"] * shape["width"] * shape["channels"] * dtype.itemsize
     pixels = table.column("pixels").combine_chunks().cast(pa.large_binary())
@@ -77,9 +104,21 @@ def load_images(
     if data.size != n * per_image:
         raise DataError(f"dataset {dataset_id}: pixel blobs do not match their recorded shape")
     images = data.view(dtype).reshape(n, shape["height"], shape["width"], shape["channels"])
-    labels = table.column("label").to_numpy().astype(np.int64)
     # One copy: native byte order, writable, and independent of the Arrow buffers.
-    return images.astype(dtype.newbyteorder("=")), labels, table.column("pseudonym").to_pylist()
+    return images.astype(dtype.newbyteorder("="))
+
+
+def _pipeline_images(table: pa.Table, size: int) -> np.ndarray:
+    """Every image through the pixel pipeline: float32 N × size × size × C in [-1, 1]."""
+    rows = table.drop_columns(["pseudonym", "label"]).to_pylist()
+    out = np.empty((len(rows), size, size, rows[0]["channels"]), np.float32)
+    for k, r in enumerate(rows):
+        dtype = np.dtype(r["dtype"]).newbyteorder("<")
+        arr = np.frombuffer(r["pixels"], dtype=dtype).reshape(
+            r["frames"], r["height"], r["width"], r["channels"])
+        meta = PixelMeta(**{f: r[f] for f in PIXEL_FIELDS})
+        out[k] = prepare_image(arr, meta, frames=r["frames"], size=size)
+    return out
 
 
 def clinical_frame(db: Database, dataset_id: str) -> pd.DataFrame:

@@ -8,7 +8,13 @@ every hospital's table has different columns; `clinical_frame` pivots them back.
 Migrations only ever add (other parts of the node read these tables): version 2
 adds `image.frames` (multi-frame DICOM), `clinical_variable` (each clinical
 variable's type and column order, for descriptors and `clinical_frame`) and
-`ingestion` (one row per committed ingestion batch).
+`ingestion` (one row per committed ingestion batch); version 3 adds what the
+training pixel pipeline (`federation.training.pixels`) needs to read a DICOM
+instance's stored values: `image.photometric` (PhotometricInterpretation of the
+stored pixels), `rescale_slope` / `rescale_intercept` (modality LUT, e.g. to
+Hounsfield units), `window_center` / `window_width` (the first VOI window the file
+gives) and `transfer_syntax` (which encoding the pixels were decoded from). They are
+NULL for non-DICOM images and for rows stored before version 3.
 
 Pixel layout: `image.pixels` holds `frames × height × width × channels` values of
 numpy dtype `image.dtype` (a name such as 'uint8' or 'int16'), little-endian,
@@ -91,6 +97,17 @@ MIGRATIONS: list[Migration] = [
             skipped INTEGER NOT NULL,
             finished_at TIMESTAMPTZ NOT NULL DEFAULT now()
         )
+        """,
+    ),
+    (
+        3,
+        """
+        ALTER TABLE image ADD COLUMN photometric VARCHAR;
+        ALTER TABLE image ADD COLUMN rescale_slope DOUBLE;
+        ALTER TABLE image ADD COLUMN rescale_intercept DOUBLE;
+        ALTER TABLE image ADD COLUMN window_center DOUBLE;
+        ALTER TABLE image ADD COLUMN window_width DOUBLE;
+        ALTER TABLE image ADD COLUMN transfer_syntax VARCHAR
         """,
     ),
 ]

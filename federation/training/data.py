@@ -18,13 +18,22 @@ if TYPE_CHECKING:
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 N×H×W(×C) → float N×C×H×W scaled to [-1, 1]."""
+    """N×H×W(×C) → float32 N×C×H×W in [-1, 1].
+
+    uint8 arrays (MedMNIST, 8-bit PNG stored as is) are scaled here; float arrays come
+    from the pixel pipeline (`federation.training.pixels.prepare_image`), which already
+    rescaled, windowed and normalised them to [-1, 1] in float32, and pass unchanged.
+    """
     import torch
 
     arr = np.asarray(images)
     if arr.ndim == 3:
         arr = arr[..., None]
     t = torch.from_numpy(np.array(arr, dtype=np.float32)).permute(0, 3, 1, 2)
+    if np.issubdtype(arr.dtype, np.floating):
+        return t.contiguous()
+    if arr.dtype != np.uint8:
+        raise ValueError(f"images of dtype {arr.dtype} need the pixel pipeline first")
     return t.div(127.5).sub_(1.0).contiguous()
 
 

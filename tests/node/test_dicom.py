@@ -96,8 +96,8 @@ def test_compressed_syntaxes_decode_to_the_same_pixels(encoded, node, dicom_copy
     plain = ingest_dicom(node, dicom_copy(["MR_small.dcm"], "plain"), dataset_id="plain")
     coded = ingest_dicom(node, dicom_copy([encoded], "coded"), dataset_id="coded")
     assert plain.ingested == coded.ingested == 1
-    X0, _, _ = load_images(node.db, "plain", None, labelled_only=False)
-    X1, _, _ = load_images(node.db, "coded", None, labelled_only=False)
+    X0, _, _ = load_images(node.db, "plain", None, labelled_only=False, size=64)
+    X1, _, _ = load_images(node.db, "coded", None, labelled_only=False, size=64)
     assert X0.shape == X1.shape == (1, 64, 64, 1)
     assert np.array_equal(X0, X1)
 
@@ -174,7 +174,7 @@ def test_labels_csv_joins_by_file_or_uid(node, dicom_copy, tmp_path):
     labels.write_text("file,label,split\nCT_small.dcm,tumour,train\nMR_small.dcm,normal,val\n")
     report = ingest_dicom(node, folder, dataset_id="lab", labels_csv=labels)
     assert report.ingested == 3
-    X, y, _ = load_images(node.db, "lab", "train")
+    X, y, _ = load_images(node.db, "lab", "train", size=128)
     assert X.shape == (1, 128, 128, 1) and y.tolist() == [1]
     with node.db.reader() as cur:
         names = cur.execute("SELECT label_names FROM dataset WHERE dataset_id='lab'").fetchall()
@@ -246,11 +246,15 @@ def test_patient_id_appears_nowhere_in_the_store(node, dicom_testdata, dicom_cop
         assert str(name).encode() not in raw
 
 
-def test_loader_refuses_mixed_shapes_by_name(node, dicom_copy):
+def test_loader_resamples_mixed_shapes_and_refuses_mixed_channels(node, dicom_copy):
     from federation.node.data import DataError
 
     ingest_dicom(node, dicom_copy(["CT_small.dcm", "MR_small.dcm"]), dataset_id="mixed")
-    with pytest.raises(DataError, match="mixes image shapes"):
-        load_images(node.db, "mixed", None, labelled_only=False)
+    X, _, _ = load_images(node.db, "mixed", None, labelled_only=False)
+    assert X.shape == (2, 28, 28, 1) and X.dtype == np.float32
     X, y, ps = load_images(node.db, "mixed", None)  # no labels: nothing to train on
     assert X.shape == (0, 0, 0, 0) and ps == []
+    ingest_dicom(node, dicom_copy(["CT_small.dcm", "SC_rgb_rle_2frame.dcm"], "rgb"),
+                 dataset_id="rgb")
+    with pytest.raises(DataError, match=r"mixes images of \[1, 3\] channels"):
+        load_images(node.db, "rgb", None, labelled_only=False)

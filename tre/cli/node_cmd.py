@@ -273,7 +273,10 @@ def ingest_dicom_cmd(
         typer.Option("--labels", help="CSV: label and file (relative path) or sop_instance_uid."),
     ] = None,
     split: Annotated[
-        str | None, typer.Option("--split", help="Split for rows the CSV gives none.")] = None,
+        str | None,
+        typer.Option("--split", help="Split for rows the CSV gives none (default: per "
+                     "person, 70/15/15 train/val/test)."),
+    ] = None,
     title: TitleOpt = None,
     consent_regime: RegimeOpt = None,
     id_system: IdSystemOpt = None,

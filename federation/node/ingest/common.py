@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import json
 import re
 import uuid
@@ -29,6 +30,9 @@ from federation.node.pseudonyms import OFFLINE_NOTE, NodePseudonymiser
 DATASET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CONSENT_REGIMES = ("opt-in", "opt-out")
 SPLITS = ("train", "val", "test")
+#: Shares of the default split (train, val, test) and the key of its hash.
+DEFAULT_SPLIT_SHARES = (0.70, 0.15, 0.15)
+SPLIT_KEY = b"tre-default-split-v1"
 
 
 @dataclass(frozen=True)
@@ -254,14 +258,39 @@ def array_record(arr: np.ndarray, *, frames: int = 1, channels: int = 1) -> dict
     }
 
 
+def default_split(pseudonym: str) -> str:
+    """The split of a person whose source names none: train / val / test in the shares
+    `DEFAULT_SPLIT_SHARES`, from a keyed hash of the pseudonym.
+
+    Per person, so no one's images sit on both sides of an evaluation; stable, so
+    re-ingesting (or ingesting new images of the same person) lands in the same split.
+    The key is fixed and public rather than the node's: pseudonyms are federation-wide,
+    so every node puts one person in the same split, and a split reveals nothing the
+    pseudonym does not (it is a function of it).
+    """
+    digest = hashlib.blake2b(pseudonym.encode(), key=SPLIT_KEY, digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64
+    edge = 0.0
+    for name, share in zip(SPLITS, DEFAULT_SPLIT_SHARES, strict=True):
+        edge += share
+        if u < edge:
+            return name
+    return SPLITS[-1]
+
+
 class StudyRows:
     """Column buffers for person / image / imaging_study rows, flushed in chunks.
 
     Rows carry the local patient id (`person`) until the flush, which pseudonymises the
-    whole chunk at once (one pseudonymisation-service call, not one per image)."""
+    whole chunk at once (one pseudonymisation-service call, not one per image) and gives
+    rows without a split the person's `default_split`."""
 
     PERSON = ("pseudonym", "sex", "birth_year")
     IMAGE = ("image_ref", "height", "width", "channels", "dtype", "pixels", "frames")
+    #: How to read the stored values (DICOM only; NULL for other sources).
+    PIXEL_META = (("photometric", pa.string()), ("rescale_slope", pa.float64()),
+                  ("rescale_intercept", pa.float64()), ("window_center", pa.float64()),
+                  ("window_width", pa.float64()), ("transfer_syntax", pa.string()))
     STUDY = ("study_id", "pseudonym", "modality", "body_site", "study_date", "manufacturer",
              "label", "split", "image_ref")
 
@@ -281,7 +310,10 @@ class StudyRows:
               pseudonymiser: NodePseudonymiser) -> None:
         if not self.rows:
             return
-        pseudonyms = pa.array(pseudonymiser.many([r["person"] for r in self.rows]), pa.string())
+        names = pseudonymiser.many([r["person"] for r in self.rows])
+        pseudonyms = pa.array(names, pa.string())
+        splits = [r.get("split") or default_split(p) for r, p in zip(self.rows, names,
+                                                                      strict=True)]
         persons = pa.table({
             "pseudonym": pseudonyms,
             "sex": pa.array([r.get("sex") for r in self.rows], pa.string()),
@@ -295,6 +327,8 @@ class StudyRows:
             "dtype": pa.array([r["dtype"] for r in self.rows], pa.string()),
             "pixels": pa.array([r["pixels"] for r in self.rows], pa.large_binary()),
             "frames": pa.array([r.get("frames", 1) for r in self.rows], pa.int32()),
+            **{name: pa.array([r.get(name) for r in self.rows], kind)
+               for name, kind in self.PIXEL_META},
         })
         studies = pa.table({
             "study_id": pa.array([r["study_id"] for r in self.rows], pa.string()),
@@ -304,7 +338,7 @@ class StudyRows:
             "study_date": pa.array([r.get("study_date") for r in self.rows], pa.date32()),
             "manufacturer": pa.array([r.get("manufacturer") for r in self.rows], pa.string()),
             "label": pa.array([r.get("label") for r in self.rows], pa.int32()),
-            "split": pa.array([r.get("split") for r in self.rows], pa.string()),
+            "split": pa.array(splits, pa.string()),
             "image_ref": pa.array([r["image_ref"] for r in self.rows], pa.string()),
         })
         insert_studies(cur, dataset_id, persons=persons, images=images, studies=studies)
@@ -322,16 +356,19 @@ def insert_studies(
     """Insert new rows (callers have removed studies already stored).
 
     A person seen before keeps their recorded sex / birth year; unknown ones are
-    filled in from the new rows.
+    filled in from the new rows. `images` may leave out the pixel-interpretation
+    columns (`StudyRows.PIXEL_META`): they are then NULL.
     """
+    image_columns = ", ".join(
+        c for c in (*StudyRows.IMAGE, *(m for m, _ in StudyRows.PIXEL_META))
+        if c in images.column_names)
     cur.register("_new_persons", persons)
     cur.register("_new_images", images)
     cur.register("_new_studies", studies)
     try:
         upsert_persons(cur, "_new_persons", persons)
         cur.execute(
-            "INSERT INTO image (image_ref, height, width, channels, dtype, pixels, frames)"
-            " SELECT image_ref, height, width, channels, dtype, pixels, frames FROM _new_images"
+            f"INSERT INTO image ({image_columns}) SELECT {image_columns} FROM _new_images"
         )
         cur.execute(
             "INSERT INTO imaging_study (study_id, dataset_id, pseudonym, modality, body_site,"

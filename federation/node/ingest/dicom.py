@@ -6,12 +6,19 @@ registry, so one patient's images, clinical rows and consent meet on one pseudon
 (an instance without a PatientID is its own subject, keyed by study or instance
 UID); the study id is a keyed hash of the SOPInstanceUID, so re-running skips what
 is stored and two copies of one instance in a folder (e.g. one image in several
-transfer syntaxes) give one row. Nothing else from the header is kept beyond the
-common-model fields: modality, body part, study date, manufacturer, sex, birth year.
+transfer syntaxes) give one row: the lossless copy when there is one (files in a
+lossless or uncompressed transfer syntax are read first). Nothing else from the header
+is kept beyond the common-model fields (modality, body part, study date, manufacturer,
+sex, birth year) and what is needed to read the pixels: photometric interpretation,
+rescale slope / intercept, the first VOI window, the transfer syntax.
 
 Pixel data is decoded by pydicom's handlers (pylibjpeg for JPEG, JPEG-LS,
-JPEG 2000; RLE natively) and stored as raw values (no rescale or windowing; YBR
-colour converted to RGB), little-endian.
+JPEG 2000; RLE natively) and stored as raw values, bit for bit what pydicom's
+`pixel_array` gives (YBR colour converted to RGB), little-endian. Rescale and window
+are applied when training reads them (`federation.training.pixels`), never stored.
+
+Instances without a split (from `--split` or the labels CSV) get their person's
+default split (`common.default_split`), so an ingestion is trainable as it stands.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom import uid
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.multival import MultiValue
 
 from federation.node.home import NodeHome, keyed_ids
 from federation.node.ingest.common import (
@@ -49,6 +59,62 @@ CHUNK = 64  # instances per INSERT; the transaction spans the whole batch
 
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+LOSSLESS_SYNTAXES = frozenset({
+    uid.JPEGLossless, uid.JPEGLosslessSV1, uid.JPEGLSLossless, uid.JPEG2000Lossless,
+    uid.RLELossless, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL,
+})
+
+
+def _lossy_rank(path: Path) -> int:
+    """0 for a file in an uncompressed or lossless transfer syntax (or unreadable: the
+    main pass reports it), 1 for a possibly lossy one. Reads the file meta only."""
+    try:
+        ts = read_file_meta_info(path).get("TransferSyntaxUID")
+    except Exception:  # noqa: BLE001 - not DICOM or no meta: decided by the main pass
+        return 0
+    if ts is None or not ts.is_compressed or ts in LOSSLESS_SYNTAXES:
+        return 0
+    return 1
+
+
+def _first_number(ds: pydicom.Dataset, keyword: str, group: str | None = None
+                  ) -> float | None:
+    """A numeric attribute's first value, looked up in the dataset and, for enhanced
+    multi-frame objects, in the shared functional group `group`; None when absent or
+    not a number."""
+    value = ds.get(keyword)
+    if value is None and group is not None:
+        shared = ds.get("SharedFunctionalGroupsSequence")
+        items = shared[0].get(group) if shared else None
+        value = items[0].get(keyword) if items else None
+    if isinstance(value, MultiValue):
+        value = value[0] if len(value) else None
+    try:
+        return float(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def pixel_meta(ds: pydicom.Dataset) -> dict[str, Any]:
+    """How to read the stored pixel values: the `image` columns of schema version 3.
+
+    The photometric interpretation is of the stored values: pydicom converts YBR to RGB.
+    """
+    photometric = _text(ds, "PhotometricInterpretation")
+    if photometric and photometric.upper().startswith("YBR"):
+        photometric = "RGB"
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    return {
+        "photometric": photometric.upper() if photometric else None,
+        "rescale_slope": _first_number(ds, "RescaleSlope", "PixelValueTransformationSequence"),
+        "rescale_intercept": _first_number(ds, "RescaleIntercept",
+                                           "PixelValueTransformationSequence"),
+        "window_center": _first_number(ds, "WindowCenter", "FrameVOILUTSequence"),
+        "window_width": _first_number(ds, "WindowWidth", "FrameVOILUTSequence"),
+        "transfer_syntax": str(ts) if ts else None,
+    }
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str | None:
@@ -145,7 +211,8 @@ def ingest_dicom(
             k.strip(): (c, s or None)
             for k, c, s in zip(frame[label_key], codes, splits, strict=True)
         }
-    files = _files(root)
+    # Lossless copies first, so that of two copies of one instance the lossless one stays.
+    files = sorted(_files(root), key=lambda p: (_lossy_rank(p), p))
     progress.start(len(files), f"DICOM {root.name}")
     report = IngestReport(dataset_id=dataset_id, source_kind="dicom",
                           pseudonyms=pseudonymiser.mode)
@@ -225,6 +292,7 @@ def ingest_dicom(
                 label=label,
                 split=row_split,
                 **record,
+                **pixel_meta(ds),
             )
             report.ingested += 1
             if len(rows) >= CHUNK:

@@ -3,7 +3,8 @@
 The CSV is the list of what to ingest: columns `file` (path relative to the
 folder) and `label`, optionally `patient_id` (else each file is its own subject),
 `split`, `modality`, `body_site`, `study_date`, `sex`, `birth_year`. Image files in
-the folder that the CSV does not list are reported and skipped.
+the folder that the CSV does not list are reported and skipped. A row without a split
+gets its person's default split (`common.default_split`), as DICOM instances do.
 """
 
 from __future__ import annotations
