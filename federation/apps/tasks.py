@@ -181,7 +181,7 @@ def train_task(
         eps_after = gov.charge_round(auth, res, server_round=server_round,
                                      steps=res.steps_per_round)
         images, labels, _ = load_images(home.db, auth.dataset.dataset_id, "train",
-                                      cohort.pseudonyms)
+                                      cohort.pseudonyms, size=params.image_size)
         gov.audit_read(auth, split="train", records=len(labels), excluded=cohort.excluded,
                        purpose=f"train round {server_round}")
         try:
@@ -284,7 +284,7 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
         if is_suppressed(shown):
             return withheld
         images, labels, _ = load_images(home.db, auth.dataset.dataset_id, "test",
-                                      cohort.pseudonyms)
+                                      cohort.pseudonyms, size=params.image_size)
         gov.audit_read(auth, split="test", records=len(labels), excluded=cohort.excluded,
                        purpose="evaluate")
         try:
@@ -320,11 +320,13 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict
         gov.meter(auth, kind="audit", server_round=0, weights_sha256=weights_digest(weights))
         dataset = auth.dataset.dataset_id
         members = gov.cohort(auth, "train")
-        x_in, y_in, _ = load_images(home.db, dataset, "train", members.pseudonyms)
+        x_in, y_in, _ = load_images(home.db, dataset, "train", members.pseudonyms,
+                                     size=params.image_size)
         outside, excluded = [], members.excluded
         for split in ("val", "test"):
             cohort = gov.cohort(auth, split)
-            outside.append(load_images(home.db, dataset, split, cohort.pseudonyms)[:2])
+            outside.append(load_images(home.db, dataset, split, cohort.pseudonyms,
+                                       size=params.image_size)[:2])
             excluded += cohort.excluded
         x_out = np.concatenate([o[0] for o in outside if len(o[1])] or [x_in[:0]])
         y_out = np.concatenate([o[1] for o in outside])
