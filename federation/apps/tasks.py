@@ -34,7 +34,7 @@ from federation.node.governance import (
 )
 from federation.node.ledger import Reservation
 from federation.node.query import DISCLOSURE_KEY_PURPOSE, disclosed_count
-from federation.training.data import images_to_tensor
+from federation.training.data import images_to_tensor, one_record_per_person
 from tre.core.disclosure import Disclosed, disclose, disclose_statistic, is_suppressed
 
 if TYPE_CHECKING:
@@ -180,8 +180,10 @@ def train_task(
         history = gov.ledger.history(res.reservation_id)
         eps_after = gov.charge_round(auth, res, server_round=server_round,
                                      steps=res.steps_per_round)
-        images, labels, _ = load_images(home.db, auth.dataset.dataset_id, "train",
-                                      cohort.pseudonyms, size=params.image_size)
+        images, labels, persons = load_images(home.db, auth.dataset.dataset_id, "train",
+                                              cohort.pseudonyms, size=params.image_size)
+        images, labels = one_record_per_person(images, labels, persons,
+                                               seed=params.seed * 1000 + server_round)
         gov.audit_read(auth, split="train", records=len(labels), excluded=cohort.excluded,
                        purpose=f"train round {server_round}")
         try:

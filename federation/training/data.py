@@ -37,6 +37,24 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return t.div(127.5).sub_(1.0).contiguous()
 
 
+def one_record_per_person(images: np.ndarray, labels: np.ndarray, pseudonyms: list[str],
+                          *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image (drawn with `seed`) of each person, in first-seen order.
+
+    DP-SGD bounds what one *example* changes; the ledger plans and charges ε per
+    person (the consented cohort). A person with several studies would otherwise
+    weigh several examples and get a weaker guarantee than the one charged, so each
+    round trains on one of their images, a different draw each round.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, person in enumerate(pseudonyms):
+        groups.setdefault(person, []).append(i)
+    rng = np.random.default_rng(seed)
+    keep = np.array([rows[int(rng.integers(len(rows)))] for rows in groups.values()],
+                    dtype=np.int64)
+    return images[keep], labels[keep]
+
+
 def split_pseudonyms(db: Database, dataset_id: str, split: str) -> list[str]:
     """Pseudonyms with a labelled study in the split: what the consent filter decides on."""
     with db.reader() as cur:

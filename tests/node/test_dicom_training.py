@@ -21,6 +21,7 @@ from federation.apps.params import RunParams
 from federation.apps.tasks import NodeContext, train_task
 from federation.node import schema
 from federation.node.data import load_images
+from federation.node.governance import node_session
 from federation.node.ingest import ingest_dicom
 from federation.node.ingest.common import default_split
 from federation.node.ingest.dicom import instance_hex
@@ -207,20 +208,21 @@ def test_ct_and_mr_train_one_governed_round(tmp_path, dicom_testdata):
         home = make_home(tmp_path, "hospital-a", ring, portal=portal.url)
         folder = tmp_path / "pacs"
         rows = ["file,label"]
-        # One instance per person: the train task plans DP from the number of persons
-        # and trains on their images, so it needs one image each (see the report).
+        # every third person has a second study: DP is planned and charged per person,
+        # so a round trains on one image of each
         for i in range(40):
             name, label = ("CT_small.dcm", "ct") if i % 2 else ("MR_small.dcm", "mr")
-            rel = f"p{i:02d}/{name}"
-            copy_as(dicom_testdata / name, folder / rel, patient_id=f"P{i:02d}")
-            rows.append(f"{rel},{label}")
+            for copy in range(2 if i % 3 == 0 else 1):
+                rel = f"p{i:02d}/{copy}-{name}"
+                copy_as(dicom_testdata / name, folder / rel, patient_id=f"P{i:02d}")
+                rows.append(f"{rel},{label}")
         labels = tmp_path / "labels.csv"
         labels.write_text("\n".join(rows) + "\n")
         report = ingest_dicom(home, folder, dataset_id="ctmr", labels_csv=labels)
-        assert report.ingested == 40 and not report.skipped
+        assert report.ingested == 54 and not report.skipped
         X, y, ps = load_images(home.db, "ctmr", "train")
         assert X.shape[1:] == (28, 28, 1) and X.dtype == np.float32
-        assert 10 <= len(set(ps)) == len(ps) < 40 and set(y.tolist()) == {0, 1}
+        assert 10 <= len(set(ps)) < len(ps) and set(y.tolist()) == {0, 1}
         PrivacyLedger(home.db, home.audit, actor="operator").set_budget("ctmr", 6.0)
         home.db.close()
         token = ring.sign(claims([("hospital-a", "ctmr")], eps=3.0))
@@ -230,6 +232,9 @@ def test_ct_and_mr_train_one_governed_round(tmp_path, dicom_testdata):
                              server_round=1, weights=None)
     finally:
         portal.close()
+        with node_session(home.path) as h:
+            read = h.audit.entries(action="data.read")[-1].details
+    assert read["records"] == len(set(ps))  # one image per person, not one per study
     assert 0 < outcome.metrics["epsilon"] <= 3.0
     assert outcome.metrics["steps"] >= 1
     assert all(np.isfinite(w).all() for w in outcome.weights.values())
