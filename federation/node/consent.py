@@ -20,7 +20,6 @@ consent to scientific research too), evaluated on the node's date:
 
 from __future__ import annotations
 
-import io
 import time
 import weakref
 from collections import defaultdict
@@ -31,10 +30,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from federation.node.governance import (
     ConsentDecision,
@@ -196,25 +193,8 @@ def pull_snapshot(home: NodeHome, client: PortalClient | None = None, *,
     client = client or PortalClient.for_home(home, timeout=PULL_TIMEOUT_S)
     state = cached_state(home)
     since = state.version if state else 0
-    url = f"{client.portal_url}/v1/consents/snapshot"
-    token = client.access_token()
-    try:
-        resp = httpx.get(url, params={"since": since, "format": "parquet"},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=client.timeout,
-                         verify=client.verify)
-    except httpx.HTTPError as exc:
-        raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
-    if resp.status_code != 200:
-        raise PortalError(f"{url} answered {resp.status_code}: {resp.text[:200]}",
-                          resp.status_code)
-    try:
-        table = pq.read_table(io.BytesIO(resp.content))
-        kind = resp.headers["X-Consent-Kind"]
-        version = int(resp.headers["X-Consent-Version"])
-    except (KeyError, ValueError, pa.ArrowException) as exc:
-        raise PortalError(f"{url} sent an unreadable consent snapshot: {exc}",
-                          resp.status_code) from exc
-    return apply_snapshot(home, table, kind=kind, since=since, version=version,
+    snap = client.consent_snapshot(since)
+    return apply_snapshot(home, snap.table, kind=snap.kind, since=since, version=snap.version,
                           portal_url=client.portal_url, now=clock())
 
 
