@@ -9,8 +9,9 @@ of some consent). It then times, side by side on this machine:
 
 * ours, cold: `pull_snapshot` (service-account token, `GET /v1/consents/snapshot`
   as Parquet, install in node.duckdb, audited) + `SnapshotConsentFilter` decision;
-* ours, per run: 100 consents change, then delta pull + filter (what a node pays
-  before every run and query);
+* ours, per run: 100 consents change, then a new task's client (the service token
+  cached in the node home) + delta pull + filter (what a node pays before every run
+  and query);
 * ours, filter only: the decision on the cached snapshot (opt-out and opt-in);
 * baseline: a plain `records ANTI JOIN withdrawn` over the same consents already in
   a DuckDB table; and, for the cold case, loading the same Parquet bytes into a
@@ -169,22 +170,25 @@ def main() -> None:
     rng.shuffle(records)
 
     hospital = facts["hospitals"]["hospital-a"]
-    client = PortalClient(url, keycloak_url=server.base_url, realm=realm, timeout=300,
-                          credentials={"client_id": hospital["client_id"],
-                                       "client_secret": hospital["client_secret"]})
 
     def fresh_node(name: str) -> NodeHome:
-        return NodeHome.create(work / name, NodeConfig(hospital_id="hospital-a",
-                                                       portal_url=url), {"keys": []})
+        home = NodeHome.create(work / name, NodeConfig(
+            hospital_id="hospital-a", portal_url=url,
+            extra={"keycloak_url": server.base_url, "keycloak_realm": realm}), {"keys": []})
+        home.save_credentials(hospital["client_id"], hospital["client_secret"])
+        return home
+
+    def task_client(home: NodeHome) -> PortalClient:
+        # each Flower task is a new process: a new client, the token cached in the home
+        return PortalClient.for_home(home, timeout=300)
 
     purpose = Purpose.AI_TRAINING
     cold_homes = iter([fresh_node(f"node-cold-{i}") for i in range(args.repeat)])
 
     def ours_cold() -> Any:
-        home = next(cold_homes)
-        client._token = None  # a new run: new process, new token
-        node_consent.pull_snapshot(home, client)
-        f = node_consent.SnapshotConsentFilter(home, client=client, pull=False)
+        home = next(cold_homes)  # a fresh node: no cached token either
+        node_consent.pull_snapshot(home, task_client(home))
+        f = node_consent.SnapshotConsentFilter(home, pull=False)
         return f.filter(dataset_id="bench", regime="opt-out", purpose=purpose,
                         pseudonyms=records)
 
@@ -192,8 +196,8 @@ def main() -> None:
     print(f"ours cold (full pull + filter): {cold_s:.3f}s", flush=True)
 
     home = fresh_node("node-warm")
-    node_consent.pull_snapshot(home, client)
-    f_cached = node_consent.SnapshotConsentFilter(home, client=client, pull=False)
+    node_consent.pull_snapshot(home, task_client(home))
+    f_cached = node_consent.SnapshotConsentFilter(home, pull=False)
     change_rng = random.Random(args.seed + 1)
 
     def change_some() -> None:
@@ -205,8 +209,8 @@ def main() -> None:
 
     def ours_delta() -> Any:
         # what `SnapshotConsentFilter.filter` does with pull=True, timed by part
-        client._token = None  # a new run: new process, new token
         t0 = time.perf_counter()
+        client = task_client(home)
         client.access_token()
         t1 = time.perf_counter()
         node_consent.pull_snapshot(home, client)
