@@ -161,6 +161,7 @@ class PortalClient:
 
     @property
     def token_endpoint(self) -> str:
+        """Keycloak's token URL for this client's realm: part of the cached token's key."""
         return f"{self.keycloak_url}/realms/{self.realm}/protocol/openid-connect/token"
 
     def _token_key(self) -> dict[str, str]:
