@@ -20,7 +20,6 @@ consent to scientific research too), evaluated on the node's date:
 
 from __future__ import annotations
 
-import io
 import time
 import weakref
 from collections import defaultdict
@@ -31,10 +30,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from federation.node.governance import (
     ConsentDecision,
@@ -86,10 +83,28 @@ MIGRATIONS: list[Migration] = [
             SELECT * FROM consent_active UNION ALL SELECT * FROM consent_withdrawn
         """,
     ),
+    (
+        3,
+        # A delta finds the rows it replaces by an integer key: scanning 2 M compressed
+        # consent ids for 100 changed ones was most of a per-run pull.
+        # `consent_key_probe` records what the key function gave when the rows were
+        # keyed, so a DuckDB whose md5_number() differs re-keys them (`migrate`).
+        """
+        DROP VIEW consent_cache;
+        ALTER TABLE consent_active ADD COLUMN consent_key UHUGEINT;
+        ALTER TABLE consent_withdrawn ADD COLUMN consent_key UHUGEINT;
+        UPDATE consent_active SET consent_key = md5_number(consent_id);
+        UPDATE consent_withdrawn SET consent_key = md5_number(consent_id);
+        CREATE TABLE consent_key_probe AS SELECT md5_number('consent-key-probe') AS probe;
+        CREATE VIEW consent_cache AS
+            SELECT * FROM consent_active UNION ALL SELECT * FROM consent_withdrawn
+        """,
+    ),
 ]
-# One row per consent and purpose, no primary key on purpose: a delta replaces a
-# consent's rows with DELETE + INSERT in one transaction, and bulk loads stay
-# index-free and fast. `consent_cache` is the view over both tables.
+# One row per consent and purpose, no primary key or index: a delta replaces a
+# consent's rows with DELETE + INSERT in one transaction, found by `consent_key`
+# (MD5 of the consent id as an integer), and bulk loads stay index-free and fast.
+# `consent_cache` is the view over both tables.
 CACHE_TABLES = {ConsentStatus.ACTIVE.value: "consent_active",
                 ConsentStatus.WITHDRAWN.value: "consent_withdrawn"}
 
@@ -118,9 +133,18 @@ _migrated: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
 def migrate(home: NodeHome) -> None:
-    """Create the cache tables once per open store (cheap to call before every use)."""
+    """Create the cache tables once per open store (cheap to call before every use), and
+    re-key them if this DuckDB's md5_number() is not the one that keyed them (an upgrade): a
+    delta must find every row it replaces."""
     if home.db not in _migrated:
         home.db.migrate(COMPONENT, MIGRATIONS)
+        with home.db.transaction() as cur:
+            if cur.execute("SELECT probe <> md5_number('consent-key-probe')"
+                           " FROM consent_key_probe").fetchall()[0][0]:
+                for name in CACHE_TABLES.values():
+                    cur.execute(f"UPDATE {name} SET consent_key = md5_number(consent_id)")
+                cur.execute("UPDATE consent_key_probe"
+                            " SET probe = md5_number('consent-key-probe')")
         _migrated.add(home.db)
 
 
@@ -153,13 +177,7 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
                 for name in CACHE_TABLES.values():
                     cur.execute(f"DELETE FROM {name}")
             elif table.num_rows:
-                replaced = cur.execute(
-                    "SELECT count(DISTINCT consent_id) FROM consent_cache WHERE consent_id IN"
-                    " (SELECT consent_id FROM consent_incoming)").fetchall()[0][0]
-                previous -= replaced
-                for name in CACHE_TABLES.values():
-                    cur.execute(f"DELETE FROM {name} WHERE consent_id IN"
-                                " (SELECT consent_id FROM consent_incoming)")
+                previous -= _delete_replaced(cur)
             unknown = cur.execute(
                 "SELECT DISTINCT status FROM consent_incoming WHERE status NOT IN"
                 " (SELECT unnest(?::VARCHAR[]))", [list(CACHE_TABLES)]).fetchall()
@@ -168,8 +186,9 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
             for status_value, name in CACHE_TABLES.items():
                 cur.execute(
                     f"INSERT INTO {name} SELECT consent_id, subject, organisation,"
-                    " unnest(purposes) AS purpose, status, valid_from, valid_to, version"
-                    " FROM consent_incoming WHERE status = ?", [status_value])
+                    " unnest(purposes) AS purpose, status, valid_from, valid_to, version,"
+                    " md5_number(consent_id) FROM consent_incoming WHERE status = ?",
+                    [status_value])
         finally:
             cur.unregister("consent_incoming")
         consents = previous + table.num_rows
@@ -181,6 +200,19 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
                                    "received": table.num_rows, "consents": consents,
                                    "portal": portal_url})
     return SnapshotState(version, now, consents, "portal")
+
+
+def _delete_replaced(cur: Any) -> int:
+    """Delete the cached rows of the consents in `consent_incoming`; how many consents
+    that was. Rows are found by `consent_key` alone, an integer scan: comparing the
+    (compressed) ids of every row, or even reading them, cost several times more. The
+    key is 128 bits of MD5 of a portal-made random id: equal keys are equal ids."""
+    incoming = "SELECT md5_number(consent_id) FROM consent_incoming"
+    replaced = cur.execute("SELECT count(DISTINCT consent_key) FROM consent_cache"
+                           f" WHERE consent_key IN ({incoming})").fetchall()[0][0]
+    for name in CACHE_TABLES.values():
+        cur.execute(f"DELETE FROM {name} WHERE consent_key IN ({incoming})")
+    return replaced
 
 
 def _last_count(cur: Any) -> int:
@@ -196,25 +228,8 @@ def pull_snapshot(home: NodeHome, client: PortalClient | None = None, *,
     client = client or PortalClient.for_home(home, timeout=PULL_TIMEOUT_S)
     state = cached_state(home)
     since = state.version if state else 0
-    url = f"{client.portal_url}/v1/consents/snapshot"
-    token = client.access_token()
-    try:
-        resp = httpx.get(url, params={"since": since, "format": "parquet"},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=client.timeout,
-                         verify=client.verify)
-    except httpx.HTTPError as exc:
-        raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
-    if resp.status_code != 200:
-        raise PortalError(f"{url} answered {resp.status_code}: {resp.text[:200]}",
-                          resp.status_code)
-    try:
-        table = pq.read_table(io.BytesIO(resp.content))
-        kind = resp.headers["X-Consent-Kind"]
-        version = int(resp.headers["X-Consent-Version"])
-    except (KeyError, ValueError, pa.ArrowException) as exc:
-        raise PortalError(f"{url} sent an unreadable consent snapshot: {exc}",
-                          resp.status_code) from exc
-    return apply_snapshot(home, table, kind=kind, since=since, version=version,
+    snap = client.consent_snapshot(since)
+    return apply_snapshot(home, snap.table, kind=snap.kind, since=since, version=snap.version,
                           portal_url=client.portal_url, now=clock())
 
 

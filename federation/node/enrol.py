@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import httpx
 
 from federation.node.governance import node_session
 from federation.node.home import NodeHome, NodeHomeError, write_private
@@ -86,18 +85,9 @@ def enrol(home: NodeHome, client: PortalClient | None = None) -> dict[str, Any]:
     """Register this node's public key with the portal (its own hospital only); returns
     the registry row, including the Flower node id the SuperLink assigned."""
     client = client or PortalClient.for_home(home)
-    url = f"{client.portal_url}/v1/nodes/{home.config.hospital_id}/flower-key"
-    try:
-        # the portal registers the key with the SuperLink through Flower's CLI: seconds
-        resp = httpx.put(url, json={"public_key": public_key(home)}, timeout=ENROL_TIMEOUT_S,
-                         headers={"Authorization": f"Bearer {client.access_token()}"},
-                         verify=client.verify)
-    except httpx.HTTPError as exc:
-        raise PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
-    if resp.status_code != 200:
-        raise PortalError(f"{url} answered {resp.status_code}: {resp.text[:300]}",
-                          resp.status_code)
-    row = resp.json()
+    # the portal registers the key with the SuperLink through Flower's CLI: seconds
+    row = client.register_flower_key(home.config.hospital_id, public_key(home),
+                                     timeout=ENROL_TIMEOUT_S)
     home.audit.record(actor=home.actor, action="node.enrol", object_type="node",
                       object_id=home.config.hospital_id,
                       details={"node_id": row.get("node_id"), "superlink": row.get("superlink")})

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
-import httpx
 
 from access_control.permits import PermitError, verify_permit, verify_run_ticket
 from federation.node.home import NodeHome
@@ -41,6 +40,7 @@ from tre.core.schemas import ConsentRegime, PermitClaims, PermitDataset, Purpose
 
 REVOKED_CACHE_FILE = "revoked-permits.json"
 DEFAULT_REVOCATION_MAX_AGE_S = 24 * 3600
+REVOCATION_TIMEOUT_S = 5.0
 
 
 class Refusal(Exception):
@@ -62,36 +62,28 @@ class RevocationList:
 
 
 def fetch_revoked(
-    portal_url: str,
+    client: PortalClient,
     cache_path: Path,
     *,
-    bearer: str | None = None,
-    timeout: float = 5.0,
+    timeout: float = REVOCATION_TIMEOUT_S,
     max_age_s: float = DEFAULT_REVOCATION_MAX_AGE_S,
-    verify: str | bool = True,
 ) -> RevocationList:
-    """GET {portal}/v1/permits/revoked (revoked permits and retired permit keys); on success
-    refresh the cache file, otherwise fall back to the cache if it is younger than
+    """The portal's revoked permits and retired permit keys (`client.revoked_permits`); on
+    success refresh the cache file, otherwise fall back to the cache if it is younger than
     `max_age_s`. With neither, raise Refusal: a node that cannot know whether a permit was
     revoked does not run it."""
-    url = portal_url.rstrip("/") + "/v1/permits/revoked"
-    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    url = f"{client.portal_url}/v1/permits/revoked"
     problem = ""
     try:
-        resp = httpx.get(url, headers=headers, timeout=timeout, verify=verify)
-        resp.raise_for_status()
-        body = resp.json()
-        ids, retired = body["revoked"], body.get("retired_keys", [])
-        for name, value in (("revoked", ids), ("retired_keys", retired)):
-            if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
-                raise ValueError(f"{name!r} is not a list of ids")
+        body = client.revoked_permits(timeout=timeout)
+        ids, retired = body["revoked"], body["retired_keys"]
         now = time.time()
         tmp = cache_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"revoked": ids, "retired_keys": retired, "fetched_at": now}))
         os.replace(tmp, cache_path)
         return RevocationList(frozenset(ids), "portal", now, frozenset(retired))
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
+    except PortalError as exc:
+        problem = str(exc)
     if cache_path.exists():
         data = json.loads(cache_path.read_text())
         age = time.time() - float(data["fetched_at"])
@@ -106,16 +98,12 @@ def fetch_revoked(
 
 
 def portal_revocations(home: NodeHome) -> RevocationList:
-    """The default revocation source of a node home: its portal, then its cache. The token
-    comes from the node's one token source (its own Keycloak URL and realm from node.toml)."""
+    """The default revocation source of a node home: its portal, then its cache, through
+    the node's one client (its own Keycloak URL and realm from node.toml, its cached
+    token)."""
     max_age = float(home.config.extra.get("revocation_max_age_s", DEFAULT_REVOCATION_MAX_AGE_S))
-    client = PortalClient.for_home(home)
-    try:
-        bearer = client.access_token() if client.credentials else None
-    except PortalError:
-        bearer = None  # the list may still be cached; fetch_revoked decides
-    return fetch_revoked(home.config.portal_url, home.path / REVOKED_CACHE_FILE,
-                         bearer=bearer, max_age_s=max_age, verify=home.portal_verify)
+    return fetch_revoked(PortalClient.for_home(home), home.path / REVOKED_CACHE_FILE,
+                         max_age_s=max_age)
 
 
 # -- run tickets ---------------------------------------------------------------------------

@@ -9,6 +9,9 @@ Layout (created by `tre node init`):
                               since (federation.node.permit_keys)
     portal-ca.crt             the CA the portal's TLS certificate must chain to, optional
     credentials.json          Keycloak service-account client id/secret (0600), optional
+    service-token.json        the service account's current access token (0600), shared by
+                              the node's tasks until shortly before it expires
+                              (federation.node.portal_client)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ KEY_FILE = "federation.key"
 PERMIT_KEYS_FILE = "portal-permit-keys.json"
 PORTAL_CA_FILE = "portal-ca.crt"
 CREDENTIALS_FILE = "credentials.json"
+TOKEN_CACHE_FILE = "service-token.json"
 
 
 HOME_ENV = "TRE_NODE_HOME"
@@ -84,6 +88,18 @@ def write_private(path: Path, content: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(content)
+
+
+def replace_private(path: Path, content: bytes) -> None:
+    """`write_private`, atomically: concurrent readers (the node's other tasks) see the
+    old file or the new one, never half of one. The temporary name is per process, so
+    two tasks writing at once do not write into each other's file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write_private(tmp, content)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class NodeHome:

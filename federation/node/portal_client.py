@@ -1,4 +1,5 @@
-"""The node's HTTP client of the portal: pinning permit keys, publishing descriptors.
+"""The node's one HTTP path to the portal: permit keys, revocations, consent snapshots,
+enrolment, checkpoints, audit exports, descriptors and synthetic releases.
 
 The portal's TLS certificate is checked against the CA pinned in the node home at
 `tre node init --portal-ca` (else the system's CAs); plain http is for `--insecure`
@@ -6,30 +7,46 @@ development homes only.
 
 The node authenticates as its Keycloak service account (client-credentials grant,
 one client per hospital, role `node`); the portal decides from the token's
-`hospital_id` what the node may publish. Failures become `PortalError` with a
-message that names the URL and the portal's answer, for a one-line CLI error.
+`hospital_id` what the node may publish. Flower starts a new process for every
+task, so a client made by `for_home` keeps the token in the node home
+(`service-token.json`, 0600) until shortly before it expires: one grant per token
+lifetime rather than one per task. A 401 from the portal drops it and retries once
+with a fresh one. The token itself is never logged, audited or put in an error.
+Failures become `PortalError` with a message that names the URL and the portal's
+answer, for a one-line CLI error.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import logging
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 from jwcrypto import jwk
 
-from federation.node.home import NodeHome
+from federation.node.home import TOKEN_CACHE_FILE, NodeHome, replace_private
 from tre.core.settings import CommonSettings
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
 #: Synthetic tables and plots are megabytes, not a descriptor's kilobytes.
 UPLOAD_TIMEOUT_S = 120.0
+#: A cached token is used only while it has at least this long to live: a call that
+#: starts with it must not reach the portal after it expired.
+TOKEN_MARGIN_S = 30.0
 
-
-#: Service-account tokens by (Keycloak URL, realm, client id, secret digest): (token, expiry).
-_TOKENS: dict[tuple[str, str, str, str], tuple[str, float]] = {}
+#: Tokens of clients without a node home, by `_token_key` values: (token, expiry).
+_TOKENS: dict[tuple[str, ...], tuple[str, float]] = {}
 
 
 class PortalError(Exception):
@@ -76,6 +93,16 @@ def validate_permit_jwks(jwks: Any) -> dict[str, Any]:
     return {"keys": [k for k in keys if k["kid"] not in retired], "retired": sorted(retired)}
 
 
+@dataclass(frozen=True)
+class ConsentSnapshot:
+    """One `GET /v1/consents/snapshot` answer: the consents changed after `since`
+    (`kind` 'delta') or all of them ('full'), as of registry `version`."""
+
+    table: pa.Table
+    kind: str
+    version: int
+
+
 class PortalClient:
     """Typed calls to the portal's node-facing routes."""
 
@@ -88,6 +115,7 @@ class PortalClient:
         credentials: dict[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         verify: str | bool = True,
+        token_cache: Path | None = None,
     ) -> None:
         settings = CommonSettings()
         self.portal_url = portal_url.rstrip("/")
@@ -96,10 +124,12 @@ class PortalClient:
         self.realm = realm or settings.keycloak_realm
         self.credentials = credentials
         self.timeout = timeout
+        self.token_cache = token_cache  # a file shared by the node's tasks, else this process
 
     @classmethod
     def for_home(cls, home: NodeHome, *, timeout: float = DEFAULT_TIMEOUT_S) -> PortalClient:
-        """Keycloak URL from the node config (`extra.keycloak_url`), else $TRE_KEYCLOAK_URL."""
+        """Keycloak URL from the node config (`extra.keycloak_url`), else $TRE_KEYCLOAK_URL;
+        the token cached in the home, shared with the node's other tasks."""
         cfg = home.config
         return cls(
             cfg.portal_url,
@@ -108,6 +138,7 @@ class PortalClient:
             credentials=home.credentials(),
             timeout=timeout,
             verify=home.portal_verify,
+            token_cache=home.path / TOKEN_CACHE_FILE,
         )
 
     # -- plumbing -------------------------------------------------------------------
@@ -128,22 +159,65 @@ class PortalClient:
                 "is Keycloak running there (--keycloak-url, node.toml keycloak_url)?")
         return PortalError(f"cannot reach {url}: {type(exc).__name__}: {exc}; {hint}")
 
-    def access_token(self) -> str:
-        """The service account's bearer token (client credentials), cached until near expiry
-        for every client of the same account in this process (the node runtime serves
-        many tasks: one token, not one per message)."""
+    @property
+    def token_endpoint(self) -> str:
+        """Keycloak's token URL for this client's realm: part of the cached token's key."""
+        return f"{self.keycloak_url}/realms/{self.realm}/protocol/openid-connect/token"
+
+    def _token_key(self) -> dict[str, str]:
+        """What a cached token belongs to: another Keycloak, realm, client or secret (a
+        rotated one) must never reuse it."""
         creds = self.credentials or {}
-        secret = hashlib.sha256(creds.get("client_secret", "").encode()).hexdigest()
-        key = (self.keycloak_url, self.realm, creds.get("client_id", ""), secret)
-        cached = _TOKENS.get(key)
-        if cached and cached[1] > time.time() + 30:
-            return cached[0]
+        return {"token_endpoint": self.token_endpoint,
+                "client_id": creds.get("client_id", ""),
+                "secret_sha256": hashlib.sha256(
+                    creds.get("client_secret", "").encode()).hexdigest()}
+
+    def _cached_token(self, key: dict[str, str]) -> str | None:
+        if self.token_cache is None:
+            token, expires_at = _TOKENS.get(tuple(key.values()), ("", 0.0))
+        else:
+            try:
+                entry = json.loads(self.token_cache.read_text())
+                if any(entry.get(k) != v for k, v in key.items()):
+                    return None
+                token, expires_at = str(entry["access_token"]), float(entry["expires_at"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return None  # none yet, or unreadable: a new grant replaces it
+        return token if token and expires_at > time.time() + TOKEN_MARGIN_S else None
+
+    def _store_token(self, key: dict[str, str], token: str, expires_at: float) -> None:
+        if self.token_cache is None:
+            _TOKENS[tuple(key.values())] = (token, expires_at)
+            return
+        entry = {**key, "access_token": token, "expires_at": expires_at}
+        try:
+            replace_private(self.token_cache, json.dumps(entry).encode())
+        except OSError as exc:  # a read-only home still works, one grant per task
+            _log.warning("service token not cached in %s: %s", self.token_cache,
+                         type(exc).__name__)
+
+    def drop_token(self) -> None:
+        """Forget the cached token (the portal refused it), here and for the other tasks."""
+        _TOKENS.pop(tuple(self._token_key().values()), None)
+        if self.token_cache is not None:
+            self.token_cache.unlink(missing_ok=True)
+
+    def access_token(self) -> str:
+        """The service account's bearer token (client-credentials grant), cached until
+        shortly before it expires: in the node home for clients of `for_home` (each
+        Flower task is a new process), else in this process."""
+        key = self._token_key()
+        cached = self._cached_token(key)
+        if cached:
+            return cached
         if not self.credentials:
             raise PortalError(
                 "no service-account credentials: set TRE_NODE_CLIENT_ID / TRE_NODE_CLIENT_SECRET"
                 " or run `tre node init --credentials-file FILE`"
             )
-        url = f"{self.keycloak_url}/realms/{self.realm}/protocol/openid-connect/token"
+        url = self.token_endpoint
+        asked_at = time.time()  # expiry counts from the request: never later than Keycloak's
         resp = self._request(
             "POST", url, data={"grant_type": "client_credentials", **self.credentials}
         )
@@ -151,10 +225,40 @@ class PortalClient:
             raise PortalError(
                 f"Keycloak refused the node's credentials at {url}: {resp.status_code} "
                 f"{problem_detail(resp)}", resp.status_code)
-        body = resp.json()
-        token = body["access_token"]
-        _TOKENS[key] = (token, time.time() + float(body.get("expires_in", 60)))
+        try:
+            body = resp.json()
+            token = str(body["access_token"])
+            expires_in = float(body.get("expires_in", 60))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PortalError(f"Keycloak at {url} did not answer a token") from exc
+        self._store_token(key, token, asked_at + expires_in)
         return token
+
+    def _authed(self, method: str, url: str, *, optional: bool = False,
+                timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        """A call as the node's service account. A 401 means the cached token is no
+        longer good (a restarted Keycloak, a revoked session): drop it and retry once with
+        a fresh one. `optional`: without credentials, or with Keycloak out of reach, the
+        call goes out without a token (routes a portal may also answer anonymously)."""
+        headers = dict(kwargs.pop("headers", None) or {})
+
+        def send() -> httpx.Response:
+            token = None
+            if self.credentials or not optional:
+                try:
+                    token = self.access_token()
+                except PortalError:
+                    if not optional:
+                        raise
+            auth = {"Authorization": f"Bearer {token}"} if token else {}
+            return self._request(method, url, timeout=timeout, headers={**headers, **auth},
+                                 **kwargs)
+
+        resp = send()
+        if resp.status_code == 401 and self.credentials:
+            self.drop_token()
+            resp = send()
+        return resp
 
     # -- routes ---------------------------------------------------------------------
     def permit_keys(self) -> dict[str, Any]:
@@ -173,9 +277,7 @@ class PortalClient:
     def publish_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/catalogue/datasets` with a descriptor (see descriptor.publication_body)."""
         url = f"{self.portal_url}/v1/catalogue/datasets"
-        resp = self._request(
-            "POST", url, json=body, headers={"Authorization": f"Bearer {self.access_token()}"}
-        )
+        resp = self._authed("POST", url, json=body)
         if resp.status_code not in (200, 201):
             raise PortalError(
                 f"the portal refused dataset {body.get('dataset_id')}: {resp.status_code} "
@@ -204,12 +306,7 @@ class PortalClient:
             ("report", ("report.json", report, "application/json")),
             *(("plots", (name, data, "image/png")) for name, data in sorted(plots.items())),
         ]
-        headers = {"Authorization": f"Bearer {self.access_token()}"}
-        try:
-            resp = httpx.post(url, files=files, headers=headers, timeout=timeout,
-                              verify=self.verify)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(url, exc) from exc
+        resp = self._authed("POST", url, files=files, timeout=timeout)
         if resp.status_code not in (200, 201):
             raise PortalError(
                 f"the portal refused the synthetic version of {dataset_id}: {resp.status_code} "
@@ -223,8 +320,7 @@ class PortalClient:
         """`POST /v1/catalogue/synthetic/{release}/withdraw`: this hospital's release is
         no longer served (e.g. its consented cohort changed); the portal's summary of it."""
         url = f"{self.portal_url}/v1/catalogue/synthetic/{release_id}/withdraw"
-        resp = self._request("POST", url, json={"reason": reason},
-                             headers={"Authorization": f"Bearer {self.access_token()}"})
+        resp = self._authed("POST", url, json={"reason": reason})
         if resp.status_code != 200:
             raise PortalError(f"the portal refused to withdraw synthetic release {release_id}: "
                               f"{resp.status_code} {problem_detail(resp)}", resp.status_code)
@@ -234,9 +330,7 @@ class PortalClient:
         """`GET /v1/runs/flower/{id}/ticket`: the portal's signed ticket for a Flower run it
         submitted itself (404 when it did not: the run came from somewhere else)."""
         url = f"{self.portal_url}/v1/runs/flower/{flower_run_id}/ticket"
-        headers = ({"Authorization": f"Bearer {self.access_token()}"} if self.credentials
-                   else {})
-        resp = self._request("GET", url, headers=headers)
+        resp = self._authed("GET", url, optional=not self.credentials)
         if resp.status_code != 200:
             raise PortalError(f"{url} answered {resp.status_code}: {problem_detail(resp)}",
                               resp.status_code)
@@ -248,8 +342,7 @@ class PortalClient:
     def send_checkpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/audit/checkpoints`: this node's signed audit chain head."""
         url = f"{self.portal_url}/v1/audit/checkpoints"
-        resp = self._request("POST", url, json=body,
-                             headers={"Authorization": f"Bearer {self.access_token()}"})
+        resp = self._authed("POST", url, json=body)
         if resp.status_code != 201:
             raise PortalError(f"the portal refused the checkpoint: {resp.status_code} "
                               f"{problem_detail(resp)}", resp.status_code)
@@ -258,18 +351,66 @@ class PortalClient:
     def upload_audit_export(self, hospital_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/audit/nodes/{hospital}/export`: this node's signed log, for auditors."""
         url = f"{self.portal_url}/v1/audit/nodes/{hospital_id}/export"
-        resp = self._request("POST", url, json=body, timeout=UPLOAD_TIMEOUT_S,
-                             headers={"Authorization": f"Bearer {self.access_token()}"})
+        resp = self._authed("POST", url, json=body, timeout=UPLOAD_TIMEOUT_S)
         if resp.status_code != 201:
             raise PortalError(f"the portal refused the audit export: {resp.status_code} "
                               f"{problem_detail(resp)}", resp.status_code)
         return resp.json()
 
+    def revoked_permits(self, *, timeout: float | None = None) -> dict[str, list[str]]:
+        """`GET /v1/permits/revoked`: `revoked` permit ids and `retired_keys` (permit keys
+        whose signatures are refused). With the node's token when it has one; the list is
+        public, so Keycloak out of reach does not stop the pull."""
+        url = f"{self.portal_url}/v1/permits/revoked"
+        resp = self._authed("GET", url, optional=True, timeout=timeout)
+        if resp.status_code != 200:
+            raise PortalError(f"{url} answered {resp.status_code}: {problem_detail(resp)}",
+                              resp.status_code)
+        try:
+            body = resp.json()
+            out = {"revoked": body["revoked"], "retired_keys": body.get("retired_keys", [])}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PortalError(f"{url} did not answer a revocation list: {exc}") from exc
+        for name, value in out.items():
+            if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+                raise PortalError(f"{url} answered {name!r} that is not a list of ids")
+        return out
+
+    def consent_snapshot(self, since: int) -> ConsentSnapshot:
+        """`GET /v1/consents/snapshot?since=V&format=parquet`: the consents changed after
+        registry version `since` (all of them when 0), metadata in X-Consent-* headers."""
+        url = f"{self.portal_url}/v1/consents/snapshot"
+        resp = self._authed("GET", url, params={"since": since, "format": "parquet"})
+        if resp.status_code != 200:
+            raise PortalError(f"{url} answered {resp.status_code}: {problem_detail(resp)}",
+                              resp.status_code)
+        try:
+            return ConsentSnapshot(pq.read_table(io.BytesIO(resp.content)),
+                                   resp.headers["X-Consent-Kind"],
+                                   int(resp.headers["X-Consent-Version"]))
+        except (KeyError, ValueError, pa.ArrowException) as exc:
+            raise PortalError(f"{url} sent an unreadable consent snapshot: {exc}",
+                              resp.status_code) from exc
+
+    def register_flower_key(self, hospital_id: str, public_key: str, *,
+                            timeout: float | None = None) -> dict[str, Any]:
+        """`PUT /v1/nodes/{hospital}/flower-key`: the portal registers this SuperNode's
+        public key with the SuperLink; the registry row (with the Flower node id)."""
+        url = f"{self.portal_url}/v1/nodes/{hospital_id}/flower-key"
+        resp = self._authed("PUT", url, json={"public_key": public_key}, timeout=timeout)
+        if resp.status_code != 200:
+            raise PortalError(f"{url} answered {resp.status_code}: {problem_detail(resp)}",
+                              resp.status_code)
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise PortalError(f"{url} did not answer JSON") from exc
+
     def reachable(self) -> tuple[bool, str]:
         """Whether the portal answers at all (any HTTP status counts as reachable)."""
         url = f"{self.portal_url}/v1/permit-keys"
         try:
-            resp = httpx.get(url, timeout=min(self.timeout, 3.0), verify=self.verify)
-        except httpx.HTTPError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+            resp = self._request("GET", url, timeout=min(self.timeout, 3.0))
+        except PortalError as exc:
+            return False, str(exc)
         return True, f"HTTP {resp.status_code}"

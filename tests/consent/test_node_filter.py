@@ -175,3 +175,36 @@ def test_filter_by_home_path_opens_and_closes_the_store(live_portal, keycloak, n
     assert decision.allowed == [P["A"], P["D"]] and decision.excluded == 1
     status = node_consent.status(node)
     assert status["fresh"] and status["consents"] == 8
+
+
+def test_a_delta_replaces_rows_found_by_key_even_after_a_rekey(tmp_path):
+    """A delta finds the rows it replaces by `consent_key`; a store whose keys were made
+    by a different md5_number() (an upgraded DuckDB) is re-keyed when it is opened, so
+    a withdrawal still replaces the consent's active rows."""
+    import pyarrow as pa
+
+    def table(status: str, version: int) -> pa.Table:
+        return pa.table({"consent_id": ["cns-a", "cns-b"], "subject": [P["A"], P["B"]],
+                         "organisation": ["org", "org"],
+                         "purposes": [["scientific_research", "ai_training"]] * 2,
+                         "status": [status, "active"], "valid_from": pa.array([None, None],
+                                                                             pa.date32()),
+                         "valid_to": pa.array([None, None], pa.date32()),
+                         "version": [version, 1]})
+
+    home = make_node(tmp_path / "node", "http://127.0.0.1:9")
+    node_consent.apply_snapshot(home, table("active", 1), kind="full", since=0, version=2,
+                                portal_url="x", now=time.time())
+    with home.db.transaction() as cur:  # as if another md5_number() had keyed the rows
+        cur.execute("UPDATE consent_active SET consent_key = 0")
+        cur.execute("UPDATE consent_key_probe SET probe = 0")
+    home.close()
+    home = type(home)(home.path)
+    state = node_consent.apply_snapshot(home, table("withdrawn", 2).slice(0, 1), kind="delta",
+                                        since=2, version=3, portal_url="x", now=time.time())
+    assert state.consents == 2
+    with home.db.reader() as cur:
+        rows = cur.execute("SELECT consent_id, status, count(*) FROM consent_cache"
+                           " GROUP BY ALL ORDER BY 1").fetchall()
+    assert rows == [("cns-a", "withdrawn", 2), ("cns-b", "active", 2)]
+    home.close()

@@ -1,12 +1,18 @@
-"""The node's one token source: its own Keycloak URL and realm, for every portal call."""
+"""The node's one token source: its own Keycloak URL and realm, for every portal call,
+one token shared by its tasks until shortly before it expires."""
 
 from __future__ import annotations
 
+import json
+import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from federation.node.governance import REVOKED_CACHE_FILE, portal_revocations
+from federation.node.home import TOKEN_CACHE_FILE, NodeHome
+from federation.node.portal_client import PortalClient, PortalError
 from tests.fixtures.portal import node_of
 
 pytestmark = pytest.mark.integration
@@ -25,3 +31,59 @@ def test_revocations_use_the_keycloak_of_node_init_not_the_environment(
     home.db.close()
     assert revs.source == "portal"  # fetched with a valid token, not from a cache
     assert (home.path / REVOKED_CACHE_FILE).exists()
+
+
+def test_tasks_of_one_home_share_one_token_until_it_expires(
+    live_portal, keycloak, tmp_path: Path,
+) -> None:
+    """Flower starts a process per task: the second task's client must take the token the
+    first one cached in the home (Keycloak issues a different token for every grant, so
+    equal tokens mean one grant), from a 0600 file, and never write it to the audit."""
+    home = node_of(tmp_path / "node", live_portal.url, keycloak)
+    first = PortalClient.for_home(home).access_token()
+    cache = home.path / TOKEN_CACHE_FILE
+    assert cache.exists() and stat.S_IMODE(cache.stat().st_mode) == 0o600
+    second = PortalClient.for_home(NodeHome(home.path)).access_token()
+    assert second == first
+    # a token about to expire is not handed out: a new grant replaces it
+    entry = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**entry, "expires_at": time.time() + 5}))
+    renewed = PortalClient.for_home(home).access_token()
+    assert renewed != first and json.loads(cache.read_text())["access_token"] == renewed
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    portal_revocations(home)
+    assert renewed not in "".join(home.audit.export_jsonl())
+    home.db.close()
+
+
+def test_a_token_cached_for_another_keycloak_is_not_reused(
+    live_portal, keycloak, tmp_path: Path,
+) -> None:
+    """The cache is keyed to the token endpoint (and client): after the node's Keycloak
+    URL changed, the cached token is not sent; the new Keycloak is asked (here it is not
+    running, so the grant fails)."""
+    home = node_of(tmp_path / "node", live_portal.url, keycloak)
+    PortalClient.for_home(home).access_token()
+    config = home.config
+    config.extra["keycloak_url"] = "http://127.0.0.1:9"
+    home.save_config(config)
+    with pytest.raises(PortalError, match="cannot reach http://127.0.0.1:9/realms/"):
+        PortalClient.for_home(NodeHome(home.path)).access_token()
+    home.db.close()
+
+
+def test_a_token_the_portal_refuses_is_dropped_and_renewed_once(
+    live_portal, keycloak, tmp_path: Path,
+) -> None:
+    """A cached token the portal answers 401 to (e.g. Keycloak's keys changed) is dropped
+    and the call retried with a fresh one, which is then the cached token."""
+    home = node_of(tmp_path / "node", live_portal.url, keycloak)
+    client = PortalClient.for_home(home)
+    client.access_token()
+    cache = home.path / TOKEN_CACHE_FILE
+    entry = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**entry, "access_token": "not-a-token"}))
+    snapshot = PortalClient.for_home(home).consent_snapshot(0)
+    assert snapshot.kind == "full"
+    assert json.loads(cache.read_text())["access_token"] not in ("not-a-token", "")
+    home.db.close()

@@ -29,6 +29,7 @@ from federation.node.governance import (
 )
 from federation.node.home import NodeHome
 from federation.node.ledger import PrivacyLedger
+from federation.node.portal_client import PortalClient
 from tre.core.schemas import ConsentRegime, Purpose
 
 from .helpers import Portal, claims, make_home, populate, run_ticket, tickets_for
@@ -150,14 +151,15 @@ def test_revocation_cache_fallback(tmp_path: Path, portal: Portal) -> None:
     cache = tmp_path / "revoked.json"
     portal.revoked = ["pmt_x"]
     try:
-        live = fetch_revoked(portal.url, cache)
+        live = fetch_revoked(PortalClient(portal.url), cache)
     finally:
         portal.revoked = []
     assert live.source == "portal" and "pmt_x" in live.revoked
-    cached = fetch_revoked("http://127.0.0.1:9", cache, timeout=0.5)
+    away = PortalClient("http://127.0.0.1:9")
+    cached = fetch_revoked(away, cache, timeout=0.5)
     assert cached.source == "cache" and "pmt_x" in cached.revoked
     with pytest.raises(Refusal) as err:
-        fetch_revoked("http://127.0.0.1:9", cache, timeout=0.5, max_age_s=0)
+        fetch_revoked(away, cache, timeout=0.5, max_age_s=0)
     assert err.value.code == "revocation-unknown"
 
 
