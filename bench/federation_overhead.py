@@ -144,6 +144,7 @@ def rounds_bench(n_rounds: int, pairs: int) -> dict:
     cluster = FlowerCluster(tmp / "flower")
     (tmp / "flower").mkdir()
     governed: list[dict] = []
+    secure: list[dict] = []
     bare: list[dict] = []
     stock: list[subprocess.Popen] = []
     try:
@@ -151,13 +152,18 @@ def rounds_bench(n_rounds: int, pairs: int) -> dict:
             cluster.start_superlink()
             for p in homes:
                 cluster.start_node(p)
-            token = ring.sign(claims([(h, "pneumonia") for h in hospitals], eps=8.0))
-            handle = cluster.start_run(RunParams(
-                permit=token, rounds=n_rounds, batch_size=128, lr=0.5))
-            portal.tickets[handle.run_id] = run_ticket(ring, token, f"flwr-{handle.run_id}")
-            rep = follow_run(handle, timeout_s=1800)
-            governed += [{"seconds": r["seconds"], "slowest_local_training_s": max(
-                n["train_seconds"] for n in r["nodes"])} for r in rep["rounds"]]
+            # the plain governed round, then the same with SecAgg+ (its own permit: each
+            # permit caps its ε), on the same SuperLink and nodes
+            for secagg, rows in ((False, governed), (True, secure)):
+                token = ring.sign(claims([(h, "pneumonia") for h in hospitals], eps=8.0))
+                handle = cluster.start_run(RunParams(
+                    permit=token, rounds=n_rounds, batch_size=128, lr=0.5, secagg=secagg))
+                portal.tickets[handle.run_id] = run_ticket(ring, token,
+                                                           f"flwr-{handle.run_id}")
+                rep = follow_run(handle, timeout_s=1800)
+                assert rep["status"] == "completed", rep.get("stop_reason")
+                rows += [{"seconds": r["seconds"], "slowest_local_training_s": max(
+                    n["train_seconds"] for n in r["nodes"])} for r in rep["rounds"]]
             noise = rep["rounds"][0]["nodes"][0]["noise_multiplier"]
             cluster.stop()
             cluster.nodes.clear()
@@ -179,16 +185,21 @@ def rounds_bench(n_rounds: int, pairs: int) -> dict:
         return [r["seconds"] / r["slowest_local_training_s"] for r in steady]
 
     g = statistics.median(r["seconds"] for r in governed)
+    sa = statistics.median(r["seconds"] for r in secure)
     b = statistics.median(r["seconds"] for r in bare)
     first = [r["seconds"] / r["slowest_local_training_s"] for r in governed[::n_rounds]]
     return {"rounds_per_run": n_rounds, "pairs": pairs, "governed_rounds": governed,
             "bare_rounds": bare, "governed_median_s": g, "bare_median_s": b,
             "ratio_governed_to_bare": g / b, "aim_ratio": 1.05,
+            "secagg_rounds": secure, "secagg_median_s": sa, "secagg_ratio": sa / g,
+            "aim_secagg_ratio": 1.3,
             "round_to_local_training": statistics.median(ratios(governed)),
             "round_to_local_training_bare_flower": statistics.median(ratios(bare)),
             "round_to_local_training_first_round": statistics.median(first),
             "aim_round_to_local_training": 3.0,
-            "note": "governed: the project's SuperLink, Fleet gateway and long-lived node "
+            "note": "secagg_ratio: the SecAgg+ round (Flower's SecAggPlusWorkflow, four "
+                    "message exchanges) over the plain governed round, same nodes and run; "
+                    "governed: the project's SuperLink, Fleet gateway and long-lived node "
                     "runtime; bare: the same model, data and DP step as a plain Flower app on "
                     "stock Flower 1.42 (a new ClientApp process per message)"}
 

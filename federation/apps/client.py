@@ -5,10 +5,18 @@ comes from the SuperNode's node config (`node-home`), never from the run, and
 the app hash is recomputed from the FAB Flower installed for this message.
 A refusal is answered with an error reply naming the hospital and the reason;
 the ServerApp leaves that node out of the round.
+
+Secure aggregation: a training message that carries SecAgg+ configs goes through
+Flower's `secaggplus_mod`, which answers its key-exchange stages itself and, at the
+collect stage, calls the train handler with legacy FitIns-shaped content and masks
+the FitRes-shaped reply's weights before anything leaves. The handler converts at
+this adapter and calls the same `train_task`, so every governance step is the same;
+a refusal there is answered exactly as without SecAgg+ (`secagg_when_asked`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +30,16 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
+from flwr.app.message_type import MessageType
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
 
 from federation.apps.fab import running_fab_hash
-from federation.apps.params import RunParams
+from federation.apps.params import PARAM_NAMES, RunParams
 from federation.apps.tasks import (
     NodeContext,
     audit_task,
@@ -36,8 +50,6 @@ from federation.apps.tasks import (
 from federation.node.consent import consent_filter_for
 from federation.node.enrol import checkpoint_best_effort
 from federation.node.governance import Refusal
-
-app = ClientApp()
 
 REFUSED = 4030  # error code of a governance refusal in reply messages
 
@@ -68,26 +80,58 @@ def _refused(msg: Message, context: Context, refusal: Refusal) -> Message:
                    reply_to=msg)
 
 
+def secagg_when_asked(msg: Message, context: Context, call_next: ClientAppCallable
+                      ) -> Message:
+    """Flower's SecAgg+ mod for training messages that ask for it (plain runs pass by).
+    A governance refusal raised under the mod is answered as in a plain round."""
+    if (msg.metadata.message_type != MessageType.TRAIN
+            or RECORD_KEY_CONFIGS not in msg.content.config_records):
+        return call_next(msg, context)
+    try:
+        return secaggplus_mod(msg, context, call_next)
+    except Refusal as refusal:
+        return _refused(msg, context, refusal)
+
+
+app = ClientApp(mods=[secagg_when_asked])
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One governed DP round on the node's consented training split."""
+    legacy = "fitins.parameters" in msg.content.array_records
     try:
         params = RunParams.from_run_config(dict(context.run_config))
-        config = msg.content.config_records.get("config", ConfigRecord())
-        arrays = msg.content.array_records.get("arrays")
-        weights = None if arrays is None else to_weights(arrays)
+        if legacy:  # SecAgg+'s collect stage: FitIns in, FitRes out
+            config = msg.content.config_records["fitins.config"]
+            names = json.loads(str(config[PARAM_NAMES]))
+            arrays = parameters_to_ndarrays(compat.arrayrecord_to_parameters(
+                msg.content.array_records["fitins.parameters"], keep_input=True))
+            weights: dict[str, np.ndarray] | None = dict(zip(names, arrays, strict=True))
+        else:
+            config = msg.content.config_records.get("config", ConfigRecord())
+            arrays_in = msg.content.array_records.get("arrays")
+            weights = None if arrays_in is None else to_weights(arrays_in)
         out = train_task(
             _ctx(msg, context), params, server_round=int(config.get("server-round", 1)),
             weights=weights, proximal_mu=float(config.get("proximal-mu", 0.0)),
         )
     except Refusal as refusal:
+        if legacy:
+            raise  # through secaggplus_mod to `secagg_when_asked`, which answers it
         return _refused(msg, context, refusal)
-    content = RecordDict({
-        "arrays": to_arrays(out.weights),
-        "metrics": MetricRecord(out.metrics),
-        "node": ConfigRecord({"hospital-id": out.hospital_id, "dataset-id": out.dataset_id,
-                              "excluded-by-consent": str(out.excluded_by_consent)}),
-    })
+    node = ConfigRecord({"hospital-id": out.hospital_id, "dataset-id": out.dataset_id,
+                         "excluded-by-consent": str(out.excluded_by_consent)})
+    if legacy:
+        content = compat.fitres_to_recorddict(FitRes(
+            status=Status(Code.OK, ""), num_examples=int(out.metrics["num-examples"]),
+            parameters=ndarrays_to_parameters([out.weights[n] for n in names]), metrics={},
+        ), keep_input=False)
+        content["metrics"] = MetricRecord(out.metrics)
+        content["node"] = node
+        return Message(content=content, reply_to=msg)
+    content = RecordDict({"arrays": to_arrays(out.weights),
+                          "metrics": MetricRecord(out.metrics), "node": node})
     return Message(content=content, reply_to=msg)
 
 

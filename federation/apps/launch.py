@@ -74,12 +74,24 @@ def register_supernode(
         raise RunError(f"the SuperLink did not register the node: {exc}") from exc
 
 
+def permit_hospitals(token: str) -> int:
+    """How many hospitals the permit names (0 when it cannot be read: nodes refuse it)."""
+    from access_control.permits import unverified_claims
+
+    try:
+        return len({d["node_id"] for d in unverified_claims(token).get("datasets", [])})
+    except Exception:  # noqa: BLE001 - the nodes verify permits; this only sets a default
+        return 0
+
+
 def start_run(
     superlink: str, params: RunParams, results_dir: str | Path, *, credential: str | None,
     insecure: bool = True, root_certificates: str | Path | None = None,
 ) -> RunHandle:
-    """Submit the run to the SuperLink's Control API; returns once Flower accepted it."""
+    """Submit the run to the SuperLink's Control API; returns once Flower accepted it.
+    An undecided `secagg` is decided here from the permit's hospitals (`RunParams.resolved`)."""
     params.check()
+    params = params.resolved(permit_hospitals(params.permit))
     return submit_app(superlink, FAB_DIR, params.to_run_config(), results_dir,
                       credential=credential, insecure=insecure,
                       root_certificates=root_certificates)

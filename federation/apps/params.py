@@ -2,14 +2,28 @@
 
 Hyperparameters travel as run config (they do not change the app hash); the
 privacy bounds they may ask for are capped by the permit at each node.
+
+Secure aggregation (SecAgg+) is on by default once a run has three or more
+hospitals: `secagg=None` means "decide from the permit", and `resolved()` makes the
+decision in this one place, so the portal (which stores and shows the run's params)
+and `launch.start_run` (what the CLI, benches and tests submit through) agree. With
+two hospitals SecAgg+ hides nothing (the server subtracts one update from the sum to
+get the other), so it stays off; an explicit `secagg=False` turns it off at any size.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 STRATEGIES = ("fedavg", "fedprox")
+SECAGG_MIN_HOSPITALS = 3
+PARAM_NAMES = "param-names"  # fit-config key: the state-dict names legacy Parameters lack
+
+
+def secagg_default(hospitals: int) -> bool:
+    """SecAgg+ by default from three hospitals up (see the module docstring)."""
+    return hospitals >= SECAGG_MIN_HOSPITALS
 
 
 @dataclass(frozen=True)
@@ -26,7 +40,7 @@ class RunParams:
     momentum: float = 0.9
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
-    secagg: bool = False
+    secagg: bool | None = None  # None: on from three hospitals up (`resolved`)
     max_grad_norm: float = 1.0
     target_epsilon: float = 0.0  # 0: the permit's cap for the dataset
     delta: float = 0.0  # 0: the permit's δ cap
@@ -46,13 +60,22 @@ class RunParams:
             key = f.name.replace("_", "-")
             if key in cfg:
                 default = getattr(cls, f.name)
-                values[f.name] = type(default)(cfg[key])
+                kind = bool if default is None else type(default)
+                values[f.name] = kind(cfg[key])
         params = cls(**values)
         params.check()
         return params
 
     def to_run_config(self) -> dict[str, Any]:
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        """Flower's run config; an undecided `secagg` is left to the FAB's default (off):
+        call `resolved` first to apply the hospital-count default."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items() if v is not None}
+
+    def resolved(self, hospitals: int) -> RunParams:
+        """These params with `secagg` decided for a run over `hospitals` hospitals."""
+        if self.secagg is not None:
+            return self
+        return replace(self, secagg=secagg_default(hospitals))
 
     def check(self) -> None:
         """Reject nonsense early with a message naming the field."""

@@ -33,8 +33,9 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 
 from access_control.permits import unverified_claims
 from federation.apps.feasibility import parse_node_map
-from federation.apps.params import RunParams
+from federation.apps.params import SECAGG_MIN_HOSPITALS, RunParams
 from federation.apps.report import results_sender
+from federation.apps.secagg import secagg_round, trace_arrays, trace_dir
 from federation.apps.tasks import params_spec
 from federation.training.membership import ATTACKS, FIGURES
 from federation.training.models import build_model
@@ -172,17 +173,17 @@ def main(grid: Grid, context: Context) -> None:
         return
     events.emit("start", run_id=context.run_id, permit=permit, min_nodes=min_nodes,
                 params=report["params"])
-    if params.secagg:
-        # flwr 1.42 offers SecAgg+ only through the legacy FitIns workflow
-        # (flwr.server.workflow.SecAggPlusWorkflow + LegacyContext), not with the
-        # Message API strategies used here: refuse rather than pretend.
-        report["status"] = "failed"
-        report["error"] = ("secure aggregation (SecAgg+) is not available with the Message API "
-                           "strategies of the installed Flower release")
+    secagg = bool(params.secagg)
+    if secagg and len(hospitals) < SECAGG_MIN_HOSPITALS:
+        report.update(status="failed", error=f"secure aggregation needs at least "
+                      f"{SECAGG_MIN_HOSPITALS} hospitals; the permit names {len(hospitals)}")
         events.report(report)
         events.emit("end", status="failed", error=report["error"])
         log(WARNING, report["error"])
         return
+    report["secure_aggregation"] = secagg
+    report["secagg"] = None  # SecAgg+ parameters of the last round, when on
+    trace = trace_dir(context.run_id)
 
     model = build_model(params.model, params_spec(params), seed=params.seed)
     arrays = ArrayRecord(model.state_dict())
@@ -196,10 +197,21 @@ def main(grid: Grid, context: Context) -> None:
     status = "completed"
     for rnd in range(1, params.rounds + 1):
         t0 = time.time()
-        sent = list(strategy.configure_train(rnd, arrays, ConfigRecord({"lr": params.lr}), grid))
-        replies = list(grid.send_and_receive(sent, timeout=params.round_timeout))
-        # the Grid gave each message its id when it pushed it
-        sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in sent}
+        if secagg:
+            online = list(grid.get_node_ids())
+            sa = secagg_round(grid, context, server_round=rnd, arrays=arrays,
+                              config={"lr": params.lr, "proximal-mu": (
+                                  params.proximal_mu if params.strategy == "fedprox" else 0.0)},
+                              node_ids=online, timeout=params.round_timeout)
+            report["secagg"] = {"num_shares": sa.num_shares,
+                                "reconstruction_threshold": sa.threshold}
+            replies, sent_to = sa.replies, sa.sent_to
+        else:
+            sent = list(strategy.configure_train(rnd, arrays, ConfigRecord({"lr": params.lr}),
+                                                 grid))
+            replies = list(grid.send_and_receive(sent, timeout=params.round_timeout))
+            # the Grid gave each message its id when it pushed it
+            sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in sent}
         nodes = [_node_row(m, sent_to) for m in replies]
         for n in nodes:
             n.setdefault("hospital_id", by_node.get(n["node_id"]))
@@ -208,8 +220,23 @@ def main(grid: Grid, context: Context) -> None:
                    "reason": f"no reply within {params.round_timeout}s (node down?)"}
                   for nid, h in by_node.items() if nid not in answered]
         ok = [m for m in replies if not m.has_error()]
-        trained_nodes.update(int(m.metadata.src_node_id) for m in ok)
-        agg_arrays, agg_train = (strategy.aggregate_train(rnd, ok) if ok else (None, None))
+        trained_nodes.update(sent_to.get(m.metadata.reply_to_message_id,
+                                         int(m.metadata.src_node_id)) for m in ok)
+        if secagg:
+            # only the masked sum was seen: the aggregate is SecAgg+'s, the metrics are
+            # each node's own (ε, disclosed counts), as in a plain round
+            agg_arrays = sa.arrays
+            agg_train = train_metrics([RecordDict({"metrics": m.content.metric_records[
+                "metrics"]}) for m in ok], "num-examples") if agg_arrays is not None else None
+        else:
+            for m in ok if trace is not None else []:
+                nid = sent_to.get(m.metadata.reply_to_message_id, int(m.metadata.src_node_id))
+                trace_arrays(trace, f"round-{rnd}-plain-{nid}",
+                             {k: v.numpy() for k, v in m.content.array_records["arrays"].items()})
+            agg_arrays, agg_train = (strategy.aggregate_train(rnd, ok) if ok else (None, None))
+            if agg_arrays is not None and trace is not None:
+                trace_arrays(trace, f"round-{rnd}-aggregate",
+                             {k: v.numpy() for k, v in agg_arrays.items()})
         if agg_arrays is not None:
             arrays = agg_arrays
         eval_metrics = None
@@ -229,6 +256,10 @@ def main(grid: Grid, context: Context) -> None:
         log(INFO, "[TRE] round %d: %s", rnd, {n.get("hospital_id") or n["node_id"]:
                                                n.get("epsilon") or n.get("reason")
                                                for n in nodes})
+        if secagg and sa.halted:
+            status = "stopped"
+            report["stop_reason"] = f"round {rnd}: {sa.halted}"
+            break
         if len(ok) < min_nodes:
             status = "stopped"
             report["stop_reason"] = (f"round {rnd}: {len(ok)} of the {min_nodes} required "

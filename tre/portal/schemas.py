@@ -218,6 +218,8 @@ class RunIn(Strict):
     delta: Delta | None = None
     min_hospitals: HospitalCount | None = None
     seed: int = Field(default=0, ge=0, le=2**31 - 1, strict=True)
+    secagg: bool | None = None
+    """Secure aggregation (SecAgg+); None: on from three hospitals up (RunParams.resolved)."""
 
 
 class FeasibilityIn(Strict):

@@ -39,6 +39,7 @@ MODEL_SUFFIXES = (".pt", ".pth", ".npz", ".safetensors")
 # foresaw is still read as a count (fail closed).
 DECLARED = (
     ("parameter", ("params.*", "permit.*", "rounds.#.nodes.#.steps", "node_selection.*",
+                   "secagg.*",  # SecAgg+ num_shares, reconstruction_threshold
                    "privacy.nodes.#.steps")),
     ("identifier", ("run_id", "*node_id")),
     ("time", ("started_at", "finished_at", "*seconds")),

@@ -20,7 +20,7 @@ from access_control.permits import signing_kid
 from access_control.policy import Action, is_allowed
 from access_control.tokens import Principal
 from federation.apps import launch
-from federation.apps.params import RunParams
+from federation.apps.params import RunParams, secagg_default
 from federation.control import ControlAPI
 from tre.core.schemas import PermitStatus, RunTicket
 from tre.portal.context import Portal, utcnow
@@ -82,6 +82,8 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
             "batch_size": body.batch_size, "lr": body.lr, "strategy": body.strategy,
             "target_epsilon": body.epsilon or 0.0, "delta": body.delta or 0.0,
             "min_nodes": min_hospitals, "seed": body.seed,
+            # decided here so the stored params show what the run does
+            "secagg": body.secagg if body.secagg is not None else secagg_default(hospitals),
             # only the permit's enrolled SuperNodes get messages (see services.nodes)
             "node_map": json.dumps(mapping) if mapping else "",
             "round_timeout": portal.settings.run_round_timeout_s,
