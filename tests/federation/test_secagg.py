@@ -219,7 +219,8 @@ def test_node_dropping_at_threshold_completes(tmp_path: Path) -> None:
 
         watcher = threading.Thread(target=drop_at_collect, daemon=True)
         watcher.start()
-        report, _ = setup.run(RunParams(permit=token, rounds=1, batch_size=64, min_nodes=3),
+        report, _ = setup.run(RunParams(permit=token, rounds=1, batch_size=64, min_nodes=3,
+                                        round_timeout=120),
                               token)
         stopped.set()
     finally:
