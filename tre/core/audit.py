@@ -160,19 +160,11 @@ class AuditLog:
                 row = reader.execute(query).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
-    def record(
-        self,
-        *,
-        actor: str,
-        action: AuditAction,
-        object_type: str,
-        object_id: str,
-        details: dict[str, Any] | None = None,
-    ) -> AuditEntry:
-        """Append in a transaction of its own (for actions that change no other state)."""
+    def record(self, *, action: AuditAction, **fields: Any) -> AuditEntry:
+        """Append in a transaction of its own (for actions that change no other state);
+        `fields` are `append`'s."""
         with self.db.transaction() as cur:
-            return self.append(cur, actor=actor, action=action, object_type=object_type,
-                               object_id=object_id, details=details)
+            return self.append(cur, action=action, **fields)
 
     def entries(
         self, *, after_seq: int = 0, limit: int | None = None,
