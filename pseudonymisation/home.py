@@ -19,7 +19,7 @@ from pathlib import Path
 import pysodium
 
 from pseudonymisation import oprf
-from tre.core.audit import AuditLog
+from tre.core.audit import AuditAction, AuditLog
 from tre.core.db import Database
 
 KEY_FILE = "oprf.key"
@@ -49,7 +49,7 @@ class PseudonymiserHome:
         home.audit  # noqa: B018 - creates the store and its audit table
         (home.path / DB_FILE).chmod(0o600)
         if created:
-            home.audit.record(actor=ACTOR, action="key.create", object_type="oprf_key",
+            home.audit.record(actor=ACTOR, action=AuditAction.KEY_CREATE, object_type="oprf_key",
                               object_id=home.key_id, details={"suite": oprf.SUITE})
         return home, created
 

@@ -30,6 +30,7 @@ from pseudonymisation import oprf
 from pseudonymisation.home import PseudonymiserHome
 from pseudonymisation.settings import PseudonymiserSettings
 from pseudonymisation.wire import decode, encode
+from tre.core.audit import AuditAction
 from tre.core.problems import BodySizeLimit, install_handlers, problem
 
 
@@ -96,16 +97,17 @@ class Pseudonymiser:
         wait_s = self.buckets.take(caller.subject, n)
         if wait_s > 0:
             retry = math.ceil(wait_s)
-            self._audit(caller, "pseudonym.refuse", n, reason="rate limit", retry_after_s=retry)
+            self._audit(caller, AuditAction.PSEUDONYM_REFUSE, n, reason="rate limit",
+                        retry_after_s=retry)
             raise Refused(429, f"over the rate limit of {self.settings.rate_per_minute} "
                                f"elements per minute: retry in {retry} s",
                           headers={"Retry-After": str(retry)})
         key = self.home.key
         evaluated = [encode(oprf.blind_evaluate(key, e)) for e in elements]
-        self._audit(caller, "pseudonym.evaluate", n)
+        self._audit(caller, AuditAction.PSEUDONYM_EVALUATE, n)
         return evaluated
 
-    def _audit(self, caller: Principal, action: str, count: int, **details: object) -> None:
+    def _audit(self, caller: Principal, action: AuditAction, count: int, **details: object) -> None:
         self.home.audit.record(
             actor=caller.username, action=action, object_type="caller",
             object_id=caller.subject,

@@ -49,6 +49,7 @@ from federation.node.query import (
     cohort_members,
     disclose_members,
 )
+from tre.core.audit import AuditAction
 from tre.core.schemas import CohortFilter, ConsentRegime, FeasibilityTicket, Purpose
 
 REFUSED = 4030
@@ -96,15 +97,17 @@ def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purp
              - timedelta(days=1)).isoformat(timespec="microseconds")
     with home.db.reader() as cur:
         used = cur.execute(
-            "SELECT seq FROM audit_log WHERE action = 'query.feasibility'"
-            " AND json_extract_string(details, '$.ticket_id') = ? LIMIT 1", [ticket.ticket_id]
+            "SELECT seq FROM audit_log WHERE action = ?"
+            " AND json_extract_string(details, '$.ticket_id') = ? LIMIT 1",
+            [AuditAction.QUERY_FEASIBILITY.value, ticket.ticket_id]
         ).fetchone()
         if used is not None:
             raise Refusal("ticket-used", f"feasibility ticket {ticket.ticket_id} was already "
                           f"answered here (audit row {used[0]})")
         asked = cur.execute(
-            "SELECT count(*) FROM audit_log WHERE action = 'query.feasibility' AND ts >= ?"
-            " AND json_extract_string(details, '$.researcher') = ?", [since, ticket.sub]
+            "SELECT count(*) FROM audit_log WHERE action = ? AND ts >= ?"
+            " AND json_extract_string(details, '$.researcher') = ?",
+            [AuditAction.QUERY_FEASIBILITY.value, since, ticket.sub]
         ).fetchone()[0]
     limit = home.config.feasibility_queries_per_day
     if asked >= limit:
@@ -137,7 +140,7 @@ def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filte
     k = home.config.suppression_k
     datasets = disclose_members(members, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
     home.audit.record(
-        actor=home.actor, action="query.feasibility", object_type="cohort",
+        actor=home.actor, action=AuditAction.QUERY_FEASIBILITY, object_type="cohort",
         object_id=cohort.digest()[:16],
         details={"run_id": run_id, "cohort": cohort.model_dump(mode="json"),
                  "purpose": purpose.value, "k": k,
@@ -179,7 +182,7 @@ def _feasibility_answer(msg: Message, context: Context) -> Message:
                 result = answer(home, cohort, purpose, consent_filter_for(home, kind),
                                 run_id=f"flwr-{msg.metadata.run_id}", ticket=ticket)
             except Refusal as refusal:
-                home.audit.record(actor=home.actor, action="query.refused",
+                home.audit.record(actor=home.actor, action=AuditAction.QUERY_REFUSED,
                                   object_type="run", object_id=f"flwr-{msg.metadata.run_id}",
                                   details={"code": refusal.code, "reason": refusal.reason})
                 raise

@@ -42,6 +42,7 @@ from federation.node.governance import (
 from federation.node.home import NodeHome
 from federation.node.portal_client import PortalClient, PortalError
 from federation.node.query import DatasetMembers
+from tre.core.audit import AuditAction
 from tre.core.db import Database, Migration
 from tre.core.schemas import ConsentRegime, ConsentStatus, Purpose
 
@@ -194,7 +195,7 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
         consents = previous + table.num_rows
         cur.execute("INSERT INTO consent_sync VALUES (?, ?, ?, ?, ?, ?)",
                     [version, kind, table.num_rows, consents, portal_url, now])
-        home.audit.append(cur, actor=home.actor, action="consent.sync",
+        home.audit.append(cur, actor=home.actor, action=AuditAction.CONSENT_SYNC,
                           object_type="consent_snapshot", object_id=str(version),
                           details={"kind": kind, "since": since, "version": version,
                                    "received": table.num_rows, "consents": consents,
@@ -245,7 +246,7 @@ def ensure_fresh(home: NodeHome, client: PortalClient | None = None, *,
     max_age = home.config.consent_max_age_s
     now = clock()
     if state is not None and state.age_s(now) <= max_age:
-        home.audit.record(actor=home.actor, action="consent.sync_failed",
+        home.audit.record(actor=home.actor, action=AuditAction.CONSENT_SYNC_FAILED,
                           object_type="consent_snapshot", object_id=str(state.version),
                           details={"problem": problem, "using_cache_age_s": state.age_s(now),
                                    "max_age_s": max_age})
@@ -261,7 +262,7 @@ def ensure_fresh(home: NodeHome, client: PortalClient | None = None, *,
             f"the cached consent snapshot (version {state.version}) is "
             f"{state.age_s(now):.0f}s old, above the maximum of {max_age}s, and the portal "
             f"cannot be reached ({problem}); refusing to use possibly withdrawn consent")
-    home.audit.record(actor=home.actor, action="consent.refused",
+    home.audit.record(actor=home.actor, action=AuditAction.CONSENT_REFUSED,
                       object_type="consent_snapshot",
                       object_id=str(state.version if state else 0),
                       details={"code": refusal.code, "reason": refusal.reason})
@@ -357,7 +358,8 @@ class SnapshotConsentFilter:
                                        pseudonyms=pseudonyms, today=today)
             basis = (f"{ConsentRegime(regime).value} for {Purpose(purpose).value}, consent "
                      f"snapshot v{state.version} ({state.source})")
-            home.audit.record(actor=home.actor, action="consent.filter", object_type="dataset",
+            home.audit.record(actor=home.actor, action=AuditAction.CONSENT_FILTER,
+                              object_type="dataset",
                               object_id=dataset_id,
                               details={"regime": ConsentRegime(regime).value,
                                        "purpose": Purpose(purpose).value,

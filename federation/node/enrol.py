@@ -26,6 +26,7 @@ import duckdb
 from federation.node.governance import node_session
 from federation.node.home import NodeHome, NodeHomeError, write_private
 from federation.node.portal_client import PortalClient, PortalError
+from tre.core.audit import AuditAction
 
 if TYPE_CHECKING:
     from tre.core.checkpoints import SignedExport, SigningKey
@@ -88,7 +89,7 @@ def enrol(home: NodeHome, client: PortalClient | None = None) -> dict[str, Any]:
     # the portal registers the key with the SuperLink through Flower's CLI: seconds
     row = client.register_flower_key(home.config.hospital_id, public_key(home),
                                      timeout=ENROL_TIMEOUT_S)
-    home.audit.record(actor=home.actor, action="node.enrol", object_type="node",
+    home.audit.record(actor=home.actor, action=AuditAction.NODE_ENROL, object_type="node",
                       object_id=home.config.hospital_id,
                       details={"node_id": row.get("node_id"), "superlink": row.get("superlink")})
     return row

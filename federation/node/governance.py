@@ -36,6 +36,7 @@ from federation.node.home import NodeHome
 from federation.node.ledger import BudgetError, PrivacyLedger, QueryRefused, Reservation
 from federation.node.permit_keys import KeyRefused, keys_for
 from federation.node.portal_client import PortalClient, PortalError
+from tre.core.audit import AuditAction
 from tre.core.schemas import ConsentRegime, PermitClaims, PermitDataset, Purpose
 
 REVOKED_CACHE_FILE = "revoked-permits.json"
@@ -408,7 +409,7 @@ class Governor:
     def audit_read(self, auth: Authorisation, *, split: str, records: int, excluded: int,
                    purpose: str) -> None:
         self.home.audit.record(
-            actor=self.home.actor, action="data.read", object_type="dataset",
+            actor=self.home.actor, action=AuditAction.DATA_READ, object_type="dataset",
             object_id=auth.dataset.dataset_id,
             details={**auth.summary(), "split": split, "records": records,
                      "excluded_by_consent": excluded, "for": purpose},
@@ -420,7 +421,7 @@ class Governor:
         if permit_id is None and token:
             permit_id = _permit_id_for_display(token)
         self.home.audit.record(
-            actor=self.home.actor, action="federation.refused", object_type="run",
+            actor=self.home.actor, action=AuditAction.FEDERATION_REFUSED, object_type="run",
             object_id=run_id,
             details={"code": refusal.code, "reason": refusal.reason, "stage": stage,
                      "permit_id": permit_id},

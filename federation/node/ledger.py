@@ -27,7 +27,7 @@ from typing import Any
 
 import duckdb
 
-from tre.core.audit import AuditLog
+from tre.core.audit import AuditAction, AuditLog
 from tre.core.db import Database, Migration, rows_as_dicts
 
 COMPONENT = "privacy_ledger"
@@ -200,7 +200,8 @@ class PrivacyLedger:
                 [dataset_id, float(epsilon_total), by or self.actor, seq],
             )
             self.audit.append(
-                cur, actor=by or self.actor, action="privacy.budget_set", object_type="dataset",
+                cur, actor=by or self.actor, action=AuditAction.PRIVACY_BUDGET_SET,
+                object_type="dataset",
                 object_id=dataset_id,
                 details={"epsilon_total": float(epsilon_total), "previous": previous},
             )
@@ -276,7 +277,7 @@ class PrivacyLedger:
                 list(asdict(res).values()),
             )
             self.audit.append(
-                cur, actor=self.actor, action="privacy.reserve", object_type="dataset",
+                cur, actor=self.actor, action=AuditAction.PRIVACY_RESERVE, object_type="dataset",
                 object_id=dataset_id,
                 details={**res.as_dict(), "remaining_before": remaining,
                          "permit_used_before": permit_used},
@@ -353,7 +354,7 @@ class PrivacyLedger:
                  ch.steps],
             )
             self.audit.append(
-                cur, actor=self.actor, action="privacy.charge", object_type="dataset",
+                cur, actor=self.actor, action=AuditAction.PRIVACY_CHARGE, object_type="dataset",
                 object_id=reservation.dataset_id,
                 details={"run_id": reservation.run_id, "permit_id": reservation.permit_id,
                          **asdict(ch)},
@@ -377,7 +378,7 @@ class PrivacyLedger:
                  released, reason],
             )
             self.audit.append(
-                cur, actor=self.actor, action="privacy.release", object_type="dataset",
+                cur, actor=self.actor, action=AuditAction.PRIVACY_RELEASE, object_type="dataset",
                 object_id=reservation.dataset_id,
                 details={"reservation_id": reservation.reservation_id,
                          "run_id": reservation.run_id, "epsilon_charged": charged,
@@ -432,7 +433,7 @@ class PrivacyLedger:
                 [f"qry_{uuid.uuid4().hex[:16]}", run_id, permit_id, dataset_id, kind, round,
                  weights_sha256])
             self.audit.append(
-                cur, actor=self.actor, action="query.answer", object_type="dataset",
+                cur, actor=self.actor, action=AuditAction.QUERY_ANSWER, object_type="dataset",
                 object_id=dataset_id,
                 details={"run_id": run_id, "permit_id": permit_id, "kind": kind,
                          "round": round, "weights_sha256": weights_sha256})

@@ -17,6 +17,7 @@ from typing import Any
 from access_control.permits import signing_kid
 from federation.node.home import NodeHome, NodeHomeError
 from federation.node.portal_client import PortalClient, PortalError
+from tre.core.audit import AuditAction
 
 
 class KeyRefused(Exception):
@@ -43,7 +44,8 @@ def refresh(home: NodeHome, *, reason: str) -> dict[str, Any]:
     newly_retired = sorted(set(fresh["retired"]) - set(pinned.get("retired", [])))
     if added or dropped or newly_retired:
         home.pin_permit_keys(fresh)
-        home.audit.record(actor=home.actor, action="permit_key.refresh", object_type="node",
+        home.audit.record(actor=home.actor, action=AuditAction.PERMIT_KEY_REFRESH,
+                          object_type="node",
                           object_id=home.config.hospital_id,
                           details={"reason": reason, "added": added, "dropped": dropped,
                                    "retired": newly_retired})

@@ -29,6 +29,7 @@ from typing import Any
 from federation.node.errors import DataError
 from federation.node.home import NodeHome
 from tre.core import disclosure
+from tre.core.audit import AuditAction
 from tre.core.db import Database
 from tre.core.schemas import CohortFilter
 
@@ -271,7 +272,7 @@ def run_query(
     datasets = disclose_members(members, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
     home.audit.record(
         actor=actor or home.actor,
-        action="query.cohort",
+        action=AuditAction.QUERY_COHORT,
         object_type="cohort",
         object_id=cohort.digest()[:16],
         details={"cohort": cohort.model_dump(mode="json"), "k": k,

@@ -17,6 +17,7 @@ from typing import Any
 
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger, Reservation
+from tre.core.audit import AuditAction
 
 REASON = "interrupted: node restarted before the run closed; charged rounds kept"
 
@@ -45,7 +46,7 @@ def settle_interrupted(home_path: str | Path) -> list[dict[str, Any]]:
             row = {"run_id": res.run_id, "permit_id": res.permit_id,
                    "dataset_id": res.dataset_id, "epsilon_reserved": res.epsilon,
                    "epsilon_charged": charged, "epsilon_released": released}
-            home.audit.record(actor=home.actor, action="privacy.settle_interrupted",
+            home.audit.record(actor=home.actor, action=AuditAction.PRIVACY_SETTLE_INTERRUPTED,
                               object_type="dataset", object_id=res.dataset_id, details=row)
             settled.append(row)
     return settled

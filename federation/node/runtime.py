@@ -41,6 +41,7 @@ from federation.apps.fab import FabRefused, check_fab, installed_apps, serving_f
 from federation.node.enrol import CHECKPOINT_INTERVAL_S, checkpoint_best_effort
 from federation.node.governance import node_session
 from federation.runtime import acquire_task, runtime_client, supervised
+from tre.core.audit import AuditAction
 from tre.core.periodic import Every
 
 REFUSED = 4030  # the error code of every refusal a node answers
@@ -50,7 +51,7 @@ POLL_S = 0.05
 def audit_refused_fab(home: Path, refusal: FabRefused, *, run_id: int) -> None:
     """The node's own record of a FAB it would not run (its hash and listing)."""
     with node_session(home) as h:
-        h.audit.record(actor=h.actor, action="app.refused", object_type="run",
+        h.audit.record(actor=h.actor, action=AuditAction.APP_REFUSED, object_type="run",
                        object_id=f"flwr-{run_id}",
                        details={"code": refusal.code, "reason": refusal.reason,
                                 "fab_hash": refusal.fab_hash, "files": refusal.files[:50]})

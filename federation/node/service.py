@@ -24,6 +24,7 @@ from federation.node.home import (
 )
 from federation.node.portal_client import PortalClient, PortalError
 from federation.node.query import DISCLOSURE_KEY_PURPOSE
+from tre.core.audit import AuditAction
 
 HOSPITAL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -122,7 +123,7 @@ def init_node(
         home.save_credentials(creds["client_id"], creds["client_secret"])
     home.audit.record(
         actor=home.actor,
-        action="node.reenrol" if previous else "node.init",
+        action=AuditAction.NODE_REENROL if previous else AuditAction.NODE_INIT,
         object_type="node",
         object_id=hospital_id,
         details={
@@ -243,14 +244,15 @@ def publish(
             answer = client.publish_dataset(body)
         except PortalError as exc:
             home.audit.record(
-                actor=home.actor, action="catalogue.publish_failed", object_type="dataset",
+                actor=home.actor, action=AuditAction.CATALOGUE_PUBLISH_FAILED,
+                object_type="dataset",
                 object_id=descriptor["dataset_id"],
                 details={"portal_url": client.portal_url, "status": exc.status,
                          "error": str(exc)},
             )
             raise
         home.audit.record(
-            actor=home.actor, action="catalogue.publish", object_type="dataset",
+            actor=home.actor, action=AuditAction.CATALOGUE_PUBLISH, object_type="dataset",
             object_id=descriptor["dataset_id"],
             details={"portal_url": client.portal_url, "descriptor": descriptor},
         )
@@ -276,7 +278,7 @@ def publish_synthetic(home: NodeHome, dataset_id: str, client: PortalClient) -> 
     try:
         release = releasable(home, dataset_id)
     except SynthesisError as exc:
-        home.audit.record(actor=home.actor, action="synthetic.publish_refused",
+        home.audit.record(actor=home.actor, action=AuditAction.SYNTHETIC_PUBLISH_REFUSED,
                           object_type="dataset", object_id=dataset_id,
                           details={"reason": str(exc)})
         return {"published": False, "reason": str(exc)}
@@ -288,14 +290,14 @@ def publish_synthetic(home: NodeHome, dataset_id: str, client: PortalClient) -> 
                                          table=release.table, report=release.report,
                                          plots=release.plots)
     except PortalError as exc:
-        home.audit.record(actor=home.actor, action="synthetic.publish_failed",
+        home.audit.record(actor=home.actor, action=AuditAction.SYNTHETIC_PUBLISH_FAILED,
                           object_type="dataset", object_id=dataset_id,
                           details={"run_id": release.run_id, "status": exc.status,
                                    "error": str(exc)})
         if exc.status == 409:  # this very table was withdrawn: the others still publish
             return {"published": False, "reason": str(exc)}
         raise
-    home.audit.record(actor=home.actor, action="synthetic.publish", object_type="dataset",
+    home.audit.record(actor=home.actor, action=AuditAction.SYNTHETIC_PUBLISH, object_type="dataset",
                       object_id=dataset_id,
                       details={"portal_url": client.portal_url, "run_id": release.run_id,
                                "files": sent, "portal_release": answer.get("release_id")})
@@ -306,7 +308,7 @@ def publish_synthetic(home: NodeHome, dataset_id: str, client: PortalClient) -> 
 def published_release(home: NodeHome, dataset_id: str) -> str | None:
     """The portal's id of the synthetic release this node last uploaded for a dataset, from
     its own audit of what left the node (None when it never published one)."""
-    for entry in reversed(home.audit.entries(action="synthetic.publish")):
+    for entry in reversed(home.audit.entries(action=AuditAction.SYNTHETIC_PUBLISH)):
         if entry.object_id == dataset_id and entry.details.get("portal_release"):
             return str(entry.details["portal_release"])
     return None
@@ -325,12 +327,13 @@ def withdraw_synthetic(home: NodeHome, dataset_id: str, reason: str, *,
     try:
         answer = client.withdraw_synthetic(release_id, reason)
     except PortalError as exc:
-        home.audit.record(actor=home.actor, action="synthetic.withdraw_failed",
+        home.audit.record(actor=home.actor, action=AuditAction.SYNTHETIC_WITHDRAW_FAILED,
                           object_type="dataset", object_id=dataset_id,
                           details={"release_id": release_id, "status": exc.status,
                                    "error": str(exc)})
         raise
-    home.audit.record(actor=home.actor, action="synthetic.withdraw", object_type="dataset",
+    home.audit.record(actor=home.actor, action=AuditAction.SYNTHETIC_WITHDRAW,
+                      object_type="dataset",
                       object_id=dataset_id,
                       details={"portal_url": client.portal_url, "release_id": release_id,
                                "reason": reason})

@@ -42,6 +42,7 @@ import pandas as pd
 from federation.node.data import DataError, clinical_frame
 from federation.node.errors import SynthesisError
 from federation.node.home import NodeHome
+from tre.core.audit import AuditAction
 from tre.core.schemas import Purpose
 
 if TYPE_CHECKING:  # `synthetic` pulls in SDV: imported only when a synthesis runs
@@ -228,7 +229,7 @@ def synthesize_if_cohort_changed(
     digest = cohort_digest(allowed)
     previous = latest(home, dataset_id) or {}
     if previous.get("cohort_digest") == digest:
-        home.audit.record(actor=home.actor, action="synthetic.cohort_unchanged",
+        home.audit.record(actor=home.actor, action=AuditAction.SYNTHETIC_COHORT_UNCHANGED,
                           object_type="dataset", object_id=dataset_id,
                           details={"run_id": previous.get("run_id"), "cohort_digest": digest,
                                    "cohort_size": len(set(allowed))})
@@ -283,7 +284,7 @@ def store_result(home: NodeHome, dataset_id: str, result: SyntheticResult, *,
         raise
     f = result.fidelity
     home.audit.record(
-        actor=home.actor, action="synthetic.generate", object_type="dataset",
+        actor=home.actor, action=AuditAction.SYNTHETIC_GENERATE, object_type="dataset",
         object_id=dataset_id,
         details={
             "run_id": run_id,

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from tre.core.audit_actions import AuditAction
 from tre.core.db import Database, Migration
 
 GENESIS_HASH = "0" * 64
@@ -104,7 +105,11 @@ class VerifyResult:
 
 
 class AuditLog:
-    """The audit table of one store. `append` joins the caller's transaction."""
+    """The audit table of one store. `append` joins the caller's transaction.
+
+    Product code names an `AuditAction`; the chain does not check membership at run
+    time: it is the same chain that reads and verifies any party's log, old rows included
+    (tests/unit/test_audit_actions.py keeps free strings out of the write sites)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -115,11 +120,12 @@ class AuditLog:
         cur: duckdb.DuckDBPyConnection,
         *,
         actor: str,
-        action: str,
+        action: AuditAction,
         object_type: str,
         object_id: str,
         details: dict[str, Any] | None = None,
     ) -> AuditEntry:
+        action = str(action)  # the plain value in the row and the hashed body
         last = cur.execute(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
         ).fetchone()
@@ -154,19 +160,23 @@ class AuditLog:
                 row = reader.execute(query).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
-    def record(self, **kwargs: Any) -> AuditEntry:
-        """Append in a transaction of its own (for actions that change no other state)."""
+    def record(self, *, action: AuditAction, **fields: Any) -> AuditEntry:
+        """Append in a transaction of its own (for actions that change no other state);
+        `fields` are `append`'s."""
         with self.db.transaction() as cur:
-            return self.append(cur, **kwargs)
+            return self.append(cur, action=action, **fields)
 
     def entries(
-        self, *, after_seq: int = 0, limit: int | None = None, action: str | None = None
+        self, *, after_seq: int = 0, limit: int | None = None,
+        action: AuditAction | str | None = None,
     ) -> list[AuditEntry]:
+        """Rows after `after_seq`; `action` filters (a plain string too: the web filter
+        takes what an auditor types, and old logs may hold actions no longer written)."""
         sql = "SELECT * FROM audit_log WHERE seq > ?"
         params: list[Any] = [after_seq]
         if action:
             sql += " AND action = ?"
-            params.append(action)
+            params.append(str(action))
         sql += " ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"

@@ -26,6 +26,7 @@ import pyarrow as pa
 from federation.node.errors import IngestError
 from federation.node.home import NodeHome
 from federation.node.pseudonyms import OFFLINE_NOTE, NodePseudonymiser
+from tre.core.audit import AuditAction
 
 DATASET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CONSENT_REGIMES = ("opt-in", "opt-out")
@@ -197,7 +198,7 @@ def finish_batch(
     home.audit.append(
         cur,
         actor=home.actor,
-        action=f"ingest.{report.source_kind}",
+        action=AuditAction(f"ingest.{report.source_kind}"),
         object_type="dataset",
         object_id=report.dataset_id,
         details={

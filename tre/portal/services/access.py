@@ -16,6 +16,7 @@ from typing import Any
 
 from access_control.policy import Action, is_allowed
 from access_control.tokens import Principal
+from tre.core.audit import AuditAction
 from tre.core.schemas import PermitClaims, PermitDataset, PermitStatus
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
@@ -81,7 +82,7 @@ def create_request(portal: Portal, principal: Principal, fields: RequestFields) 
         _check_app(cur, fields.app_id)
         data = fields.model_dump(mode="json")
         store.insert_request(cur, rid, principal.subject, principal.username, data, now)
-        portal.audit.append(cur, actor=principal.username, action="request.create",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.REQUEST_CREATE,
                             object_type="access_request", object_id=rid,
                             details={"title": fields.title, "purpose": fields.purpose.value})
         return _to_model(cur, _load(cur, rid))
@@ -104,7 +105,7 @@ def update_request(portal: Portal, principal: Principal, rid: str, patch: Reques
             {k: row[k] for k in RequestFields.model_fields if k in row} | changes
         ).model_dump(mode="json")
         store.update_fields(cur, rid, fields, utcnow())
-        portal.audit.append(cur, actor=principal.username, action="request.update",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.REQUEST_UPDATE,
                             object_type="access_request", object_id=rid,
                             details={"fields": sorted(changes)})
         return _to_model(cur, _load(cur, rid))
@@ -118,7 +119,7 @@ def submit_request(portal: Portal, principal: Principal, rid: str) -> AccessRequ
             raise Conflict(f"request {rid} is {row['status']} and cannot be submitted")
         store.set_status(cur, rid, RequestState.SUBMITTED, utcnow(), submitted=True,
                          new_round=True)
-        portal.audit.append(cur, actor=principal.username, action="request.submit",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.REQUEST_SUBMIT,
                             object_type="access_request", object_id=rid)
         return _to_model(cur, _load(cur, rid))
 
@@ -130,7 +131,7 @@ def withdraw_request(portal: Portal, principal: Principal, rid: str) -> AccessRe
         if row["status"] not in WITHDRAWABLE:
             raise Conflict(f"request {rid} is {row['status']}: it can no longer be withdrawn")
         store.set_status(cur, rid, RequestState.WITHDRAWN, utcnow())
-        portal.audit.append(cur, actor=principal.username, action="request.withdraw",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.REQUEST_WITHDRAW,
                             object_type="access_request", object_id=rid)
         return _to_model(cur, _load(cur, rid))
 
@@ -170,7 +171,7 @@ def review_request(portal: Portal, principal: Principal, rid: str, review: Revie
         conditions = review.conditions.model_dump(exclude_none=True) if review.conditions else None
         store.insert_review(cur, rid, rnd, principal.subject, principal.username,
                             review.decision.value, review.rationale, conditions, now)
-        portal.audit.append(cur, actor=principal.username, action="request.review",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.REQUEST_REVIEW,
                             object_type="access_request", object_id=rid,
                             details={"decision": review.decision.value, "round": rnd,
                                      "rationale": review.rationale})
@@ -186,7 +187,8 @@ def review_request(portal: Portal, principal: Principal, rid: str, review: Revie
         else:
             outcome = RequestState.CHANGES_REQUESTED
         store.set_status(cur, rid, outcome, now, decided=outcome != RequestState.CHANGES_REQUESTED)
-        portal.audit.append(cur, actor=principal.username, action=f"request.{outcome.value}",
+        portal.audit.append(cur, actor=principal.username,
+                            action=AuditAction(f"request.{outcome.value}"),
                             object_type="access_request", object_id=rid,
                             details={"reviewers": [v["reviewer_username"] for v in votes]})
         if outcome is RequestState.APPROVED:
@@ -227,7 +229,7 @@ def _issue_permit(portal: Portal, cur, row: dict[str, Any], votes: list[dict], p
     token = portal.keys.sign(claims)
     store.insert_permit(cur, pid, row["id"], row["applicant_sub"], token,
                         claims.model_dump(mode="json"), issued, expires)
-    portal.audit.append(cur, actor=principal.username, action="permit.issue",
+    portal.audit.append(cur, actor=principal.username, action=AuditAction.PERMIT_ISSUE,
                         object_type="permit", object_id=pid,
                         details={"request_id": row["id"], "epsilon_cap": epsilon,
                                  "delta_cap": row["delta"], "expires": expires.isoformat(),
@@ -246,7 +248,7 @@ def expire_due_permits(portal: Portal) -> list[str]:
         due = store.due_permits(cur, now)
         for pid in due:
             store.set_permit_status(cur, pid, PermitStatus.EXPIRED)
-            portal.audit.append(cur, actor="system", action="permit.expire",
+            portal.audit.append(cur, actor="system", action=AuditAction.PERMIT_EXPIRE,
                                 object_type="permit", object_id=pid)
     return due
 
@@ -279,7 +281,7 @@ def revoke_permit(portal: Portal, principal: Principal, pid: str, reason: str) -
             raise Conflict(f"permit {pid} is already revoked")
         store.set_permit_status(cur, pid, PermitStatus.REVOKED, revoked_at=utcnow(),
                                 reason=reason)
-        portal.audit.append(cur, actor=principal.username, action="permit.revoke",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.PERMIT_REVOKE,
                             object_type="permit", object_id=pid, details={"reason": reason})
         return store.get_permit(cur, pid)
 
@@ -293,7 +295,7 @@ def register_app(portal: Portal, principal: Principal, app: AppIn) -> dict[str, 
     with portal.db.transaction() as cur:
         store.upsert_app(cur, app.app_id, app.app_hash, app.description, principal.username,
                          utcnow())
-        portal.audit.append(cur, actor=principal.username, action="app.register",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.APP_REGISTER,
                             object_type="app", object_id=app.app_id,
                             details={"app_hash": app.app_hash})
         return store.get_app(cur, app.app_id)

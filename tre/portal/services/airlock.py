@@ -25,6 +25,7 @@ from typing import Any
 
 from access_control.tokens import Principal
 from federation.training.membership import dp_advantage_bound
+from tre.core.audit import AuditAction
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.services import model_card
@@ -311,7 +312,8 @@ def submit_output(portal: Portal, *, run_id: str, permit: dict[str, Any], files:
                 "holder_sub": permit["holder_sub"], "files": listing,
                 "attestations": attestations, "checks": checks, "created_at": utcnow(),
             })
-            portal.audit.append(cur, actor=actor, action="output.submit", object_type="output",
+            portal.audit.append(cur, actor=actor, action=AuditAction.OUTPUT_SUBMIT,
+                                object_type="output",
                                 object_id=oid, details={
                                     "run_id": run_id, "permit_id": permit["id"],
                                     "files": {f["name"]: f["sha256"] for f in listing},
@@ -397,7 +399,7 @@ def review_output(portal: Portal, principal: Principal, oid: str, decision: str,
         else:
             status = "approved_once" if row["status"] == "pending" else "released"
         store.set_status(cur, oid, status, now, decided=status in ("released", "rejected"))
-        portal.audit.append(cur, actor=principal.username, action=f"output.{decision}",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction(f"output.{decision}"),
                             object_type="output", object_id=oid,
                             details={"status": status, "rationale": rationale})
         return _with_reviews(cur, _load(cur, oid))
@@ -417,7 +419,7 @@ def download(portal: Portal, principal: Principal, oid: str, name: str) -> tuple
         data = (_output_dir(portal, oid) / name).read_bytes()
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise Conflict(f"{name} changed after it was checked: download refused")
-        portal.audit.append(cur, actor=principal.username, action="output.download",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.OUTPUT_DOWNLOAD,
                             object_type="output", object_id=oid,
                             details={"file": name, "sha256": entry["sha256"]})
         return data, name

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from access_control.tokens import Principal
+from tre.core.audit import AuditAction
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Forbidden, Invalid, NotFound
 from tre.portal.schemas import DatasetDescriptorIn
@@ -51,7 +52,7 @@ def publish(portal: Portal, principal: Principal, body: DatasetDescriptorIn) -> 
     with portal.db.transaction() as cur:
         store.upsert_dataset(cur, body.hospital_id, body.dataset_id, body.kind, body.title,
                              body.descriptor, utcnow())
-        portal.audit.append(cur, actor=principal.username, action="catalogue.publish",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.CATALOGUE_PUBLISH,
                             object_type="dataset", object_id=key,
                             details={"kind": body.kind, "title": body.title})
         return store.get_dataset(cur, body.hospital_id, body.dataset_id)

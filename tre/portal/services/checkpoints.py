@@ -23,6 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from access_control.tokens import Principal
+from tre.core.audit import AuditAction
 from tre.core.checkpoints import Checkpoint, CheckpointError, SignedExport
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
@@ -51,7 +52,8 @@ def receive(portal: Portal, principal: Principal, body: CheckpointIn) -> dict[st
                                   f"hash on {held['at']}: its history forked")
     except CheckpointError as exc:
         with portal.db.transaction() as cur:
-            portal.audit.append(cur, actor=principal.username, action="audit.checkpoint_refused",
+            portal.audit.append(cur, actor=principal.username,
+                                action=AuditAction.AUDIT_CHECKPOINT_REFUSED,
                                 object_type="node", object_id=party,
                                 details={"seq": checkpoint.seq, "reason": str(exc)})
         raise Invalid(str(exc)) from exc
@@ -59,7 +61,7 @@ def receive(portal: Portal, principal: Principal, body: CheckpointIn) -> dict[st
         return checkpoint.as_dict()  # the same head again: nothing new to keep
     with portal.db.transaction() as cur:
         store.insert(cur, checkpoint.as_dict(), node["public_key"], utcnow())
-        portal.audit.append(cur, actor=principal.username, action="audit.checkpoint",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.AUDIT_CHECKPOINT,
                             object_type="node", object_id=party,
                             details={"seq": checkpoint.seq, "hash": checkpoint.hash})
     sign_own(portal)  # the node's checkpoint is now in the portal's chain: sign that too
@@ -121,7 +123,8 @@ def receive_export(portal: Portal, principal: Principal, party: str,
         export.verify(_node_key(node))
     except CheckpointError as exc:
         with portal.db.transaction() as cur:
-            portal.audit.append(cur, actor=principal.username, action="audit.export_refused",
+            portal.audit.append(cur, actor=principal.username,
+                                action=AuditAction.AUDIT_EXPORT_REFUSED,
                                 object_type="node", object_id=party,
                                 details={"sha256": export.sha256(), "reason": str(exc)})
         raise Invalid(str(exc)) from exc
@@ -130,7 +133,7 @@ def receive_export(portal: Portal, principal: Principal, party: str,
            "jsonl": export.jsonl}
     with portal.db.transaction() as cur:
         store.insert_export(cur, row)
-        portal.audit.append(cur, actor=principal.username, action="audit.export_upload",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.AUDIT_EXPORT_UPLOAD,
                             object_type="node", object_id=party,
                             details={"rows": rows, "sha256": export.sha256()})
     return {k: v for k, v in row.items() if k not in ("jsonl", "signature")}
@@ -145,7 +148,7 @@ def export_of(portal: Portal, principal: Principal, party: str) -> dict[str, Any
             raise NotFound(f"{party} has not uploaded its audit log: its operator runs "
                            "`tre node audit export --upload`")
         node = node_store.get_node(cur, party)
-        portal.audit.append(cur, actor=principal.username, action="audit.export_read",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.AUDIT_EXPORT_READ,
                             object_type="node", object_id=party,
                             details={"sha256": row["sha256"]})
     return {**row, "public_key": node["public_key"] if node else None}
@@ -163,7 +166,7 @@ def record_verification(portal: Portal, principal: Principal,
             raise Conflict(f"the portal holds no checkpoint of {body.party}: there is nothing "
                            "its log could have been verified against")
         store.insert_verification(cur, row)
-        portal.audit.append(cur, actor=principal.username, action="audit.verification",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.AUDIT_VERIFICATION,
                             object_type="party", object_id=body.party,
                             details={"ok": body.ok, "rows": body.rows,
                                      "checkpoint_seq": body.checkpoint_seq})

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from access_control.policy import Action, is_allowed
 from access_control.tokens import Principal
+from tre.core.audit import AuditAction
 from tre.core.schemas import ConsentStatus
 from tre.portal import consent_fhir
 from tre.portal.consent_schemas import (
@@ -123,7 +124,8 @@ def _apply_one(portal: Portal, cur, principal: Principal, row: dict[str, Any], *
     if reason:
         details["reason"] = reason
     entry = portal.audit.append(cur, actor=principal.username,
-                                action=f"consent.{version['change']}", object_type="consent",
+                                action=AuditAction(f"consent.{version['change']}"),
+                                object_type="consent",
                                 object_id=cid, details=details)
     store.set_audit_seq(cur, current["registry_version"], current["registry_version"], entry.seq)
     return current
@@ -231,7 +233,8 @@ def _import(portal: Portal, principal: Principal, rows: list[dict[str, Any]],
         lo, hi = result["from_version"], result["to_version"]
         changed = hi >= lo
         entry = portal.audit.append(
-            cur, actor=principal.username, action="consent.import", object_type="consent_batch",
+            cur, actor=principal.username, action=AuditAction.CONSENT_IMPORT,
+            object_type="consent_batch",
             object_id=batch_id, details={
                 "source": source, "organisation": own, "rows": len(rows),
                 "created": result["created"], "updated": result["updated"],
@@ -295,7 +298,7 @@ def snapshot(portal: Portal, principal: Principal, since: int) -> tuple[dict[str
         table = store.snapshot(cur, since if kind == "delta" else 0)
         meta = {"kind": kind, "since": since if kind == "delta" else 0, "version": version,
                 "generated_at": utcnow(), "count": table.num_rows}
-        portal.audit.append(cur, actor=principal.username, action="consent.snapshot",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.CONSENT_SNAPSHOT,
                             object_type="consent_snapshot", object_id=str(version),
                             details={"hospital_id": principal.hospital_id, "kind": kind,
                                      "since": since, "version": version,

@@ -24,6 +24,7 @@ from federation.apps import launch
 from federation.apps.fab import FEASIBILITY_FAB_DIR
 from federation.apps.report import REPORT
 from tre.core import disclosure
+from tre.core.audit import AuditAction
 from tre.core.schemas import FeasibilityTicket
 from tre.portal.context import Portal
 from tre.portal.errors import Conflict, Unavailable
@@ -84,7 +85,7 @@ def run_feasibility(portal: Portal, principal: Principal, body: FeasibilityIn) -
     mapping, not_enrolled = nodes.node_map(portal, hospitals)
     query_id = f"fq_{uuid.uuid4().hex[:16]}"
     digest = body.cohort.digest()
-    portal.audit.record(actor=principal.username, action="feasibility.run",
+    portal.audit.record(actor=principal.username, action=AuditAction.FEASIBILITY_RUN,
                         object_type="feasibility", object_id=query_id,
                         details={"cohort": body.cohort.model_dump(mode="json"),
                                  "cohort_digest": digest, "purpose": body.purpose.value,
@@ -132,7 +133,8 @@ def run_feasibility(portal: Portal, principal: Principal, body: FeasibilityIn) -
         for d in row.get("datasets", []):
             per_dataset.setdefault(d["dataset_id"], []).append(d["subjects"])
     totals = {ds: disclosure.combine(values, k=k) for ds, values in sorted(per_dataset.items())}
-    portal.audit.record(actor="system", action="feasibility.result", object_type="feasibility",
+    portal.audit.record(actor="system", action=AuditAction.FEASIBILITY_RESULT,
+                        object_type="feasibility",
                         object_id=query_id,
                         details={"flower_run_id": flower_run_id,
                                  "status": {r["hospital_id"]: r["status"] for r in rows}})

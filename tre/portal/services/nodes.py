@@ -25,6 +25,7 @@ from access_control.policy import Role
 from access_control.tokens import Principal
 from federation.apps import launch
 from federation.control import ControlAPI, ControlError
+from tre.core.audit import AuditAction
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid
 from tre.portal.store import nodes as store
@@ -65,7 +66,7 @@ def register(portal: Portal, principal: Principal, hospital_id: str,
     with portal.db.transaction() as cur:
         store.upsert_node(cur, hospital_id, key, node_id, s.superlink, principal.username,
                           utcnow())
-        portal.audit.append(cur, actor=principal.username, action="node.enrol",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.NODE_ENROL,
                             object_type="node", object_id=hospital_id,
                             details={"node_id": node_id, "superlink": s.superlink,
                                      "replaced_node_id": existing and existing["node_id"]})

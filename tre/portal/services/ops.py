@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from access_control.tokens import Principal
+from tre.core.audit import AuditAction
 from tre.core.backup import sha256_file, snapshot
 from tre.portal.context import Portal
 from tre.portal.errors import Conflict, NotFound
@@ -19,7 +20,8 @@ from tre.portal.services import checkpoints
 
 def backup(portal: Portal, principal: Principal) -> dict[str, Any]:
     """Snapshot the live store; the snapshot contains the audit row announcing it."""
-    portal.audit.record(actor=principal.username, action="store.backup", object_type="store",
+    portal.audit.record(actor=principal.username, action=AuditAction.STORE_BACKUP,
+                        object_type="store",
                         object_id=portal.db.path.name)
     path = snapshot(portal.db, portal.settings.state_dir / "backups")
     return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
@@ -30,7 +32,7 @@ def rotate_permit_key(portal: Portal, principal: Principal) -> dict[str, Any]:
     with portal.db.transaction() as cur:
         old = portal.keys.active_kid
         new = portal.keys.rotate()
-        portal.audit.append(cur, actor=principal.username, action="permit_key.rotate",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.PERMIT_KEY_ROTATE,
                             object_type="permit_key", object_id=new,
                             details={"previous_kid": old})
     return {"active_kid": new, "previous_kid": old, "jwks": portal.keys.public_jwks()}
@@ -47,7 +49,7 @@ def retire_permit_key(portal: Portal, principal: Principal, kid: str) -> dict[st
             new = portal.keys.retire(kid)
         except KeyError:
             raise NotFound(f"the portal has no permit key {kid}") from None
-        portal.audit.append(cur, actor=principal.username, action="permit_key.retire",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.PERMIT_KEY_RETIRE,
                             object_type="permit_key", object_id=kid,
                             details={"new_active_kid": new})
     return {"retired": kid, "active_kid": portal.keys.active_kid,

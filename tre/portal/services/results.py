@@ -18,6 +18,7 @@ from typing import Any
 
 from access_control import run_credentials
 from federation.apps.report import MODEL, PLOT, RunFolder, plot_report
+from tre.core.audit import AuditAction
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Unauthenticated, Unavailable
 from tre.portal.store import runs as store
@@ -118,7 +119,7 @@ def put_report(portal: Portal, credential: str, flower_run_id: int,
                 report = {**report, "plot_file": PLOT}
         out.write_report(report)
         store.mark_reported(cur, row["digest"], utcnow())
-        portal.audit.append(cur, actor="superlink", action="run.results",
+        portal.audit.append(cur, actor="superlink", action=AuditAction.RUN_RESULTS,
                             object_type=row["kind"], object_id=row["object_id"],
                             details={"status": report.get("status"),
                                      "flower_run_id": flower_run_id})

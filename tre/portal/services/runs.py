@@ -22,6 +22,7 @@ from access_control.tokens import Principal
 from federation.apps import launch
 from federation.apps.params import RunParams, secagg_default
 from federation.control import ControlAPI
+from tre.core.audit import AuditAction
 from tre.core.schemas import PermitStatus, RunTicket
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
@@ -98,7 +99,7 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
                                "results_dir": str(folder), "created_at": now})
         credential = results.issue(portal, cur, results.RUN, run_id,
                                    results.lifetime(portal.settings.run_timeout_s))
-        portal.audit.append(cur, actor=principal.username, action="run.start",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.RUN_START,
                             object_type="run", object_id=run_id,
                             details={"permit_id": permit["id"], "params": params})
         row = store.get_run(cur, run_id)
@@ -117,7 +118,8 @@ def _spawn(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[str
     thread.start()
 
 
-def _set(portal: Portal, run_id: str, audit_action: str | None = None, **values: Any) -> None:
+def _set(portal: Portal, run_id: str, audit_action: AuditAction | None = None,
+         **values: Any) -> None:
     with portal.db.transaction() as cur:
         store.update_run(cur, run_id, utcnow(), **values)
         if audit_action:
@@ -147,7 +149,7 @@ def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[s
                 row["results_dir"], credential=credential,
                 insecure=portal.settings.superlink_insecure,
                 root_certificates=portal.settings.superlink_root_certificates)
-            _set(portal, run_id, "run.submitted", state="running",
+            _set(portal, run_id, AuditAction.RUN_SUBMITTED, state="running",
                  flower_run_id=handle.run_id)
             results.bind(portal, results.RUN, run_id, handle.run_id)
         rounds: list[dict[str, Any]] = []
@@ -165,12 +167,12 @@ def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[s
             if _load(cur, run_id)["state"] == "cancelled":
                 return
         if report.get("status") != "completed":
-            _set(portal, run_id, "run.fail", state="failed",
+            _set(portal, run_id, AuditAction.RUN_FAIL, state="failed",
                  error=report.get("stop_reason") or report.get("error") or report.get("status"),
                  epsilon_per_node=report.get("epsilon_per_node", {}))
             return
         output = _to_airlock(portal, run_id, permit, report, Path(row["results_dir"]))
-        _set(portal, run_id, "run.complete", state="completed", output_id=output["id"],
+        _set(portal, run_id, AuditAction.RUN_COMPLETE, state="completed", output_id=output["id"],
              epsilon_per_node=report.get("epsilon_per_node", {}))
     except launch.FollowStopped:
         return  # the portal is closing: the run stays running here and is reattached at start
@@ -180,7 +182,7 @@ def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[s
         with portal.db.reader() as cur:
             cancelled = _load(cur, run_id)["state"] == "cancelled"
         if not cancelled:
-            _set(portal, run_id, "run.fail", state="failed", error=str(exc)[:2000])
+            _set(portal, run_id, AuditAction.RUN_FAIL, state="failed", error=str(exc)[:2000])
 
 
 def run_ticket(portal: Portal, principal: Principal, flower_run_id: str) -> dict[str, str]:
@@ -208,7 +210,7 @@ def run_ticket(portal: Portal, principal: Principal, flower_run_id: str) -> dict
             app_hash=permit["claims"]["app_hash"], rounds=int(row["params"]["rounds"]),
             hospitals=hospitals, iat=now, nbf=now,
             exp=min(int(permit["claims"]["exp"]), now + int(portal.settings.run_timeout_s)))
-        portal.audit.append(cur, actor=principal.username, action="run.ticket",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.RUN_TICKET,
                             object_type="run", object_id=row["id"],
                             details={"ticket_id": ticket.ticket_id, "flower_run_id":
                                      int(flower_run_id), "hospital": principal.hospital_id})
@@ -261,7 +263,7 @@ def cancel_run(portal: Portal, principal: Principal, run_id: str) -> dict[str, A
         if row["state"] not in ACTIVE:
             raise Conflict(f"run {run_id} is {row['state']}: nothing to cancel")
         store.update_run(cur, run_id, utcnow(), state="cancelled")
-        portal.audit.append(cur, actor=principal.username, action="run.cancel",
+        portal.audit.append(cur, actor=principal.username, action=AuditAction.RUN_CANCEL,
                             object_type="run", object_id=run_id)
     if row.get("flower_run_id") is not None:
         launch.stop_run(_handle(portal, row))
@@ -276,10 +278,10 @@ def recover(portal: Portal) -> None:
         permits = {r["id"]: access_store.get_permit(cur, r["permit_id"]) for r in pending}
     for row in pending:
         if row.get("flower_run_id") is None:
-            _set(portal, row["id"], "run.fail", state="failed",
+            _set(portal, row["id"], AuditAction.RUN_FAIL, state="failed",
                  error="the portal restarted before the run reached the SuperLink")
         else:
-            portal.audit.record(actor="system", action="run.reattach", object_type="run",
+            portal.audit.record(actor="system", action=AuditAction.RUN_REATTACH, object_type="run",
                                 object_id=row["id"])
             _spawn(portal, row["id"], permits[row["id"]], row["params"], credential=None)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from access_control.policy import Role
 from access_control.tokens import Principal
+from tre.core.audit import AuditAction
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 from tre.portal.store import catalogue as catalogue_store
@@ -170,7 +171,7 @@ def upload(portal: Portal, principal: Principal, hospital_id: str, dataset_id: s
         with portal.db.transaction() as cur:
             store.insert_release(cur, row)
             portal.audit.append(
-                cur, actor=principal.username, action="synthetic.publish",
+                cur, actor=principal.username, action=AuditAction.SYNTHETIC_PUBLISH,
                 object_type="dataset", object_id=f"{hospital_id}/{dataset_id}",
                 details={"release_id": release_id, "rows": arrow.num_rows,
                          "columns": list(arrow.column_names),
@@ -304,7 +305,8 @@ def download(portal: Portal, principal: Principal, dataset_id: str, hospital_id:
         name = f"synthetic.{fmt}"
         data = _read_checked(portal, release, name)
         portal.audit.append(
-            cur, actor=principal.username, action="synthetic.download", object_type="dataset",
+            cur, actor=principal.username, action=AuditAction.SYNTHETIC_DOWNLOAD,
+            object_type="dataset",
             object_id=f"{hospital_id}/{dataset_id}",
             details={"release_id": release["id"], "format": fmt, "rows": release["rows"],
                      "sha256": hashlib.sha256(data).hexdigest(), "subject": principal.subject})
@@ -330,7 +332,8 @@ def withdraw(portal: Portal, principal: Principal, release_id: str,
                            f"{release['withdrawn_at']:%Y-%m-%d} by {release['withdrawn_by']}")
         store.set_withdrawn(cur, release_id, at=utcnow(), by=principal.username, reason=reason)
         portal.audit.append(
-            cur, actor=principal.username, action="synthetic.withdraw", object_type="dataset",
+            cur, actor=principal.username, action=AuditAction.SYNTHETIC_WITHDRAW,
+            object_type="dataset",
             object_id=f"{release['hospital_id']}/{release['dataset_id']}",
             details={"release_id": release_id, "reason": reason,
                      "files": {f["name"]: f["sha256"] for f in release["files"]}})
