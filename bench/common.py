@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,3 +36,17 @@ def write_result(name: str, figures: dict[str, Any]) -> Path:
            "command": " ".join(["python", *sys.argv]), "machine": machine(), **figures}
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
+
+
+@contextmanager
+def local_keycloak() -> Iterator[Any]:
+    """The local Keycloak a bench talks to: the one already running, or one started for
+    the bench and stopped after it (also when the bench fails)."""
+    from access_control.keycloak import server as kc_server
+
+    server, started = kc_server.ensure_running(install_java=True)
+    try:
+        yield server
+    finally:
+        if started:
+            server.stop()

@@ -35,9 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from access_control.keycloak import oidc  # noqa: E402
-from access_control.keycloak import server as kc_server  # noqa: E402
 from access_control.keycloak.bootstrap import admin_client, bootstrap  # noqa: E402
-from bench.common import write_result  # noqa: E402
+from bench.common import local_keycloak, write_result  # noqa: E402
 from federation.node.home import pseudonyms as hmac_pseudonyms  # noqa: E402
 from pseudonymisation import oprf  # noqa: E402
 from pseudonymisation.identifiers import INS_NIR, Identifier  # noqa: E402
@@ -80,71 +79,71 @@ def main() -> None:
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="bench-pseudonymise-"))
 
-    server, _ = kc_server.ensure_running(install_java=True)
-    facts = bootstrap(admin_client(server.base_url, server.admin_username,
-                                   server.admin_password))
-    hospital = facts["hospitals"]["hospital-a"]
+    with local_keycloak() as server:
+        facts = bootstrap(admin_client(server.base_url, server.admin_username,
+                                       server.admin_password))
+        hospital = facts["hospitals"]["hospital-a"]
 
-    live = LivePseudonymiser(
-        work / "pseudonymiser", keycloak_url=server.base_url, keycloak_realm=facts["realm"],
-        max_batch=args.batch,
-        rate_per_minute=max(args.batch, 10 * args.n)).start()  # the work, not the limit
+        live = LivePseudonymiser(
+            work / "pseudonymiser", keycloak_url=server.base_url, keycloak_realm=facts["realm"],
+            max_batch=args.batch,
+            rate_per_minute=max(args.batch, 10 * args.n)).start()  # the work, not the limit
 
-    def token() -> str:
-        return oidc.client_credentials_grant(server.base_url, facts["realm"],
-                                             hospital["client_id"],
-                                             hospital["client_secret"])["access_token"]
+        def token() -> str:
+            return oidc.client_credentials_grant(server.base_url, facts["realm"],
+                                                 hospital["client_id"],
+                                                 hospital["client_secret"])["access_token"]
 
-    bearer = token()
-    written = nirs(args.n, rng)
-    clock = Clock()
-    identifiers = clock.time("normalise", lambda: [Identifier(INS_NIR, w) for w in written])
-    values = [i.value for i in identifiers]
-    client = live.client(lambda: bearer, timeout_s=600)
-    client.pseudonyms(identifiers[:100])  # warm: JWKS fetch, first connection
+        bearer = token()
+        written = nirs(args.n, rng)
+        clock = Clock()
+        identifiers = clock.time("normalise", lambda: [Identifier(INS_NIR, w) for w in written])
+        values = [i.value for i in identifiers]
+        client = live.client(lambda: bearer, timeout_s=600)
+        client.pseudonyms(identifiers[:100])  # warm: JWKS fetch, first connection
 
-    ours = clock.time("ours", lambda: client.pseudonyms(identifiers))
-    hmac_key = secrets.token_bytes(32)
-    theirs = clock.time("hmac", lambda: hmac_pseudonyms(hmac_key, values))
-    assert len(set(ours)) == len(set(theirs)) == args.n
+        ours = clock.time("ours", lambda: client.pseudonyms(identifiers))
+        hmac_key = secrets.token_bytes(32)
+        theirs = clock.time("hmac", lambda: hmac_pseudonyms(hmac_key, values))
+        assert len(set(ours)) == len(set(theirs)) == args.n
 
-    # where the time goes: the same steps, one at a time, on the same inputs
-    inputs = [i.canonical() for i in identifiers]
-    blinded = clock.time("blind", lambda: [oprf.blind(d) for d in inputs])
-    wire = [encode(b) for _, b in blinded]
-    key = live.service.home.key
-    evaluated = clock.time("evaluate",
-                           lambda: [oprf.blind_evaluate(key, decode(w)) for w in wire])
-    clock.time("finalize", lambda: [oprf.finalize(d, r, e) for d, (r, _), e
-                                    in zip(inputs, blinded, evaluated, strict=True)])
-    live.stop()
+        # where the time goes: the same steps, one at a time, on the same inputs
+        inputs = [i.canonical() for i in identifiers]
+        blinded = clock.time("blind", lambda: [oprf.blind(d) for d in inputs])
+        wire = [encode(b) for _, b in blinded]
+        key = live.service.home.key
+        evaluated = clock.time("evaluate",
+                               lambda: [oprf.blind_evaluate(key, decode(w)) for w in wire])
+        clock.time("finalize", lambda: [oprf.finalize(d, r, e) for d, (r, _), e
+                                        in zip(inputs, blinded, evaluated, strict=True)])
+        live.stop()
 
-    def breakdown(seconds: dict[str, float]) -> dict[str, float]:
-        steps = {k: seconds[k] for k in ("blind", "evaluate", "finalize")}
-        steps["http_and_service"] = max(0.0, seconds["ours"] - sum(steps.values()))
-        return {k: round(v, 3) for k, v in steps.items()}
+        def breakdown(seconds: dict[str, float]) -> dict[str, float]:
+            steps = {k: seconds[k] for k in ("blind", "evaluate", "finalize")}
+            steps["http_and_service"] = max(0.0, seconds["ours"] - sum(steps.values()))
+            return {k: round(v, 3) for k, v in steps.items()}
 
-    ours_s, hmac_s = clock.wall["ours"], clock.wall["hmac"]
-    ours_rate, hmac_rate = args.n / ours_s, args.n / hmac_s
-    wall, cpu = breakdown(clock.wall), breakdown(clock.cpu)
-    figures = {
-        "n": args.n, "batch": args.batch,
-        "service": "uvicorn on 127.0.0.1 in this process, real Keycloak token (node client)",
-        "ours_ids_per_s": round(ours_rate, 1), "hmac_ids_per_s": round(hmac_rate, 1),
-        "ours_s": round(ours_s, 3), "hmac_s": round(hmac_s, 4),
-        "ratio": round(ours_rate / hmac_rate, 5),
-        "ratio_cpu": round(clock.cpu["hmac"] / clock.cpu["ours"], 5),
-        "normalise_s": round(clock.wall["normalise"], 3),
-        "breakdown_s": wall,
-        "breakdown_cpu_s": cpu,
-        "breakdown_cpu_share": {k: round(v / clock.cpu["ours"], 3) for k, v in cpu.items()},
-        "load_average": os.getloadavg(),
-        "us_per_id": {"ours": round(ours_s / args.n * 1e6, 1),
-                      "hmac": round(hmac_s / args.n * 1e6, 2)},
-    }
-    path = write_result("pseudonymise", figures)
-    print(f"ours {ours_rate:,.0f} ids/s, HMAC {hmac_rate:,.0f} ids/s, ratio "
-          f"{figures['ratio']}; CPU shares {figures['breakdown_cpu_share']}; wrote {path}")
+        ours_s, hmac_s = clock.wall["ours"], clock.wall["hmac"]
+        ours_rate, hmac_rate = args.n / ours_s, args.n / hmac_s
+        wall, cpu = breakdown(clock.wall), breakdown(clock.cpu)
+        figures = {
+            "n": args.n, "batch": args.batch,
+            "service": "uvicorn on 127.0.0.1 in this process, real Keycloak token (node client)",
+            "ours_ids_per_s": round(ours_rate, 1), "hmac_ids_per_s": round(hmac_rate, 1),
+            "ours_s": round(ours_s, 3), "hmac_s": round(hmac_s, 4),
+            "ratio": round(ours_rate / hmac_rate, 5),
+            "ratio_cpu": round(clock.cpu["hmac"] / clock.cpu["ours"], 5),
+            "normalise_s": round(clock.wall["normalise"], 3),
+            "breakdown_s": wall,
+            "breakdown_cpu_s": cpu,
+            "breakdown_cpu_share": {k: round(v / clock.cpu["ours"], 3) for k, v in cpu.items()},
+            "load_average": os.getloadavg(),
+            "us_per_id": {"ours": round(ours_s / args.n * 1e6, 1),
+                          "hmac": round(hmac_s / args.n * 1e6, 2)},
+        }
+        path = write_result("pseudonymise", figures)
+        print(f"ours {ours_rate:,.0f} ids/s, HMAC {hmac_rate:,.0f} ids/s, ratio "
+              f"{figures['ratio']}; CPU shares {figures['breakdown_cpu_share']}; wrote {path}")
 
 
 if __name__ == "__main__":
