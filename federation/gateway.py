@@ -34,6 +34,13 @@ def fleet_paths() -> frozenset[str]:
 
     return frozenset(route.path for route in router.routes)
 
+# Flower's SuperLink serves the Fleet API with uvicorn, which closes a connection idle for
+# 5 s (its default keep-alive), and httpx keeps an idle connection for 5 s too: a request
+# could go out on a connection the SuperLink was closing at that instant and fail with a
+# ReadError (seen under load: a node's SecAgg+ share lost mid-round, the node then missing
+# from the run). The gateway drops its idle connections well before the upstream does.
+UPSTREAM_KEEPALIVE_S = 2.0
+
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
         "proxy-authorization", "proxy-authenticate", "host", "content-length"}
 
@@ -43,7 +50,8 @@ def fleet_gateway(upstream: str, *, ca_cert: Path | None = None) -> Starlette:
     allowed = fleet_paths()
     scheme = "https" if ca_cert else "http"
     client = httpx.AsyncClient(base_url=f"{scheme}://{upstream}",
-                               verify=str(ca_cert) if ca_cert else False, timeout=None)
+                               verify=str(ca_cert) if ca_cert else False, timeout=None,
+                               limits=httpx.Limits(keepalive_expiry=UPSTREAM_KEEPALIVE_S))
 
     async def forward(request: Request) -> Response:
         path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
