@@ -3,21 +3,29 @@
 Only tokens signed by the realm's current keys (JWKS, cached and refreshed when an
 unknown `kid` shows up), with the algorithm pinned to RS256, issued by the realm,
 for the expected audience, inside their validity window, are accepted. Anything else
-raises `TokenError` with the reason; the API turns it into 401. The web login checks
-its ID and logout tokens with the same `RealmKeys` and `realm_claims` (one key set).
+raises `TokenError` with the reason; the API turns it into 401. The JOSE work is
+joserfc's (what Authlib 1.9 builds on); the web login (`tre.portal.web.oidc`) has
+Authlib check its ID tokens against the same `RealmKeys`: one key set.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from jwcrypto import jwk, jws
-from jwcrypto.common import JWException
+from joserfc import jws, jwt
+from joserfc.errors import (
+    BadSignatureError,
+    ClaimError,
+    ExpiredTokenError,
+    InvalidKeyIdError,
+    JoseError,
+    UnsupportedAlgorithmError,
+)
+from joserfc.jwk import GuestProtocol, Key, KeyParameters, KeySet
 
 ALLOWED_ALG = "RS256"
 JWKS_MIN_REFRESH_S = 10.0
@@ -45,80 +53,90 @@ class Principal:
 
 
 class RealmKeys:
-    """The realm's signing keys (JWKS): fetched on first use, fetched again when a token
-    names an unknown `kid` (a key rotation), at most every JWKS_MIN_REFRESH_S."""
+    """The realm's published keys (JWKS), shared by the API and the web login: fetched
+    on first use, fetched again when a token names an unknown `kid` (a key rotation);
+    such refetches at most every JWKS_MIN_REFRESH_S."""
 
     def __init__(self, jwks_url: str, *, http: httpx.Client | None = None) -> None:
         self.jwks_url = jwks_url
         self._http = http or httpx.Client(timeout=10.0)
-        self._keys: dict[str, jwk.JWK] = {}
-        self._fetched_at = 0.0
+        self._cached: tuple[dict[str, Any], KeySet] | None = None
+        self._refetched_at = -JWKS_MIN_REFRESH_S
         self._lock = threading.Lock()
 
-    def _refresh(self, force: bool) -> None:
+    def jwks(self, *, refresh: bool = False) -> dict[str, Any]:
+        """The JWKS document as published (Authlib's ID-token check imports it)."""
+        return self._load(refresh)[0]
+
+    def signing_key(self, token: GuestProtocol) -> Key:
+        """joserfc's key callback: the published signing key the token's `kid` names,
+        looked up again after one refetch when the cached set has no such key."""
+        header = token.headers()
+        kid = header.get("kid")
+        if not kid:
+            raise InvalidKeyIdError("token names no key")
+        wanted: KeyParameters = {"use": "sig", "alg": header["alg"]}
+        try:
+            return self._load(refresh=False)[1].get_by_kid(kid, wanted)
+        except InvalidKeyIdError:
+            return self._load(refresh=True)[1].get_by_kid(kid, wanted)
+
+    def _load(self, refresh: bool) -> tuple[dict[str, Any], KeySet]:
         with self._lock:
-            if not force and self._keys:
-                return
-            if force and time.monotonic() - self._fetched_at < JWKS_MIN_REFRESH_S:
-                return  # an attacker spraying unknown kids must not make us hammer Keycloak
+            if self._cached is not None and not refresh:
+                return self._cached
+            if self._cached is not None:
+                if time.monotonic() - self._refetched_at < JWKS_MIN_REFRESH_S:
+                    return self._cached  # a spray of unknown kids must not hammer Keycloak
+                self._refetched_at = time.monotonic()
             try:
                 resp = self._http.get(self.jwks_url)
                 resp.raise_for_status()
-                keyset = jwk.JWKSet.from_json(resp.text)
-            except (httpx.HTTPError, JWException, ValueError) as exc:
+                document = resp.json()
+                self._cached = document, KeySet.import_key_set(document)
+            except (httpx.HTTPError, JoseError, ValueError, KeyError, TypeError) as exc:
                 raise TokenError(f"cannot fetch the realm's signing keys: {exc}") from exc
-            self._keys = {
-                k.key_id: k for k in keyset["keys"] if k.get("use", "sig") == "sig" and k.key_id
-            }
-            self._fetched_at = time.monotonic()
+            return self._cached
 
-    def key(self, kid: str) -> jwk.JWK:
-        self._refresh(force=False)
-        if kid not in self._keys:
-            self._refresh(force=True)
-        try:
-            return self._keys[kid]
-        except KeyError:
-            raise TokenError("token signed by a key the realm does not publish") from None
+
+def _claim_problem(error: ClaimError, audience: str) -> str:
+    """The reason, in the words the API has always given, for a refused claim."""
+    claim = error.claim.split(",")[0]
+    if isinstance(error, ExpiredTokenError):
+        return "token has expired"
+    return {
+        "iss": "token was issued by another realm or server",
+        "aud": f"token is not meant for audience {audience!r}",
+        "exp": "token has no expiry",
+        "nbf": "token is not valid yet",
+        "iat": "token is not valid yet",
+    }.get(claim, f"token claim {claim!r} is not acceptable")
 
 
 def realm_claims(token: str, keys: RealmKeys, *, issuer: str, audience: str,
                  leeway_s: float, exp_required: bool = True) -> dict[str, Any]:
     """The claims of a token of this realm meant for `audience`: RS256 signature by a
     realm key, issuer, audience, expiry and not-before.
-    What each kind of token adds (type, subject, nonce, event) its caller checks."""
+    What each kind of token adds (type, subject, event) its caller checks."""
     try:
-        parsed = jws.JWS()
-        parsed.deserialize(token)
-        header = parsed.jose_header
-    except (JWException, ValueError, TypeError) as exc:
+        decoded = jwt.decode(token, keys.signing_key, algorithms=[ALLOWED_ALG])
+    except UnsupportedAlgorithmError:
+        alg = jws.extract_compact(token.encode()).protected.get("alg")
+        raise TokenError(f"token algorithm {alg!r} is not accepted") from None
+    except InvalidKeyIdError:
+        raise TokenError("token signed by a key the realm does not publish") from None
+    except BadSignatureError:
+        raise TokenError("token signature is invalid") from None
+    except (JoseError, ValueError) as exc:
         raise TokenError("malformed token") from exc
-    if not isinstance(header, dict) or header.get("alg") != ALLOWED_ALG:
-        alg = header.get("alg") if isinstance(header, dict) else None
-        raise TokenError(f"token algorithm {alg!r} is not accepted")
-    key = keys.key(str(header.get("kid", "")))
+    registry = jwt.JWTClaimsRegistry(
+        leeway=int(leeway_s), iss={"essential": True, "value": issuer},
+        aud={"essential": True, "value": audience}, exp={"essential": exp_required})
     try:
-        parsed.verify(key, alg=ALLOWED_ALG)
-        claims = json.loads(parsed.payload)
-    except (JWException, ValueError) as exc:
-        raise TokenError("token signature is invalid") from exc
-    if not isinstance(claims, dict):
-        raise TokenError("malformed token")
-    if claims.get("iss") != issuer:
-        raise TokenError("token was issued by another realm or server")
-    aud = claims.get("aud")
-    audiences = aud if isinstance(aud, list) else [aud]
-    if audience not in audiences:
-        raise TokenError(f"token is not meant for audience {audience!r}")
-    now = time.time()
-    exp, nbf = claims.get("exp"), claims.get("nbf")
-    if exp_required and not isinstance(exp, int | float):
-        raise TokenError("token has no expiry")
-    if isinstance(exp, int | float) and now > exp + leeway_s:
-        raise TokenError("token has expired")
-    if isinstance(nbf, int | float) and nbf > 0 and now + leeway_s < nbf:
-        raise TokenError("token is not valid yet")
-    return claims
+        registry.validate(decoded.claims)
+    except ClaimError as exc:
+        raise TokenError(_claim_problem(exc, audience)) from None
+    return decoded.claims
 
 
 class TokenValidator:

@@ -9,6 +9,7 @@ import re
 import time
 from datetime import date
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -124,6 +125,27 @@ def test_researcher_gets_403_on_the_reviewers_queue(web_portal, new_page):
     expect(page.locator(".error-message")).to_contain_text("roles do not allow")
     shot(page, "13-forbidden-review-queue")
     assert page.goto(web_portal.url + "/audit").status == 403
+
+
+def test_the_login_uses_pkce_s256_and_a_state_that_works_once(web_portal, new_page):
+    page = new_page()
+    seen: list[str] = []
+    page.on("request", lambda request: seen.append(request.url))
+    login(page, web_portal, "alice", "/requests")
+    assert page.url == web_portal.url + "/requests"
+    [authorize] = [u for u in seen if "/protocol/openid-connect/auth?" in u]
+    asked = parse_qs(urlsplit(authorize).query)
+    assert asked["code_challenge_method"] == ["S256"] and asked["response_type"] == ["code"]
+    assert len(asked["code_challenge"][0]) == 43  # base64url of a SHA-256 digest
+    assert asked["state"][0] and asked["nonce"][0]
+    [callback] = [u for u in seen if u.startswith(web_portal.url + "/auth/callback?")]
+    assert parse_qs(urlsplit(callback).query)["state"] == asked["state"]
+    for browser in (page, new_page()):  # the same browser, and one that copied the URL
+        replayed = browser.goto(callback)
+        assert replayed.status == 400
+        expect(browser.locator(".error-message")).to_contain_text("already used")
+    page.goto(web_portal.url + "/requests")
+    expect(page.locator(".who")).to_contain_text("alice")  # the replay ended nothing
 
 
 def test_a_form_posted_without_the_csrf_token_is_refused(web_portal, new_page):

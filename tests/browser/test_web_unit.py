@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
@@ -21,7 +22,6 @@ from tre.portal.schemas import DataForm, DatasetKind, Decision, LegalBasis, Requ
 from tre.portal.services import indicators
 from tre.portal.settings import PortalSettings
 from tre.portal.web import forms, i18n, pages
-from tre.portal.web.oidc import LoginStart
 from tre.portal.web.session import CookieCodec, SessionStore, load_or_create_secret
 
 pytestmark = pytest.mark.unit
@@ -112,8 +112,8 @@ def test_french_placeholders_match_the_english_ones():
 
 
 def test_pkce_s256_matches_rfc_7636_appendix_b():
-    start = LoginStart("state", "nonce", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
-    assert start.challenge == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # what the login sends (Authlib)
+    assert create_s256_code_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
 def test_session_secret_is_generated_once_with_mode_0600(tmp_path):

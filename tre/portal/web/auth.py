@@ -147,6 +147,7 @@ class WebSessionMiddleware:
         web = WebState(self.auth, sess, cookie_changed=had_cookie and sess is None)
         state = scope.setdefault("state", {})
         state["web"] = web
+        scope["session"] = sess.oidc if sess is not None else {}  # Authlib's logins in flight
         if sess is not None and sess.principal is not None and self._session_counts(scope, sess):
             state["principal"] = sess.principal
 

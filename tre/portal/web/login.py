@@ -1,9 +1,9 @@
 """Login, logout and the language switch.
 
-Login: /login stores state, nonce and the PKCE verifier in the (pre-login) session
-and sends the browser to Keycloak; /auth/callback checks the state, exchanges the
-code, checks the ID token's nonce, validates the access token like the API does,
-then rotates the session id. Logout ends the portal session and then Keycloak's
+Login: /login has Authlib send the browser to Keycloak, keeping state, nonce and the
+PKCE verifier in the (pre-login) session; at /auth/callback Authlib takes the state
+once, exchanges the code and checks the ID token, the access token is validated like
+the API's, then the session id rotates. Logout ends the portal session and then Keycloak's
 (end-session endpoint with id_token_hint and post_logout_redirect_uri). A Keycloak
 session ended elsewhere (an administrator, the account console) ends the portal's web
 sessions too: Keycloak posts a logout token to BACKCHANNEL_LOGOUT_PATH.
@@ -19,7 +19,7 @@ from fastapi.responses import PlainTextResponse, Response
 from access_control.keycloak.realm import BACKCHANNEL_LOGOUT_PATH
 from tre.portal.web.auth import WebAuth
 from tre.portal.web.i18n import LANG_COOKIE, LANGUAGES
-from tre.portal.web.oidc import OidcError, new_login
+from tre.portal.web.oidc import OidcError, StaleLogin
 from tre.portal.web.pages import Ctx, PageError, context, redirect, safe_next, web_router
 
 router = web_router()
@@ -44,45 +44,36 @@ async def login(request: Request, next: str | None = None, ctx: Ctx = Depends(co
     target = safe_next(next)
     if ctx.user is not None:
         return redirect(target)
-    start = new_login()
     sess = ctx.web.ensure()
-    sess.add_pending(start.state, {"nonce": start.nonce, "verifier": start.verifier,
-                                   "next": target})
+    sess.login_next = target
+    request.scope["session"] = sess.oidc  # the session may be new: Authlib writes here
     try:
-        url = await _auth(request).oidc.authorization_url(
-            start, _base(request) + CALLBACK_PATH, ui_locale=ctx.lang)
+        return await _auth(request).oidc.login_redirect(
+            request, _base(request) + CALLBACK_PATH, ui_locale=ctx.lang)
     except OidcError as exc:
         raise PageError(502, str(exc)) from exc
-    return redirect(url)
 
 
 @router.get(CALLBACK_PATH)
-async def callback(request: Request, state: str = "", code: str = "",
-                   error: str | None = None, error_description: str | None = None,
-                   ctx: Ctx = Depends(context)) -> Response:
+async def callback(request: Request, ctx: Ctx = Depends(context)) -> Response:
     """Keycloak sends the browser back here with a code bound to our state and PKCE."""
     auth = _auth(request)
     sess = ctx.web.session
-    pending = sess.pop_pending(state) if sess is not None and state else None
-    if pending is None:
-        raise PageError(400, ctx._("This login link has expired or was already used. "
-                                   "Please log in again."))
-    if error:
-        raise PageError(401, ctx._("Login failed: {reason}", reason=error_description or error))
     try:
-        tokens = await auth.oidc.exchange_code(code, _base(request) + CALLBACK_PATH,
-                                               pending["verifier"])
-        if not tokens.id_token:
-            raise OidcError("the identity provider returned no ID token")
-        id_claims = await auth.oidc.verify_id_token(tokens.id_token, pending["nonce"])
+        if sess is None:
+            raise StaleLogin("no session, so no login in flight")
+        tokens, id_claims = await auth.oidc.finish_login(request)
         principal = await auth.principal_for(request.app.state.token_validator, tokens)
+    except StaleLogin as exc:
+        raise PageError(400, ctx._("This login link has expired or was already used. "
+                                   "Please log in again.")) from exc
     except OidcError as exc:
         raise PageError(401, ctx._("Login failed: {reason}", reason=exc)) from exc
     fresh = auth.store.rotate(sess)
     fresh.flashes = sess.flashes
     auth.sign_in(fresh, tokens, principal, keycloak_sid=id_claims.get("sid"))
     ctx.web.replace(fresh)
-    return redirect(pending["next"])
+    return redirect(sess.login_next)
 
 
 @router.post("/logout")

@@ -1,12 +1,12 @@
 """Server-side web sessions.
 
 The browser holds only an opaque, signed session id (cookie HttpOnly, SameSite=Lax,
-Secure behind TLS). Keycloak's tokens, the CSRF synchroniser token and the pending
-OIDC logins stay in this process's memory: a stolen cookie jar holds no token, and a
-restart simply asks everyone to log in again (Keycloak's SSO session makes that one
-click). Sessions end after `session_idle_s` without use, when the refresh token
-is refused, at logout, or when Keycloak says the Keycloak session behind them ended
-(back-channel logout).
+Secure behind TLS). Keycloak's tokens, the CSRF synchroniser token and the login in
+flight (Authlib's state, nonce and PKCE verifier) stay in this process's memory: a
+stolen cookie jar holds no token, and a restart simply asks everyone to log in again
+(Keycloak's SSO session makes that one click). Sessions end after `session_idle_s`
+without use, when the refresh token is refused, at logout, or when Keycloak says the
+Keycloak session behind them ended (back-channel logout).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from tre.portal.settings import PortalSettings
 
 SESSION_COOKIE = "tre_session"
 SECRET_FILE = "web-session-secret"
-MAX_PENDING_LOGINS = 5
-PENDING_LOGIN_TTL_S = 600.0
 MAX_SESSIONS = 20_000
 MAX_ANONYMOUS = 5_000
 
@@ -61,7 +59,8 @@ class WebSession:
     csrf: str
     created: float
     last_seen: float
-    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    oidc: dict[str, Any] = field(default_factory=dict)  # Authlib's `request.session`
+    login_next: str = "/"  # where the login in flight returns to
     access_token: str | None = None
     refresh_token: str | None = None
     id_token: str | None = None
@@ -77,21 +76,6 @@ class WebSession:
 
     def csrf_ok(self, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(self.csrf, str(token))
-
-    def add_pending(self, state: str, data: dict[str, Any]) -> None:
-        """Remember a login in flight (a few at once: users open several tabs)."""
-        now = time.time()
-        self.pending = {k: v for k, v in self.pending.items()
-                        if now - v["ts"] < PENDING_LOGIN_TTL_S}
-        while len(self.pending) >= MAX_PENDING_LOGINS:
-            self.pending.pop(next(iter(self.pending)))
-        self.pending[state] = data | {"ts": now}
-
-    def pop_pending(self, state: str) -> dict[str, Any] | None:
-        data = self.pending.pop(state, None)
-        if data is None or time.time() - data["ts"] >= PENDING_LOGIN_TTL_S:
-            return None
-        return data
 
     def forget_tokens(self) -> None:
         self.access_token = self.refresh_token = self.id_token = None
