@@ -68,7 +68,7 @@ def stored_settings(**values: Any) -> StoredNodeSettings:
     try:
         return StoredNodeSettings(**values)
     except ValidationError as exc:
-        raise NodeHomeError(describe_error(exc)) from None
+        raise NodeHomeError(describe_error(exc, environment=False)) from None
 
 
 def write_private(path: Path, content: bytes) -> None:
@@ -101,7 +101,7 @@ class NodeHome:
         home = cls(path)
         home.path.mkdir(parents=True, exist_ok=True)
         home.path.chmod(0o700)  # the store, the audit log and the keys: the operator's only
-        (home.path / CONFIG_FILE).write_text(config.to_toml())
+        home._write_config(config)
         key_path = home.path / KEY_FILE
         if not key_path.exists():  # re-running init must not re-key existing pseudonyms
             write_private(key_path, secrets.token_bytes(32).hex().encode())
@@ -144,16 +144,21 @@ class NodeHome:
         try:
             return kind(**parse_node_toml(path.read_text()))
         except ValueError as exc:  # pydantic's ValidationError is one
-            why = describe_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            why = (describe_error(exc, environment=kind.read_environment)
+                   if isinstance(exc, ValidationError) else str(exc))
             raise NodeHomeError(f"{path}: {why}") from None
 
     def update_config(self, **changes: Any) -> NodeSettings:
         """Write node.toml with `changes` over its stored values, checked first: a bad
         value is refused naming its field, and the file keeps its old content."""
         values = self.stored_config().model_dump(exclude_unset=True) | changes
-        (self.path / CONFIG_FILE).write_text(stored_settings(**values).to_toml())
+        self._write_config(stored_settings(**values))
         self.__dict__.pop("config", None)
         return self.config
+
+    def _write_config(self, config: StoredNodeSettings) -> None:
+        """Atomically: the node's running tasks read node.toml at any moment."""
+        replace_private(self.path / CONFIG_FILE, config.to_toml().encode())
 
     @cached_property
     def db(self) -> Database:

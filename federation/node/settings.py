@@ -149,8 +149,9 @@ def parse_node_toml(text: str) -> dict[str, Any]:
     return data
 
 
-def describe_error(exc: ValidationError) -> str:
-    """One line naming the first bad field and where it can be set."""
+def describe_error(exc: ValidationError, *, environment: bool) -> str:
+    """One line naming the first bad field; with `environment`, also the variable that
+    could have set it (a value from node.toml or from TRE_NODE_<FIELD>)."""
     errors = exc.errors()
     first = errors[0]
     field = ".".join(str(p) for p in first["loc"]) or "settings"
@@ -160,5 +161,5 @@ def describe_error(exc: ValidationError) -> str:
         return f"unknown setting {field!r}{more}; known settings: {known}"
     message = first["msg"].removeprefix("Value error, ")
     got = f", got {first['input']!r}" if first["type"] != "missing" else ""
-    return (f"invalid setting {field}: {message}{got} "
-            f"(node.toml or {ENV_PREFIX}{field.upper()}){more}")
+    where = f" (node.toml or {ENV_PREFIX}{field.upper()})" if environment else ""
+    return f"invalid setting {field}: {message}{got}{where}{more}"
