@@ -54,8 +54,9 @@ from access_control.keycloak.bootstrap import admin_client, bootstrap  # noqa: E
 from access_control.tokens import TokenValidator  # noqa: E402
 from bench.common import local_keycloak  # noqa: E402
 from federation.node import consent as node_consent  # noqa: E402
-from federation.node.home import NodeConfig, NodeHome  # noqa: E402
+from federation.node.home import NodeHome  # noqa: E402
 from federation.node.portal_client import PortalClient  # noqa: E402
+from federation.node.settings import StoredNodeSettings  # noqa: E402
 from tre.core.schemas import Purpose  # noqa: E402
 from tre.portal.app import create_app  # noqa: E402
 from tre.portal.consent_schemas import ConsentIn  # noqa: E402
@@ -172,9 +173,9 @@ def main() -> None:
         hospital = facts["hospitals"]["hospital-a"]
 
         def fresh_node(name: str) -> NodeHome:
-            home = NodeHome.create(work / name, NodeConfig(
+            home = NodeHome.create(work / name, StoredNodeSettings(
                 hospital_id="hospital-a", portal_url=url,
-                extra={"keycloak_url": server.base_url, "keycloak_realm": realm}), {"keys": []})
+                keycloak_url=server.base_url, keycloak_realm=realm), {"keys": []})
             home.save_credentials(hospital["client_id"], hospital["client_secret"])
             return home
 

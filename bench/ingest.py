@@ -32,14 +32,16 @@ import pyarrow as pa  # noqa: E402
 import pydicom  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
-from federation.node.home import NodeConfig, NodeHome  # noqa: E402
+from federation.node.home import NodeHome  # noqa: E402
 from federation.node.ingest import ingest_dicom, ingest_medmnist  # noqa: E402
 from federation.node.ingest.dicom import read_instance  # noqa: E402
+from federation.node.settings import StoredNodeSettings  # noqa: E402
 from tre.core.settings import CommonSettings  # noqa: E402
 
 
 def fresh_home(root: Path, name: str) -> NodeHome:
-    return NodeHome.create(root / name, NodeConfig(hospital_id="bench", portal_url="http://x"),
+    return NodeHome.create(root / name, StoredNodeSettings(
+        hospital_id="bench", portal_url="http://x"),
                            {"keys": []})
 
 

@@ -5,7 +5,7 @@ service account (a delta after the first full pull, Parquet on the wire) and kee
 the result in `node.duckdb`, one row per consent and purpose, split into active and
 withdrawn tables, so a decision is one DuckDB join that reads only the rows it needs.
 If the portal cannot be reached the cached snapshot is used while it is younger than
-`NodeConfig.consent_max_age_s`; after that the node refuses to run.
+`NodeSettings.consent_max_age_s`; after that the node refuses to run.
 
 Rules, for a permit purpose P (with `P.covered_by()`: AI training is covered by
 consent to scientific research too), evaluated on the node's date:

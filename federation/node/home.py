@@ -3,6 +3,7 @@
 Layout (created by `tre node init`):
 
     node.toml                 hospital id, portal URL, SuperLink address, policy
+                              (federation.node.settings)
     node.duckdb               common data model, ledger, node audit log
     federation.key            pseudonymisation key (0600); never leaves the node
     portal-permit-keys.json   the portal's permit JWKS, pinned at enrolment and followed
@@ -21,14 +22,20 @@ import hmac
 import json
 import os
 import secrets
-import tomllib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from federation.node import schema
+from federation.node.settings import (
+    NodeSettings,
+    StoredNodeSettings,
+    describe_error,
+    parse_node_toml,
+)
 from tre.core.audit import MIGRATIONS as AUDIT_MIGRATIONS
 from tre.core.audit import AuditLog
 from tre.core.db import Database
@@ -44,6 +51,8 @@ TOKEN_CACHE_FILE = "service-token.json"
 
 HOME_ENV = "TRE_NODE_HOME"
 
+S = TypeVar("S", bound=NodeSettings)
+
 
 def default_home_path() -> Path:
     """Where `tre node` looks when no --home is given: $TRE_NODE_HOME, else ./node-home."""
@@ -54,33 +63,12 @@ class NodeHomeError(Exception):
     """The node home is missing or inconsistent; the message says what to run."""
 
 
-@dataclass
-class NodeConfig:
-    hospital_id: str
-    portal_url: str
-    superlink: str = "127.0.0.1:9092"
-    suppression_k: int = 10
-    consent_max_age_s: int = 24 * 3600
-    # feasibility queries one researcher may ask here per 24 h: many overlapping cohorts
-    # could otherwise average the cell-key perturbation away
-    feasibility_queries_per_day: int = 50
-    # the pseudonymisation service deriving federation-wide pseudonyms; empty: offline,
-    # pseudonyms from the node's own key (federation.node.pseudonyms)
-    pseudonymiser_url: str = ""
-    # the system of the patient ids ingested when a command names none (e.g. the INS OID)
-    identifier_system: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_toml(self) -> str:
-        lines = []
-        for key, value in asdict(self).items():
-            if key == "extra":
-                continue
-            lines.append(f"{key} = {json.dumps(value)}")
-        if self.extra:
-            lines.append("\n[extra]")
-            lines.extend(f"{k} = {json.dumps(v)}" for k, v in self.extra.items())
-        return "\n".join(lines) + "\n"
+def stored_settings(**values: Any) -> StoredNodeSettings:
+    """Settings to write to node.toml, checked: NodeHomeError names a bad field."""
+    try:
+        return StoredNodeSettings(**values)
+    except ValidationError as exc:
+        raise NodeHomeError(describe_error(exc, environment=False)) from None
 
 
 def write_private(path: Path, content: bytes) -> None:
@@ -108,11 +96,12 @@ class NodeHome:
 
     # -- creation ---------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, config: NodeConfig, permit_jwks: dict[str, Any]) -> NodeHome:
+    def create(cls, path: str | Path, config: StoredNodeSettings,
+               permit_jwks: dict[str, Any]) -> NodeHome:
         home = cls(path)
         home.path.mkdir(parents=True, exist_ok=True)
         home.path.chmod(0o700)  # the store, the audit log and the keys: the operator's only
-        (home.path / CONFIG_FILE).write_text(config.to_toml())
+        home._write_config(config)
         key_path = home.path / KEY_FILE
         if not key_path.exists():  # re-running init must not re-key existing pseudonyms
             write_private(key_path, secrets.token_bytes(32).hex().encode())
@@ -141,14 +130,35 @@ class NodeHome:
 
     # -- parts ------------------------------------------------------------------
     @cached_property
-    def config(self) -> NodeConfig:
-        self.require()
-        data = tomllib.loads((self.path / CONFIG_FILE).read_text())
-        return NodeConfig(**data)
+    def config(self) -> NodeSettings:
+        """The settings in force: node.toml under the environment's overrides."""
+        return self._load_settings(NodeSettings)
 
-    def save_config(self, config: NodeConfig) -> None:
-        (self.path / CONFIG_FILE).write_text(config.to_toml())
-        self.__dict__["config"] = config
+    def stored_config(self) -> StoredNodeSettings:
+        """node.toml's settings alone: the base for writing it back."""
+        return self._load_settings(StoredNodeSettings)
+
+    def _load_settings(self, kind: type[S]) -> S:
+        self.require()
+        path = self.path / CONFIG_FILE
+        try:
+            return kind(**parse_node_toml(path.read_text()))
+        except ValueError as exc:  # pydantic's ValidationError is one
+            why = (describe_error(exc, environment=kind.read_environment)
+                   if isinstance(exc, ValidationError) else str(exc))
+            raise NodeHomeError(f"{path}: {why}") from None
+
+    def update_config(self, **changes: Any) -> NodeSettings:
+        """Write node.toml with `changes` over its stored values, checked first: a bad
+        value is refused naming its field, and the file keeps its old content."""
+        values = self.stored_config().model_dump(exclude_unset=True) | changes
+        self._write_config(stored_settings(**values))
+        self.__dict__.pop("config", None)
+        return self.config
+
+    def _write_config(self, config: StoredNodeSettings) -> None:
+        """Atomically: the node's running tasks read node.toml at any moment."""
+        replace_private(self.path / CONFIG_FILE, config.to_toml().encode())
 
     @cached_property
     def db(self) -> Database:

@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,13 +127,13 @@ class PortalClient:
 
     @classmethod
     def for_home(cls, home: NodeHome, *, timeout: float = DEFAULT_TIMEOUT_S) -> PortalClient:
-        """Keycloak URL from the node config (`extra.keycloak_url`), else $TRE_KEYCLOAK_URL;
+        """Keycloak URL and realm from the node's settings (which resolve the environment);
         the token cached in the home, shared with the node's other tasks."""
         cfg = home.config
         return cls(
             cfg.portal_url,
-            keycloak_url=cfg.extra.get("keycloak_url") or os.environ.get("TRE_KEYCLOAK_URL"),
-            realm=cfg.extra.get("keycloak_realm"),
+            keycloak_url=cfg.keycloak_url,
+            realm=cfg.keycloak_realm,
             credentials=home.credentials(),
             timeout=timeout,
             verify=home.portal_verify,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,13 @@ from federation.node.descriptor import build_descriptor, dataset_facts, publicat
 from federation.node.home import (
     CREDENTIALS_FILE,
     PORTAL_CA_FILE,
-    NodeConfig,
     NodeHome,
     NodeHomeError,
+    stored_settings,
 )
 from federation.node.portal_client import PortalClient, PortalError
 from federation.node.query import DISCLOSURE_KEY_PURPOSE
 from tre.core.audit import AuditAction
-
-HOSPITAL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def read_credentials_file(path: Path) -> dict[str, str]:
@@ -52,6 +49,7 @@ def init_node(
     portal_url: str,
     superlink: str | None = None,
     keycloak_url: str | None = None,
+    keycloak_realm: str | None = None,
     credentials_file: str | Path | None = None,
     portal_ca: str | Path | None = None,
     pseudonymiser_url: str | None = None,
@@ -67,14 +65,14 @@ def init_node(
     Re-enrolling keeps the federation key and the data (re-keying would orphan every
     pseudonym); it refuses a different hospital id for an existing home, and a switch
     between the pseudonymisation service and offline pseudonyms once data is stored.
-    `pseudonymiser_url` None means offline, node-local pseudonyms.
+    `pseudonymiser_url` None means offline, node-local pseudonyms. The settings given
+    here are written to node.toml over those it held (a value left out keeps its own).
     """
-    if not HOSPITAL_ID_RE.match(hospital_id or ""):
-        raise NodeHomeError(
-            f"hospital id {hospital_id!r} is invalid: use 1-64 letters, digits, '.', '_' or '-'"
-        )
-    if not re.match(r"^https?://", portal_url or ""):
-        raise NodeHomeError(f"portal URL {portal_url!r} must start with http:// or https://")
+    given = {"hospital_id": hospital_id, "portal_url": portal_url, "superlink": superlink,
+             "keycloak_url": keycloak_url, "keycloak_realm": keycloak_realm,
+             "identifier_system": identifier_system, "pseudonymiser_url": pseudonymiser_url}
+    given = {key: value for key, value in given.items() if value is not None}
+    stored_settings(**given)  # a bad value is refused before anything is asked or written
     if portal_url.startswith("http://") and not insecure:
         raise NodeHomeError(f"portal URL {portal_url} is plain http: the permit keys would "
                             "come unauthenticated. Use the portal's https URL (with "
@@ -83,9 +81,9 @@ def init_node(
     if ca is not None and not ca.is_file():
         raise NodeHomeError(f"--portal-ca {ca} is not a file")
     home = NodeHome(path)
-    previous: NodeConfig | None = None
+    previous = None
     if home.exists():
-        previous = home.config
+        previous = home.stored_config()
         if not force:
             raise NodeHomeError(
                 f"{home.path} is already the home of node {previous.hospital_id}: "
@@ -107,15 +105,8 @@ def init_node(
             "new home and ingest again")
     creds = read_credentials_file(Path(credentials_file)) if credentials_file else None
     jwks = PortalClient(portal_url, verify=str(ca) if ca else True).permit_keys()
-    config = previous or NodeConfig(hospital_id=hospital_id, portal_url=portal_url)
-    config.portal_url = portal_url.rstrip("/")
-    if superlink:
-        config.superlink = superlink
-    if keycloak_url:
-        config.extra["keycloak_url"] = keycloak_url.rstrip("/")
-    config.pseudonymiser_url = pseudonymiser
-    if identifier_system is not None:
-        config.identifier_system = identifier_system
+    kept = previous.model_dump(exclude_unset=True) if previous else {}
+    config = stored_settings(**kept | given | {"pseudonymiser_url": pseudonymiser})
     home = NodeHome.create(path, config, jwks)
     if ca is not None:
         (home.path / PORTAL_CA_FILE).write_bytes(ca.read_bytes())
@@ -143,8 +134,6 @@ def _check_pseudonymiser(url: str | None, insecure: bool, *, verify: str | bool)
     if url is None:
         return ""
     url = url.rstrip("/")
-    if not re.match(r"^https?://", url):
-        raise NodeHomeError(f"pseudonymiser URL {url!r} must start with http:// or https://")
     if url.startswith("http://") and not insecure:
         raise NodeHomeError(f"pseudonymiser URL {url} is plain http: use its https URL, or "
                             "--insecure for development")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from federation.node.home import NodeConfig, NodeHome
+from federation.node.home import NodeHome
 from federation.node.portal_client import PortalClient
+from federation.node.settings import StoredNodeSettings
 from tests.fixtures.portal import LivePortal, bearer
 
 
@@ -39,8 +40,8 @@ def node_client(keycloak, portal_url: str, hospital: str = "hospital-a") -> Port
 
 def make_node(path: Path, portal_url: str, *, hospital: str = "hospital-a",
               max_age_s: int = 3600) -> NodeHome:
-    home = NodeHome.create(path, NodeConfig(hospital_id=hospital, portal_url=portal_url,
-                                            consent_max_age_s=max_age_s), {"keys": []})
+    home = NodeHome.create(path, StoredNodeSettings(
+        hospital_id=hospital, portal_url=portal_url, consent_max_age_s=max_age_s), {"keys": []})
     return home
 
 

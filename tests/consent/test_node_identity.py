@@ -33,6 +33,33 @@ def test_revocations_use_the_keycloak_of_node_init_not_the_environment(
     assert (home.path / REVOKED_CACHE_FILE).exists()
 
 
+def test_a_node_initialised_with_its_own_keycloak_fetches_revocations_with_its_token(
+    live_portal, keycloak, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The issue's acceptance test, through the command an operator runs: `tre node init
+    --keycloak-url --keycloak-realm` writes them to node.toml, where they beat the
+    environment's shared (here unreachable) default."""
+    from typer.testing import CliRunner
+
+    from tre.cli.main import app
+
+    monkeypatch.setenv("TRE_KEYCLOAK_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("TRE_KEYCLOAK_REALM", "not-the-realm")
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps(keycloak.client_credentials("hospital-a")))
+    path = tmp_path / "node"
+    result = CliRunner().invoke(app, [
+        "node", "init", "--hospital-id", "hospital-a", "--portal", live_portal.url,
+        "--insecure", "--offline-pseudonyms", "--home", str(path),
+        "--credentials-file", str(creds), "--keycloak-url", keycloak.base_url,
+        "--keycloak-realm", keycloak.realm], catch_exceptions=False)
+    assert result.exit_code == 0, result.output + result.stderr
+    home = NodeHome(path)
+    revs = portal_revocations(home)
+    home.db.close()
+    assert revs.source == "portal"  # fetched with a valid token, not from a cache
+
+
 def test_tasks_of_one_home_share_one_token_until_it_expires(
     live_portal, keycloak, tmp_path: Path,
 ) -> None:
@@ -64,9 +91,7 @@ def test_a_token_cached_for_another_keycloak_is_not_reused(
     running, so the grant fails)."""
     home = node_of(tmp_path / "node", live_portal.url, keycloak)
     PortalClient.for_home(home).access_token()
-    config = home.config
-    config.extra["keycloak_url"] = "http://127.0.0.1:9"
-    home.save_config(config)
+    home.update_config(keycloak_url="http://127.0.0.1:9")
     with pytest.raises(PortalError, match="cannot reach http://127.0.0.1:9/realms/"):
         PortalClient.for_home(NodeHome(home.path)).access_token()
     home.db.close()

@@ -17,9 +17,10 @@ import pytest
 from federation.apps.fab import fab_hash
 from federation.node.consent import SnapshotConsentFilter, consented_members
 from federation.node.governance import node_session
-from federation.node.home import NodeConfig, NodeHome
+from federation.node.home import NodeHome
 from federation.node.ledger import PrivacyLedger
 from federation.node.query import DISCLOSURE_KEY_PURPOSE, cohort_members, disclose_members
+from federation.node.settings import StoredNodeSettings
 from federation.training.data import split_pseudonyms
 from tests.federation.helpers import assert_only_disclosed, populate
 from tests.fixtures.flower import FlowerCluster
@@ -81,9 +82,9 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
 
     homes, chosen, train_sizes = {}, {}, {}
     for i, hospital in enumerate(HOSPITALS):
-        home = NodeHome.create(tmp_path / "nodes" / hospital, NodeConfig(
+        home = NodeHome.create(tmp_path / "nodes" / hospital, StoredNodeSettings(
             hospital_id=hospital, portal_url=url,
-            extra={"keycloak_url": keycloak.base_url, "keycloak_realm": keycloak.realm}), jwks)
+            keycloak_url=keycloak.base_url, keycloak_realm=keycloak.realm), jwks)
         creds = keycloak.client_credentials(hospital)
         home.save_credentials(creds["client_id"], creds["client_secret"])
         populate(home, "pneumonia", i, 3, limit=LIMIT, regime="opt-out")

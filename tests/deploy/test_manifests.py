@@ -130,13 +130,15 @@ def test_flower_commands_we_build_use_flowers_own_options(tmp_path: Path) -> Non
     """The SuperLink and SuperNode command lines of federation/ against the installed
     Flower: every option exists; both run in process isolation (Flower runs no app
     code); runtime dependency installation stays off everywhere."""
-    from federation.node.home import NodeConfig, NodeHome
+    from federation.node.home import NodeHome
     from federation.node.serve import supernode_command
+    from federation.node.settings import StoredNodeSettings
     from federation.superlink import TLSFiles, superlink_command
 
     link = superlink_command("127.0.0.1", 9093, tls=TLSFiles.in_dir(tmp_path),
                              supernode_auth=True, secret_file=tmp_path / "s")
-    home = NodeHome.create(tmp_path / "home", NodeConfig(hospital_id="h", portal_url="x"),
+    home = NodeHome.create(tmp_path / "home", StoredNodeSettings(
+        hospital_id="h", portal_url="http://x"),
                            {"keys": []})
     node = supernode_command(home, "127.0.0.1:9092", port=9094, insecure=False,
                              node_key=tmp_path / "k", root_certificates=tmp_path / "ca",

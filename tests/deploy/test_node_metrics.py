@@ -15,9 +15,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from federation.node import consent
-from federation.node.home import NodeConfig, NodeHome
+from federation.node.home import NodeHome
 from federation.node.ledger import PrivacyLedger
 from federation.node.metrics import serve_metrics
+from federation.node.settings import StoredNodeSettings
 from tests.fixtures.net import free_port
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,8 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 @pytest.fixture
 def node_home(tmp_path: Path) -> Path:
     """A node home with ε 3.0 on ds1 (1.0 reserved, 0.25 charged) and a consent snapshot."""
-    home = NodeHome.create(tmp_path / "home", NodeConfig("hospital-m", "http://127.0.0.1:9"),
+    home = NodeHome.create(tmp_path / "home", StoredNodeSettings(
+        hospital_id="hospital-m", portal_url="http://127.0.0.1:9"),
                            {"keys": []})
     ledger = PrivacyLedger(home.db, home.audit, actor=home.actor)
     ledger.set_budget("ds1", 3.0)

@@ -16,7 +16,8 @@ import pyarrow as pa
 
 from access_control.permits import PermitKeyRing
 from federation.apps.fab import fab_hash
-from federation.node.home import NodeConfig, NodeHome
+from federation.node.home import NodeHome
+from federation.node.settings import StoredNodeSettings
 from tre.core.schemas import PermitClaims, PermitDataset, Purpose, RunTicket
 from tre.core.settings import default_data_root
 from tre.portal.services import airlock
@@ -92,7 +93,8 @@ def populate(home: NodeHome, dataset_id: str, index: int, count: int, *, seed: i
 
 def make_home(root: Path, hospital: str, ring: PermitKeyRing, *, portal: str = "http://127.0.0.1:9",
               ) -> NodeHome:
-    return NodeHome.create(root / hospital, NodeConfig(hospital_id=hospital, portal_url=portal),
+    return NodeHome.create(root / hospital, StoredNodeSettings(
+        hospital_id=hospital, portal_url=portal),
                            ring.public_jwks())
 
 

@@ -9,7 +9,6 @@ tests/runs/test_feasibility.py."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -96,7 +95,7 @@ def test_a_permit_is_not_a_ticket_and_a_ticket_is_not_a_permit(home, ring):
 
 
 def test_a_researcher_has_a_daily_query_budget_at_each_node(home, ring):
-    home.save_config(replace(home.config, feasibility_queries_per_day=3))
+    home.update_config(feasibility_queries_per_day=3)
     for i in range(3):  # three different cohorts: the budget counts queries, not cohorts
         cohort = CohortFilter(dataset_id="pneumonia", label=[i % 2], age_max=90 + i)
         accepted = check_ticket(home, ring.sign_ticket(ticket(cohort, ticket_id=f"fq_{i}")),

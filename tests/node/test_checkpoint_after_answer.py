@@ -9,7 +9,8 @@ import logging
 import pytest
 
 from federation.node.enrol import checkpoint_best_effort, ensure_node_key
-from federation.node.home import NodeConfig, NodeHome
+from federation.node.home import NodeHome
+from federation.node.settings import StoredNodeSettings
 from tests.fixtures.net import free_port
 
 pytestmark = pytest.mark.unit
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.unit
 
 def test_an_unreachable_portal_is_logged_and_the_store_left_free(tmp_path, caplog):
     closed = f"http://127.0.0.1:{free_port()}"
-    home = NodeHome.create(tmp_path / "node", NodeConfig(
-        hospital_id="hospital-a", portal_url=closed, extra={"keycloak_url": closed}),
+    home = NodeHome.create(tmp_path / "node", StoredNodeSettings(
+        hospital_id="hospital-a", portal_url=closed, keycloak_url=closed),
         {"keys": []})
     home.close()
     assert checkpoint_best_effort(home.path) is None  # no key, no credentials: nothing to do

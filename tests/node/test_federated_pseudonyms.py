@@ -12,8 +12,9 @@ import pandas as pd
 import pydicom
 import pytest
 
-from federation.node.home import NodeConfig, NodeHome
+from federation.node.home import NodeHome
 from federation.node.ingest import IngestError, ingest_dicom, ingest_images, ingest_table
+from federation.node.settings import StoredNodeSettings
 from pseudonymisation.identifiers import INS_NIR, TEST_PERSON, Identifier
 from tests.node.conftest import table_counts
 
@@ -28,9 +29,9 @@ PEOPLE = [ins(f"1850375123{i:03d}") for i in range(6)]
 
 
 def federated_node(path, keycloak, service, hospital: str) -> NodeHome:  # noqa: ANN001
-    home = NodeHome.create(path, NodeConfig(
+    home = NodeHome.create(path, StoredNodeSettings(
         hospital_id=hospital, portal_url="http://127.0.0.1:9", pseudonymiser_url=service.url,
-        extra={"keycloak_url": keycloak.base_url, "keycloak_realm": keycloak.realm}),
+        keycloak_url=keycloak.base_url, keycloak_realm=keycloak.realm),
         {"keys": []})
     creds = keycloak.client_credentials(hospital)
     home.save_credentials(creds["client_id"], creds["client_secret"])

@@ -75,9 +75,11 @@ def test_restore_refuses_a_tampered_snapshot(tmp_path, make_portal, keycloak):
 
 
 def test_node_store_backup_by_file(tmp_path):
-    from federation.node.home import NodeConfig, NodeHome
+    from federation.node.home import NodeHome
+    from federation.node.settings import StoredNodeSettings
 
-    home = NodeHome.create(tmp_path / "node", NodeConfig("hospital-a", "http://x"), {"keys": []})
+    home = NodeHome.create(tmp_path / "node", StoredNodeSettings(
+        hospital_id="hospital-a", portal_url="http://x"), {"keys": []})
     home.audit.record(actor=home.actor, action="node.test", object_type="node", object_id="x")
     home.db.close()
     out = tmp_path / "snaps"

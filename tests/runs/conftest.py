@@ -15,10 +15,11 @@ import pytest
 
 from federation.node.enrol import enrol, ensure_node_key
 from federation.node.governance import node_session
-from federation.node.home import NodeConfig, NodeHome
+from federation.node.home import NodeHome
 from federation.node.ledger import PrivacyLedger
 from federation.node.serve import start_supernode
 from federation.node.service import publish
+from federation.node.settings import StoredNodeSettings
 from federation.provision import provision
 from federation.superlink import TLSFiles
 from tests.federation.helpers import populate
@@ -110,9 +111,9 @@ class Federation:
                  budget: float = 20.0) -> Path:
         assert self.portal is not None
         jwks = httpx.get(f"{self.portal.url}/v1/permit-keys").json()
-        home = NodeHome.create(self.root / "nodes" / hospital, NodeConfig(
+        home = NodeHome.create(self.root / "nodes" / hospital, StoredNodeSettings(
             hospital_id=hospital, portal_url=self.portal.url,
-            extra={"keycloak_url": self.keycloak.base_url, "keycloak_realm": self.keycloak.realm}),
+            keycloak_url=self.keycloak.base_url, keycloak_realm=self.keycloak.realm),
             jwks)
         creds = self.keycloak.client_credentials(hospital)
         home.save_credentials(creds["client_id"], creds["client_secret"])

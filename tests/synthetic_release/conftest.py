@@ -15,8 +15,9 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from typer.testing import CliRunner
 
-from federation.node.home import NodeConfig, NodeHome
+from federation.node.home import NodeHome
 from federation.node.ingest import ingest_table
+from federation.node.settings import StoredNodeSettings
 from tests.consent.conftest import node_client
 from tests.fixtures.portal import LivePortal
 from tre.cli.main import app as cli_app
@@ -41,8 +42,8 @@ def breast_cancer_csv(path: Path) -> Path:
 
 def new_home(path: Path, hospital: str = "hospital-a") -> NodeHome:
     """A node home on a real DuckDB file (the portal URL is given to clients directly)."""
-    return NodeHome.create(path, NodeConfig(hospital_id=hospital,
-                                            portal_url="http://127.0.0.1:9"), {"keys": []})
+    return NodeHome.create(path, StoredNodeSettings(
+        hospital_id=hospital, portal_url="http://127.0.0.1:9"), {"keys": []})
 
 
 def cli(*args: str):
@@ -88,11 +89,8 @@ def client_for(keycloak, live_portal):
 def connect(home: NodeHome, portal_url: str, keycloak) -> None:
     """Point a node home at a live portal with hospital-a's real service account, as
     `tre node init` would: the CLI and the snapshot consent filter then reach it."""
-    config = home.config
-    config.portal_url = portal_url
-    config.extra["keycloak_url"] = keycloak.base_url
-    config.extra["keycloak_realm"] = keycloak.realm
-    home.save_config(config)
+    home.update_config(portal_url=portal_url, keycloak_url=keycloak.base_url,
+                       keycloak_realm=keycloak.realm)
     creds = keycloak.client_credentials(home.config.hospital_id)
     home.save_credentials(creds["client_id"], creds["client_secret"])
 

@@ -149,7 +149,12 @@ def init(
     superlink: Annotated[
         str | None, typer.Option("--superlink", help="Flower SuperLink HOST:PORT.")] = None,
     keycloak_url: Annotated[
-        str | None, typer.Option("--keycloak-url", help="Keycloak base URL for the token.")
+        str | None, typer.Option("--keycloak-url", help="Keycloak base URL for the token "
+                                 "[default: $TRE_KEYCLOAK_URL, else http://127.0.0.1:8180]")
+    ] = None,
+    keycloak_realm: Annotated[
+        str | None, typer.Option("--keycloak-realm", help="Realm of that Keycloak "
+                                 "[default: $TRE_KEYCLOAK_REALM, else tre]")
     ] = None,
     credentials_file: Annotated[
         Path | None,
@@ -185,7 +190,8 @@ def init(
     with node_errors():
         node = init_node(
             home_path(home), hospital_id=hospital_id, portal_url=portal, superlink=superlink,
-            keycloak_url=keycloak_url, credentials_file=credentials_file, portal_ca=portal_ca,
+            keycloak_url=keycloak_url, keycloak_realm=keycloak_realm,
+            credentials_file=credentials_file, portal_ca=portal_ca,
             pseudonymiser_url=pseudonymiser, identifier_system=id_system, insecure=insecure,
             force=force,
         )
