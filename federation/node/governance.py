@@ -102,7 +102,7 @@ def portal_revocations(home: NodeHome) -> RevocationList:
     """The default revocation source of a node home: its portal, then its cache, through
     the node's one client (its own Keycloak URL and realm from node.toml, its cached
     token)."""
-    max_age = float(home.config.extra.get("revocation_max_age_s", DEFAULT_REVOCATION_MAX_AGE_S))
+    max_age = home.config.revocation_max_age_s
     return fetch_revoked(PortalClient.for_home(home), home.path / REVOKED_CACHE_FILE,
                          max_age_s=max_age)
 
