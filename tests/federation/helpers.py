@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from access_control.permits import PermitKeyRing
-from federation.apps.fab import fab_hash
+from federation.launch.fab import fab_hash
 from federation.node.home import NodeConfig, NodeHome
 from tre.core.schemas import PermitClaims, PermitDataset, Purpose, RunTicket
 from tre.core.settings import default_data_root
