@@ -103,7 +103,7 @@ def _stock_flower(root: Path, homes: list[Path]) -> tuple[str, list[subprocess.P
 
 
 def _bare_run(link: str, work: Path, n_rounds: int, noise: float) -> list[dict]:
-    from federation.apps.launch import submit_app
+    from federation.launch import submit_app
 
     app_dir = work / "app"
     shutil.copytree(ROOT / "bench" / "bare_app", app_dir)
@@ -124,8 +124,8 @@ def rounds_bench(n_rounds: int, pairs: int) -> dict:
     stock Flower, alternating; per round also the wall time over the slowest node's own
     local training time (what the federation adds around the training itself)."""
     from access_control.permits import PermitKeyRing
-    from federation.apps.launch import follow_run
-    from federation.apps.params import RunParams
+    from federation.launch import follow_run
+    from federation.launch.params import RunParams
     from federation.node.ledger import PrivacyLedger
     from tests.federation.helpers import Portal, claims, make_home, populate, run_ticket
     from tests.fixtures.flower import FlowerCluster, stop_process

@@ -69,10 +69,10 @@ def _simulate(homes: list[Path], token: str, ring: Any, rounds: int, results: Pa
     from access_control.permits import unverified_claims
     from access_control.run_credentials import ReportKey
     from federation.apps import client as governed
-    from federation.apps.params import RunParams
-    from federation.apps.report import REPORT, ResultsSender, reporting_to
     from federation.apps.server import main as server_main
     from federation.apps.tasks import NodeContext
+    from federation.launch.params import RunParams
+    from federation.launch.report import REPORT, ResultsSender, reporting_to
     from federation.node.governance import RegimeConsentFilter
     from tests.federation.helpers import tickets_for
     from tests.fixtures.portal import ResultsPortal

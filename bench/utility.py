@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from access_control.permits import PermitKeyRing  # noqa: E402
 from bench.common import write_result  # noqa: E402
-from federation.apps.fab import fab_hash  # noqa: E402
-from federation.apps.params import RunParams  # noqa: E402
 from federation.apps.tasks import NodeContext, train_task  # noqa: E402
+from federation.launch.fab import fab_hash  # noqa: E402
+from federation.launch.params import RunParams  # noqa: E402
 from federation.node.governance import RevocationList  # noqa: E402
 from federation.node.ledger import PrivacyLedger  # noqa: E402
 from federation.training.data import images_to_tensor  # noqa: E402
@@ -93,8 +93,8 @@ def centralised(model_id: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
 
 def over_flower(args: argparse.Namespace, test: TensorSet) -> dict:
     """The federated recipe over real Flower, plain then SecAgg+, on the same nodes."""
-    from federation.apps.launch import follow_run
-    from federation.apps.report import MODEL
+    from federation.launch import follow_run
+    from federation.launch.report import MODEL
     from tests.federation.helpers import Portal, run_ticket
     from tests.fixtures.flower import FlowerCluster
 

@@ -35,7 +35,7 @@ from flwr.superlink.grid import HttpGrid
 
 from access_control.run_credentials import CredentialError, ReportKey
 from federation.apps.fab import FabRefused, check_fab, installed_apps, serving_fab
-from federation.apps.report import CREDENTIAL_KEY, ResultsSender, reporting_to
+from federation.launch.report import CREDENTIAL_KEY, ResultsSender, reporting_to
 from federation.runtime import runtime_client
 
 REPLY_POLL_S = 0.1

@@ -39,7 +39,6 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 
 from federation.apps.fab import running_fab_hash
-from federation.apps.params import PARAM_NAMES, RunParams
 from federation.apps.tasks import (
     NodeContext,
     audit_task,
@@ -47,6 +46,7 @@ from federation.apps.tasks import (
     evaluate_task,
     train_task,
 )
+from federation.launch.params import PARAM_NAMES, RunParams
 from federation.node.consent import consent_filter_for
 from federation.node.enrol import checkpoint_best_effort
 from federation.node.governance import Refusal

@@ -1,14 +1,10 @@
-"""The FABs a node accepts, and their hashes: what a permit pins (DESIGN §5 "Apps and hashes").
+"""The FABs a node accepts: the installed apps behind the hashes a permit pins.
 
-The app hash is Flower's own FAB hash: SHA-256 of the FAB bytes that `flwr build`
-/ `flwr run` produce from `federation/apps/fab/` (the build is deterministic: fixed
-zip timestamps, sorted files). The portal computes it with `fab_hash()` when it
-issues a permit.
-
-A node never imports or executes code that arrives in a FAB (invariant 3). Its
-runtime (`federation.node.runtime`) computes the hash of the bytes it received,
-looks it up among the apps installed here (`installed_apps()`: this package's own
-shims, built locally) and runs the installed app object for that hash; a FAB that
+The FABs' identity (shim folders, app ids, `fab_hash`) is `federation.launch.fab`,
+which the portal imports too. A node never imports or executes code that arrives in
+a FAB (invariant 3). Its runtime (`federation.node.runtime`) computes the hash of the
+bytes it received, looks it up among the apps installed here (`installed_apps()`: this
+package's own shims, built locally) and runs the installed app object for that hash; a FAB that
 carries any file beyond a shim's, or hashes to anything else, is refused before
 anything loads (`check_fab`). The hash of the FAB being served is handed to the
 app through `running_fab_hash()`, so the permit check compares it with the permit.
@@ -32,26 +28,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from flwr.cli.build import build_fab_from_disk
+from federation.launch.fab import (
+    APP_ID,
+    FAB_DIR,
+    FEASIBILITY_APP_ID,
+    FEASIBILITY_FAB_DIR,
+    fab_hash,
+)
 
-FAB_DIR = Path(__file__).resolve().parent / "fab"
-FEASIBILITY_FAB_DIR = Path(__file__).resolve().parent / "feasibility_fab"
-APP_ID = "tre/tre-train"
-FEASIBILITY_APP_ID = "tre/tre-feasibility"
 #: The only files a shim FAB holds: its manifest and Flower's content listing.
 SHIM_FILES = frozenset({"pyproject.toml", ".info/CONTENT"})
 
 _running: ContextVar[str | None] = ContextVar("running_fab_hash", default=None)
-
-
-def fab_bytes(app_dir: Path = FAB_DIR) -> bytes:
-    """The FAB exactly as `flwr run` builds and ships it."""
-    return build_fab_from_disk(Path(app_dir))
-
-
-def fab_hash(app_dir: Path = FAB_DIR) -> str:
-    """SHA-256 (hex) of the FAB: the `app_hash` a permit must carry."""
-    return hashlib.sha256(fab_bytes(app_dir)).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,9 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from access_control.permits import PermitError, verify_ticket
-from federation.apps.fab import (
-    FEASIBILITY_APP_ID,
-    installed_apps,
-    running_fab_hash,
-)
-from federation.apps.report import results_sender
+from federation.apps.fab import installed_apps, running_fab_hash
+from federation.launch.fab import FEASIBILITY_APP_ID
+from federation.launch.report import results_sender
 from federation.node.consent import consent_filter_for
 from federation.node.enrol import checkpoint_best_effort
 from federation.node.governance import ConsentFilter, Refusal, node_session

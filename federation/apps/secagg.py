@@ -47,7 +47,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from federation.apps.params import PARAM_NAMES
+from federation.launch.params import PARAM_NAMES
 
 TRACE_ENV = "TRE_SECAGG_TRACE_DIR"
 

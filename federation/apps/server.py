@@ -4,7 +4,7 @@ Runs beside the SuperLink. It never sees data: it sends the global model, gets
 back DP-trained weights and aggregate metrics, and records per round what each
 hospital reported (ε spent so far, or why it refused). At the end it asks every
 node to release the unused part of its ε reservation and sends the final model
-and report to the portal that started the run (`federation.apps.report`).
+and report to the portal that started the run (`federation.launch.report`).
 
 Node selection by permit: the run config's `node-map` (hospital → Flower node id,
 fixed when each hospital enrolled its SuperNode key: `tre.portal.services.nodes`)
@@ -33,10 +33,10 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 
 from access_control.permits import unverified_claims
 from federation.apps.feasibility import parse_node_map
-from federation.apps.params import SECAGG_MIN_HOSPITALS, RunParams
-from federation.apps.report import results_sender
 from federation.apps.secagg import secagg_round, trace_arrays, trace_dir
 from federation.apps.tasks import params_spec
+from federation.launch.params import SECAGG_MIN_HOSPITALS, RunParams
+from federation.launch.report import results_sender
 from federation.training.membership import ATTACKS, FIGURES
 from federation.training.models import build_model
 

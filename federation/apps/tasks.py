@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from federation.apps.params import RunParams
+from federation.launch.params import RunParams
 from federation.node.data import load_images
 from federation.node.governance import (
     Authorisation,

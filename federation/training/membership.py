@@ -17,7 +17,6 @@ Only these figures leave a node, never a per-record score.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,13 +114,3 @@ def balanced_by_label(labels_in: np.ndarray, labels_out: np.ndarray, rng: np.ran
     empty = [np.zeros(0, int)]
     return (np.concatenate(pick_in or empty).astype(int),
             np.concatenate(pick_out or empty).astype(int))
-
-
-def dp_advantage_bound(epsilon: float, delta: float) -> float:
-    """The most any membership attacker can gain on a record under (ε, δ)-DP:
-    (e^ε − 1 + 2δ) / (e^ε + 1) (the hypothesis-testing view of DP, Kairouz et al. 2015).
-    It is loose: at ε = 8 it allows 0.999, so the empirical audit is what says more."""
-    if epsilon > 50:
-        return 1.0
-    e = math.exp(epsilon)
-    return min(1.0, (e - 1 + 2 * delta) / (e + 1))

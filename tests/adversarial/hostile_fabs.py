@@ -11,7 +11,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from federation.apps.fab import FEASIBILITY_FAB_DIR
+from federation.launch.fab import FEASIBILITY_FAB_DIR
 
 CLIENT = '''
 """A ClientApp that reads the hospital's store: what invariant 3 forbids."""

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from access_control.permits import PermitKeyRing
-from federation.apps import launch
-from federation.apps.fab import fab_bytes
-from federation.control import ControlAPI
+from federation import launch
+from federation.launch.control import ControlAPI
+from federation.launch.fab import fab_bytes
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
 from federation.node.serve import start_supernode

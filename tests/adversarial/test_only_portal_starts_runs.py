@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from federation.apps import launch
-from federation.apps.params import RunParams
+from federation import launch
+from federation.launch.params import RunParams
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
 from tests.adversarial import hostile_fabs

@@ -25,7 +25,7 @@ from tre.cli.hosts import HostsError, SeparateHosts, connects, links, namespaces
 
 PARTIES = ("portal", "superlink", "hospital-a", "hospital-b")
 FLEET_PORT, CONTROL_PORT = 9092, 9093
-ONLINE_NODES = ("import sys\nfrom federation.control import ControlAPI\n"
+ONLINE_NODES = ("import sys\nfrom federation.launch.control import ControlAPI\n"
                 "print(sorted(ControlAPI(sys.argv[1]).online_nodes()))")
 
 

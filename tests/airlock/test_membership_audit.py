@@ -12,10 +12,10 @@ from federation.training.dp import DPTrainer, plan_dp
 from federation.training.membership import (
     balanced_by_label,
     best_advantage,
-    dp_advantage_bound,
     membership_audit,
 )
 from federation.training.models import ModelSpec, build_model
+from tre.core.disclosure import dp_advantage_bound
 from tre.core.settings import CommonSettings
 from tre.portal.services.airlock import check_membership_inference
 

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from federation.apps.fab import fab_hash
+from federation.launch.fab import fab_hash
 from federation.node.consent import SnapshotConsentFilter, consented_members
 from federation.node.governance import node_session
 from federation.node.home import NodeHome

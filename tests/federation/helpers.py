@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from access_control.permits import PermitKeyRing
-from federation.apps.fab import fab_hash
+from federation.launch.fab import fab_hash
 from federation.node.home import NodeHome
 from federation.node.settings import StoredNodeSettings
 from tre.core.schemas import PermitClaims, PermitDataset, Purpose, RunTicket

@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from access_control.permits import PermitKeyRing
-from federation.apps.fab import fab_hash
+from federation.launch.fab import fab_hash
+from federation.launch.models import MODEL_KINDS
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
 from federation.training.dp import DPTrainer, epsilon_of, plan_dp
@@ -57,6 +58,12 @@ def test_catalogue_models_build(model_id: str) -> None:
     x = torch.randn(3, 1, 28, 28) if model_kind(model_id) == "imaging" else torch.randn(3, 30)
     assert net(x).shape == (3, 2)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_the_torch_free_registry_is_the_catalogue() -> None:
+    """The portal checks model ids against `federation.launch.models` (no torch there):
+    it must name exactly the models nodes can build, with the same dataset kinds."""
+    assert {model_id: kind for model_id, (kind, _) in MODELS.items()} == MODEL_KINDS
 
 
 def test_fab_hash_is_stable() -> None:

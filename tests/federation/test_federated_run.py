@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from access_control.permits import PermitKeyRing
-from federation.apps.fab import FAB_DIR
-from federation.apps.launch import RunError, follow_run, submit_app
-from federation.apps.params import RunParams
+from federation.launch import RunError, follow_run, submit_app
+from federation.launch.fab import FAB_DIR
+from federation.launch.params import RunParams
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from access_control.permits import PermitKeyRing
-from federation.apps.fab import fab_hash
-from federation.apps.params import RunParams
 from federation.apps.tasks import NodeContext, audit_task, evaluate_task, train_task
+from federation.launch.fab import fab_hash
+from federation.launch.params import RunParams
 from federation.node.governance import (
     Refusal,
     RegimeConsentFilter,

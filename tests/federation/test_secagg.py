@@ -19,9 +19,9 @@ from flwr.common.secure_aggregation.quantization import dequantize
 from flwr.common.secure_aggregation.secaggplus_constants import Stage
 
 from access_control.permits import PermitKeyRing
-from federation.apps.launch import follow_run
-from federation.apps.params import RunParams, secagg_default
 from federation.apps.secagg import TRACE_ENV, secagg_parameters
+from federation.launch import follow_run
+from federation.launch.params import RunParams, secagg_default
 from federation.node.ledger import PrivacyLedger
 from tests.fixtures.flower import FlowerCluster, stop_process
 

@@ -16,9 +16,9 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from access_control.permits import PermitKeyRing
-from federation.apps.fab import fab_hash
-from federation.apps.params import RunParams
 from federation.apps.tasks import NodeContext, train_task
+from federation.launch.fab import fab_hash
+from federation.launch.params import RunParams
 from federation.node import schema
 from federation.node.data import load_images
 from federation.node.governance import node_session

@@ -63,7 +63,7 @@ class Federation:
 
     def permit(self, hospitals: list[str], **request: Any) -> dict[str, Any]:
         """A permit for alice on `hospitals`' pneumonia datasets, through the real review."""
-        from federation.apps.fab import fab_hash
+        from federation.launch.fab import fab_hash
         from tests.fixtures.portal import request_body
 
         url = self.portal.url
@@ -158,7 +158,7 @@ class Federation:
 def refused_at_the_superlink(fed: Federation, handle: Any) -> None:
     """A run submitted around the portal (no results credential of the portal's) ends
     failed at the SuperLink's runtime, and no hospital hears of it."""
-    from federation.apps import launch
+    from federation import launch
 
     status = wait_for(lambda: (lambda s: s if s and s.startswith("finished") else None)(
         launch.run_status(handle)), 180, "the run around the portal never ended")

@@ -12,10 +12,10 @@ import json
 import httpx
 import pytest
 
-from federation.apps import launch
-from federation.apps.fab import FEASIBILITY_FAB_DIR
-from federation.apps.report import CREDENTIAL_KEY
-from federation.control import ControlAPI
+from federation import launch
+from federation.launch.control import ControlAPI
+from federation.launch.fab import FEASIBILITY_FAB_DIR
+from federation.launch.report import CREDENTIAL_KEY
 from federation.node.governance import node_session
 from federation.node.serve import start_supernode
 from tests.fixtures.flower import free_port, stop_process

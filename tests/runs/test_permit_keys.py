@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from access_control.permits import signing_kid
-from federation.apps.fab import fab_hash
+from federation.launch.fab import fab_hash
 from federation.node.governance import Governor, Refusal, node_session
 
 from .conftest import HOSPITALS, Federation

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from federation.apps.launch import start_run
-from federation.apps.params import RunParams
+from federation.launch import start_run
+from federation.launch.params import RunParams
 from federation.node.governance import node_session
 from federation.node.ledger import PrivacyLedger
 

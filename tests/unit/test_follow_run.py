@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from federation.apps.launch import FollowStopped, RunHandle, follow_run
-from federation.apps.report import RunFolder, event
-from federation.control import ControlAPI
+from federation.launch import FollowStopped, RunHandle, follow_run
+from federation.launch.control import ControlAPI
+from federation.launch.report import RunFolder, event
 
 
 def handle(tmp_path) -> RunHandle:

@@ -81,6 +81,25 @@ def test_the_portal_does_not_import_the_node(graph):
     assert not reach, reach
 
 
+def in_contract(module: str) -> bool:
+    return module == "federation.launch" or module.startswith("federation.launch.")
+
+
+def test_the_portal_reaches_the_federation_only_through_the_run_contract(graph):
+    """`federation.launch` is the federation's one face to the portal: node internals,
+    the apps and torch-side training stay out of the portal process."""
+    reach = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                   if m.startswith("tre.portal") and t.startswith("federation")
+                   and not in_contract(t))
+    assert not reach, reach
+
+
+def test_the_run_contract_imports_no_other_part_of_the_federation(graph):
+    reach = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                   if in_contract(m) and t.startswith("federation.") and not in_contract(t))
+    assert not reach, reach
+
+
 def test_there_is_no_import_cycle(graph):
     """Tarjan's strongly connected components: any with two or more modules is a cycle."""
     index: dict[str, int] = {}

@@ -314,7 +314,7 @@ class Demo:
                 "home; callers are hospitals and stewards with Keycloak tokens)")
 
     def portal(self) -> str:
-        from federation.apps.fab import APP_ID, fab_hash
+        from federation.launch.fab import APP_ID, fab_hash
 
         host, port = self.plan.portal
         tls = self.tls_dir(PORTAL)
@@ -494,7 +494,7 @@ class Demo:
                 f"{answer['total_subjects'].get(IMAGING)}")
 
     def request(self) -> str:
-        from federation.apps.fab import APP_ID
+        from federation.launch.fab import APP_ID
 
         body = {
             "title": "Paediatric pneumonia detection with DP federated learning",

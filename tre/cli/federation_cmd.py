@@ -122,7 +122,7 @@ def provision_cmd(
 @app.command("app-hash")
 def app_hash() -> None:
     """The SHA-256 of the training FAB: what a permit's `app_hash` must be."""
-    from federation.apps.fab import APP_ID, fab_hash
+    from federation.launch.fab import APP_ID, fab_hash
 
     print_json({"app_id": APP_ID, "app_hash": fab_hash()})
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from federation.launch.params import RunParams, check_param, param_bounds, param_default
 from tre.core.schemas import CohortFilter, Purpose
 
 # Control characters (tab and newlines aside), bidirectional overrides and isolates, and
@@ -204,22 +205,45 @@ class OutputReviewIn(Strict):
     rationale: Rationale
 
 
+def _run_param(name: str, **extra: Any) -> Any:
+    """A RunIn field with the default and bounds of RunParams' field `name`: the run
+    contract (`federation.launch.params`) defines them once, for the API and the nodes."""
+    return Field(default=param_default(name), strict=True, **param_bounds(name), **extra)
+
+
+def _run_choice(name: str) -> AfterValidator:
+    """The RunParams check of a field with allowed values (model ids, strategies)."""
+    return AfterValidator(lambda value: check_param(name, value))
+
+
 class RunIn(Strict):
     """A training run under a permit; privacy bounds default to the permit's caps."""
 
     permit_id: Identifier
-    model: Identifier = "cnn-gn"
-    rounds: int = Field(default=3, ge=1, le=100, strict=True)
-    local_epochs: int = Field(default=1, ge=1, le=50, strict=True)
-    batch_size: int = Field(default=128, ge=1, le=4096, strict=True)
-    lr: float = Field(default=0.5, gt=0, le=10, strict=True, allow_inf_nan=False)
-    strategy: Annotated[str, Field(pattern=r"^(fedavg|fedprox)$")] = "fedavg"
+    model: Annotated[Identifier, _run_choice("model")] = param_default("model")
+    rounds: int = _run_param("rounds")
+    local_epochs: int = _run_param("local_epochs")
+    batch_size: int = _run_param("batch_size")
+    lr: float = _run_param("lr", allow_inf_nan=False)
+    strategy: Annotated[Identifier, _run_choice("strategy")] = param_default("strategy")
     epsilon: Epsilon | None = None
     delta: Delta | None = None
     min_hospitals: HospitalCount | None = None
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, strict=True)
+    seed: int = _run_param("seed")
     secagg: bool | None = None
     """Secure aggregation (SecAgg+); None: on from three hospitals up (RunParams.resolved)."""
+
+    def run_params(self, *, permit: str, hospitals: int, min_hospitals: int, node_map: str,
+                   round_timeout: int) -> RunParams:
+        """The run's parameters, `secagg` decided for the permit's `hospitals` so that
+        what the portal stores and shows is what the run does."""
+        return RunParams(
+            permit=permit, model=self.model, rounds=self.rounds,
+            local_epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr,
+            strategy=self.strategy, target_epsilon=self.epsilon or 0.0,
+            delta=self.delta or 0.0, min_nodes=min_hospitals, seed=self.seed,
+            secagg=self.secagg, node_map=node_map, round_timeout=round_timeout,
+        ).resolved(hospitals)
 
 
 class FeasibilityIn(Strict):

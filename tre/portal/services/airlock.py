@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from access_control.tokens import Principal
-from federation.training.membership import dp_advantage_bound
 from tre.core.audit import AuditAction
+from tre.core.disclosure import dp_advantage_bound
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.services import model_card

@@ -20,9 +20,9 @@ import uuid
 from typing import Any
 
 from access_control.tokens import Principal
-from federation.apps import launch
-from federation.apps.fab import FEASIBILITY_FAB_DIR
-from federation.apps.report import REPORT
+from federation import launch
+from federation.launch.fab import FEASIBILITY_FAB_DIR
+from federation.launch.report import REPORT
 from tre.core import disclosure
 from tre.core.audit import AuditAction
 from tre.core.schemas import FeasibilityTicket

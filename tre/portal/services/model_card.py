@@ -26,7 +26,7 @@ import json
 import math
 from typing import Any
 
-from federation.apps.report import REPORT
+from federation.launch.report import REPORT
 from tre.core.disclosure import DEFAULT_BASE, redisclose
 
 CARD = "model_card.json"

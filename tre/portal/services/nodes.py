@@ -23,8 +23,8 @@ from typing import Any
 
 from access_control.policy import Role
 from access_control.tokens import Principal
-from federation.apps import launch
-from federation.control import ControlAPI, ControlError
+from federation import launch
+from federation.launch.control import ControlAPI, ControlError
 from tre.core.audit import AuditAction
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid

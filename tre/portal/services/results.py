@@ -5,7 +5,7 @@ training run or a feasibility query) it issues a credential for that run alone,
 keeps its digest, and seals the credential to the SuperLink's report key
 (`access_control.run_credentials`); the ServerApp sends progress, the report and
 the model back with it. What arrives lands in the portal's own state folder for that
-run (`federation.apps.report.RunFolder`), where the run's follower reads it. A
+run (`federation.launch.report.RunFolder`), where the run's follower reads it. A
 credential is good for one run, while that run is active, for one report, and
 only from the Flower run that first used it (the one the portal submitted).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from access_control import run_credentials
-from federation.apps.report import MODEL, PLOT, RunFolder, plot_report
+from federation.launch.report import MODEL, PLOT, RunFolder, plot_report
 from tre.core.audit import AuditAction
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Unauthenticated, Unavailable

@@ -19,9 +19,9 @@ from typing import Any
 from access_control.permits import signing_kid
 from access_control.policy import Action, is_allowed
 from access_control.tokens import Principal
-from federation.apps import launch
-from federation.apps.params import RunParams, secagg_default
-from federation.control import ControlAPI
+from federation import launch
+from federation.launch.control import ControlAPI
+from federation.launch.params import RunParams
 from tre.core.audit import AuditAction
 from tre.core.schemas import PermitStatus, RunTicket
 from tre.portal.context import Portal, utcnow
@@ -78,36 +78,34 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
                            f"{min_hospitals or hospitals}")
         run_id = f"run_{uuid.uuid4().hex[:16]}"
         folder = results.folder(portal, results.RUN, run_id)
-        params = {
-            "model": body.model, "rounds": body.rounds, "local_epochs": body.local_epochs,
-            "batch_size": body.batch_size, "lr": body.lr, "strategy": body.strategy,
-            "target_epsilon": body.epsilon or 0.0, "delta": body.delta or 0.0,
-            "min_nodes": min_hospitals, "seed": body.seed,
-            # decided here so the stored params show what the run does
-            "secagg": body.secagg if body.secagg is not None else secagg_default(hospitals),
+        # RunIn checked the researcher's fields against the run contract already
+        params = body.run_params(
+            permit=permit["token"], hospitals=hospitals, min_hospitals=min_hospitals,
             # only the permit's enrolled SuperNodes get messages (see services.nodes)
-            "node_map": json.dumps(mapping) if mapping else "",
-            "round_timeout": portal.settings.run_round_timeout_s,
-        }
-        try:
-            RunParams(permit=permit["token"], **params).check()
-        except ValueError as exc:
-            raise Invalid(str(exc)) from exc
+            node_map=json.dumps(mapping) if mapping else "",
+            round_timeout=portal.settings.run_round_timeout_s)
         store.insert_run(cur, {"id": run_id, "permit_id": permit["id"],
                                "holder_sub": principal.subject,
-                               "holder_username": principal.username, "params": params,
+                               "holder_username": principal.username,
+                               "params": _stored(params),
                                "results_dir": str(folder), "created_at": now})
         credential = results.issue(portal, cur, results.RUN, run_id,
                                    results.lifetime(portal.settings.run_timeout_s))
         portal.audit.append(cur, actor=principal.username, action=AuditAction.RUN_START,
                             object_type="run", object_id=run_id,
-                            details={"permit_id": permit["id"], "params": params})
+                            details={"permit_id": permit["id"], "params": _stored(params)})
         row = store.get_run(cur, run_id)
     _spawn(portal, run_id, permit, params, credential=credential)
     return row
 
 
-def _spawn(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[str, Any],
+def _stored(params: RunParams) -> dict[str, Any]:
+    """What the portal stores, audits and shows of a run's parameters: its run config
+    (the form the report's `params` take too), less the permit token kept with the permit."""
+    return {k: v for k, v in params.to_run_config().items() if k != "permit"}
+
+
+def _spawn(portal: Portal, run_id: str, permit: dict[str, Any], params: RunParams,
            *, credential: str | None) -> None:
     """Follow the run in a thread: submit it first with its sealed `credential`, or
     (None) reattach to the Flower run it already is."""
@@ -136,7 +134,7 @@ def _handle(portal: Portal, row: dict[str, Any]) -> launch.RunHandle:
         Path(row["results_dir"]))
 
 
-def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[str, Any],
+def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: RunParams,
              credential: str | None) -> None:
     try:
         with portal.db.reader() as cur:
@@ -145,8 +143,7 @@ def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: dict[s
             handle = _handle(portal, row)
         else:
             handle = launch.start_run(
-                portal.settings.superlink, RunParams(permit=permit["token"], **params),
-                row["results_dir"], credential=credential,
+                portal.settings.superlink, params, row["results_dir"], credential=credential,
                 insecure=portal.settings.superlink_insecure,
                 root_certificates=portal.settings.superlink_root_certificates)
             _set(portal, run_id, AuditAction.RUN_SUBMITTED, state="running",
@@ -283,7 +280,9 @@ def recover(portal: Portal) -> None:
         else:
             portal.audit.record(actor="system", action=AuditAction.RUN_REATTACH, object_type="run",
                                 object_id=row["id"])
-            _spawn(portal, row["id"], permits[row["id"]], row["params"], credential=None)
+            permit = permits[row["id"]]
+            params = RunParams.from_run_config({**row["params"], "permit": permit["token"]})
+            _spawn(portal, row["id"], permit, params, credential=None)
 
 
 def hospital_activity(portal: Portal, principal: Principal, hospital_id: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from tre.portal.web import forms
 from tre.portal.web.pages import Ctx, needs, redirect, render, web_router
 
 router = web_router()
+#: the run parameters the form offers; their defaults are RunIn's, i.e. the run contract's
+FORM_FIELDS = ("model", "rounds", "local_epochs", "batch_size", "lr")
 
 
 @router.get("/runs")
@@ -36,8 +38,8 @@ def _new_page(ctx: Ctx, *, values: dict[str, str] | None = None,
 
 @router.get("/runs/new")
 def run_new(permit: str = "", ctx: Ctx = Depends(needs(Action.RUN_START))) -> Response:
-    return _new_page(ctx, values={"permit_id": permit, "model": "cnn-gn", "rounds": "3",
-                                  "local_epochs": "1", "batch_size": "64", "lr": "0.5"})
+    defaults = {name: str(RunIn.model_fields[name].default) for name in FORM_FIELDS}
+    return _new_page(ctx, values={"permit_id": permit, **defaults})
 
 
 @router.post("/runs/new")

@@ -1,7 +1,13 @@
-"""Start a governed training run on a SuperLink and follow it (the portal uses this).
+"""The run contract: the only part of the federation the portal and the CLI import.
 
-A run is submitted to the SuperLink's Control API in process (`federation.control`),
-with the FAB built from the shim in `federation/apps/fab/` (so the app hash the
+Why one package: a run's parameters, the FABs' identity, the Control API and the
+results a run sends back are what both sides of a run must agree on, so each is
+defined once here (`params`, `models`, `fab`, `control`, `report`), without torch,
+and the node-side apps (`federation.apps`) import them from here too.
+
+This module starts a governed training run on a SuperLink and follows it. A run is
+submitted to the SuperLink's Control API in process (`federation.launch.control`),
+with the FAB built from the shim in `federation/launch/fab/` (so the app hash the
 nodes see is `fab_hash()`) and the run parameters (permit included) as run-config
 overrides, with the run's results credential sealed to the SuperLink. Progress,
 report and model come back over the caller's results API (the portal's
@@ -19,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from federation.apps.fab import FAB_DIR
-from federation.apps.params import RunParams
-from federation.apps.report import CREDENTIAL_KEY, REPORT, read_events
-from federation.control import ControlAPI, ControlError
+from federation.launch.control import ControlAPI, ControlError
+from federation.launch.fab import FAB_DIR
+from federation.launch.params import RunParams
+from federation.launch.report import CREDENTIAL_KEY, REPORT, read_events
 
 
 class RunError(Exception):

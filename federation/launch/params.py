@@ -1,0 +1,142 @@
+"""Run parameters, defined once: names, defaults, bounds and choices of a training run.
+
+Every party reads them from here. The portal's `RunIn` takes its defaults and bounds
+from `RunParams`' field metadata and checks a field with `check_param`; the run
+travels to Flower as run config (`to_run_config`, hyphenated keys: the FAB's
+`[tool.flwr.app.config]`, whose defaults a test ties to these) and comes back on the
+SuperLink and the nodes with `from_run_config`, which checks it again at the party that
+acts on it. No check imports torch: the model ids are `federation.launch.models`.
+
+Hyperparameters travel as run config (they do not change the app hash); the
+privacy bounds they may ask for are capped by the permit at each node.
+
+Secure aggregation (SecAgg+) is on by default once a run has three or more
+hospitals: `secagg=None` means "decide from the permit", and `resolved()` makes the
+decision in this one place, so the portal (which stores and shows the run's params)
+and `federation.launch.start_run` (what the CLI, benches and tests submit through)
+agree. With two hospitals SecAgg+ hides nothing (the server subtracts one update from
+the sum to get the other), so it stays off; an explicit `secagg=False` turns it off at
+any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import Field, asdict, dataclass, field, fields, replace
+from typing import Any
+
+from federation.launch.models import MODEL_KINDS
+
+STRATEGIES = ("fedavg", "fedprox")
+ACCOUNTANTS = ("rdp", "prv")
+GRAD_SAMPLE_MODES = ("hooks", "ew", "functorch")
+SECAGG_MIN_HOSPITALS = 3
+PARAM_NAMES = "param-names"  # fit-config key: the state-dict names legacy Parameters lack
+#: bound keyword -> (test that the value passes, how the refusal reads)
+_BOUNDS = {
+    "ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+    "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<"),
+}
+
+
+def secagg_default(hospitals: int) -> bool:
+    """SecAgg+ by default from three hospitals up (see the module docstring)."""
+    return hospitals >= SECAGG_MIN_HOSPITALS
+
+
+def _param(default: Any, *, choices: tuple[str, ...] | None = None, what: str = "",
+           **bounds: float) -> Any:
+    """A run parameter with its bounds (`ge`, `gt`, `le`, `lt`) and allowed values."""
+    return field(default=default, metadata={"bounds": bounds, "choices": choices, "what": what})
+
+
+@dataclass(frozen=True)
+class RunParams:
+    permit: str = _param("")
+    model: str = _param("cnn-gn", choices=tuple(MODEL_KINDS), what="the catalogue")
+    image_size: int = _param(28, ge=1, le=4096)
+    in_channels: int = _param(1, ge=1, le=64)
+    num_classes: int = _param(2, ge=2, le=10_000)
+    rounds: int = _param(3, ge=1, le=100)
+    local_epochs: int = _param(1, ge=1, le=50)
+    batch_size: int = _param(128, ge=1, le=4096)
+    lr: float = _param(0.5, gt=0, le=10)
+    momentum: float = _param(0.9, ge=0, lt=1)
+    strategy: str = _param("fedavg", choices=STRATEGIES)
+    proximal_mu: float = _param(0.01, ge=0)
+    secagg: bool | None = _param(None)  # None: on from three hospitals up (`resolved`)
+    max_grad_norm: float = _param(1.0, gt=0)
+    target_epsilon: float = _param(0.0, ge=0)  # 0: the permit's cap for the dataset
+    delta: float = _param(0.0, ge=0, lt=1)  # 0: the permit's δ cap
+    accountant: str = _param("rdp", choices=ACCOUNTANTS)
+    dataset_id: str = _param("")  # "": the permit's only dataset at the node
+    # expanded weights: ~1.6x a non-DP step here, hooks ~2.2x
+    grad_sample_mode: str = _param("ew", choices=GRAD_SAMPLE_MODES)
+    seed: int = _param(0, ge=0, le=2**31 - 1)
+    min_nodes: int = _param(0, ge=0)  # 0: every hospital named in the permit
+    round_timeout: int = _param(1800, ge=1)
+    node_map: str = _param("")  # JSON hospital -> Flower node id, from enrolment; "": none
+
+    @classmethod
+    def from_run_config(cls, cfg: dict[str, Any]) -> RunParams:
+        """Read Flower's run config (hyphenated keys), checked; unknown keys are ignored."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = run_config_key(f.name)
+            if key in cfg:
+                kind = bool if f.default is None else type(f.default)
+                values[f.name] = kind(cfg[key])
+        params = cls(**values)
+        params.check()
+        return params
+
+    def to_run_config(self) -> dict[str, Any]:
+        """Flower's run config; an undecided `secagg` is left to the FAB's default (off):
+        call `resolved` first to apply the hospital-count default."""
+        return {run_config_key(k): v for k, v in asdict(self).items() if v is not None}
+
+    def resolved(self, hospitals: int) -> RunParams:
+        """These params with `secagg` decided for a run over `hospitals` hospitals."""
+        if self.secagg is not None:
+            return self
+        return replace(self, secagg=secagg_default(hospitals))
+
+    def check(self) -> None:
+        """Reject nonsense early with a message naming the field."""
+        for f in fields(self):
+            check_param(f.name, getattr(self, f.name))
+
+
+def run_config_key(name: str) -> str:
+    """The run-config (and FAB `[tool.flwr.app.config]`) key of a RunParams field."""
+    return name.replace("_", "-")
+
+
+def param_field(name: str) -> Field:
+    """The dataclass field of one run parameter: its default and metadata."""
+    return next(f for f in fields(RunParams) if f.name == name)
+
+
+def param_default(name: str) -> Any:
+    """The default of one run parameter (what the portal's API defaults to)."""
+    return param_field(name).default
+
+
+def param_bounds(name: str) -> dict[str, float]:
+    """The bounds (`ge`, `gt`, `le`, `lt`) of one run parameter, as pydantic takes them."""
+    return dict(param_field(name).metadata["bounds"])
+
+
+def check_param(name: str, value: Any) -> Any:
+    """`value` if run parameter `name` allows it, else ValueError naming the field."""
+    meta = param_field(name).metadata
+    key = run_config_key(name)
+    choices = meta["choices"]
+    if choices is not None and value not in choices:
+        if meta["what"]:
+            raise ValueError(f"{key} {value!r} is not in {meta['what']} ({', '.join(choices)})")
+        raise ValueError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+    for bound, limit in meta["bounds"].items():
+        passes, sign = _BOUNDS[bound]
+        if not passes(value, limit):
+            raise ValueError(f"{key} must be {sign} {limit}, not {value!r}")
+    return value

@@ -1,0 +1,86 @@
+"""The run contract (`federation.launch`): run parameters defined once, from the API body
+to the FAB's defaults and back from Flower's run config, and checked without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import tomllib
+from dataclasses import fields
+
+import pytest
+
+from federation.launch.fab import FAB_DIR
+from federation.launch.params import RunParams, param_bounds, param_default, run_config_key
+from federation.launch.report import CREDENTIAL_KEY
+from tre.portal.schemas import RunIn
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_fab_defaults_are_the_run_params_defaults():
+    """A key the FAB declares but RunParams lacks (or a default that differs) would make
+    a run's behaviour depend on who submitted it."""
+    config = tomllib.loads((FAB_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    # an undecided secagg is the FAB's "off"; the credential is sealed in at submission
+    assert config["config"] == {**RunParams().resolved(0).to_run_config(), CREDENTIAL_KEY: ""}
+
+
+def test_run_config_round_trips():
+    params = RunParams(permit="token", model="mlp", rounds=7, lr=0.05, strategy="fedprox",
+                       secagg=True, target_epsilon=2.5, node_map='{"a": 1}')
+    assert RunParams.from_run_config(params.to_run_config()) == params
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"model": "gpt-5"}, "model 'gpt-5' is not in the catalogue"),
+    ({"rounds": 0}, "rounds must be >= 1"),
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"strategy": "fedsgd"}, "strategy must be one of fedavg, fedprox"),
+    ({"accountant": "gdp"}, "accountant must be one of rdp, prv"),
+    ({"delta": 1.0}, "delta must be < 1"),
+])
+def test_a_check_names_the_field(changes, named):
+    with pytest.raises(ValueError, match=named):
+        RunParams(**changes).check()
+    with pytest.raises(ValueError, match=named):  # as a node reads it
+        RunParams.from_run_config({run_config_key(k): v for k, v in changes.items()})
+
+
+def test_the_api_body_takes_defaults_and_bounds_from_run_params():
+    shared = [f.name for f in fields(RunParams) if f.name in RunIn.model_fields]
+    assert shared == ["model", "rounds", "local_epochs", "batch_size", "lr", "strategy",
+                      "secagg", "delta", "seed"]
+    for name in set(shared) - {"delta", "secagg"}:  # those two default to the permit's
+        assert RunIn.model_fields[name].default == param_default(name), name
+    for name in ("rounds", "local_epochs", "batch_size", "lr", "seed"):
+        schema = RunIn.model_json_schema()["properties"][name]
+        shown = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum"}
+        assert {b: schema[shown[b]] for b in param_bounds(name)} == param_bounds(name), name
+    body = RunIn(permit_id="pmt_1")
+    params = body.run_params(permit="token", hospitals=2, min_hospitals=0, node_map="",
+                             round_timeout=param_default("round_timeout"))
+    assert params == RunParams(permit="token", secagg=False)
+
+
+def test_the_portal_builds_and_checks_a_run_without_torch(tmp_path):
+    """The portal checks model names against the torch-free registry: building the app,
+    validating a body and hashing the FAB load neither torch nor Opacus."""
+    probe = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from tre.portal.app import create_app
+        from tre.portal.schemas import RunIn
+        from tre.portal.settings import PortalSettings
+        from federation.launch.fab import fab_hash
+
+        create_app(PortalSettings(state_dir=Path({str(tmp_path)!r})))
+        RunIn(permit_id="pmt_1", model="resnet18-gn").run_params(
+            permit="t", hospitals=3, min_hospitals=0, node_map="", round_timeout=60).check()
+        fab_hash()
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "opacus")))
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
