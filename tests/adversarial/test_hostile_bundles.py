@@ -24,7 +24,7 @@ from access_control.permits import PermitKeyRing
 from federation.apps import launch
 from federation.apps.fab import fab_bytes
 from federation.control import ControlAPI
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.ledger import PrivacyLedger
 from federation.node.serve import start_supernode
 from federation.superlink import flower_env, tool

@@ -16,7 +16,7 @@ from federation.apps import launch
 from federation.apps.fab import FEASIBILITY_FAB_DIR
 from federation.apps.report import CREDENTIAL_KEY
 from federation.control import ControlAPI
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.serve import start_supernode
 from tests.fixtures.flower import free_port, stop_process
 from tre.core import disclosure
