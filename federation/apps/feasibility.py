@@ -8,8 +8,8 @@ enrolment: see `federation.node.enrol`) and the same app-by-hash rule apply.
 The ServerApp sends one `query.feasibility` message to each SuperNode named in
 the run's `node-map` (the portal puts there the hospitals that published a
 matching dataset) and sends their answers to the portal. The ClientApp
-is node-installed code: it refuses unless the FAB it was sent is this node's own
-feasibility FAB (by hash); then the node's gate (`federation.node.gate`) checks the
+is node-installed code: the node's gate (`federation.node.gate`) refuses unless the
+FAB it was sent is this node's own feasibility FAB (by hash), and checks the
 portal's feasibility ticket for this hospital, cohort and purpose (signed with the
 pinned permit keys, so control of the SuperLink alone asks nothing), pulls the
 consent snapshot and keeps only consented subjects, and audits the query or its
@@ -73,10 +73,11 @@ def parse_node_map(text: str) -> dict[str, int]:
 
 # -- node side ---------------------------------------------------------------------------
 def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filter: ConsentFilter,
-           *, run_id: str, ticket: str, now: float | None = None) -> dict[str, Any]:
+           *, run_id: str, ticket: str, app_hash: str | None) -> dict[str, Any]:
     """Disclosed counts of the consented cohort at this node, through the node's gate:
-    the portal's feasibility ticket for exactly this query (`QueryTicket`), consent, then
-    the count; the query (or its refusal) is audited by the gate.
+    this node's feasibility app (`app_hash`: the one being run) with the portal's
+    feasibility ticket for exactly this query (`QueryTicket`), consent, then the count;
+    the query (or its refusal) is audited by the gate.
 
     Consent is applied before disclosure: a count must not include a subject that a run
     for `purpose` could not use. The snapshot filter pulls the portal's consent
@@ -90,7 +91,8 @@ def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filte
     action = Action("feasibility", "cohort", candidates)
     k = home.config.suppression_k
     with Gate(home, consent_filter).open(action, purpose, cohort.dataset_id,
-                                         QueryTicket(ticket, cohort, run_id, now)) as consented:
+                                         QueryTicket(ticket, cohort, run_id, app_hash,
+                                                     feasibility_fab_hash())) as consented:
         kept = {ds_id: m.restricted(consented.allowed(ds_id)) for ds_id, m in members.items()}
         datasets = disclose_members(kept, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
         consented.read(sum(len(m.subjects) for m in kept.values()), k=k,
@@ -116,10 +118,6 @@ def _feasibility_answer(msg: Message, context: Context) -> Message:
     try:
         if not home_path:
             raise Refusal("no-node-home", "this SuperNode was started without node-home")
-        running = running_fab_hash()
-        if running != feasibility_fab_hash():
-            raise Refusal("wrong-app", f"the app being run (hash {running or 'unknown'}) is not "
-                          "this node's feasibility app")
         cfg = dict(context.run_config)
         cohort = CohortFilter.model_validate_json(str(cfg.get("cohort", "{}")))
         purpose = Purpose(str(cfg.get("purpose", Purpose.SCIENTIFIC_RESEARCH.value)))
@@ -127,7 +125,7 @@ def _feasibility_answer(msg: Message, context: Context) -> Message:
         with node_session(Path(str(home_path))) as home:
             result = answer(home, cohort, purpose, consent_filter_for(home, kind),
                             run_id=f"flwr-{msg.metadata.run_id}",
-                            ticket=str(cfg.get("ticket", "")))
+                            ticket=str(cfg.get("ticket", "")), app_hash=running_fab_hash())
     except Refusal as refusal:
         return Message(Error(code=REFUSED, reason=f"{who} refused: [{refusal.code}] "
                              f"{refusal.reason}"), reply_to=msg)

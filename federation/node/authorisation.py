@@ -38,7 +38,6 @@ from federation.node.revocations import RevocationList, portal_revocations
 from tre.core.audit import AuditAction
 from tre.core.schemas import (
     CohortFilter,
-    ConsentRegime,
     FeasibilityTicket,
     PermitClaims,
     PermitDataset,
@@ -85,7 +84,6 @@ class Authorisation:
 
     claims: PermitClaims
     dataset: PermitDataset
-    regime: ConsentRegime
     run_id: str
     app_hash: str
     revocation_source: str
@@ -203,8 +201,8 @@ class RunPermit:
         if purpose is not None and Purpose(purpose) != Purpose(claims.purpose):
             raise Refusal("wrong-purpose",
                           f"permit {claims.permit_id} is for {claims.purpose}, not {purpose}")
-        regime = store.dataset_regime(home, mine[0].dataset_id)
-        return Authorisation(claims, mine[0], regime, self.run_id, self.app_hash, revs.source)
+        store.dataset_regime(home, mine[0].dataset_id)  # held here, or `unknown-dataset`
+        return Authorisation(claims, mine[0], self.run_id, self.app_hash, revs.source)
 
     def _verify(self, home: NodeHome, revs: RevocationList) -> PermitClaims:
         try:
@@ -244,11 +242,16 @@ class RunPermit:
 
 @dataclass(frozen=True)
 class QueryTicket:
-    """The credential of a feasibility count: the portal's ticket for this cohort."""
+    """The credential of a feasibility count: the portal's ticket for this cohort, in
+    this node's own feasibility app."""
 
     token: str
     cohort: CohortFilter
     run_id: str
+    app_hash: str | None
+    """The app being run (its FAB hash)."""
+    approved_app_hash: str
+    """This node's own feasibility app: the only one that may count here."""
     now: float | None = None
     refused_action: ClassVar[AuditAction] = AuditAction.QUERY_REFUSED
 
@@ -261,6 +264,9 @@ class QueryTicket:
         for the ticket's) at this hospital, not used here before (a replay by whoever saw
         the run config on the SuperLink gets nothing), for a researcher within this
         node's daily query budget."""
+        if not self.app_hash or self.app_hash != self.approved_app_hash:
+            raise Refusal("wrong-app", f"the app being run (hash {self.app_hash or 'unknown'}) "
+                          "is not this node's feasibility app")
         if not self.token:
             raise Refusal("no-ticket", "the query carries no feasibility ticket from the portal")
         try:
