@@ -73,7 +73,7 @@ def _simulate(homes: list[Path], token: str, ring: Any, rounds: int, results: Pa
     from federation.apps.tasks import NodeContext
     from federation.launch.params import RunParams
     from federation.launch.report import REPORT, ResultsSender, reporting_to
-    from federation.node.governance import RegimeConsentFilter
+    from federation.node.consent import RegimeConsentFilter
     from tests.federation.helpers import tickets_for
     from tests.fixtures.portal import ResultsPortal
 
@@ -141,7 +141,7 @@ def _simulate(homes: list[Path], token: str, ring: Any, rounds: int, results: Pa
 
 
 def _no_revocations():  # noqa: ANN202 - RevocationList
-    from federation.node.governance import RevocationList
+    from federation.node.revocations import RevocationList
 
     return RevocationList(frozenset(), "bench", time.time())
 

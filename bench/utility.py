@@ -38,8 +38,8 @@ from bench.common import write_result  # noqa: E402
 from federation.apps.tasks import NodeContext, train_task  # noqa: E402
 from federation.launch.fab import fab_hash  # noqa: E402
 from federation.launch.params import RunParams  # noqa: E402
-from federation.node.governance import RevocationList  # noqa: E402
 from federation.node.ledger import PrivacyLedger  # noqa: E402
+from federation.node.revocations import RevocationList  # noqa: E402
 from federation.training.data import images_to_tensor  # noqa: E402
 from federation.training.dp import DPTrainer, plan_dp  # noqa: E402
 from federation.training.evaluation import TensorSet, evaluate  # noqa: E402

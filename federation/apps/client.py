@@ -49,7 +49,7 @@ from federation.apps.tasks import (
 from federation.launch.params import PARAM_NAMES, RunParams
 from federation.node.consent import consent_filter_for
 from federation.node.enrol import checkpoint_best_effort
-from federation.node.governance import Refusal
+from federation.node.refusal import Refusal
 
 REFUSED = 4030  # error code of a governance refusal in reply messages
 

@@ -8,20 +8,19 @@ enrolment: see `federation.node.enrol`) and the same app-by-hash rule apply.
 The ServerApp sends one `query.feasibility` message to each SuperNode named in
 the run's `node-map` (the portal puts there the hospitals that published a
 matching dataset) and sends their answers to the portal. The ClientApp
-is node-installed code: it refuses unless the FAB it was sent is this node's own
-feasibility FAB (by hash) and the run carries the portal's feasibility ticket for
-this hospital, cohort and purpose (signed with the pinned permit keys, so control
-of the SuperLink alone asks nothing); it pulls the consent snapshot, counts the cohort, keeps
-only consented subjects, applies disclosure control (suppression below the node's
-k, cell-key perturbation, rounding) and audits the query. Only disclosed values
-leave the node.
+is node-installed code: the node's gate (`federation.node.gate`) refuses unless the
+FAB it was sent is this node's own feasibility FAB (by hash), and checks the
+portal's feasibility ticket for this hospital, cohort and purpose (signed with the
+pinned permit keys, so control of the SuperLink alone asks nothing), pulls the
+consent snapshot and keeps only consented subjects, and audits the query or its
+refusal; the count gets disclosure control (suppression below the node's k,
+cell-key perturbation, rounding). Only disclosed values leave the node.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
@@ -31,23 +30,23 @@ from flwr.clientapp import ClientApp
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from access_control.permits import PermitError, verify_ticket
 from federation.apps.fab import installed_apps, running_fab_hash
 from federation.launch.fab import FEASIBILITY_APP_ID
 from federation.launch.report import results_sender
-from federation.node.consent import consent_filter_for
+from federation.node.authorisation import QueryTicket
+from federation.node.consent import ConsentFilter, consent_filter_for
 from federation.node.enrol import checkpoint_best_effort
-from federation.node.governance import ConsentFilter, Refusal, node_session
-from federation.node.home import NodeHome
-from federation.node.permit_keys import KeyRefused, keys_for
+from federation.node.gate import Action, Gate
+from federation.node.home import NodeHome, node_session
 from federation.node.query import (
     AGE_REFERENCE,
     DISCLOSURE_KEY_PURPOSE,
+    DatasetMembers,
     cohort_members,
     disclose_members,
 )
-from tre.core.audit import AuditAction
-from tre.core.schemas import CohortFilter, ConsentRegime, FeasibilityTicket, Purpose
+from federation.node.refusal import Refusal
+from tre.core.schemas import CohortFilter, Purpose
 
 REFUSED = 4030
 
@@ -70,80 +69,31 @@ def parse_node_map(text: str) -> dict[str, int]:
 
 
 # -- node side ---------------------------------------------------------------------------
-def check_ticket(home: NodeHome, token: str, cohort: CohortFilter, purpose: Purpose, *,
-                 now: float | None = None) -> FeasibilityTicket:
-    """The portal's ticket for exactly this query at this hospital, not used here before
-    (a replay by whoever saw the run config on the SuperLink gets nothing), for a
-    researcher within this node's daily query budget; raises Refusal."""
-    if not token:
-        raise Refusal("no-ticket", "the query carries no feasibility ticket from the portal")
-    try:
-        ticket = verify_ticket(token, keys_for(home, token), now=now)
-    except KeyRefused as exc:
-        raise Refusal("ticket-invalid", f"the feasibility ticket's key: {exc}") from exc
-    except PermitError as exc:
-        raise Refusal("ticket-invalid", str(exc)) from exc
-    hospital = home.config.hospital_id
-    if hospital not in ticket.hospitals:
-        raise Refusal("wrong-hospital",
-                      f"feasibility ticket {ticket.ticket_id} does not name {hospital!r}")
-    if ticket.cohort_digest != cohort.digest() or ticket.purpose != purpose:
-        raise Refusal("ticket-mismatch", f"the cohort or purpose asked is not the one "
-                      f"feasibility ticket {ticket.ticket_id} was issued for")
-    since = (datetime.fromtimestamp(time.time() if now is None else now, UTC)
-             - timedelta(days=1)).isoformat(timespec="microseconds")
-    with home.db.reader() as cur:
-        used = cur.execute(
-            "SELECT seq FROM audit_log WHERE action = ?"
-            " AND json_extract_string(details, '$.ticket_id') = ? LIMIT 1",
-            [AuditAction.QUERY_FEASIBILITY.value, ticket.ticket_id]
-        ).fetchone()
-        if used is not None:
-            raise Refusal("ticket-used", f"feasibility ticket {ticket.ticket_id} was already "
-                          f"answered here (audit row {used[0]})")
-        asked = cur.execute(
-            "SELECT count(*) FROM audit_log WHERE action = ? AND ts >= ?"
-            " AND json_extract_string(details, '$.researcher') = ?",
-            [AuditAction.QUERY_FEASIBILITY.value, since, ticket.sub]
-        ).fetchone()[0]
-    limit = home.config.feasibility_queries_per_day
-    if asked >= limit:
-        raise Refusal("query-budget", f"this researcher has asked {asked} feasibility queries "
-                      f"here in the last 24 h (limit {limit}); try again tomorrow or ask "
-                      "the hospital to review the limit")
-    return ticket
-
-
 def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filter: ConsentFilter,
-           *, run_id: str, ticket: FeasibilityTicket) -> dict[str, Any]:
-    """Disclosed counts of the consented cohort at this node; the query is audited.
+           *, run_id: str, ticket: str, app_hash: str | None) -> dict[str, Any]:
+    """Disclosed counts of the consented cohort at this node, through the node's gate:
+    this node's feasibility app (`app_hash`: the one being run) with the portal's
+    feasibility ticket for exactly this query (`QueryTicket`), consent, then the count;
+    the query (or its refusal) is audited by the gate.
 
     Consent is applied before disclosure: a count must not include a subject that a run
     for `purpose` could not use. The snapshot filter pulls the portal's consent
     snapshot first (or refuses on a stale one)."""
-    members = cohort_members(home.db, cohort)
-    for ds_id, m in members.items():
-        with home.db.reader() as cur:
-            regime = ConsentRegime(cur.execute(
-                "SELECT consent_regime FROM dataset WHERE dataset_id = ?", [ds_id]
-            ).fetchone()[0])
-        decision = consent_filter.filter(dataset_id=ds_id, regime=regime, purpose=purpose,
-                                         pseudonyms=sorted(m.subjects))
-        keep = set(decision.allowed)
-        m.subjects &= keep
-        m.studies = {s for s in m.studies if s[1] in keep}
-        for label in list(m.by_label):
-            m.by_label[label] = m.by_label[label] & keep
+    members: dict[str, DatasetMembers] = {}
+
+    def candidates(home: NodeHome, grant: object) -> dict[str, list[str]]:
+        members.update(cohort_members(home.db, cohort))
+        return {ds_id: sorted(m.subjects) for ds_id, m in members.items()}
+
+    action = Action("feasibility", "cohort", candidates)
     k = home.config.suppression_k
-    datasets = disclose_members(members, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
-    home.audit.record(
-        actor=home.actor, action=AuditAction.QUERY_FEASIBILITY, object_type="cohort",
-        object_id=cohort.digest()[:16],
-        details={"run_id": run_id, "cohort": cohort.model_dump(mode="json"),
-                 "purpose": purpose.value, "k": k,
-                 "ticket_id": ticket.ticket_id, "researcher": ticket.sub,
-                 "datasets": [d["dataset_id"] for d in datasets]},
-    )
+    with Gate(home, consent_filter).open(action, purpose, cohort.dataset_id,
+                                         QueryTicket(ticket, cohort, run_id, app_hash,
+                                                     feasibility_fab_hash())) as consented:
+        kept = {ds_id: m.restricted(consented.allowed(ds_id)) for ds_id, m in members.items()}
+        datasets = disclose_members(kept, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
+        consented.read(sum(len(m.subjects) for m in kept.values()), k=k,
+                       datasets=[d["dataset_id"] for d in datasets])
     return {"hospital_id": home.config.hospital_id, "k": k, "rounding": 5,
             "age_reference": AGE_REFERENCE, "datasets": datasets}
 
@@ -165,24 +115,14 @@ def _feasibility_answer(msg: Message, context: Context) -> Message:
     try:
         if not home_path:
             raise Refusal("no-node-home", "this SuperNode was started without node-home")
-        running = running_fab_hash()
-        if running != feasibility_fab_hash():
-            raise Refusal("wrong-app", f"the app being run (hash {running or 'unknown'}) is not "
-                          "this node's feasibility app")
         cfg = dict(context.run_config)
         cohort = CohortFilter.model_validate_json(str(cfg.get("cohort", "{}")))
         purpose = Purpose(str(cfg.get("purpose", Purpose.SCIENTIFIC_RESEARCH.value)))
         kind = str(context.node_config.get("consent-filter", "snapshot"))
         with node_session(Path(str(home_path))) as home:
-            try:
-                ticket = check_ticket(home, str(cfg.get("ticket", "")), cohort, purpose)
-                result = answer(home, cohort, purpose, consent_filter_for(home, kind),
-                                run_id=f"flwr-{msg.metadata.run_id}", ticket=ticket)
-            except Refusal as refusal:
-                home.audit.record(actor=home.actor, action=AuditAction.QUERY_REFUSED,
-                                  object_type="run", object_id=f"flwr-{msg.metadata.run_id}",
-                                  details={"code": refusal.code, "reason": refusal.reason})
-                raise
+            result = answer(home, cohort, purpose, consent_filter_for(home, kind),
+                            run_id=f"flwr-{msg.metadata.run_id}",
+                            ticket=str(cfg.get("ticket", "")), app_hash=running_fab_hash())
     except Refusal as refusal:
         return Message(Error(code=REFUSED, reason=f"{who} refused: [{refusal.code}] "
                              f"{refusal.reason}"), reply_to=msg)

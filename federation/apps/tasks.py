@@ -1,8 +1,9 @@
 """What a node does for one message of a governed run, independent of Flower's types.
 
-`train_task`, `evaluate_task` and `close_task` are the only paths by which the
-training app touches a node's data; each goes through `Governor` first (permit,
-scope, app hash, consent, ε) and reads records only after every check passed.
+`train_task`, `evaluate_task`, `audit_task` and `close_task` are the only paths by
+which the training app touches a node's data; each goes through the node's gate
+(`federation.node.gate`: permit, scope, app hash, consent, disclosure, ε) and reads
+records only inside it, after every check passed.
 The ClientApp is a thin adapter over these, so tests drive the same code.
 
 torch and Opacus are imported inside the functions that train or evaluate:
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,20 +23,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from federation.launch.params import RunParams
+from federation.node.authorisation import Authorisation, RunPermit
+from federation.node.consent import ConsentFilter, RegimeConsentFilter
 from federation.node.data import load_images
-from federation.node.governance import (
-    Authorisation,
-    ConsentFilter,
-    Governor,
-    Refusal,
-    RegimeConsentFilter,
-    RevocationList,
-    node_session,
+from federation.node.gate import (
+    Action,
+    BelowThreshold,
+    Budget,
+    Candidates,
+    ConsentedCohort,
+    Gate,
+    Query,
 )
+from federation.node.home import NodeHome, node_session
 from federation.node.ledger import Reservation
-from federation.node.query import DISCLOSURE_KEY_PURPOSE, disclosed_count
-from federation.training.data import images_to_tensor, one_record_per_person
-from tre.core.disclosure import Disclosed, disclose, disclose_statistic, is_suppressed
+from federation.node.refusal import Refusal
+from federation.node.revocations import RevocationList
+from federation.training.data import images_to_tensor, one_record_per_person, split_pseudonyms
+from tre.core.disclosure import Disclosed, disclose, disclose_statistic
 
 if TYPE_CHECKING:
     from federation.training.dp import DPPlan
@@ -70,12 +75,14 @@ class TrainOutcome:
     """How many records consent kept out, as disclosure control lets it leave ("<10")."""
 
 
-def _governor(home: Any, ctx: NodeContext) -> Governor:
+def _gate(home: NodeHome, ctx: NodeContext) -> Gate:
     cf = ctx.consent_filter
-    if not hasattr(cf, "filter"):
-        cf = cf(home)
-    return Governor(home, consent_filter=cf, revocations=ctx.revocations,
-                    run_tickets=ctx.run_tickets, clock=ctx.clock)
+    return Gate(home, consent_filter=cf if hasattr(cf, "filter") else cf(home))
+
+
+def _permit(ctx: NodeContext, params: RunParams) -> RunPermit:
+    return RunPermit(params.permit, ctx.app_hash, ctx.run_id, revocations=ctx.revocations,
+                     run_tickets=ctx.run_tickets, clock=ctx.clock)
 
 
 def _targets(auth: Authorisation, p: RunParams) -> tuple[float, float]:
@@ -110,96 +117,96 @@ def _check_shape(images: np.ndarray, labels: np.ndarray, p: RunParams) -> None:
                       f"expects {p.num_classes} classes")
 
 
+def _subjects(*splits: str) -> Candidates:
+    """The authorised dataset's subjects with a labelled study in `splits`."""
+    def candidates(home: NodeHome, grant: Any) -> dict[str, list[str]]:
+        found = [split_pseudonyms(home.db, grant.dataset_id, split) for split in splits]
+        return {grant.dataset_id: sorted(set().union(*found))}
+    return candidates
+
+
+@dataclass
+class TrainRound:
+    """The ε of one training round (the gate's `Spend`): round 1 (or the node's first
+    round of the run) plans the noise for all remaining rounds and reserves their ε;
+    every round charges its steps before its data is read; the reservation is released
+    once the planned rounds are done."""
+
+    params: RunParams
+    server_round: int
+    plan: DPPlan | None = None
+    history: list[tuple[float, float, int]] = field(default_factory=list)
+    epsilon: float = 0.0
+    """The run's ε after this round."""
+    targets: tuple[float, float] = (0.0, 0.0)
+
+    def admit(self, auth: Authorisation) -> None:
+        self.targets = _targets(auth, self.params)
+
+    def spend(self, budget: Budget, cohort: ConsentedCohort) -> Reservation:
+        from federation.training.dp import plan_dp, steps_per_epoch
+
+        p, n = self.params, len(cohort.pseudonyms)
+        res = budget.reservation()
+        if res is None:
+            eps_target, delta = self.targets
+            res = budget.reserve(plan_dp(
+                num_examples=n, batch_size=p.batch_size, local_epochs=p.local_epochs,
+                rounds=max(1, p.rounds - self.server_round + 1), target_epsilon=eps_target,
+                delta=delta, max_grad_norm=p.max_grad_norm, accountant=p.accountant,
+            ))
+        self.plan = _plan_from(res, p, n)
+        if self.plan.steps_per_round != steps_per_epoch(n, p.batch_size) * p.local_epochs:
+            budget.release(res, reason="cohort changed")
+            raise Refusal("cohort-changed",
+                          "the consented cohort changed size since the run was planned; "
+                          "its noise no longer matches the reservation")
+        self.history = budget.history(res)
+        self.epsilon = budget.charge(res, server_round=self.server_round,
+                                     steps=res.steps_per_round)
+        return res
+
+    def settle(self, budget: Budget, res: Reservation) -> None:
+        if len(self.history) + 1 >= res.rounds:
+            budget.release(res, reason="planned rounds complete")
+
+
 def train_task(
     ctx: NodeContext, params: RunParams, *, server_round: int, weights: Weights | None,
     proximal_mu: float = 0.0,
 ) -> TrainOutcome:
-    """One round of governed DP training at this node.
-
-    Round 1 (or the node's first round of the run) plans the noise for all remaining
-    rounds and reserves their ε; every round charges its steps before reading data.
-    Raises Refusal (already audited) when any check fails: nothing was read.
+    """One round of governed DP training at this node, through the gate (`TrainRound`
+    spends its ε). Raises Refusal (already audited) when any check fails: nothing was read.
     """
     import torch
 
-    from federation.training.dp import DPTrainer, plan_dp, steps_per_epoch
+    from federation.training.dp import DPTrainer
     from federation.training.models import model_kind
 
     if model_kind(params.model) != "imaging":
         raise Refusal("unsupported-model",
                       f"model {params.model!r} trains on clinical tables: not served here yet")
-    with node_session(ctx.home) as home:
-        gov = _governor(home, ctx)
-        auth = gov.authorise(params.permit, app_hash=ctx.app_hash, run_id=ctx.run_id,
-                             dataset_id=params.dataset_id or None)
-        try:
-            eps_target, delta = _targets(auth, params)
-        except Refusal as refusal:
-            gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
-                       stage="targets")
-            raise
-        if weights is not None:
-            gov.meter(auth, kind="train-input", server_round=server_round,
-                      weights_sha256=weights_digest(weights))
-        cohort = gov.cohort(auth, "train")
-        n = len(cohort.pseudonyms)
-        if n == 0:
-            refusal = Refusal("no-consented-records",
-                              f"no record of {auth.dataset.dataset_id!r} may be used for "
-                              f"{auth.claims.purpose} ({cohort.basis})")
-            gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
-                       stage="consent")
-            raise refusal
-        k = home.config.suppression_k
-        shown = _shown_count(home, cohort.pseudonyms)
-        if is_suppressed(shown):
-            refusal = Refusal("cohort-too-small",
-                              f"fewer than {k} records of {auth.dataset.dataset_id!r} may be "
-                              f"used for {auth.claims.purpose}: a round's example count could "
-                              "not leave this node")
-            gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
-                       stage="disclosure")
-            raise refusal
-        res = gov.ledger.reservation(ctx.run_id, auth.claims.permit_id, auth.dataset.dataset_id)
-        if res is None:
-            plan = plan_dp(
-                num_examples=n, batch_size=params.batch_size, local_epochs=params.local_epochs,
-                rounds=max(1, params.rounds - server_round + 1), target_epsilon=eps_target,
-                delta=delta, max_grad_norm=params.max_grad_norm, accountant=params.accountant,
-            )
-            res = gov.reserve(auth, plan)
-        plan = _plan_from(res, params, n)
-        if plan.steps_per_round != steps_per_epoch(n, params.batch_size) * params.local_epochs:
-            refusal = Refusal("cohort-changed",
-                              "the consented cohort changed size since the run was planned; "
-                              "its noise no longer matches the reservation")
-            gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
-                       stage="plan")
-            gov.ledger.release(res, reason="cohort changed")
-            raise refusal
-        history = gov.ledger.history(res.reservation_id)
-        eps_after = gov.charge_round(auth, res, server_round=server_round,
-                                     steps=res.steps_per_round)
-        images, labels, persons = load_images(home.db, auth.dataset.dataset_id, "train",
+    round_budget = TrainRound(params, server_round)
+    action = Action(
+        f"train round {server_round}", "train", _subjects("train"),
+        below_threshold=BelowThreshold.REFUSE, require_records=True, spend=round_budget,
+        query=None if weights is None else Query("train-input", server_round,
+                                                 weights_digest(weights)))
+    with node_session(ctx.home) as home, _gate(home, ctx).open(
+            action, None, params.dataset_id or None, _permit(ctx, params)) as cohort:
+        images, labels, persons = load_images(home.db, cohort.dataset, "train",
                                               cohort.pseudonyms, size=params.image_size)
         images, labels = one_record_per_person(images, labels, persons,
                                                seed=params.seed * 1000 + server_round)
-        gov.audit_read(auth, split="train", records=len(labels), excluded=cohort.excluded,
-                       purpose=f"train round {server_round}")
-        try:
-            _check_shape(images, labels, params)
-        except Refusal as refusal:
-            gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
-                       stage="shape")
-            raise
-        if len(history) + 1 >= res.rounds:
-            gov.ledger.release(res, reason="planned rounds complete")
-        hospital = home.config.hospital_id
+        cohort.read(len(labels))
+        _check_shape(images, labels, params)
+        hospital, k = home.config.hospital_id, home.config.suppression_k
     # The store is closed from here on: training holds only the consented tensors.
+    res, plan = cohort.reservation, round_budget.plan
     model = _model(params, weights, seed=params.seed)
     global_params = [p.detach().clone() for p in model.parameters()]
-    trainer = DPTrainer(model, images_to_tensor(images), torch.from_numpy(labels), plan, history,
-                        lr=params.lr, momentum=params.momentum,
+    trainer = DPTrainer(model, images_to_tensor(images), torch.from_numpy(labels), plan,
+                        round_budget.history, lr=params.lr, momentum=params.momentum,
                         grad_sample_mode=params.grad_sample_mode,
                         seed=params.seed * 1000 + server_round)
     started = time.perf_counter()
@@ -210,16 +217,16 @@ def train_task(
     # Only what is DP-accounted or disclosed leaves: the example count rounded and
     # perturbed like a feasibility count (it weights FedAvg), no training loss.
     metrics = {
-        "num-examples": int(shown),
+        "num-examples": int(cohort.shown),
         "train-seconds": round(train_seconds, 1),  # the node's timing (bench: overhead)
-        "epsilon": eps_after,
+        "epsilon": round_budget.epsilon,
         "epsilon-target": res.epsilon,
         "delta": res.delta,
         "noise-multiplier": res.noise_multiplier,
         "sample-rate": res.sample_rate,
         "steps": res.steps_per_round,
     }
-    return TrainOutcome(state, metrics, hospital, auth.dataset.dataset_id,
+    return TrainOutcome(state, metrics, hospital, cohort.dataset,
                         disclose(cohort.excluded, k=k))
 
 
@@ -247,11 +254,6 @@ def weights_digest(weights: Weights) -> str:
     return h.hexdigest()
 
 
-def _shown_count(home: Any, pseudonyms: Iterable[str]) -> Disclosed:
-    return disclosed_count(pseudonyms, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE),
-                           k=home.config.suppression_k)
-
-
 def _plan_from(res: Reservation, params: RunParams, n: int) -> DPPlan:
     from federation.training.dp import DPPlan
 
@@ -272,35 +274,25 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
 
     from federation.training.evaluation import TensorSet, evaluate
 
-    withheld = {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"),
-                "num-examples": 0}
-    with node_session(ctx.home) as home:
-        gov = _governor(home, ctx)
-        auth = gov.authorise(params.permit, app_hash=ctx.app_hash, run_id=ctx.run_id,
-                             dataset_id=params.dataset_id or None)
-        gov.meter(auth, kind="evaluate", server_round=server_round,
-                  weights_sha256=weights_digest(weights))
-        cohort = gov.cohort(auth, "test")
+    action = Action("evaluate", "test", _subjects("test"),
+                    below_threshold=BelowThreshold.WITHHOLD,
+                    query=Query("evaluate", server_round, weights_digest(weights)))
+    with node_session(ctx.home) as home, _gate(home, ctx).open(
+            action, None, params.dataset_id or None, _permit(ctx, params)) as cohort:
+        if cohort.withheld:
+            return {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"),
+                    "num-examples": 0}
+        images, labels, _ = load_images(home.db, cohort.dataset, "test", cohort.pseudonyms,
+                                        size=params.image_size)
+        cohort.read(len(labels))
+        _check_shape(images, labels, params)
         k = home.config.suppression_k
-        shown = _shown_count(home, cohort.pseudonyms)
-        if is_suppressed(shown):
-            return withheld
-        images, labels, _ = load_images(home.db, auth.dataset.dataset_id, "test",
-                                      cohort.pseudonyms, size=params.image_size)
-        gov.audit_read(auth, split="test", records=len(labels), excluded=cohort.excluded,
-                       purpose="evaluate")
-        try:
-            _check_shape(images, labels, params)
-        except Refusal as refusal:
-            gov.refuse(refusal, run_id=ctx.run_id, permit_id=auth.claims.permit_id,
-                       stage="shape")
-            raise
     model = _model(params, weights)
     out = evaluate(model, TensorSet(images_to_tensor(images), torch.from_numpy(labels)))
     return {"loss": disclose_statistic(out["loss"], len(labels), k=k),
             "accuracy": disclose_statistic(out["accuracy"], len(labels), k=k),
             "auc": disclose_statistic(out["auc"], len(labels), k=k),
-            "num-examples": int(shown)}
+            "num-examples": int(cohort.shown)}
 
 
 def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict[str, Any]:
@@ -315,27 +307,19 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict
 
     from federation.training.membership import balanced_by_label, membership_audit
 
-    with node_session(ctx.home) as home:
-        gov = _governor(home, ctx)
-        auth = gov.authorise(params.permit, app_hash=ctx.app_hash, run_id=ctx.run_id,
-                             dataset_id=params.dataset_id or None)
-        gov.meter(auth, kind="audit", server_round=0, weights_sha256=weights_digest(weights))
-        dataset = auth.dataset.dataset_id
-        members = gov.cohort(auth, "train")
-        x_in, y_in, _ = load_images(home.db, dataset, "train", members.pseudonyms,
-                                     size=params.image_size)
-        outside, excluded = [], members.excluded
-        for split in ("val", "test"):
-            cohort = gov.cohort(auth, split)
-            outside.append(load_images(home.db, dataset, split, cohort.pseudonyms,
-                                       size=params.image_size)[:2])
-            excluded += cohort.excluded
+    action = Action("privacy-audit", "train+val+test", _subjects("train", "val", "test"),
+                    query=Query("audit", 0, weights_digest(weights)))
+    with node_session(ctx.home) as home, _gate(home, ctx).open(
+            action, None, params.dataset_id or None, _permit(ctx, params)) as cohort:
+        x_in, y_in, _ = load_images(home.db, cohort.dataset, "train", cohort.pseudonyms,
+                                    size=params.image_size)
+        outside = [load_images(home.db, cohort.dataset, split, cohort.pseudonyms,
+                               size=params.image_size)[:2] for split in ("val", "test")]
         x_out = np.concatenate([o[0] for o in outside if len(o[1])] or [x_in[:0]])
         y_out = np.concatenate([o[1] for o in outside])
-        gov.audit_read(auth, split="train+val+test", records=len(y_in) + len(y_out),
-                       excluded=excluded, purpose="privacy-audit")
+        cohort.read(len(y_in) + len(y_out))
     pick_in, pick_out = balanced_by_label(y_in, y_out, np.random.default_rng(params.seed))
-    hospital = auth.dataset.node_id
+    hospital = cohort.authorisation.dataset.node_id
     if len(pick_in) < 20:
         return {"hospital-id": hospital, "mia-advantage": float("nan"),
                 "mia-records": len(pick_in)}
@@ -355,13 +339,11 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict
 def close_task(ctx: NodeContext, params: RunParams) -> dict[str, float]:
     """The run ended: release whatever ε its reservation did not charge."""
     with node_session(ctx.home) as home:
-        gov = _governor(home, ctx)
-        auth = gov.authorise(params.permit, app_hash=ctx.app_hash, run_id=ctx.run_id,
-                             dataset_id=params.dataset_id or None)
-        res = gov.ledger.reservation(ctx.run_id, auth.claims.permit_id, auth.dataset.dataset_id)
+        budget = _gate(home, ctx).authorise(_permit(ctx, params), params.dataset_id or None)
+        res = budget.reservation()
         if res is None:
             return {"released": 0.0, "charged": 0.0}
-        released = gov.ledger.release(res, reason="run ended")
-        hist = gov.ledger.charges(run_id=ctx.run_id, dataset_id=auth.dataset.dataset_id)
+        released = budget.release(res, reason="run ended")
+        hist = budget.ledger.charges(run_id=ctx.run_id, dataset_id=budget.auth.dataset_id)
         charged = max((c["epsilon_run"] for c in hist), default=0.0)
         return {"released": float(released), "charged": float(charged)}

@@ -22,26 +22,21 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
-from federation.node.governance import (
-    ConsentDecision,
-    ConsentFilter,
-    Refusal,
-    RegimeConsentFilter,
-)
 from federation.node.home import NodeHome
 from federation.node.portal_client import PortalClient, PortalError
 from federation.node.query import DatasetMembers
+from federation.node.refusal import Refusal
+from federation.node.store import dataset_pseudonyms, dataset_regime
 from tre.core.audit import AuditAction
 from tre.core.db import Database, Migration
 from tre.core.schemas import ConsentRegime, ConsentStatus, Purpose
@@ -112,6 +107,40 @@ CACHE_TABLES = {ConsentStatus.ACTIVE.value: "consent_active",
 SNAPSHOT_COLUMNS = {"consent_id", "subject", "organisation", "purposes", "status",
                     "valid_from", "valid_to", "version"}
 PULL_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class ConsentDecision:
+    allowed: list[str]
+    excluded: int
+    basis: str
+
+
+class ConsentFilter(Protocol):
+    """Decides which subjects a purpose may use. `SnapshotConsentFilter` is the real
+    one (the portal's consent snapshot); the gate only needs this one method."""
+
+    def filter(
+        self, *, dataset_id: str, regime: ConsentRegime, purpose: Purpose,
+        pseudonyms: Sequence[str],
+    ) -> ConsentDecision: ...
+
+
+class RegimeConsentFilter:
+    """The dataset's regime with no consent records at all.
+
+    opt-out: everyone is in (no-one has withdrawn). opt-in: *nobody* is in, because
+    without a consent snapshot no subject has given consent; an opt-in dataset can
+    only be used once the consent filter of the consent registry is installed.
+    """
+
+    def filter(
+        self, *, dataset_id: str, regime: ConsentRegime, purpose: Purpose,
+        pseudonyms: Sequence[str],
+    ) -> ConsentDecision:
+        if ConsentRegime(regime) is ConsentRegime.OPT_OUT:
+            return ConsentDecision(list(pseudonyms), 0, "opt-out, no withdrawals recorded")
+        return ConsentDecision([], len(pseudonyms), "opt-in, no consent snapshot: nobody consented")
 
 
 class ConsentUnavailable(Refusal):
@@ -310,7 +339,7 @@ def decide(home: NodeHome, *, regime: ConsentRegime, purpose: Purpose,
 
 
 class SnapshotConsentFilter:
-    """The `ConsentFilter` of `federation.node.governance`, backed by the portal's
+    """The `ConsentFilter` backed by the portal's
     consent registry: pulls (or falls back to a fresh cache), then decides in DuckDB.
 
     Give it the node home (or its path: then it opens the store for each call and
@@ -376,24 +405,6 @@ class SnapshotConsentFilter:
         return self.filter(dataset_id=dataset_id, purpose=purpose, pseudonyms=pseudonyms)
 
 
-def dataset_regime(home: NodeHome, dataset_id: str) -> ConsentRegime:
-    with home.db.reader() as cur:
-        row = cur.execute("SELECT consent_regime FROM dataset WHERE dataset_id = ?",
-                          [dataset_id]).fetchall()
-    if not row:
-        raise Refusal("unknown-dataset",
-                      f"dataset {dataset_id!r} is not held by {home.config.hospital_id}")
-    return ConsentRegime(row[0][0])
-
-
-def dataset_pseudonyms(home: NodeHome, dataset_id: str) -> list[str]:
-    with home.db.reader() as cur:
-        return [r[0] for r in cur.execute(
-            "SELECT pseudonym FROM imaging_study WHERE dataset_id = ?"
-            " UNION SELECT pseudonym FROM clinical WHERE dataset_id = ? ORDER BY 1",
-            [dataset_id, dataset_id]).fetchall()]
-
-
 def status(home: NodeHome, *, clock: Callable[[], float] = time.time) -> dict[str, Any]:
     """For `tre node status`: the cached snapshot's version, age and whether it may be used."""
     state = cached_state(home)
@@ -411,18 +422,10 @@ def consented_members(consent_filter: SnapshotConsentFilter,
     """Cohort members (of `query.cohort_members`) restricted to subjects the consent
     filter allows for `purpose`, before disclosure: a feasibility count must not count
     a subject a run could not use (invariant 2)."""
-    out = {}
-    for ds_id, m in members.items():
-        decision = consent_filter.filter(dataset_id=ds_id, regime=None, purpose=purpose,
-                                         pseudonyms=sorted(m.subjects))
-        keep = set(decision.allowed)
-        by_label = defaultdict(set)
-        for label, subjects in m.by_label.items():
-            by_label[label] = subjects & keep
-        out[ds_id] = replace(m, subjects=m.subjects & keep,
-                             studies={s for s in m.studies if s[1] in keep},
-                             known_labels=set(m.known_labels), by_label=by_label)
-    return out
+    return {ds_id: m.restricted(set(consent_filter.filter(
+                dataset_id=ds_id, regime=None, purpose=purpose,
+                pseudonyms=sorted(m.subjects)).allowed))
+            for ds_id, m in members.items()}
 
 
 def consent_filter_for(home: NodeHome, kind: str = "snapshot") -> ConsentFilter:

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from federation.node.governance import node_session
-from federation.node.home import NodeHome, NodeHomeError, write_private
+from federation.node.home import NodeHome, NodeHomeError, node_session, write_private
 from federation.node.portal_client import PortalClient, PortalError
 from tre.core.audit import AuditAction
 

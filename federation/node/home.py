@@ -21,12 +21,16 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
 from pydantic import ValidationError
 
 from federation.node import schema
@@ -234,6 +238,33 @@ class NodeHome:
     def keyed_id(self, prefix: str, purpose: str, value: str) -> str:
         """A short keyed-hash identifier (e.g. a study id from a SOPInstanceUID)."""
         return keyed_ids(self.derive_key(purpose), prefix, [value])[0]
+
+
+@contextmanager
+def node_session(path: str | Path, *, timeout_s: float = 120.0) -> Iterator[NodeHome]:
+    """Open a node home's store, waiting while another process holds it.
+
+    DuckDB lets one process at a time open a file for writing, and Flower runs every
+    message in a new process, so concurrent runs on one node take turns here. The file
+    is closed on exit so that the next process (or `tre node ...`) can open it.
+    """
+    deadline = time.monotonic() + timeout_s
+    home = NodeHome(path).require()
+    while True:
+        try:
+            home.db  # noqa: B018 - opens the store
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            home.__dict__.pop("db", None)
+            time.sleep(0.1 + random.random() * 0.3)
+    try:
+        yield home
+    finally:
+        home.db.close()
+        for name in ("db", "audit"):
+            home.__dict__.pop(name, None)
 
 
 def pseudonym(key: bytes, local_patient_id: str) -> str:

@@ -46,7 +46,7 @@ class NodeReading:
 def read_node(home_path: str | Path, *, lock_timeout_s: float = 5.0) -> NodeReading:
     """Read the node's figures in one short session on its store."""
     from federation.node import consent
-    from federation.node.governance import node_session
+    from federation.node.home import node_session
     from federation.node.ledger import PrivacyLedger
 
     with node_session(home_path, timeout_s=lock_timeout_s) as home:

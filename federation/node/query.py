@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -49,6 +49,16 @@ class DatasetMembers:
     subjects: set[str] = field(default_factory=set)
     studies: set[tuple[str, str]] = field(default_factory=set)  # (study_id, pseudonym)
     by_label: dict[int | None, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def restricted(self, keep: set[str]) -> DatasetMembers:
+        """The same members, only the subjects in `keep` (consent applied before a count
+        is disclosed: it must not count a subject that a run could not use)."""
+        by_label: dict[int | None, set[str]] = defaultdict(set)
+        for label, subjects in self.by_label.items():
+            by_label[label] = subjects & keep
+        return replace(self, subjects=self.subjects & keep,
+                       studies={s for s in self.studies if s[1] in keep},
+                       known_labels=set(self.known_labels), by_label=by_label)
 
 
 def _study_conditions(c: CohortFilter, today: date) -> tuple[list[str], list[Any]]:

@@ -2,8 +2,8 @@
 
 A node killed mid-round never gets the ServerApp's `close` message, so its
 reservation stays open and keeps holding budget. Settlement is conservative: a
-round is charged *before* its data is read (`Governor.charge_round`), so every
-round that may have touched data, the interrupted one included, is already
+round is charged *before* its data is read (`federation.node.gate.Budget.charge`), so
+every round that may have touched data, the interrupted one included, is already
 charged in full and stays charged, even though its update never left the node.
 What was reserved beyond that is released, with the reason recorded in the
 ledger and the node audit log. It runs when the SuperNode starts (`serve`), so
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.ledger import PrivacyLedger, Reservation
 from tre.core.audit import AuditAction
 

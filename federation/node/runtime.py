@@ -39,7 +39,7 @@ from flwr.supernode.runtime.run_clientapp import (
 
 from federation.apps.fab import FabRefused, check_fab, installed_apps, serving_fab
 from federation.node.enrol import CHECKPOINT_INTERVAL_S, checkpoint_best_effort
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.runtime import acquire_task, runtime_client, supervised
 from tre.core.audit import AuditAction
 from tre.core.periodic import Every

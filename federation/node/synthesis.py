@@ -168,9 +168,13 @@ def cohort_digest(pseudonyms: Sequence[str]) -> str:
 def consented_cohort(home: NodeHome, dataset_id: str, *,
                      synthesizer: str | Synthesizer | SampleFunction = "gaussian_copula",
                      rows: int | None = None, consent_filter: str = "snapshot") -> list[str]:
-    """The dataset's subjects whose consent covers scientific research, after checking
+    """The dataset's subjects whose consent covers scientific research, through the
+    node's gate (the operator's own use: consent, then the read audited), after checking
     the options (a bad name or row count fails before any pull or read)."""
-    from federation.node.consent import consent_filter_for, dataset_pseudonyms, dataset_regime
+    from federation.node.authorisation import OperatorUse
+    from federation.node.consent import consent_filter_for
+    from federation.node.gate import Action, Gate
+    from federation.node.store import dataset_pseudonyms
     from synthetic.names import SYNTHESIZERS
 
     if isinstance(synthesizer, str) and synthesizer not in SYNTHESIZERS:
@@ -182,10 +186,12 @@ def consented_cohort(home: NodeHome, dataset_id: str, *,
         raise DataError(f"dataset id {dataset_id!r} is invalid: use 1-64 letters, digits, "
                         "'.', '_' or '-'")
     dataset_kind(home, dataset_id)  # unknown dataset: a clear error before any pull
-    decision = consent_filter_for(home, consent_filter).filter(
-        dataset_id=dataset_id, regime=dataset_regime(home, dataset_id),
-        purpose=Purpose.SCIENTIFIC_RESEARCH, pseudonyms=dataset_pseudonyms(home, dataset_id))
-    return list(decision.allowed)
+    action = Action("synthesis", "all",
+                    lambda home, grant: {dataset_id: dataset_pseudonyms(home, dataset_id)})
+    gate = Gate(home, consent_filter_for(home, consent_filter))
+    with gate.open(action, Purpose.SCIENTIFIC_RESEARCH, dataset_id,
+                   OperatorUse("synthesis")) as cohort:
+        return cohort.pseudonyms
 
 
 def synthesize(

@@ -24,7 +24,7 @@ from access_control.permits import PermitKeyRing
 from federation import launch
 from federation.launch.control import ControlAPI
 from federation.launch.fab import fab_bytes
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.ledger import PrivacyLedger
 from federation.node.serve import start_supernode
 from federation.superlink import flower_env, tool

@@ -17,7 +17,7 @@ import pytest
 
 from federation import launch
 from federation.launch.params import RunParams
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.ledger import PrivacyLedger
 from tests.adversarial import hostile_fabs
 from tests.runs.conftest import (  # noqa: F401 - the federation fixture

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from federation.node.consent import SnapshotConsentFilter
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.ingest import ingest_table
 from federation.node.service import init_node
 from federation.provision import provision

@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from federation.node import consent as node_consent
-from federation.node.consent import ConsentUnavailable, SnapshotConsentFilter
-from federation.node.governance import ConsentDecision
+from federation.node.consent import ConsentDecision, ConsentUnavailable, SnapshotConsentFilter
 from tests.consent.conftest import add_dataset, make_node, node_client, pseudonym
 from tests.fixtures.portal import bearer
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from federation.node.governance import REVOKED_CACHE_FILE, portal_revocations
 from federation.node.home import TOKEN_CACHE_FILE, NodeHome
 from federation.node.portal_client import PortalClient, PortalError
+from federation.node.revocations import REVOKED_CACHE_FILE, portal_revocations
 from tests.fixtures.portal import node_of
 
 pytestmark = pytest.mark.integration

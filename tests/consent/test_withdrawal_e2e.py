@@ -16,8 +16,7 @@ import pytest
 
 from federation.launch.fab import fab_hash
 from federation.node.consent import SnapshotConsentFilter, consented_members
-from federation.node.governance import node_session
-from federation.node.home import NodeHome
+from federation.node.home import NodeHome, node_session
 from federation.node.ledger import PrivacyLedger
 from federation.node.query import DISCLOSURE_KEY_PURPOSE, cohort_members, disclose_members
 from federation.node.settings import StoredNodeSettings

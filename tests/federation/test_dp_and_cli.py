@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from access_control.permits import PermitKeyRing
 from federation.launch.fab import fab_hash
 from federation.launch.models import MODEL_KINDS
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.ledger import PrivacyLedger
 from federation.training.dp import DPTrainer, epsilon_of, plan_dp
 from federation.training.models import MODELS, ModelSpec, build_model, model_kind

@@ -13,8 +13,10 @@ import time
 import pytest
 
 from access_control.permits import PermitError, PermitKeyRing, verify_permit, verify_ticket
-from federation.apps.feasibility import answer, check_ticket
-from federation.node.governance import Refusal, RegimeConsentFilter
+from federation.apps.feasibility import answer, feasibility_fab_hash
+from federation.node.authorisation import QueryTicket
+from federation.node.consent import RegimeConsentFilter
+from federation.node.refusal import Refusal
 from tre.core.schemas import CohortFilter, FeasibilityTicket, Purpose
 
 from .helpers import claims, make_home, populate
@@ -46,6 +48,14 @@ def ticket(cohort: CohortFilter = COHORT, *, hospitals: tuple[str, ...] = ("hosp
                              hospitals=list(hospitals), iat=now, nbf=now, exp=now + exp_in)
 
 
+def check_ticket(home, token: str, cohort: CohortFilter, purpose: Purpose, *,
+                 now: float | None = None) -> FeasibilityTicket:
+    """The node's ticket checks alone (the gate runs them first when it answers)."""
+    credential = QueryTicket(token, cohort, "r", feasibility_fab_hash(), feasibility_fab_hash(),
+                             now=now)
+    return credential.authorise(home, cohort.dataset_id, purpose).ticket
+
+
 def refusal_code(home, token: str, cohort: CohortFilter = COHORT,
                  purpose: Purpose = Purpose.SCIENTIFIC_RESEARCH) -> str:
     with pytest.raises(Refusal) as caught:
@@ -54,10 +64,11 @@ def refusal_code(home, token: str, cohort: CohortFilter = COHORT,
 
 
 def test_the_portals_ticket_for_this_query_is_accepted_and_audited(home, ring):
-    accepted = check_ticket(home, ring.sign_ticket(ticket()), COHORT, Purpose.SCIENTIFIC_RESEARCH)
+    token = ring.sign_ticket(ticket())
+    accepted = check_ticket(home, token, COHORT, Purpose.SCIENTIFIC_RESEARCH)
     assert accepted.ticket_id == "fq_test"
     answer(home, COHORT, Purpose.SCIENTIFIC_RESEARCH, RegimeConsentFilter(), run_id="r1",
-           ticket=accepted)
+           ticket=token, app_hash=feasibility_fab_hash())
     entry = home.audit.entries(action="query.feasibility")[-1]
     assert entry.details["ticket_id"] == "fq_test"
     assert entry.details["researcher"] == "researcher-1"
@@ -98,10 +109,10 @@ def test_a_researcher_has_a_daily_query_budget_at_each_node(home, ring):
     home.update_config(feasibility_queries_per_day=3)
     for i in range(3):  # three different cohorts: the budget counts queries, not cohorts
         cohort = CohortFilter(dataset_id="pneumonia", label=[i % 2], age_max=90 + i)
-        accepted = check_ticket(home, ring.sign_ticket(ticket(cohort, ticket_id=f"fq_{i}")),
-                                cohort, Purpose.SCIENTIFIC_RESEARCH)
+        token = ring.sign_ticket(ticket(cohort, ticket_id=f"fq_{i}"))
+        assert check_ticket(home, token, cohort, Purpose.SCIENTIFIC_RESEARCH)
         answer(home, cohort, Purpose.SCIENTIFIC_RESEARCH, RegimeConsentFilter(),
-               run_id=f"r{i}", ticket=accepted)
+               run_id=f"r{i}", ticket=token, app_hash=feasibility_fab_hash())
     assert refusal_code(home, ring.sign_ticket(ticket(ticket_id="fq_4"))) == "query-budget"
     # another researcher's budget is their own; tomorrow the first one may ask again
     other = ticket(ticket_id="fq_5", sub="researcher-2")
@@ -110,3 +121,12 @@ def test_a_researcher_has_a_daily_query_budget_at_each_node(home, ring):
     later = ticket(ticket_id="fq_6", exp_in=2 * 86400)
     assert check_ticket(home, ring.sign_ticket(later), COHORT, Purpose.SCIENTIFIC_RESEARCH,
                         now=tomorrow)
+
+
+def test_only_the_nodes_own_feasibility_app_counts_and_a_refusal_is_audited_once(home, ring):
+    before = len(home.audit.entries())
+    with pytest.raises(Refusal) as caught:
+        answer(home, COHORT, Purpose.SCIENTIFIC_RESEARCH, RegimeConsentFilter(), run_id="r9",
+               ticket=ring.sign_ticket(ticket()), app_hash="0" * 64)
+    assert caught.value.code == "wrong-app"
+    assert [e.action for e in home.audit.entries()[before:]] == ["query.refused"]

@@ -17,7 +17,7 @@ from access_control.permits import PermitKeyRing
 from federation.launch import RunError, follow_run, submit_app
 from federation.launch.fab import FAB_DIR
 from federation.launch.params import RunParams
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.ledger import PrivacyLedger
 
 from .helpers import Portal, assert_only_disclosed, claims, make_home, populate, run_ticket

@@ -20,16 +20,12 @@ from access_control.permits import PermitKeyRing
 from federation.apps.tasks import NodeContext, audit_task, evaluate_task, train_task
 from federation.launch.fab import fab_hash
 from federation.launch.params import RunParams
-from federation.node.governance import (
-    Refusal,
-    RegimeConsentFilter,
-    RevocationList,
-    fetch_revoked,
-    node_session,
-)
-from federation.node.home import NodeHome
+from federation.node.consent import RegimeConsentFilter
+from federation.node.home import NodeHome, node_session
 from federation.node.ledger import PrivacyLedger
 from federation.node.portal_client import PortalClient
+from federation.node.refusal import Refusal
+from federation.node.revocations import RevocationList, fetch_revoked
 from tre.core.schemas import ConsentRegime, Purpose
 
 from .helpers import Portal, claims, make_home, populate, run_ticket, tickets_for
@@ -288,18 +284,34 @@ def test_concurrent_runs_race_for_last_budget(home: Path, ring: PermitKeyRing) -
 
     with node_session(home) as h:
         ledger = PrivacyLedger(h.db, h.audit, actor="t")
-        from federation.node.governance import Governor
+        from federation.node.authorisation import RunPermit
+        from federation.node.gate import Action, Gate
         from federation.training.dp import plan_dp
 
+        plan = plan_dp(num_examples=300, batch_size=64, local_epochs=1, rounds=1,
+                       target_epsilon=4.0, delta=1e-5)
+
+        class Race:
+            """Reserve the plan once both runs are past every other check."""
+
+            def admit(self, auth):  # noqa: ANN001, ANN202
+                pass
+
+            def spend(self, budget, cohort):  # noqa: ANN001, ANN202
+                barrier.wait()
+                return budget.reserve(plan)
+
+            def settle(self, budget, res):  # noqa: ANN001, ANN202
+                pass
+
         def attempt(i: int) -> None:
-            gov = Governor(h, revocations=lambda: RevocationList(frozenset(), "test", 0),
-                           run_tickets=tickets_for(ring, tokens[i]))
-            auth = gov.authorise(tokens[i], app_hash=fab_hash(), run_id=f"race-{i}")
-            plan = plan_dp(num_examples=300, batch_size=64, local_epochs=1, rounds=1,
-                           target_epsilon=4.0, delta=1e-5)
-            barrier.wait()
+            permit = RunPermit(tokens[i], fab_hash(), f"race-{i}",
+                               revocations=lambda: RevocationList(frozenset(), "test", 0),
+                               run_tickets=tickets_for(ring, tokens[i]))
+            action = Action("race", "train", lambda home, grant: {}, spend=Race())
             try:
-                results[i] = gov.reserve(auth, plan)
+                with Gate(h).open(action, None, None, permit) as cohort:
+                    results[i] = cohort.reservation
             except Refusal as r:
                 results[i] = r
 
@@ -373,9 +385,9 @@ def test_run_ticket_is_fetched_from_the_portal(home: Path, ring: PermitKeyRing, 
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Over real HTTP: no ticket at the portal for a Flower run means no run here (after a
     short wait for a run the portal is still recording); with it, the run trains."""
-    import federation.node.governance as governance
+    import federation.node.authorisation as authorisation
 
-    monkeypatch.setattr(governance, "RUN_TICKET_WAIT_S", 1.0)
+    monkeypatch.setattr(authorisation, "RUN_TICKET_WAIT_S", 1.0)
     token = ring.sign(claims([("hospital-a", DATASET)]))
     assert_refused(home, token, "no-run-ticket", tickets=None, run_id="flwr-4242")
     portal.tickets[4243] = run_ticket(ring, token, "flwr-4243")

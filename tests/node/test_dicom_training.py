@@ -21,7 +21,7 @@ from federation.launch.fab import fab_hash
 from federation.launch.params import RunParams
 from federation.node import schema
 from federation.node.data import load_images
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.ingest import ingest_dicom
 from federation.node.ingest.common import default_split
 from federation.node.ingest.dicom import instance_hex

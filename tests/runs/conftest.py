@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 from federation.node.enrol import enrol, ensure_node_key
-from federation.node.governance import node_session
-from federation.node.home import NodeHome
+from federation.node.home import NodeHome, node_session
 from federation.node.ledger import PrivacyLedger
 from federation.node.serve import start_supernode
 from federation.node.service import publish

@@ -16,7 +16,7 @@ from federation import launch
 from federation.launch.control import ControlAPI
 from federation.launch.fab import FEASIBILITY_FAB_DIR
 from federation.launch.report import CREDENTIAL_KEY
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.serve import start_supernode
 from tests.fixtures.flower import free_port, stop_process
 from tre.core import disclosure

@@ -13,7 +13,10 @@ import pytest
 
 from access_control.permits import signing_kid
 from federation.launch.fab import fab_hash
-from federation.node.governance import Governor, Refusal, node_session
+from federation.node.authorisation import RunPermit
+from federation.node.gate import Gate
+from federation.node.home import node_session
+from federation.node.refusal import Refusal
 
 from .conftest import HOSPITALS, Federation
 
@@ -63,8 +66,8 @@ def test_rotation_is_followed_and_retirement_refused_everywhere(federation) -> N
     for hospital in HOSPITALS:
         with node_session(fed.homes[hospital]) as home:
             with pytest.raises(Refusal) as refused:
-                Governor(home, run_tickets=lambda run: "").authorise(
-                    old["token"], app_hash=fab_hash(), run_id="flwr-1")
+                Gate(home).authorise(RunPermit(old["token"], fab_hash(), "flwr-1",
+                                               run_tickets=lambda run: ""))
             assert refused.value.code == "permit-key-retired", refused.value
             refusals = [e.details for e in home.audit.entries() if e.action == "federation.refused"]
         assert refusals[-1]["code"] == "permit-key-retired"

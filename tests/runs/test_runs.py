@@ -19,7 +19,7 @@ import pytest
 
 from federation.launch import start_run
 from federation.launch.params import RunParams
-from federation.node.governance import node_session
+from federation.node.home import node_session
 from federation.node.ledger import PrivacyLedger
 
 from .conftest import HOSPITALS, Federation, refused_at_the_superlink, wait_for

@@ -277,7 +277,7 @@ def test_cli_errors_are_one_line(synthesised):
 def test_consent_is_honoured_before_synthesis_reads_a_record(synthesised):
     """Opt-in without any consent record: nobody may be modelled, so nothing is read;
     the default filter without a pulled snapshot refuses outright."""
-    from federation.node.governance import Refusal
+    from federation.node.refusal import Refusal
     from federation.node.synthesis import SynthesisError
 
     home = synthesised.home

@@ -11,10 +11,10 @@ import json
 import httpx
 import pytest
 
-from federation.node.consent import dataset_pseudonyms
 from federation.node.descriptor import publication_body
 from federation.node.portal_client import PortalError
 from federation.node.service import descriptors, publish
+from federation.node.store import dataset_pseudonyms
 from federation.node.synthesis import (
     latest,
     releasable,

@@ -22,10 +22,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from federation.node.errors import DataError, IngestError, SynthesisError
-from federation.node.governance import Refusal
 from federation.node.home import NodeHome, NodeHomeError, default_home_path
 from federation.node.partition import PartitionError, parse_partition, parse_scheme
 from federation.node.portal_client import PortalError
+from federation.node.refusal import Refusal
 from tre.cli.common import console, err_console, fail, print_json
 from tre.core.schemas import CohortFilter
 

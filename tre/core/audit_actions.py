@@ -109,6 +109,7 @@ class AuditAction(StrEnum):
     CATALOGUE_PUBLISH_FAILED = "catalogue.publish_failed"
     SYNTHETIC_GENERATE = "synthetic.generate"
     SYNTHETIC_COHORT_UNCHANGED = "synthetic.cohort_unchanged"  # nothing to regenerate
+    SYNTHETIC_REFUSED = "synthetic.refused"  # the node's gate refused a synthesis
     SYNTHETIC_PUBLISH_REFUSED = "synthetic.publish_refused"
     SYNTHETIC_PUBLISH_FAILED = "synthetic.publish_failed"
     SYNTHETIC_WITHDRAW_FAILED = "synthetic.withdraw_failed"
