@@ -98,6 +98,37 @@ def test_dataset_kind_and_label_names_are_checked(node, pneumonia_npz, tmp_path)
         ingest_medmnist(node, empty, dataset_id="q")
 
 
+class Steps:
+    """A progress hook that records each step."""
+
+    def start(self, total: int | None, description: str) -> None:
+        self.total, self.steps = total, []
+
+    def advance(self, n: int = 1) -> None:
+        self.steps.append(n)
+
+
+def test_progress_moves_per_batch_and_batches_store_the_same_rows(node, pneumonia_npz,
+                                                                  monkeypatch):
+    whole = Steps()
+    ingest_medmnist(node, pneumonia_npz, dataset_id="one", partition=(1, 3), progress=whole)
+    monkeypatch.setattr("federation.node.ingest.medmnist.BATCH", 500)
+    steps = Steps()
+    report = ingest_medmnist(node, pneumonia_npz, dataset_id="many", partition=(1, 3),
+                             progress=steps)
+    assert whole.steps == [whole.total] == [report.ingested]
+    assert steps.steps == [500] * (report.ingested // 500) + [report.ingested % 500]
+    rerun = Steps()
+    ingest_medmnist(node, pneumonia_npz, dataset_id="many", partition=(1, 3), progress=rerun)
+    assert rerun.steps == [rerun.total]
+    with node.db.reader() as cur:
+        rows = [cur.execute(
+            "SELECT s.pseudonym, s.label, s.split, s.modality, i.height, i.frames, md5(i.pixels)"
+            " FROM imaging_study s JOIN image i USING (image_ref) WHERE s.dataset_id = ?"
+            " ORDER BY s.pseudonym", [ds]).fetchall() for ds in ("one", "many")]
+    assert rows[0] == rows[1] and len(rows[0]) == report.ingested
+
+
 @pytest.mark.unit
 def test_batch_pseudonyms_equal_single_ones():
     from federation.node.home import pseudonym, pseudonyms
