@@ -10,8 +10,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from federation.node.data import dataset_overview
 from federation.node.descriptor import build_descriptor, dataset_facts, publication_body
 from federation.node.home import (
@@ -23,6 +21,7 @@ from federation.node.home import (
 )
 from federation.node.portal_client import PortalClient, PortalError
 from federation.node.query import DISCLOSURE_KEY_PURPOSE
+from pseudonymisation.client import PseudonymClient, PseudonymisationError
 from tre.core.audit import AuditAction
 
 
@@ -138,10 +137,12 @@ def _check_pseudonymiser(url: str | None, insecure: bool, *, verify: str | bool)
         raise NodeHomeError(f"pseudonymiser URL {url} is plain http: use its https URL, or "
                             "--insecure for development")
     try:
-        httpx.get(f"{url}/v1/health", timeout=10, verify=verify).raise_for_status()
-    except httpx.HTTPError as exc:
+        with PseudonymClient(url, token=str, verify=verify, timeout_s=10) as client:
+            client.health()  # public: no token is asked for
+    except PseudonymisationError as exc:
+        cause = exc.__cause__ or exc  # the transport's own error, or the service's answer
         raise NodeHomeError(f"the pseudonymisation service at {url} does not answer "
-                            f"({type(exc).__name__}): is `tre pseudonymiser serve` running "
+                            f"({type(cause).__name__}): is `tre pseudonymiser serve` running "
                             "there?") from None
     return url
 
