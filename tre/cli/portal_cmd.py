@@ -31,14 +31,17 @@ def serve(
     import uvicorn
 
     from tre.core.logging import configure, wants_json
-    from tre.portal.app import create_app
-    from tre.portal.settings import PortalSettings
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
     json_lines = wants_json(log_json)
     level = log_level.lower()
     log_config = configure(json_lines=json_lines, level=level)
+    # imported once logging is configured: what the portal's libraries warn at import
+    # time is logged in the chosen format
+    from tre.portal.app import create_app
+    from tre.portal.settings import PortalSettings
+
     overrides = {k: v for k, v in
                  {"host": host, "port": port, "db_path": db, "state_dir": state_dir}.items()
                  if v is not None}

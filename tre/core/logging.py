@@ -83,4 +83,7 @@ def configure(*, json_lines: bool, level: str = "info") -> dict[str, Any]:
     """Install the configuration in this process; returns it (to pass to uvicorn)."""
     config = log_config(json_lines=json_lines, level=level)
     logging.config.dictConfig(config)
+    # a library's warning (e.g. a deprecation at import) is a log record like any other:
+    # one JSON line under `py.warnings`, not a bare stderr line that breaks the stream
+    logging.captureWarnings(True)
     return config
