@@ -299,24 +299,26 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict
     """Empirical membership-inference audit of the final model on this node's own data.
 
     The attacks try to tell training members (the consented train split) from held-out
-    records (the consented val and test splits), label by label, on as many records as
-    the node has (`federation.training.membership`). Only the audit's figures leave:
-    the advantage with its confidence interval and what chance alone reaches.
+    records of the consented val split, label by label, on as many records as the node
+    has (`federation.training.membership`). Only val: it is drawn from the same pool as
+    train, while a source's test split may come from elsewhere (PneumoniaMNIST's does),
+    and an attack on such records measures that shift, not membership: on
+    PneumoniaMNIST val against test, neither of them trained on, reaches an advantage
+    of 0.11 (p = 0.003). Only the audit's figures leave: the advantage with its
+    confidence interval and what chance alone reaches.
     """
     import torch
 
     from federation.training.membership import balanced_by_label, membership_audit
 
-    action = Action("privacy-audit", "train+val+test", _subjects("train", "val", "test"),
+    action = Action("privacy-audit", "train+val", _subjects("train", "val"),
                     query=Query("audit", 0, weights_digest(weights)))
     with node_session(ctx.home) as home, _gate(home, ctx).open(
             action, None, params.dataset_id or None, _permit(ctx, params)) as cohort:
         x_in, y_in, _ = load_images(home.db, cohort.dataset, "train", cohort.pseudonyms,
                                     size=params.image_size)
-        outside = [load_images(home.db, cohort.dataset, split, cohort.pseudonyms,
-                               size=params.image_size)[:2] for split in ("val", "test")]
-        x_out = np.concatenate([o[0] for o in outside if len(o[1])] or [x_in[:0]])
-        y_out = np.concatenate([o[1] for o in outside])
+        x_out, y_out, _ = load_images(home.db, cohort.dataset, "val", cohort.pseudonyms,
+                                      size=params.image_size)
         cohort.read(len(y_in) + len(y_out))
     pick_in, pick_out = balanced_by_label(y_in, y_out, np.random.default_rng(params.seed))
     hospital = cohort.authorisation.dataset.node_id

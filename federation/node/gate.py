@@ -140,7 +140,7 @@ class Action:
     name: str
     """Why the data is read, as the audit says it ("train round 2", "evaluate")."""
     split: str
-    """The records it reads, as the audit names them ("train", "train+val+test")."""
+    """The records it reads, as the audit names them ("train", "train+val")."""
     candidates: Candidates
     below_threshold: BelowThreshold = BelowThreshold.PROCEED
     require_records: bool = False

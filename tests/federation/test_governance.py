@@ -268,6 +268,13 @@ def test_evaluations_and_the_audit_answer_only_the_runs_own_weights_once(
     evaluate_task(ctx, p, server_round=2, weights=second)
     refused("weights-not-of-this-run", audit_task, weights=forged)
     assert audit_task(ctx, p, weights=second)["mia-records"] > 20
+    with node_session(home) as h, h.db.reader() as con:  # non-members: val only
+        audit_read = [e.details for e in h.audit.entries() if e.action == "data.read"][-1]
+        held = dict(con.execute(
+            "SELECT split, count(*) FROM imaging_study WHERE dataset_id = ? GROUP BY split",
+            [DATASET]).fetchall())
+    assert audit_read["split"] == "train+val"
+    assert audit_read["records"] == held["train"] + held["val"] < sum(held.values())
     refused("queries-exhausted", audit_task, weights=second)
     ledger, actions, _ = state(home)
     kinds = sorted((row[4], row[5]) for row in ledger["run_query"])
