@@ -45,7 +45,9 @@ app = ServerApp()
 
 def weighted_mean_finite(records: list[RecordDict], weight_key: str) -> MetricRecord:
     """Example-weighted mean per metric over the nodes where it is defined (AUC is
-    undefined on a node whose split holds one class); sums for counts."""
+    undefined on a node whose split holds one class); sums for counts. A standard error
+    (`<metric>-se`) is that of the weighted mean of independent nodes' estimates:
+    sqrt(sum (w_i se_i)^2) / sum w_i."""
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
     total = 0.0
@@ -58,9 +60,10 @@ def weighted_mean_finite(records: list[RecordDict], weight_key: str) -> MetricRe
                 continue
             v = float(v)
             if math.isfinite(v) and w > 0:
-                sums[k] = sums.get(k, 0.0) + v * w
+                sums[k] = sums.get(k, 0.0) + ((v * w) ** 2 if k.endswith("-se") else v * w)
                 weights[k] = weights.get(k, 0.0) + w
-    out = MetricRecord({k: sums[k] / weights[k] for k in sums})
+    out = MetricRecord({k: (math.sqrt(sums[k]) if k.endswith("-se") else sums[k]) / weights[k]
+                        for k in sums})
     out[weight_key] = int(total)
     return out
 

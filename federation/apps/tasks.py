@@ -269,7 +269,8 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
                   ) -> dict[str, float]:
     """Evaluate the global model on this node's consented test split. What leaves passes
     the node's disclosure control: the example count as a feasibility count is shown,
-    loss, accuracy and AUC rounded, and withheld (NaN, weight 0) under k records."""
+    loss, accuracy, AUC and the AUC's standard error rounded, and withheld (NaN, weight
+    0) under k records."""
     import torch
 
     from federation.training.evaluation import TensorSet, evaluate
@@ -281,7 +282,7 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
             action, None, params.dataset_id or None, _permit(ctx, params)) as cohort:
         if cohort.withheld:
             return {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"),
-                    "num-examples": 0}
+                    "auc-se": float("nan"), "num-examples": 0}
         images, labels, _ = load_images(home.db, cohort.dataset, "test", cohort.pseudonyms,
                                         size=params.image_size)
         cohort.read(len(labels))
@@ -292,6 +293,7 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
     return {"loss": disclose_statistic(out["loss"], len(labels), k=k),
             "accuracy": disclose_statistic(out["accuracy"], len(labels), k=k),
             "auc": disclose_statistic(out["auc"], len(labels), k=k),
+            "auc-se": disclose_statistic(out["auc-se"], len(labels), k=k, digits=4),
             "num-examples": int(cohort.shown)}
 
 

@@ -1,6 +1,7 @@
 """Aggregate evaluation metrics: the only thing about a test split that leaves a node.
 
-Invariant 1: AUC, accuracy, loss and the number of examples, never per-record scores.
+Invariant 1: AUC (with its standard error), accuracy, loss and the number of examples,
+never per-record scores.
 """
 
 from __future__ import annotations
@@ -24,17 +25,34 @@ class TensorSet:
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TensorSet, batch_size: int = 512) -> dict[str, float]:
     """Aggregate metrics only: loss, accuracy, AUC (one-vs-rest macro for >2 classes;
-    NaN when the split holds a single class) and the number of examples."""
+    NaN when the split holds a single class), the AUC's Hanley–McNeil standard error
+    (binary only) and the number of examples."""
     model.eval()
     n = len(data)
     if n == 0:
-        return {"loss": 0.0, "accuracy": 0.0, "auc": float("nan"), "num-examples": 0}
+        return {"loss": 0.0, "accuracy": 0.0, "auc": float("nan"), "auc-se": float("nan"),
+                "num-examples": 0}
     logits = torch.cat([model(data.x[i:i + batch_size]) for i in range(0, n, batch_size)])
     loss = float(nn.functional.cross_entropy(logits, data.y, reduction="mean"))
     probs = torch.softmax(logits, dim=1).numpy()
     y = data.y.numpy()
     acc = float((probs.argmax(1) == y).mean())
-    return {"loss": loss, "accuracy": acc, "auc": auc_score(y, probs), "num-examples": n}
+    auc = auc_score(y, probs)
+    se = (hanley_mcneil_se(auc, int((y == 1).sum()), int((y != 1).sum()))
+          if probs.shape[1] == 2 else float("nan"))
+    return {"loss": loss, "accuracy": acc, "auc": auc, "auc-se": se, "num-examples": n}
+
+
+def hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of a binary AUC from the AUC and the class counts alone (Hanley and
+    McNeil 1982, exponential approximation): what a node can send instead of the
+    per-record scores a bootstrap would need. NaN with one class or no AUC."""
+    if n_pos == 0 or n_neg == 0 or not np.isfinite(auc):
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc)
+           + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return float(np.sqrt(max(var, 0.0)))
 
 
 def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:

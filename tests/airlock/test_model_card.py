@@ -55,7 +55,7 @@ REPORT = {
              "num_examples": 2030, "train_seconds": 3.2, "excluded_by_consent": "<10"}],
          "train": {"num-examples": 2970, "epsilon-max": 7.996770038506612},
          "evaluate": {"loss": 1.842888, "accuracy": 0.76, "auc": 0.882352,
-                      "num-examples": 625}},
+                      "auc-se": 0.0141, "num-examples": 625}},
     ],
     "status": "completed",
     "node_selection": {"mode": "enrolled", "node_map": {"hospital-a": 143,
@@ -163,8 +163,10 @@ def test_the_card_exists_once_the_output_enters_the_airlock_and_its_numbers_are_
     reference = binomtest(round(0.76 * 625), 625).proportion_ci(0.95, method="wilson")
     assert metrics["accuracy"]["ci95"] == pytest.approx([reference.low, reference.high],
                                                         abs=1e-12)
-    assert metrics["auc"]["ci95"] is None and "class counts" in \
-        metrics["auc"]["no_interval_because"]
+    assert metrics["auc"]["standard_error"] == final["auc-se"]
+    assert metrics["auc"]["ci95"] == pytest.approx(
+        [final["auc"] - 1.96 * final["auc-se"], final["auc"] + 1.96 * final["auc-se"]],
+        abs=1e-4)
 
     # the membership-inference audit, as each node reported it
     audits = {a["hospital_id"]: a for a in REPORT["privacy_audits"]}

@@ -45,3 +45,17 @@ def test_the_wilson_interval_stays_in_zero_one_and_is_not_degenerate_at_the_ends
     assert high == 1.0 and 0.99 < low < 1.0
     low, high = wilson(0.0, 20)
     assert low == 0.0 and 0.1 < high < 0.2
+
+
+def test_the_auc_interval_comes_from_the_nodes_standard_error_or_is_said_to_be_missing():
+    auc = card(REPORT)["metrics"]["auc"]
+    assert auc["interval_method"].startswith("hanley-mcneil")
+    assert auc["ci95"][0] < auc["value"] < auc["ci95"][1]
+    assert any("Hanley–McNeil" in item for item in card(REPORT)["limitations"])
+    report = copy.deepcopy(REPORT)
+    del report["rounds"][-1]["evaluate"]["auc-se"]  # a multi-class AUC, or an older node
+    auc = card(report)["metrics"]["auc"]
+    assert auc["ci95"] is None and "standard error" in auc["no_interval_because"]
+    assert any("The AUC has no interval" in item for item in card(report)["limitations"])
+    report["rounds"][-1]["evaluate"].update(auc=0.99, **{"auc-se": 0.02})
+    assert card(report)["metrics"]["auc"]["ci95"][1] == 1.0

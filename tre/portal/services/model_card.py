@@ -9,11 +9,14 @@ idempotent on what nodes already disclosed), and the accuracy gets a Wilson inte
 Which intervals, and why: the report holds, for the federated evaluation of the last
 round, the accuracy and the number of test examples, which is all a Wilson score
 interval needs (a binomial proportion; unlike the Wald interval it keeps its coverage
-near 0 and 1 and at small n). An AUC interval needs either the test split's class
-counts (Hanley–McNeil) or per-record scores (a bootstrap); the report holds neither,
-and per-record scores never leave a node, so the card gives the AUC without an
-interval and says so rather than guess. The membership-inference interval is the
-node's own (a bootstrap over its records), copied as reported.
+near 0 and 1 and at small n). A bootstrap AUC interval would need per-record scores,
+which never leave a node; instead each node sends its AUC's Hanley–McNeil standard
+error (from its AUC and its own class counts, rounded like the AUC), the ServerApp
+combines them for the example-weighted mean of the nodes' AUCs, and the card gives
+AUC ± 1.96 SE (normal approximation, nodes independent). Without a standard error
+(multi-class AUC, or a report from before nodes sent one) the card gives no AUC
+interval and says why. The membership-inference interval is the node's own (a
+bootstrap over its records), copied as reported.
 
 The card is stored as a file of the output, so the airlock's automated checks read it
 like everything else that leaves, and it is downloaded with the model.
@@ -34,8 +37,9 @@ FORMAT = "tre-model-card/1"
 Z95 = 1.959963984540054
 # run parameters that describe the run, not the model (the node map, timeouts)
 HIDDEN_PARAMS = ("node-map", "round-timeout", "permit")
-NO_AUC_INTERVAL = ("the run report holds neither the test split's class counts "
-                   "(Hanley–McNeil) nor per-record scores (bootstrap; they never leave a node)")
+NO_AUC_INTERVAL = ("the nodes reported no standard error of their AUC (a multi-class "
+                   "AUC, or a run before they did), and per-record scores, which a "
+                   "bootstrap would need, never leave a node")
 
 
 def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
@@ -72,6 +76,16 @@ def _final_evaluation(report: dict[str, Any]) -> dict[str, Any]:
     return rounds[-1].get("evaluate") or {}
 
 
+def _auc(evaluation: dict[str, Any]) -> dict[str, Any]:
+    auc, se = evaluation.get("auc"), evaluation.get("auc-se")
+    if auc is None or se is None or not (math.isfinite(auc) and math.isfinite(se)):
+        return {"value": auc, "ci95": None, "interval_method": None,
+                "no_interval_because": NO_AUC_INTERVAL}
+    return {"value": auc, "standard_error": se,
+            "ci95": [max(0.0, auc - Z95 * se), min(1.0, auc + Z95 * se)],
+            "interval_method": "hanley-mcneil per node, combined for the weighted mean"}
+
+
 def _metrics(evaluation: dict[str, Any], k: int) -> dict[str, Any]:
     n = evaluation.get("num-examples")
     shown = _count(n, k)
@@ -84,8 +98,7 @@ def _metrics(evaluation: dict[str, Any], k: int) -> dict[str, Any]:
                         "evaluation of the final model (example-weighted mean of each "
                         "node's figures)",
         "test_examples": shown,
-        "auc": {"value": evaluation.get("auc"), "ci95": None, "interval_method": None,
-                "no_interval_because": NO_AUC_INTERVAL},
+        "auc": _auc(evaluation),
         "accuracy": acc,
         "loss": {"value": evaluation.get("loss")},
     }
@@ -102,6 +115,10 @@ def _limitations(report: dict[str, Any], hospitals: list[str], audits: list[dict
         "calibrated, so under label skew it can lag the AUC.",
         "The accuracy interval (Wilson, 95 %) treats the test examples as independent "
         "draws and counts them as disclosed (each node's count perturbed and rounded to 5).",
+        "The AUC interval (Hanley–McNeil, 95 %) is a normal approximation over the "
+        "nodes' test splits as independent samples: it covers the test sample, not "
+        "the variation between training runs."
+        if _auc(_final_evaluation(report))["ci95"] else
         f"The AUC has no interval: {NO_AUC_INTERVAL}.",
         "(ε, δ) is sample-level differential privacy per node dataset: a patient with "
         "several records is protected less than the figure says.",
