@@ -81,6 +81,7 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
         assert {n["status"] for n in rnd["nodes"]} == {"trained"}
         assert rnd["evaluate"]["num-examples"] > 0
         assert 0.0 <= rnd["evaluate"]["auc"] <= 1.0
+        assert 0.0 < rnd["evaluate"]["auc-se"] < 0.1  # for the model card's AUC interval
         for n in rnd["nodes"]:
             assert 0 < n["epsilon"] <= CAP
     # Each node audited the final model for membership inference; only figures came back.
