@@ -32,6 +32,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from federation.apps.fab import installed_apps, running_fab_hash
 from federation.launch.fab import FEASIBILITY_APP_ID
+from federation.launch.params import FeasibilityParams
 from federation.launch.report import results_sender
 from federation.node.authorisation import QueryTicket
 from federation.node.consent import ConsentFilter, consent_filter_for
@@ -58,14 +59,6 @@ def feasibility_fab_hash() -> str:
     """The hash nodes accept for a feasibility query (their own copy of the shim, built
     once per process with the other installed apps)."""
     return next(h for h, app in installed_apps().items() if app.app_id == FEASIBILITY_APP_ID)
-
-
-def parse_node_map(text: str) -> dict[str, int]:
-    """`{"hospital-a": 123, ...}` from the run config (JSON string)."""
-    raw = json.loads(text or "{}")
-    if not isinstance(raw, dict):
-        raise ValueError("node-map must be a JSON object hospital -> node id")
-    return {str(h): int(n) for h, n in raw.items()}
 
 
 # -- node side ---------------------------------------------------------------------------
@@ -115,14 +108,13 @@ def _feasibility_answer(msg: Message, context: Context) -> Message:
     try:
         if not home_path:
             raise Refusal("no-node-home", "this SuperNode was started without node-home")
-        cfg = dict(context.run_config)
-        cohort = CohortFilter.model_validate_json(str(cfg.get("cohort", "{}")))
-        purpose = Purpose(str(cfg.get("purpose", Purpose.SCIENTIFIC_RESEARCH.value)))
+        query = FeasibilityParams.from_run_config(dict(context.run_config))
         kind = str(context.node_config.get("consent-filter", "snapshot"))
         with node_session(Path(str(home_path))) as home:
-            result = answer(home, cohort, purpose, consent_filter_for(home, kind),
-                            run_id=f"flwr-{msg.metadata.run_id}",
-                            ticket=str(cfg.get("ticket", "")), app_hash=running_fab_hash())
+            result = answer(home, query.cohort_filter(), Purpose(query.purpose),
+                            consent_filter_for(home, kind),
+                            run_id=f"flwr-{msg.metadata.run_id}", ticket=query.ticket,
+                            app_hash=running_fab_hash())
     except Refusal as refusal:
         return Message(Error(code=REFUSED, reason=f"{who} refused: [{refusal.code}] "
                              f"{refusal.reason}"), reply_to=msg)
@@ -137,18 +129,17 @@ def _feasibility_answer(msg: Message, context: Context) -> Message:
 @server.main()
 def main(grid: Grid, context: Context) -> None:
     """Query the mapped SuperNodes once and send their answers to the portal."""
-    cfg = dict(context.run_config)
-    node_map = parse_node_map(str(cfg.get("node-map", "{}")))
-    timeout = float(cfg.get("timeout", 120))
+    query = FeasibilityParams.from_run_config(dict(context.run_config))
+    node_map = query.hospital_nodes()
     by_node = {n: h for h, n in node_map.items()}
     online = set(grid.get_node_ids())
     targets = sorted(by_node)
     log(INFO, "[TRE] feasibility to %s (online %s)", node_map, sorted(online))
-    messages = [Message(RecordDict({"query": ConfigRecord({"cohort": str(cfg.get("cohort"))})}),
+    messages = [Message(RecordDict({"query": ConfigRecord({"cohort": query.cohort})}),
                         message_type="query.feasibility", dst_node_id=nid) for nid in targets]
     answers: dict[int, dict[str, Any]] = {}
     started = time.time()
-    replies = grid.send_and_receive(messages, timeout=timeout) if messages else []
+    replies = grid.send_and_receive(messages, timeout=query.timeout) if messages else []
     for reply in replies:
         nid = int(reply.metadata.src_node_id)
         row: dict[str, Any] = {"hospital_id": by_node.get(nid), "node_id": nid}

@@ -32,10 +32,9 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from access_control.permits import unverified_claims
-from federation.apps.feasibility import parse_node_map
 from federation.apps.secagg import secagg_round, trace_arrays, trace_dir
 from federation.apps.tasks import params_spec
-from federation.launch.params import SECAGG_MIN_HOSPITALS, RunParams
+from federation.launch.params import SECAGG_MIN_HOSPITALS, RunParams, parse_node_map
 from federation.launch.report import results_sender
 from federation.training.membership import ATTACKS, FIGURES
 from federation.training.models import build_model

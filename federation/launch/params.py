@@ -6,6 +6,8 @@ travels to Flower as run config (`to_run_config`, hyphenated keys: the FAB's
 `[tool.flwr.app.config]`, whose defaults a test ties to these) and comes back on the
 SuperLink and the nodes with `from_run_config`, which checks it again at the party that
 acts on it. No check imports torch: the model ids are `federation.launch.models`.
+A feasibility count travels the same way (`FeasibilityParams`, the feasibility FAB's
+config).
 
 Hyperparameters travel as run config (they do not change the app hash); the
 privacy bounds they may ask for are capped by the permit at each node.
@@ -21,10 +23,12 @@ any size.
 
 from __future__ import annotations
 
+import json
 from dataclasses import Field, asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Self
 
 from federation.launch.models import MODEL_KINDS
+from tre.core.schemas import CohortFilter, Purpose
 
 STRATEGIES = ("fedavg", "fedprox")
 ACCOUNTANTS = ("rdp", "prv")
@@ -49,8 +53,36 @@ def _param(default: Any, *, choices: tuple[str, ...] | None = None, what: str = 
     return field(default=default, metadata={"bounds": bounds, "choices": choices, "what": what})
 
 
+class FlowerParams:
+    """Parameters that travel as Flower run config (hyphenated keys), defined once as
+    a frozen dataclass of `_param` fields and checked again wherever they are read."""
+
+    @classmethod
+    def from_run_config(cls, cfg: dict[str, Any]) -> Self:
+        """Read Flower's run config (hyphenated keys), checked; unknown keys are ignored."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            key = run_config_key(f.name)
+            if key in cfg:
+                kind = bool if f.default is None else type(f.default)
+                values[f.name] = kind(cfg[key])
+        params = cls(**values)
+        params.check()
+        return params
+
+    def to_run_config(self) -> dict[str, Any]:
+        """Flower's run config (keys whose value is None are left to the FAB's default)."""
+        return {run_config_key(k): v for k, v in asdict(self).items()  # type: ignore[call-overload]
+                if v is not None}
+
+    def check(self) -> None:
+        """Reject nonsense early with a message naming the field."""
+        for f in fields(self):  # type: ignore[arg-type]
+            _check_field(f, getattr(self, f.name))
+
+
 @dataclass(frozen=True)
-class RunParams:
+class RunParams(FlowerParams):
     permit: str = _param("")
     model: str = _param("cnn-gn", choices=tuple(MODEL_KINDS), what="the catalogue")
     image_size: int = _param(28, ge=1, le=4096)
@@ -76,34 +108,51 @@ class RunParams:
     round_timeout: int = _param(1800, ge=1)
     node_map: str = _param("")  # JSON hospital -> Flower node id, from enrolment; "": none
 
-    @classmethod
-    def from_run_config(cls, cfg: dict[str, Any]) -> RunParams:
-        """Read Flower's run config (hyphenated keys), checked; unknown keys are ignored."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = run_config_key(f.name)
-            if key in cfg:
-                kind = bool if f.default is None else type(f.default)
-                values[f.name] = kind(cfg[key])
-        params = cls(**values)
-        params.check()
-        return params
-
-    def to_run_config(self) -> dict[str, Any]:
-        """Flower's run config; an undecided `secagg` is left to the FAB's default (off):
-        call `resolved` first to apply the hospital-count default."""
-        return {run_config_key(k): v for k, v in asdict(self).items() if v is not None}
-
     def resolved(self, hospitals: int) -> RunParams:
-        """These params with `secagg` decided for a run over `hospitals` hospitals."""
+        """These params with `secagg` decided for a run over `hospitals` hospitals (an
+        undecided `secagg` is left out of `to_run_config`: the FAB's default is off)."""
         if self.secagg is not None:
             return self
         return replace(self, secagg=secagg_default(hospitals))
 
+
+@dataclass(frozen=True)
+class FeasibilityParams(FlowerParams):
+    """One feasibility count: the portal writes it, the ServerApp and each node read it."""
+
+    cohort: str = _param("{}")  # a CohortFilter as JSON
+    purpose: str = _param(Purpose.SCIENTIFIC_RESEARCH.value,
+                          choices=tuple(p.value for p in Purpose), what="the purposes")
+    ticket: str = _param("")  # the portal's signed feasibility ticket (nodes refuse without)
+    node_map: str = _param("{}")  # JSON hospital -> Flower node id: who is asked
+    timeout: int = _param(120, ge=1)
+
     def check(self) -> None:
-        """Reject nonsense early with a message naming the field."""
-        for f in fields(self):
-            check_param(f.name, getattr(self, f.name))
+        super().check()
+        self.cohort_filter()
+        self.hospital_nodes()
+
+    def cohort_filter(self) -> CohortFilter:
+        """The cohort, parsed (ValueError naming the field when it is not one)."""
+        try:
+            return CohortFilter.model_validate_json(self.cohort)
+        except ValueError as exc:
+            raise ValueError(f"cohort is not a cohort filter: {exc}") from exc
+
+    def hospital_nodes(self) -> dict[str, int]:
+        """`node-map` parsed: hospital id -> Flower node id."""
+        return parse_node_map(self.node_map)
+
+
+def parse_node_map(text: str) -> dict[str, int]:
+    """`{"hospital-a": 123, ...}` (the `node-map` of a run or a feasibility count)."""
+    try:
+        raw = json.loads(text or "{}")
+        if not isinstance(raw, dict):
+            raise ValueError("not an object")
+        return {str(h): int(n) for h, n in raw.items()}
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"node-map must be a JSON object hospital -> node id ({exc})") from exc
 
 
 def run_config_key(name: str) -> str:
@@ -128,8 +177,12 @@ def param_bounds(name: str) -> dict[str, float]:
 
 def check_param(name: str, value: Any) -> Any:
     """`value` if run parameter `name` allows it, else ValueError naming the field."""
-    meta = param_field(name).metadata
-    key = run_config_key(name)
+    return _check_field(param_field(name), value)
+
+
+def _check_field(f: Field, value: Any) -> Any:
+    meta = f.metadata
+    key = run_config_key(f.name)
     choices = meta["choices"]
     if choices is not None and value not in choices:
         if meta["what"]:

@@ -11,8 +11,14 @@ from dataclasses import fields
 
 import pytest
 
-from federation.launch.fab import FAB_DIR
-from federation.launch.params import RunParams, param_bounds, param_default, run_config_key
+from federation.launch.fab import FAB_DIR, FEASIBILITY_FAB_DIR
+from federation.launch.params import (
+    FeasibilityParams,
+    RunParams,
+    param_bounds,
+    param_default,
+    run_config_key,
+)
 from federation.launch.report import CREDENTIAL_KEY
 from tre.portal.schemas import RunIn
 
@@ -25,6 +31,33 @@ def test_the_fab_defaults_are_the_run_params_defaults():
     config = tomllib.loads((FAB_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
     # an undecided secagg is the FAB's "off"; the credential is sealed in at submission
     assert config["config"] == {**RunParams().resolved(0).to_run_config(), CREDENTIAL_KEY: ""}
+
+
+def test_the_feasibility_fab_defaults_are_the_feasibility_params_defaults():
+    config = tomllib.loads((FEASIBILITY_FAB_DIR / "pyproject.toml").read_text())
+    assert config["tool"]["flwr"]["app"]["config"] == {**FeasibilityParams().to_run_config(),
+                                                        CREDENTIAL_KEY: ""}
+
+
+@pytest.mark.parametrize(("config", "named"), [
+    ({"purpose": "marketing"}, "purpose 'marketing' is not in the purposes"),
+    ({"cohort": "{\"modality\": 3"}, "cohort is not a cohort filter"),
+    ({"cohort": "{\"colour\": \"red\"}"}, "cohort is not a cohort filter"),
+    ({"node-map": "[1, 2]"}, "node-map must be a JSON object"),
+    ({"node-map": "{\"hospital-a\": \"x\"}"}, "node-map must be a JSON object"),
+    ({"timeout": 0}, "timeout must be >= 1"),
+])
+def test_a_feasibility_count_is_checked_where_it_is_read(config, named):
+    with pytest.raises(ValueError, match=named):
+        FeasibilityParams.from_run_config(config)
+
+
+def test_feasibility_config_round_trips():
+    query = FeasibilityParams(cohort='{"modality": ["CR"]}', purpose="ai_training",
+                              ticket="t", node_map='{"hospital-a": 7}', timeout=30)
+    assert FeasibilityParams.from_run_config(query.to_run_config()) == query
+    assert query.hospital_nodes() == {"hospital-a": 7}
+    assert query.cohort_filter().modality == ["CR"]
 
 
 def test_run_config_round_trips():

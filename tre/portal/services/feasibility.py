@@ -22,6 +22,7 @@ from typing import Any
 from access_control.tokens import Principal
 from federation import launch
 from federation.launch.fab import FEASIBILITY_FAB_DIR
+from federation.launch.params import FeasibilityParams
 from federation.launch.report import REPORT
 from tre.core import disclosure
 from tre.core.audit import AuditAction
@@ -98,9 +99,9 @@ def run_feasibility(portal: Portal, principal: Principal, body: FeasibilityIn) -
             iss=s.permit_issuer, ticket_id=query_id, sub=principal.subject,
             purpose=body.purpose, cohort_digest=digest, hospitals=sorted(mapping),
             iat=now, nbf=now, exp=now + int(s.feasibility_timeout_s) + 120))
-        config = {"cohort": body.cohort.model_dump_json(), "purpose": body.purpose.value,
-                  "ticket": ticket,
-                  "node-map": json.dumps(mapping), "timeout": int(s.feasibility_timeout_s)}
+        config = FeasibilityParams(
+            cohort=body.cohort.model_dump_json(), purpose=body.purpose.value, ticket=ticket,
+            node_map=json.dumps(mapping), timeout=int(s.feasibility_timeout_s)).to_run_config()
         with portal.db.transaction() as cur:
             credential = results.issue(portal, cur, results.FEASIBILITY, query_id,
                                        results.lifetime(s.feasibility_timeout_s + 120))
