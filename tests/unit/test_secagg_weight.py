@@ -101,6 +101,8 @@ def test_a_dataset_without_a_published_count_refuses_the_run(portal: Portal) -> 
         catalogue.secagg_max_weight(portal, permit)
     for odd in ("many", "<5", -5, True, 12.5):
         assert catalogue.weight_bound({**countless, "counts": {"subjects": odd}}) is None, odd
+    assert catalogue.weight_bound({**countless, "counts": {"subjects": 500},
+                                   "disclosure": {"k": "ten"}}) is None
 
 
 def _outcome(examples: int) -> TrainOutcome:

@@ -88,8 +88,11 @@ def weight_bound(descriptor: dict[str, Any]) -> int | None:
     rounding, the perturbation and the suppression ("<k") are undone (the descriptor
     says which k and rounding its node applied)."""
     rule = descriptor.get("disclosure") or {}
-    k = int(rule.get("k", disclosure.DEFAULT_K))
-    base = int(rule.get("rounding", disclosure.DEFAULT_BASE))
+    try:
+        k = int(rule.get("k", disclosure.DEFAULT_K))
+        base = int(rule.get("rounding", disclosure.DEFAULT_BASE))
+    except (TypeError, ValueError):  # a rule that cannot be undone bounds nothing
+        return None
     subjects = (descriptor.get("counts") or {}).get("subjects")
     if subjects == disclosure.suppressed_marker(k) or (
             isinstance(subjects, int) and not isinstance(subjects, bool) and subjects >= 0):
