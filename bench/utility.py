@@ -95,8 +95,10 @@ def over_flower(args: argparse.Namespace, test: TensorSet) -> dict:
     """The federated recipe over real Flower, plain then SecAgg+, on the same nodes."""
     from federation.launch import follow_run
     from federation.launch.report import MODEL
+    from federation.node.service import descriptors
     from tests.federation.helpers import Portal, run_ticket
     from tests.fixtures.flower import FlowerCluster
+    from tre.portal.services.catalogue import weight_bound
 
     out: dict = {"config": vars(args), "hospitals": len(HOSPITALS), "split": "label-skew"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,10 +109,12 @@ def over_flower(args: argparse.Namespace, test: TensorSet) -> dict:
         cluster.root.mkdir()
         try:
             cluster.start_superlink()
+            bounds = []  # SecAgg+'s weight bound, as the portal derives it from the catalogue
             for i, h in enumerate(HOSPITALS):
                 home = make_home(root / "nodes", h, ring, portal=portal.url)
                 populate(home, "pneumonia", i, len(HOSPITALS), seed=args.seed + 7)
                 PrivacyLedger(home.db, home.audit, actor="bench").set_budget("pneumonia", 100.0)
+                bounds += [weight_bound(d) or 0 for d in descriptors(home)]
                 home.db.close()
                 cluster.start_node(home.path)
             for secagg in (False, True):
@@ -119,7 +123,7 @@ def over_flower(args: argparse.Namespace, test: TensorSet) -> dict:
                 handle = cluster.start_run(RunParams(
                     permit=token, model=args.model, rounds=args.rounds,
                     local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                    seed=args.seed, secagg=secagg))
+                    seed=args.seed, secagg=secagg, secagg_max_weight=max(bounds)))
                 portal.tickets[handle.run_id] = run_ticket(ring, token, f"flwr-{handle.run_id}")
                 t0 = time.time()
                 report = follow_run(handle, timeout_s=3600)
@@ -131,6 +135,7 @@ def over_flower(args: argparse.Namespace, test: TensorSet) -> dict:
                 key = "secagg" if secagg else "plain"
                 out[key] = {**m, "seconds": time.time() - t0,
                             "secure_aggregation": report["secure_aggregation"],
+                            "secagg": report["secagg"],
                             "epsilon_per_node": report["epsilon_per_node"]}
                 print(f"over Flower, {key:6s} AUC {m['auc']:.4f} ACC {m['accuracy']:.4f}",
                       flush=True)

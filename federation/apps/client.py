@@ -11,12 +11,15 @@ Flower's `secaggplus_mod`, which answers its key-exchange stages itself and, at 
 collect stage, calls the train handler with legacy FitIns-shaped content and masks
 the FitRes-shaped reply's weights before anything leaves. The handler converts at
 this adapter and calls the same `train_task`, so every governance step is the same;
-a refusal there is answered exactly as without SecAgg+ (`secagg_when_asked`).
+a refusal there is answered exactly as without SecAgg+ (`secagg_when_asked`). The mod
+scales the update by its weight / the round's bound and clips at ±8, so a node never
+sends a weight above the bound (`secagg_reply`).
 """
 
 from __future__ import annotations
 
 import json
+from logging import WARNING
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +37,27 @@ from flwr.app.message_type import MessageType
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import (
+    Code,
+    FitRes,
+    Status,
+    log,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
 from federation.apps.fab import running_fab_hash
 from federation.apps.tasks import (
     NodeContext,
+    TrainOutcome,
     audit_task,
     close_task,
     evaluate_task,
     train_task,
 )
-from federation.launch.params import PARAM_NAMES, RunParams
+from federation.launch.params import MAX_WEIGHT, PARAM_NAMES, WEIGHT_CAPPED, RunParams
 from federation.node.consent import consent_filter_for
 from federation.node.enrol import checkpoint_best_effort
 from federation.node.refusal import Refusal
@@ -93,6 +104,27 @@ def secagg_when_asked(msg: Message, context: Context, call_next: ClientAppCallab
         return _refused(msg, context, refusal)
 
 
+def secagg_reply(out: TrainOutcome, names: list[str], max_weight: int) -> RecordDict:
+    """The FitRes-shaped reply of SecAgg+'s collect stage, weighted by the node's disclosed
+    example count, or by `max_weight` when the count is above it (data ingested after the
+    catalogue entry the portal took the bound from): a larger weight would have Flower's
+    mod clip this update at ±8 without a word, a capped one only weighs it less, and the
+    node says so in its log and in its metrics (`weight-capped-at`, shown in the report)."""
+    examples = int(out.metrics["num-examples"])
+    metrics = dict(out.metrics)
+    if examples > max_weight:
+        log(WARNING, "[TRE] %s: %d training examples are above the SecAgg+ weight bound %d "
+            "of this run; the update is sent with weight %d", out.hospital_id, examples,
+            max_weight, max_weight)
+        metrics[WEIGHT_CAPPED] = max_weight
+    content = compat.fitres_to_recorddict(FitRes(
+        status=Status(Code.OK, ""), num_examples=min(examples, max_weight),
+        parameters=ndarrays_to_parameters([out.weights[n] for n in names]), metrics={},
+    ), keep_input=False)
+    content["metrics"] = MetricRecord(metrics)
+    return content
+
+
 app = ClientApp(mods=[secagg_when_asked])
 
 
@@ -123,11 +155,7 @@ def train(msg: Message, context: Context) -> Message:
     node = ConfigRecord({"hospital-id": out.hospital_id, "dataset-id": out.dataset_id,
                          "excluded-by-consent": str(out.excluded_by_consent)})
     if legacy:
-        content = compat.fitres_to_recorddict(FitRes(
-            status=Status(Code.OK, ""), num_examples=int(out.metrics["num-examples"]),
-            parameters=ndarrays_to_parameters([out.weights[n] for n in names]), metrics={},
-        ), keep_input=False)
-        content["metrics"] = MetricRecord(out.metrics)
+        content = secagg_reply(out, names, int(config[MAX_WEIGHT]))
         content["node"] = node
         return Message(content=content, reply_to=msg)
     content = RecordDict({"arrays": to_arrays(out.weights),

@@ -10,6 +10,13 @@ Legacy `Parameters` carry no names: the model's state-dict names travel in the f
 config (`param-names`) so each node rebuilds its named weights, and the aggregate is
 named and cast back here (the workflow dequantizes to float64).
 
+Each node multiplies its update by weight / `max_weight` before quantising it within
+±8: a weight above the bound would clip the update, a bound far above every weight
+wastes quantisation levels. The run's `secagg_max_weight` (the portal's bound from the
+catalogue) is used, Flower's default where the run has none, and travels in the fit
+config (`MAX_WEIGHT`) so that a node whose data grew since publication sends the bound
+as its weight rather than an update Flower would clip (`federation.apps.client`).
+
 `TRE_SECAGG_TRACE_DIR` (tests and demonstrations only): when set in the ServerApp's
 environment, what the server receives per node (the masked vectors under SecAgg+, the
 plain weights otherwise) and each round's aggregate are written there, so a test can
@@ -47,9 +54,10 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from federation.launch.params import PARAM_NAMES
+from federation.launch.params import MAX_WEIGHT, PARAM_NAMES
 
 TRACE_ENV = "TRE_SECAGG_TRACE_DIR"
+FLOWER_MAX_WEIGHT = 1000  # SecAggPlusWorkflow's default: a run with no bound derived
 
 
 def secagg_parameters(nodes: int) -> tuple[int, int]:
@@ -75,6 +83,7 @@ class SecAggRound:
     halted: str | None = None
     num_shares: int = 0
     threshold: int = 0
+    max_weight: int = 0
 
 
 class RecordingGrid:
@@ -133,17 +142,22 @@ def trace_arrays(trace: Path | None, name: str, arrays: dict[str, np.ndarray]) -
 
 
 def secagg_round(grid: Grid, context: Context, *, server_round: int, arrays: ArrayRecord,
-                 config: dict[str, Any], node_ids: list[int], timeout: float) -> SecAggRound:
-    """Train one round with SecAgg+ over `node_ids` (the permitted nodes online now)."""
+                 config: dict[str, Any], node_ids: list[int], timeout: float,
+                 max_weight: int) -> SecAggRound:
+    """Train one round with SecAgg+ over `node_ids` (the permitted nodes online now), for
+    node weights up to `max_weight` (0: Flower's default)."""
+    max_weight = max_weight or FLOWER_MAX_WEIGHT
     names = list(arrays.keys())
     originals = {k: v.numpy() for k, v in arrays.items()}
     num_shares, threshold = secagg_parameters(len(node_ids))
-    out = SecAggRound(arrays=None, num_shares=num_shares, threshold=threshold)
+    out = SecAggRound(arrays=None, num_shares=num_shares, threshold=threshold,
+                      max_weight=max_weight)
     if len(node_ids) < 3:
         out.halted = (f"secure aggregation needs at least 3 nodes; {len(node_ids)} "
                       "permitted node(s) are online")
         return out
-    fit_config = {**config, "server-round": server_round, PARAM_NAMES: json.dumps(names)}
+    fit_config = {**config, "server-round": server_round, PARAM_NAMES: json.dumps(names),
+                  MAX_WEIGHT: max_weight}
     strategy = LegacyFedAvg(
         fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=len(node_ids),
         min_available_clients=len(node_ids), accept_failures=True,
@@ -160,7 +174,7 @@ def secagg_round(grid: Grid, context: Context, *, server_round: int, arrays: Arr
     trace = trace_dir(context.run_id)
     recorder = RecordingGrid(grid, trace, server_round)
     workflow = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold,
-                                  timeout=timeout)
+                                  max_weight=max_weight, timeout=timeout)
     try:
         workflow(recorder, legacy)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - a protocol failure stops the run, cleanly

@@ -34,7 +34,12 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 from access_control.permits import unverified_claims
 from federation.apps.secagg import secagg_round, trace_arrays, trace_dir
 from federation.apps.tasks import params_spec
-from federation.launch.params import SECAGG_MIN_HOSPITALS, RunParams, parse_node_map
+from federation.launch.params import (
+    SECAGG_MIN_HOSPITALS,
+    WEIGHT_CAPPED,
+    RunParams,
+    parse_node_map,
+)
 from federation.launch.report import results_sender
 from federation.training.membership import ATTACKS, FIGURES
 from federation.training.models import build_model
@@ -102,6 +107,8 @@ def _node_row(msg: Message, sent_to: dict[str, int]) -> dict[str, Any]:
         num_examples=m.get("num-examples"), train_seconds=m.get("train-seconds"),
         excluded_by_consent=_disclosed(node.get("excluded-by-consent")),
     )
+    if WEIGHT_CAPPED in m:  # SecAgg+: the node's examples were above the run's bound
+        row["weight_capped_at"] = int(m[WEIGHT_CAPPED])
     return row
 
 
@@ -204,9 +211,11 @@ def main(grid: Grid, context: Context) -> None:
             sa = secagg_round(grid, context, server_round=rnd, arrays=arrays,
                               config={"lr": params.lr, "proximal-mu": (
                                   params.proximal_mu if params.strategy == "fedprox" else 0.0)},
-                              node_ids=online, timeout=params.round_timeout)
+                              node_ids=online, timeout=params.round_timeout,
+                              max_weight=params.secagg_max_weight)
             report["secagg"] = {"num_shares": sa.num_shares,
-                                "reconstruction_threshold": sa.threshold}
+                                "reconstruction_threshold": sa.threshold,
+                                "max_weight": sa.max_weight}
             replies, sent_to = sa.replies, sa.sent_to
         else:
             sent = list(strategy.configure_train(rnd, arrays, ConfigRecord({"lr": params.lr}),

@@ -19,6 +19,11 @@ and `federation.launch.start_run` (what the CLI, benches and tests submit throug
 agree. With two hospitals SecAgg+ hides nothing (the server subtracts one update from
 the sum to get the other), so it stays off; an explicit `secagg=False` turns it off at
 any size.
+
+Under SecAgg+ each node scales its update by its weight / `secagg_max_weight` before
+quantising within a fixed range, so the bound must hold every node's weight: the portal
+derives it from the catalogue (0, in runs submitted otherwise: Flower's default), the
+ServerApp sends it in the fit config (`MAX_WEIGHT`), and a node above it sends the bound.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ ACCOUNTANTS = ("rdp", "prv")
 GRAD_SAMPLE_MODES = ("hooks", "ew", "functorch")
 SECAGG_MIN_HOSPITALS = 3
 PARAM_NAMES = "param-names"  # fit-config key: the state-dict names legacy Parameters lack
+MAX_WEIGHT = "max-weight"  # fit-config key: the SecAgg+ weight bound the round quantises for
+WEIGHT_CAPPED = "weight-capped-at"  # node metric: the bound its SecAgg+ weight was cut to
 #: bound keyword -> (test that the value passes, how the refusal reads)
 _BOUNDS = {
     "ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
@@ -96,6 +103,7 @@ class RunParams(FlowerParams):
     strategy: str = _param("fedavg", choices=STRATEGIES)
     proximal_mu: float = _param(0.01, ge=0)
     secagg: bool | None = _param(None)  # None: on from three hospitals up (`resolved`)
+    secagg_max_weight: int = _param(0, ge=0)  # 0: not derived (see the module docstring)
     max_grad_norm: float = _param(1.0, gt=0)
     target_epsilon: float = _param(0.0, ge=0)  # 0: the permit's cap for the dataset
     delta: float = _param(0.0, ge=0, lt=1)  # 0: the permit's δ cap

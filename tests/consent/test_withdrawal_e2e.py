@@ -19,6 +19,7 @@ from federation.node.consent import SnapshotConsentFilter, consented_members
 from federation.node.home import NodeHome, node_session
 from federation.node.ledger import PrivacyLedger
 from federation.node.query import DISCLOSURE_KEY_PURPOSE, cohort_members, disclose_members
+from federation.node.service import publish
 from federation.node.settings import StoredNodeSettings
 from federation.training.data import split_pseudonyms
 from tests.federation.helpers import assert_only_disclosed, populate
@@ -88,6 +89,7 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
         home.save_credentials(creds["client_id"], creds["client_secret"])
         populate(home, "pneumonia", i, 3, limit=LIMIT, regime="opt-out")
         PrivacyLedger(home.db, home.audit, actor="operator").set_budget("pneumonia", 20.0)
+        publish(home, synthetic=False)  # its count bounds the SecAgg+ weights of the runs
         train = split_pseudonyms(home.db, "pneumonia", "train")
         chosen[hospital], train_sizes[hospital] = train[:PER_NODE], len(train)
         home.db.close()

@@ -19,7 +19,7 @@ from flwr.common.secure_aggregation.quantization import dequantize
 from flwr.common.secure_aggregation.secaggplus_constants import Stage
 
 from access_control.permits import PermitKeyRing
-from federation.apps.secagg import TRACE_ENV, secagg_parameters
+from federation.apps.secagg import FLOWER_MAX_WEIGHT, TRACE_ENV, secagg_parameters
 from federation.launch import follow_run
 from federation.launch.params import RunParams, secagg_default
 from federation.node.ledger import PrivacyLedger
@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 HOSPITALS = ["hospital-1", "hospital-2", "hospital-3"]
 CAP = 2.0
 LIMIT = 150  # images per split and node: enough for k=10 and the membership audit
+BOUND = 100  # a SecAgg+ weight bound below each node's training examples
 
 
 def _homes(root: Path, hospitals: list[str], ring: PermitKeyRing, portal: Portal,
@@ -120,20 +121,26 @@ def test_default_is_on_from_three_hospitals() -> None:
 @pytest.mark.timeout(900)
 def test_masked_updates_and_same_aggregate(three: Setup) -> None:
     """SecAgg+ on: the server receives masked vectors unlike each node's update, and
-    the aggregate equals plain FedAvg of the same updates (same seeds, secagg off)."""
+    the aggregate equals plain FedAvg of the same updates (same seeds, secagg off).
+
+    The SecAgg+ run's weight bound is below every node's ~150 training examples (as
+    for data ingested after the catalogue entry it was derived from): each node sends
+    the bound as its weight and says so, and nothing is scaled past Flower's range."""
     # a permit per run: each caps its own ε
     first, second = (three.ring.sign(claims([(h, "pneumonia") for h in HOSPITALS], eps=CAP))
                      for _ in range(2))
     common = {"rounds": 1, "batch_size": 64, "lr": 0.5, "seed": 3}
     # no secagg given: three hospitals turn it on (launch.start_run resolves it)
-    masked_report, masked_run = three.run(RunParams(permit=first, **common), first)
+    masked_report, masked_run = three.run(
+        RunParams(permit=first, secagg_max_weight=BOUND, **common), first)
     plain_report, plain_run = three.run(RunParams(permit=second, **common, secagg=False),
                                         second)
 
     for report in (masked_report, plain_report):
         assert report["status"] == "completed", (report.get("stop_reason"), report["rounds"])
     assert masked_report["secure_aggregation"] is True
-    assert masked_report["secagg"] == {"num_shares": 3, "reconstruction_threshold": 2}
+    assert masked_report["secagg"] == {"num_shares": 3, "reconstruction_threshold": 2,
+                                       "max_weight": BOUND}
     assert plain_report["secure_aggregation"] is False and plain_report["secagg"] is None
     for report in (masked_report, plain_report):
         assert_only_disclosed(report)
@@ -143,39 +150,55 @@ def test_masked_updates_and_same_aggregate(three: Setup) -> None:
         assert all(0 < n["epsilon"] <= CAP and n["num_examples"] > 0 for n in nodes)
         assert sorted(report["epsilon_per_node"]) == HOSPITALS
         assert sorted(a["hospital_id"] for a in report["privacy_audits"]) == HOSPITALS
-    # the same disclosed counts and ε under both
+    # the same disclosed counts and ε under both; under SecAgg+ each weight was capped
     rows = {r: {n["hospital_id"]: (n["num_examples"], n["epsilon"])
                 for n in rep["rounds"][0]["nodes"]}
             for r, rep in (("m", masked_report), ("p", plain_report))}
     assert rows["m"] == rows["p"]
+    assert all(n["num_examples"] > BOUND for n in plain_report["rounds"][0]["nodes"])
+    assert [n.get("weight_capped_at") for n in masked_report["rounds"][0]["nodes"]] == \
+        [BOUND] * 3
+    assert not any("weight_capped_at" in n for n in plain_report["rounds"][0]["nodes"])
+    # each node said so in its log, where Flower's mod (same process, same logger) warns
+    # of a weight past max_weight: it never did
+    logs = "".join(p.read_text() for p in three.cluster.root.glob("supernode-*.log"))
+    capped = [line for line in logs.splitlines()
+              if f"above the SecAgg+ weight bound {BOUND}" in line]
+    assert {h for h in HOSPITALS if any(f"] {h}: " in line for line in capped)} == \
+        set(HOSPITALS), capped
+    assert "Potential overflow warning" not in logs
 
     masked_dir, plain_dir = three.trace / str(masked_run), three.trace / str(plain_run)
     node_ids = sorted(int(p.stem.rsplit("-", 1)[1]) for p in plain_dir.glob("round-1-plain-*"))
     assert len(node_ids) == 3
     assert not list(masked_dir.glob("round-1-plain-*"))  # no plain update reached it
-    weights = {n["node_id"]: n["num_examples"] for n in plain_report["rounds"][0]["nodes"]}
+    weights = {n["node_id"]: min(n["num_examples"], BOUND)
+               for n in plain_report["rounds"][0]["nodes"]}
     for nid in node_ids:
         own = _load_named(plain_dir / f"round-1-plain-{nid}.npz")
         masked = _load(masked_dir / f"round-1-masked-{nid}.npz")
         factor, vectors = masked[0], masked[1:]
         assert [v.shape for v in vectors] == [a.shape for a in own.values()]
         # read as if unmasked, a node's vector is noise: nowhere near its weighted update
-        ratio = weights[nid] / 1000.0  # SecAggPlusWorkflow's default max_weight
+        ratio = weights[nid] / BOUND
         seen = dequantize([v % 2**32 for v in vectors], 8.0, 2**22)
         gap = np.mean(np.abs(np.concatenate([(s - ratio * o).ravel() for s, o in
                                              zip(seen, own.values(), strict=True)])))
         assert gap > 100, gap  # masks are uniform mod 2^32, updates are below 1 here
         assert int(factor[0]) != round(ratio * 2**22)  # even the weight is masked
 
-    # the aggregate: SecAgg+'s equals plain FedAvg of the updates, weighted by examples
+    # the aggregate: SecAgg+'s equals FedAvg of the same updates weighted as sent (each
+    # capped at the bound), the plain one FedAvg weighted by the examples themselves
     secure = _load_named(masked_dir / "round-1-aggregate.npz")
     plain = _load_named(plain_dir / "round-1-aggregate.npz")
-    total = sum(weights.values())
+    examples = {n["node_id"]: n["num_examples"] for n in plain_report["rounds"][0]["nodes"]}
     for name, value in secure.items():
-        fedavg = sum(weights[nid] * _load_named(plain_dir / f"round-1-plain-{nid}.npz")[name]
-                     for nid in node_ids) / total
+        updates = {nid: _load_named(plain_dir / f"round-1-plain-{nid}.npz")[name]
+                   for nid in node_ids}
+        fedavg = sum(examples[n] * updates[n] for n in node_ids) / sum(examples.values())
+        capped = sum(weights[n] * updates[n] for n in node_ids) / sum(weights.values())
         np.testing.assert_allclose(plain[name], fedavg, atol=1e-5)
-        np.testing.assert_allclose(value, fedavg, atol=1e-4)
+        np.testing.assert_allclose(value, capped, atol=1e-4)
 
 
 @pytest.mark.timeout(900)
@@ -226,7 +249,9 @@ def test_node_dropping_at_threshold_completes(tmp_path: Path) -> None:
     finally:
         setup.close()
     assert report["status"] == "completed", report
-    assert report["secagg"] == {"num_shares": 4, "reconstruction_threshold": 3}
+    # no bound derived (submitted around the portal): Flower's default
+    assert report["secagg"] == {"num_shares": 4, "reconstruction_threshold": 3,
+                                "max_weight": FLOWER_MAX_WEIGHT}
     statuses = sorted(n["status"] for n in report["rounds"][0]["nodes"])
     assert statuses == ["no-reply", "trained", "trained", "trained"], report["rounds"]
     assert sorted(report["epsilon_per_node"]) == HOSPITALS

@@ -120,3 +120,31 @@ def test_combine_never_reveals_suppressed_cells():
     assert dc.redisclose("<10") == "<10"
     assert dc.redisclose(13) == 15
     assert dc.redisclose(7) == "<10"
+
+
+def _key_for(noise: int, max_noise: int = dc.DEFAULT_MAX_NOISE) -> int:
+    """A cell key whose perturbation is `noise`."""
+    width = 2 * max_noise + 1
+    return -(-((noise + max_noise) << 64) // width)
+
+
+@pytest.mark.parametrize(("k", "base"), [(10, 5), (12, 5), (10, 1), (11, 4)])
+def test_largest_within_bounds_every_subset_and_is_reached(k, base):
+    """From a shown count alone (the portal's SecAgg+ weight bound): no subset of the
+    records behind it is ever shown above `largest_within`, whatever the perturbations,
+    and some subset reaches it, so the bound costs no precision it need not."""
+    noises = range(-dc.DEFAULT_MAX_NOISE, dc.DEFAULT_MAX_NOISE + 1)
+    assert [dc.perturbation(_key_for(p)) for p in noises] == list(noises)
+    reached: dict[dc.Disclosed, int] = {}
+    for n in range(0, 80):
+        shown_subsets = [dc.disclose(m, k=k, base=base, key=_key_for(q))
+                         for m in range(n + 1) for q in noises]
+        largest = max((v for v in shown_subsets if not dc.is_suppressed(v)), default=0)
+        for p in noises:
+            value = dc.disclose(n, k=k, base=base, key=_key_for(p))
+            bound = dc.largest_within(value, k=k, base=base)
+            assert largest <= bound, (n, p, value, largest, bound)
+            reached[value] = max(reached.get(value, 0), largest)
+    assert all(reached[v] == dc.largest_within(v, k=k, base=base) for v in reached
+               if not dc.is_suppressed(v) and int(v) < 70), reached
+    assert dc.largest_within(2340) == 2345 and dc.largest_within("<10") == 15

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.portal import approved_permit, bearer
+from access_control.run_credentials import ReportKey
+from tests.fixtures.net import free_port
+from tests.fixtures.portal import APP_HASH, APP_ID, approved_permit, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +79,38 @@ def test_reviewer_cannot_start_runs(api, keycloak, permit_id):
     resp = api.post("/v1/runs", json={"permit_id": permit_id},
                     headers=bearer(keycloak.token("rev1")))
     assert resp.status_code == 403
+
+
+def test_secagg_run_takes_its_weight_bound_from_the_catalogue(make_portal, keycloak, tmp_path):
+    """Three hospitals turn SecAgg+ on: the run starts only once every permitted dataset
+    publishes a count, and its weight bound covers the largest (a shown 2340 stands for
+    up to 2344 people, whose training count a node may show as 2345)."""
+    api = make_portal(superlink=f"127.0.0.1:{free_port()}",  # none there: started runs fail
+                      superlink_report_key=ReportKey.load_or_create(tmp_path / "link").public)
+    assert api.post("/v1/apps", headers=bearer(keycloak.token("admin1")), json={
+        "app_id": APP_ID, "app_hash": APP_HASH, "description": "DP CNN"}).status_code == 201
+    hospitals = ["hospital-a", "hospital-b", "hospital-c"]
+    permit = approved_permit(api, keycloak, datasets=[
+        {"node_id": h, "dataset_id": "pneumonia"} for h in hospitals])
+    alice = bearer(keycloak.token("alice"))
+
+    def publish(hospital: str, subjects: object) -> None:
+        resp = api.post("/v1/catalogue/datasets", headers=bearer(
+            keycloak.client_token(hospital)), json={
+                "hospital_id": hospital, "dataset_id": "pneumonia", "kind": "imaging",
+                "title": "Paediatric chest X-rays", "descriptor": {
+                    "counts": {"subjects": subjects}, "disclosure": {"k": 10, "rounding": 5}}})
+        assert resp.status_code == 201, resp.text
+
+    publish("hospital-a", 2340)
+    publish("hospital-b", "<10")
+    refused = api.post("/v1/runs", json={"permit_id": permit["id"]}, headers=alice)
+    assert refused.status_code == 409, refused.text
+    assert "published for hospital-c/pneumonia" in refused.json()["detail"]
+    assert runs_in_store(api) == 0
+
+    publish("hospital-c", 1560)
+    started = api.post("/v1/runs", json={"permit_id": permit["id"]}, headers=alice)
+    assert started.status_code == 202, started.text
+    assert started.json()["params"]["secagg"] is True
+    assert started.json()["params"]["secagg-max-weight"] == 2345

@@ -62,7 +62,8 @@ def test_feasibility_config_round_trips():
 
 def test_run_config_round_trips():
     params = RunParams(permit="token", model="mlp", rounds=7, lr=0.05, strategy="fedprox",
-                       secagg=True, target_epsilon=2.5, node_map='{"a": 1}')
+                       secagg=True, secagg_max_weight=2345, target_epsilon=2.5,
+                       node_map='{"a": 1}')
     assert RunParams.from_run_config(params.to_run_config()) == params
 
 

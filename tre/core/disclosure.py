@@ -112,6 +112,30 @@ def disclose(
     return rounded if rounded >= k else suppressed_marker(k)
 
 
+def largest_within(
+    value: Disclosed,
+    *,
+    k: int = DEFAULT_K,
+    base: int = DEFAULT_BASE,
+    max_noise: int = DEFAULT_MAX_NOISE,
+) -> int:
+    """The largest value `disclose` can show for any subset of the records behind a
+    shown `value`: an honest upper bound from published counts (the portal bounds a
+    SecAgg+ weight, a node's disclosed training count, by its catalogue entry).
+
+    The exact count may lie above `value` by the rounding (up to base - 1 - base // 2)
+    and the perturbation (max_noise); "<k" hides up to k - 1 plus the perturbation, or
+    more where rounding shows values just under k; a subset's own count may be shown
+    up to max_noise higher again, then rounded."""
+    spread = base - 1 - base // 2 if base > 1 else 0
+    if is_suppressed(value):
+        below_k = ((k - 1) // base) * base if base > 1 else k - 1
+        shown = max(k - 1, below_k + spread)
+    else:
+        shown = int(value) + spread
+    return round_to(shown + 2 * max_noise, base)
+
+
 def disclose_statistic(value: float, contributors: int, *, k: int = DEFAULT_K,
                        digits: int = 3) -> float:
     """A statistic over records (a mean loss, an accuracy, an AUC): withheld (NaN) when

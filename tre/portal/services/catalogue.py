@@ -1,5 +1,9 @@
 """The catalogue: what each hospital holds, as descriptors with suppressed counts only,
-each with the summary of its newest synthetic release (published or withdrawn)."""
+each with the summary of its newest synthetic release (published or withdrawn).
+
+Its counts are also all the portal knows of a dataset's size: a SecAgg+ run's weight
+bound is derived from them (`secagg_max_weight`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from access_control.tokens import Principal
+from tre.core import disclosure
 from tre.core.audit import AuditAction
 from tre.portal.context import Portal, utcnow
-from tre.portal.errors import Forbidden, Invalid, NotFound
+from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.schemas import DatasetDescriptorIn
 from tre.portal.services import synthetic
 from tre.portal.store import catalogue as store
@@ -72,3 +77,50 @@ def get_dataset(portal: Portal, hospital_id: str, dataset_id: str) -> dict[str, 
     if found is None:
         raise NotFound(f"dataset {hospital_id}/{dataset_id} is not in the catalogue")
     return {**found, "synthetic": synthetic.latest_summary(portal, hospital_id, dataset_id)}
+
+
+def weight_bound(descriptor: dict[str, Any]) -> int | None:
+    """The largest training count a node can disclose for this published dataset (its
+    FedAvg weight), or None when the descriptor shows no subject count.
+
+    Nodes train on one record per person and weigh an update by the disclosed count of
+    its consented training subjects, so the dataset's subject count bounds it once the
+    rounding, the perturbation and the suppression ("<k") are undone (the descriptor
+    says which k and rounding its node applied)."""
+    rule = descriptor.get("disclosure") or {}
+    try:
+        k = int(rule.get("k", disclosure.DEFAULT_K))
+        base = int(rule.get("rounding", disclosure.DEFAULT_BASE))
+    except (TypeError, ValueError):  # a rule that cannot be undone bounds nothing
+        return None
+    subjects = (descriptor.get("counts") or {}).get("subjects")
+    if subjects == disclosure.suppressed_marker(k) or (
+            isinstance(subjects, int) and not isinstance(subjects, bool) and subjects >= 0):
+        return disclosure.largest_within(subjects, k=k, base=base)
+    return None
+
+
+def secagg_max_weight(portal: Portal, datasets: list[dict[str, Any]]) -> int:
+    """SecAgg+'s `max_weight` for a run over `datasets` (a permit's node and dataset ids):
+    the largest weight any of them can send, from the catalogue alone.
+
+    A dataset without a published count has no honest bound, so the run is refused
+    (409) rather than given a guess: too low weighs that hospital less than its data,
+    too high costs every update quantisation precision. Its hospital publishes the
+    dataset, or the researcher starts the run without SecAgg+."""
+    bounds: list[int] = []
+    unknown: list[str] = []
+    with portal.db.reader() as cur:
+        for d in datasets:
+            row = store.get_dataset(cur, d["node_id"], d["dataset_id"])
+            bound = None if row is None else weight_bound(row["descriptor"])
+            if bound is None:
+                unknown.append(f"{d['node_id']}/{d['dataset_id']}")
+            else:
+                bounds.append(bound)
+    if unknown:
+        raise Conflict(f"secure aggregation needs a bound on every hospital's training "
+                       f"examples from the catalogue; none is published for "
+                       f"{', '.join(unknown)}: its hospital publishes the dataset "
+                       "(`tre node publish`), or the run starts with secagg false")
+    return max(bounds)

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from tre.core.schemas import PermitStatus, RunTicket
 from tre.portal.context import Portal, utcnow
 from tre.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from tre.portal.schemas import RunIn
-from tre.portal.services import access, airlock, model_card, nodes, results
+from tre.portal.services import access, airlock, catalogue, model_card, nodes, results
 from tre.portal.store import access as access_store
 from tre.portal.store import runs as store
 
@@ -76,14 +77,17 @@ def start_run(portal: Portal, principal: Principal, body: RunIn) -> dict[str, An
             raise Conflict(f"only {len(mapping)} of the permit's hospitals have an enrolled "
                            f"node (missing: {', '.join(missing)}); the run needs "
                            f"{min_hospitals or hospitals}")
-        run_id = f"run_{uuid.uuid4().hex[:16]}"
-        folder = results.folder(portal, results.RUN, run_id)
         # RunIn checked the researcher's fields against the run contract already
         params = body.run_params(
             permit=permit["token"], hospitals=hospitals, min_hospitals=min_hospitals,
             # only the permit's enrolled SuperNodes get messages (see services.nodes)
             node_map=json.dumps(mapping) if mapping else "",
             round_timeout=portal.settings.run_round_timeout_s)
+        if params.secagg:
+            params = replace(params, secagg_max_weight=catalogue.secagg_max_weight(
+                portal, caps))
+        run_id = f"run_{uuid.uuid4().hex[:16]}"
+        folder = results.folder(portal, results.RUN, run_id)
         store.insert_run(cur, {"id": run_id, "permit_id": permit["id"],
                                "holder_sub": principal.subject,
                                "holder_username": principal.username,
