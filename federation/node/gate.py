@@ -42,11 +42,10 @@ from federation.node.authorisation import (
 from federation.node.consent import ConsentDecision, ConsentFilter, RegimeConsentFilter
 from federation.node.home import NodeHome
 from federation.node.ledger import BudgetError, PrivacyLedger, QueryRefused, Reservation
-from federation.node.query import DISCLOSURE_KEY_PURPOSE, disclosed_count
 from federation.node.refusal import Refusal
 from federation.node.store import dataset_regime
 from tre.core.audit import AuditAction
-from tre.core.disclosure import Disclosed, is_suppressed
+from tre.core.disclosure import DISCLOSURE_KEY_PURPOSE, Disclosed, disclosed_count, is_suppressed
 from tre.core.schemas import Purpose
 
 Credential = RunPermit | QueryTicket | OperatorUse
