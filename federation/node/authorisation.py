@@ -145,8 +145,8 @@ class OperatorAuthorisation:
 
     def read_entry(self, *, split: str, records: int, excluded: int, why: str
                    ) -> tuple[AuditAction, str, str, dict[str, Any]]:
-        """A count is audited as the query, not its answer (exact counts stay out of a
-        log that leaves the node for a remote audit); a dataset's use as the read."""
+        """A count is audited as the query asked, without its answer (as a feasibility
+        count is); the use of a dataset as its read, with the records read."""
         if self.cohort is not None:
             return AuditAction.QUERY_COHORT, "cohort", self.cohort.digest()[:16], {
                 "cohort": self.cohort.model_dump(mode="json")}
