@@ -37,15 +37,8 @@ from federation.launch.report import results_sender
 from federation.node.authorisation import QueryTicket
 from federation.node.consent import ConsentFilter, consent_filter_for
 from federation.node.enrol import checkpoint_best_effort
-from federation.node.gate import Action, Gate
 from federation.node.home import NodeHome, node_session
-from federation.node.query import (
-    AGE_REFERENCE,
-    DISCLOSURE_KEY_PURPOSE,
-    DatasetMembers,
-    cohort_members,
-    disclose_members,
-)
+from federation.node.query import count_cohort
 from federation.node.refusal import Refusal
 from tre.core.schemas import CohortFilter, Purpose
 
@@ -64,31 +57,13 @@ def feasibility_fab_hash() -> str:
 # -- node side ---------------------------------------------------------------------------
 def answer(home: NodeHome, cohort: CohortFilter, purpose: Purpose, consent_filter: ConsentFilter,
            *, run_id: str, ticket: str, app_hash: str | None) -> dict[str, Any]:
-    """Disclosed counts of the consented cohort at this node, through the node's gate:
-    this node's feasibility app (`app_hash`: the one being run) with the portal's
-    feasibility ticket for exactly this query (`QueryTicket`), consent, then the count;
-    the query (or its refusal) is audited by the gate.
-
-    Consent is applied before disclosure: a count must not include a subject that a run
-    for `purpose` could not use. The snapshot filter pulls the portal's consent
-    snapshot first (or refuses on a stale one)."""
-    members: dict[str, DatasetMembers] = {}
-
-    def candidates(home: NodeHome, grant: object) -> dict[str, list[str]]:
-        members.update(cohort_members(home.db, cohort))
-        return {ds_id: sorted(m.subjects) for ds_id, m in members.items()}
-
-    action = Action("feasibility", "cohort", candidates)
-    k = home.config.suppression_k
-    with Gate(home, consent_filter).open(action, purpose, cohort.dataset_id,
-                                         QueryTicket(ticket, cohort, run_id, app_hash,
-                                                     feasibility_fab_hash())) as consented:
-        kept = {ds_id: m.restricted(consented.allowed(ds_id)) for ds_id, m in members.items()}
-        datasets = disclose_members(kept, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
-        consented.read(sum(len(m.subjects) for m in kept.values()), k=k,
-                       datasets=[d["dataset_id"] for d in datasets])
-    return {"hospital_id": home.config.hospital_id, "k": k, "rounding": 5,
-            "age_reference": AGE_REFERENCE, "datasets": datasets}
+    """Disclosed counts of the consented cohort at this node (`query.count_cohort`, the
+    node's gate): this node's feasibility app (`app_hash`: the one being run) with the
+    portal's feasibility ticket for exactly this query (`QueryTicket`). The snapshot
+    filter pulls the portal's consent snapshot first (or refuses on a stale one)."""
+    return count_cohort(home, cohort, QueryTicket(ticket, cohort, run_id, app_hash,
+                                                  feasibility_fab_hash()),
+                        purpose=purpose, consent_filter=consent_filter)
 
 
 @client.query("feasibility")

@@ -1,6 +1,6 @@
 """Who may use this node's data, checked before anything is read (invariants 2 and 3).
 
-Two credentials open the node's gate (`federation.node.gate`):
+Three credentials open the node's gate (`federation.node.gate`):
 
 * `RunPermit`, for a governed Flower run: the portal's permit verifies with the keys
   pinned at enrolment, is valid now and not revoked, names this hospital and a dataset
@@ -8,7 +8,8 @@ Two credentials open the node's gate (`federation.node.gate`):
   binds permit, app and hospital to this very Flower run;
 * `QueryTicket`, for a feasibility count: the portal's ticket for exactly this cohort,
   purpose and hospital, not answered here before, for a researcher within this node's
-  daily query budget.
+  daily query budget;
+* `OperatorUse`, for the node operator's own synthesis or cohort count.
 
 Each check raises `Refusal`; the gate audits it. This module is node-installed code:
 the FAB a researcher's run ships only names it.
@@ -134,15 +135,22 @@ class TicketAuthorisation:
 
 @dataclass(frozen=True)
 class OperatorAuthorisation:
-    """The node operator's own use of a dataset held here."""
+    """The node operator's own use of the data held here: one dataset, or a cohort count."""
 
-    dataset_id: str
+    dataset_id: str | None
+    """None: a count over every dataset here that matches `cohort`."""
     purpose: Purpose
     run_id: str
+    cohort: CohortFilter | None = None
 
     def read_entry(self, *, split: str, records: int, excluded: int, why: str
                    ) -> tuple[AuditAction, str, str, dict[str, Any]]:
-        return AuditAction.DATA_READ, "dataset", self.dataset_id, {
+        """A count is audited as the query asked, without its answer (as a feasibility
+        count is); the use of a dataset as its read, with the records read."""
+        if self.cohort is not None:
+            return AuditAction.QUERY_COHORT, "cohort", self.cohort.digest()[:16], {
+                "cohort": self.cohort.model_dump(mode="json")}
+        return AuditAction.DATA_READ, "dataset", str(self.dataset_id), {
             "run_id": self.run_id, "dataset_id": self.dataset_id,
             "purpose": self.purpose.value, "by": "node operator", "split": split,
             "records": records, "excluded_by_consent": excluded, "for": why}
@@ -301,20 +309,27 @@ class QueryTicket:
 
 @dataclass(frozen=True)
 class OperatorUse:
-    """The node operator's own use of a dataset (`tre node synthesize`): no permit, and
-    the purpose is the node's, but consent and the audit apply all the same."""
+    """The node operator's own use of the data (`tre node synthesize` of one dataset,
+    `tre node query` counting a `cohort`): no permit, and the purpose is the node's,
+    but consent, disclosure control and the audit apply all the same."""
 
     run_id: str
-    refused_action: ClassVar[AuditAction] = AuditAction.SYNTHETIC_REFUSED
+    cohort: CohortFilter | None = None
+
+    @property
+    def refused_action(self) -> AuditAction:
+        return AuditAction.SYNTHETIC_REFUSED if self.cohort is None else AuditAction.QUERY_REFUSED
 
     def refusal_details(self, grant: OperatorAuthorisation | None) -> dict[str, Any]:
-        return {}
+        return {} if self.cohort is None else {"cohort": self.cohort.model_dump(mode="json")}
 
     def authorise(self, home: NodeHome, dataset_id: str | None,
                   purpose: Purpose | None) -> OperatorAuthorisation:
-        """The dataset is held here (Refusal `unknown-dataset` otherwise)."""
-        if dataset_id is None or purpose is None:
+        """The dataset is held here (Refusal `unknown-dataset` otherwise); only a count
+        may name none (every dataset here)."""
+        if purpose is None or (dataset_id is None and self.cohort is None):
             raise Refusal("no-dataset", "the node operator's use names one dataset and "
                           "its purpose")
-        store.dataset_regime(home, dataset_id)
-        return OperatorAuthorisation(dataset_id, Purpose(purpose), self.run_id)
+        if dataset_id is not None:
+            store.dataset_regime(home, dataset_id)
+        return OperatorAuthorisation(dataset_id, Purpose(purpose), self.run_id, self.cohort)

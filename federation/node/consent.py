@@ -34,7 +34,6 @@ import pyarrow as pa
 
 from federation.node.home import NodeHome
 from federation.node.portal_client import PortalClient, PortalError
-from federation.node.query import DatasetMembers
 from federation.node.refusal import Refusal
 from federation.node.store import dataset_pseudonyms, dataset_regime
 from tre.core.audit import AuditAction
@@ -414,18 +413,6 @@ def status(home: NodeHome, *, clock: Callable[[], float] = time.time) -> dict[st
     return {"version": state.version, "age_s": round(age, 1), "consents": state.consents,
             "pulled_at": datetime.fromtimestamp(state.pulled_at, UTC).isoformat(),
             "fresh": age <= home.config.consent_max_age_s}
-
-
-def consented_members(consent_filter: SnapshotConsentFilter,
-                      members: dict[str, DatasetMembers], purpose: Purpose
-                      ) -> dict[str, DatasetMembers]:
-    """Cohort members (of `query.cohort_members`) restricted to subjects the consent
-    filter allows for `purpose`, before disclosure: a feasibility count must not count
-    a subject a run could not use (invariant 2)."""
-    return {ds_id: m.restricted(set(consent_filter.filter(
-                dataset_id=ds_id, regime=None, purpose=purpose,
-                pseudonyms=sorted(m.subjects)).allowed))
-            for ds_id, m in members.items()}
 
 
 def consent_filter_for(home: NodeHome, kind: str = "snapshot") -> ConsentFilter:

@@ -16,9 +16,11 @@ Checks, in this order, before the body runs; the first that fails refuses:
    answer withheld, as the action says;
 5. the action's spend: ε reserved and charged in the ledger before any record is read.
 
-The gate audits the read when the body completes (or recorded what it read before a
-refusal), and audits every `Refusal` raised by the checks, the spend or the body: this
-is the one place where refusals are audited, exactly once each.
+The gate audits the read when the body completes, or when it fails after recording
+what it read (`cohort.read`): a crash after the read never leaves it unaudited. A body
+that decides to read nothing (`cohort.read_nothing`) has no read audited. The gate
+audits every `Refusal` raised by the checks, the spend or the body: this is the one
+place where refusals are audited, exactly once each.
 """
 
 from __future__ import annotations
@@ -40,11 +42,10 @@ from federation.node.authorisation import (
 from federation.node.consent import ConsentDecision, ConsentFilter, RegimeConsentFilter
 from federation.node.home import NodeHome
 from federation.node.ledger import BudgetError, PrivacyLedger, QueryRefused, Reservation
-from federation.node.query import DISCLOSURE_KEY_PURPOSE, disclosed_count
 from federation.node.refusal import Refusal
 from federation.node.store import dataset_regime
 from tre.core.audit import AuditAction
-from tre.core.disclosure import Disclosed, is_suppressed
+from tre.core.disclosure import DISCLOSURE_KEY_PURPOSE, Disclosed, disclosed_count, is_suppressed
 from tre.core.schemas import Purpose
 
 Credential = RunPermit | QueryTicket | OperatorUse
@@ -162,6 +163,8 @@ class ConsentedCohort:
     reservation: Reservation | None = None
     records: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    unread: bool = False
+    """The body read nothing (`read_nothing`): no read is audited."""
 
     @property
     def dataset(self) -> str | None:
@@ -187,6 +190,14 @@ class ConsentedCohort:
         """Record how many records the body read (and what the audit should add)."""
         self.records = records
         self.details.update(details)
+
+    def read_nothing(self) -> None:
+        """The body decided, from the consented subjects alone, not to read a record
+        (e.g. a synthesis whose cohort is unchanged): the gate then audits no read,
+        as nothing was read. Only before `read`."""
+        if self.records is not None:
+            raise RuntimeError("records were read already: that read is audited")
+        self.unread = True
 
 
 @dataclass
@@ -244,7 +255,11 @@ class Gate:
                 self._audit_read(action, cohort)  # it was read before the refusal
             self._refused(refusal, credential, grant, stage=stage)
             raise
-        if not cohort.withheld:
+        except BaseException:
+            if cohort is not None and cohort.records is not None:
+                self._audit_read(action, cohort)  # it was read before the body failed
+            raise
+        if not (cohort.withheld or cohort.unread):
             self._audit_read(action, cohort)
         if action.spend is not None and budget is not None and cohort.reservation is not None:
             action.spend.settle(budget, cohort.reservation)

@@ -13,28 +13,32 @@ study date (and for clinical datasets) the current year is used. Subjects whose
 birth year is unknown never match an age range. Modality, body site and sex are
 compared case-insensitively. A clinical range matches numeric values only.
 
-Only disclosed values leave `run_query` (see `disclosure`); the exact member sets
-stay inside this module.
+Every count goes through the node's gate (`count`): the operator's (`run_query`, with
+the operator's own credential) as the researcher's feasibility count (with the portal's
+ticket). The gate applies the consent filter for the count's purpose before anything is
+counted and audits the query (or its refusal). Only disclosed values leave `count` (see
+`disclosure`); the exact member sets stay inside this module.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
+from federation.node.authorisation import OperatorUse, QueryTicket
+from federation.node.consent import ConsentFilter, RegimeConsentFilter
 from federation.node.errors import DataError
+from federation.node.gate import Action, Gate
 from federation.node.home import NodeHome
 from tre.core import disclosure
-from tre.core.audit import AuditAction
 from tre.core.db import Database
-from tre.core.schemas import CohortFilter
+from tre.core.disclosure import DISCLOSURE_KEY_PURPOSE, disclosed_count
+from tre.core.schemas import CohortFilter, Purpose
 
 AGE_REFERENCE = "year of study date (else current year) minus birth year"
-DISCLOSURE_KEY_PURPOSE = "disclosure-cell-key"
 
 
 @dataclass
@@ -221,15 +225,6 @@ def _label_name(label: int | None, names: dict[str, str]) -> str:
     return names.get(str(label), str(label))
 
 
-def disclosed_count(pseudonyms: Iterable[str], *, secret: bytes, k: int = disclosure.DEFAULT_K,
-                    base: int = disclosure.DEFAULT_BASE) -> disclosure.Disclosed:
-    """The publishable count of a set of records: suppressed below k, perturbed by the
-    set's cell key, rounded (`disclosure.disclose`)."""
-    ids = list(pseudonyms)
-    key = disclosure.cell_key(disclosure.record_keys(secret, ids))
-    return disclosure.disclose(len(ids), k=k, base=base, key=key)
-
-
 def disclose_members(
     members: dict[str, DatasetMembers],
     *,
@@ -265,33 +260,42 @@ def disclose_members(
     return out
 
 
-def run_query(
-    home: NodeHome,
-    cohort: CohortFilter,
-    *,
-    k: int | None = None,
-    actor: str | None = None,
-    today: date | None = None,
-) -> dict[str, Any]:
-    """Answer a cohort query with disclosed counts; the query (not its answer) is audited."""
+def count_cohort(home: NodeHome, cohort: CohortFilter, credential: OperatorUse | QueryTicket,
+                 *, purpose: Purpose, consent_filter: ConsentFilter, k: int | None = None,
+                 today: date | None = None) -> dict[str, Any]:
+    """Disclosed counts of the cohort's subjects whose consent covers `purpose`, through
+    the node's gate with `credential`: consent is applied before anything is disclosed
+    (a count must not include a subject that a run for `purpose` could not use), and
+    the gate audits the query, or its refusal. `k`: the node's by default."""
     k = k if k is not None else home.config.suppression_k
-    if k < 1:
+    members: dict[str, DatasetMembers] = {}
+
+    def candidates(home: NodeHome, grant: object) -> dict[str, list[str]]:
+        members.update(cohort_members(home.db, cohort, today=today))
+        return {ds_id: sorted(m.subjects) for ds_id, m in members.items()}
+
+    with Gate(home, consent_filter).open(Action("cohort count", "cohort", candidates),
+                                         purpose, cohort.dataset_id, credential) as consented:
+        kept = {ds_id: m.restricted(consented.allowed(ds_id)) for ds_id, m in members.items()}
+        datasets = disclose_members(kept, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
+        consented.read(sum(len(m.subjects) for m in kept.values()), k=k,
+                       datasets=[d["dataset_id"] for d in datasets])
+    return {"hospital_id": home.config.hospital_id, "k": k,
+            "rounding": disclosure.DEFAULT_BASE, "age_reference": AGE_REFERENCE,
+            "datasets": datasets}
+
+
+def run_query(home: NodeHome, cohort: CohortFilter, *, k: int | None = None,
+              purpose: Purpose = Purpose.SCIENTIFIC_RESEARCH,
+              consent_filter: ConsentFilter | None = None,
+              today: date | None = None) -> dict[str, Any]:
+    """The operator's own count (`tre node query`): checked against what this node holds
+    before anything is asked, then `count_cohort` with the operator's credential. The
+    default filter is the datasets' regimes with no consent records (the gate's); the
+    CLI passes the node's snapshot filter."""
+    if k is not None and k < 1:
         raise ValueError("k must be at least 1")
     check_cohort(home.db, cohort)
-    members = cohort_members(home.db, cohort, today=today)
-    datasets = disclose_members(members, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE), k=k)
-    home.audit.record(
-        actor=actor or home.actor,
-        action=AuditAction.QUERY_COHORT,
-        object_type="cohort",
-        object_id=cohort.digest()[:16],
-        details={"cohort": cohort.model_dump(mode="json"), "k": k,
-                 "datasets": [d["dataset_id"] for d in datasets]},
-    )
-    return {
-        "hospital_id": home.config.hospital_id,
-        "k": k,
-        "rounding": disclosure.DEFAULT_BASE,
-        "age_reference": AGE_REFERENCE,
-        "datasets": datasets,
-    }
+    return count_cohort(home, cohort, OperatorUse("query", cohort), purpose=purpose,
+                        consent_filter=consent_filter or RegimeConsentFilter(), k=k,
+                        today=today)

@@ -20,9 +20,9 @@ from federation.node.home import (
     stored_settings,
 )
 from federation.node.portal_client import PortalClient, PortalError
-from federation.node.query import DISCLOSURE_KEY_PURPOSE
 from pseudonymisation.client import PseudonymClient, PseudonymisationError
 from tre.core.audit import AuditAction
+from tre.core.disclosure import DISCLOSURE_KEY_PURPOSE
 
 
 def read_credentials_file(path: Path) -> dict[str, str]:

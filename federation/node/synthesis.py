@@ -17,7 +17,9 @@ publisher gets files: it re-reads the manifest, re-checks every hash and the gat
 verdict written next to them, and refuses anything else. Pseudonyms, study ids and
 image references never reach the synthesizer: they are not even selected.
 
-Each run records the digest of the consented cohort it modelled (`latest.json`, the
+Records are read only inside the node's gate, with the operator's credential: consent
+for scientific research first, the read audited before the synthesizer sees it. Each
+run records the digest of the consented cohort it modelled (`latest.json`, the
 manifest, the audit), so `synthesize_if_cohort_changed` can re-run exactly when a
 consent withdrawal (or a new consent, or new data) changed who may be modelled.
 """
@@ -30,7 +32,8 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,9 +42,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from federation.node.authorisation import OperatorUse
+from federation.node.consent import consent_filter_for
 from federation.node.data import DataError, clinical_frame
 from federation.node.errors import SynthesisError
+from federation.node.gate import Action, ConsentedCohort, Gate
 from federation.node.home import NodeHome
+from federation.node.store import dataset_pseudonyms
 from tre.core.audit import AuditAction
 from tre.core.schemas import Purpose
 
@@ -165,16 +172,9 @@ def cohort_digest(pseudonyms: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(pseudonyms))).encode()).hexdigest()
 
 
-def consented_cohort(home: NodeHome, dataset_id: str, *,
-                     synthesizer: str | Synthesizer | SampleFunction = "gaussian_copula",
-                     rows: int | None = None, consent_filter: str = "snapshot") -> list[str]:
-    """The dataset's subjects whose consent covers scientific research, through the
-    node's gate (the operator's own use: consent, then the read audited), after checking
-    the options (a bad name or row count fails before any pull or read)."""
-    from federation.node.authorisation import OperatorUse
-    from federation.node.consent import consent_filter_for
-    from federation.node.gate import Action, Gate
-    from federation.node.store import dataset_pseudonyms
+def _check_options(home: NodeHome, dataset_id: str, *,
+                   synthesizer: str | Synthesizer | SampleFunction, rows: int | None) -> None:
+    """A bad name, row count or dataset fails before any pull or read."""
     from synthetic.names import SYNTHESIZERS
 
     if isinstance(synthesizer, str) and synthesizer not in SYNTHESIZERS:
@@ -185,13 +185,28 @@ def consented_cohort(home: NodeHome, dataset_id: str, *,
     if not _DATASET_ID_RE.match(dataset_id or ""):
         raise DataError(f"dataset id {dataset_id!r} is invalid: use 1-64 letters, digits, "
                         "'.', '_' or '-'")
-    dataset_kind(home, dataset_id)  # unknown dataset: a clear error before any pull
+    dataset_kind(home, dataset_id)
+
+
+@contextmanager
+def _gate(home: NodeHome, dataset_id: str, consent_filter: str) -> Iterator[ConsentedCohort]:
+    """The node's gate for the operator's synthesis of one dataset: the subjects whose
+    consent covers scientific research; the gate audits the read or the refusal."""
     action = Action("synthesis", "all",
                     lambda home, grant: {dataset_id: dataset_pseudonyms(home, dataset_id)})
     gate = Gate(home, consent_filter_for(home, consent_filter))
     with gate.open(action, Purpose.SCIENTIFIC_RESEARCH, dataset_id,
                    OperatorUse("synthesis")) as cohort:
-        return cohort.pseudonyms
+        yield cohort
+
+
+def _read(home: NodeHome, cohort: ConsentedCohort) -> pd.DataFrame:
+    """The consented cohort's table, its read recorded for the gate's audit: the gate
+    writes that row as the body ends, before the synthesizer sees a row, so a crash
+    inside SDV leaves the read audited."""
+    frame = source_frame(home, str(cohort.dataset), cohort.pseudonyms)
+    cohort.read(len(frame), cohort_digest=cohort_digest(cohort.pseudonyms))
+    return frame
 
 
 def synthesize(
@@ -212,13 +227,15 @@ def synthesize(
     A name is checked against the known synthesizers before any data is read; an
     object or function (the gate tests' copying "synthesizer") is passed through.
     Consent is honoured before any record is read: only subjects whose consent (or,
-    under opt-out, absence of objection) covers scientific research are modelled.
+    under opt-out, absence of objection) covers scientific research are modelled,
+    read inside the node's gate (`federation.node.gate`).
     """
-    allowed = consented_cohort(home, dataset_id, synthesizer=synthesizer, rows=rows,
-                               consent_filter=consent_filter)
-    return _synthesize_cohort(home, dataset_id, allowed, synthesizer=synthesizer, rows=rows,
-                              target=target, seed=seed, epochs=epochs, thresholds=thresholds,
-                              progress=progress)
+    _check_options(home, dataset_id, synthesizer=synthesizer, rows=rows)
+    with _gate(home, dataset_id, consent_filter) as cohort:
+        frame = _read(home, cohort)
+    return _synthesize_frame(home, dataset_id, frame, cohort.pseudonyms,
+                             synthesizer=synthesizer, rows=rows, target=target, seed=seed,
+                             epochs=epochs, thresholds=thresholds, progress=progress)
 
 
 def synthesize_if_cohort_changed(
@@ -227,34 +244,44 @@ def synthesize_if_cohort_changed(
     rows: int | None = None, consent_filter: str = "snapshot", **options: Any,
 ) -> SynthesisOutcome | None:
     """`synthesize` (same options) only when the consented cohort differs from the one
-    the latest run modelled (a withdrawal, a new consent, new data); None, audited, when
-    it does not. Compared with the latest run, passed or not: the same cohort with the
-    same settings gives the same verdict, so running again would only repeat it."""
-    allowed = consented_cohort(home, dataset_id, synthesizer=synthesizer, rows=rows,
-                               consent_filter=consent_filter)
-    digest = cohort_digest(allowed)
-    previous = latest(home, dataset_id) or {}
-    if previous.get("cohort_digest") == digest:
-        home.audit.record(actor=home.actor, action=AuditAction.SYNTHETIC_COHORT_UNCHANGED,
-                          object_type="dataset", object_id=dataset_id,
-                          details={"run_id": previous.get("run_id"), "cohort_digest": digest,
-                                   "cohort_size": len(set(allowed))})
-        return None
-    return _synthesize_cohort(home, dataset_id, allowed, synthesizer=synthesizer, rows=rows,
-                              **options)
+    the latest run modelled (a withdrawal, a new consent, new data); None when it does
+    not. Compared with the latest run, passed or not: the same cohort with the same
+    settings gives the same verdict, so running again would only repeat it.
+
+    The comparison needs the consented subjects only (the gate's consent decision), not
+    a record of theirs, so an unchanged cohort is audited as what it is,
+    `synthetic.cohort_unchanged`, and not as a `data.read`: an auditor counting reads
+    of a dataset should see the days its records were read, not every run of a daily
+    timer. A changed cohort is read and audited as `synthesize` does.
+    """
+    _check_options(home, dataset_id, synthesizer=synthesizer, rows=rows)
+    with _gate(home, dataset_id, consent_filter) as cohort:
+        digest = cohort_digest(cohort.pseudonyms)
+        previous = latest(home, dataset_id) or {}
+        if previous.get("cohort_digest") == digest:
+            cohort.read_nothing()
+            home.audit.record(actor=home.actor, action=AuditAction.SYNTHETIC_COHORT_UNCHANGED,
+                              object_type="dataset", object_id=dataset_id,
+                              details={"run_id": previous.get("run_id"),
+                                       "cohort_digest": digest,
+                                       "cohort_size": len(set(cohort.pseudonyms))})
+            return None
+        frame = _read(home, cohort)
+    return _synthesize_frame(home, dataset_id, frame, cohort.pseudonyms,
+                             synthesizer=synthesizer, rows=rows, **options)
 
 
-def _synthesize_cohort(home: NodeHome, dataset_id: str, allowed: list[str], *,
-                       synthesizer: str | Synthesizer | SampleFunction = "gaussian_copula",
-                       **options: Any) -> SynthesisOutcome:
+def _synthesize_frame(home: NodeHome, dataset_id: str, frame: pd.DataFrame,
+                      cohort: list[str], *,
+                      synthesizer: str | Synthesizer | SampleFunction = "gaussian_copula",
+                      **options: Any) -> SynthesisOutcome:
     from synthetic import run_pipeline  # SDV: only once consent and credentials are settled
 
-    frame = source_frame(home, dataset_id, allowed)
     try:
         result = run_pipeline(frame, synthesizer=synthesizer, **options)
     except ValueError as exc:
         raise SynthesisError(f"cannot synthesise {dataset_id}: {exc}") from exc
-    return store_result(home, dataset_id, result, cohort=allowed)
+    return store_result(home, dataset_id, result, cohort=cohort)
 
 
 def store_result(home: NodeHome, dataset_id: str, result: SyntheticResult, *,

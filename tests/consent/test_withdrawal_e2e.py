@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from federation.launch.fab import fab_hash
-from federation.node.consent import SnapshotConsentFilter, consented_members
+from federation.node.consent import SnapshotConsentFilter
 from federation.node.home import NodeHome, node_session
 from federation.node.ledger import PrivacyLedger
-from federation.node.query import DISCLOSURE_KEY_PURPOSE, cohort_members, disclose_members
+from federation.node.query import cohort_members, run_query
 from federation.node.service import publish
 from federation.node.settings import StoredNodeSettings
 from federation.training.data import split_pseudonyms
@@ -27,6 +27,7 @@ from tests.fixtures.flower import FlowerCluster
 from tests.fixtures.net import free_port
 from tests.fixtures.portal import LivePortal, bearer, request_body
 from tre.core import disclosure
+from tre.core.disclosure import DISCLOSURE_KEY_PURPOSE
 from tre.core.schemas import CohortFilter, Purpose
 
 pytestmark = pytest.mark.e2e
@@ -47,13 +48,20 @@ def near(shown: int, exact: int) -> bool:
     return shown % 5 == 0 and abs(shown - exact) <= 4
 
 
+def _consented(home: NodeHome) -> set[str]:
+    """The node's subjects whose consent covers AI training (the exact reference)."""
+    held = cohort_members(home.db, CohortFilter(dataset_id="pneumonia"))["pneumonia"]
+    return set(SnapshotConsentFilter(home).filter(
+        dataset_id="pneumonia", purpose=Purpose.AI_TRAINING,
+        pseudonyms=sorted(held.subjects)).allowed)
+
+
 def _feasibility(home: NodeHome) -> tuple[int, object]:
-    """Exact and disclosed subject counts of the node's dataset for AI training."""
-    members = cohort_members(home.db, CohortFilter(dataset_id="pneumonia"))
-    kept = consented_members(SnapshotConsentFilter(home), members, Purpose.AI_TRAINING)
-    disclosed = disclose_members(kept, secret=home.derive_key(DISCLOSURE_KEY_PURPOSE),
-                                 k=home.config.suppression_k)
-    return len(kept["pneumonia"].subjects), disclosed[0]["subjects"]
+    """Exact and disclosed subject counts of the node's dataset for AI training, the
+    disclosed one as the node's own query answers it (through its gate)."""
+    answer = run_query(home, CohortFilter(dataset_id="pneumonia"), purpose=Purpose.AI_TRAINING,
+                       consent_filter=SnapshotConsentFilter(home))
+    return len(_consented(home)), answer["datasets"][0]["subjects"]
 
 
 @pytest.mark.timeout(1500)
@@ -175,12 +183,9 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
             exact_before, _ = feasibility_before[hospital]
             exact_after, shown = _feasibility(home)
             assert exact_after == exact_before - PER_NODE
-            members = consented_members(SnapshotConsentFilter(home),
-                                        cohort_members(home.db,
-                                                       CohortFilter(dataset_id="pneumonia")),
-                                        Purpose.AI_TRAINING)["pneumonia"]
+            members = _consented(home)
             key = disclosure.cell_key(disclosure.record_keys(
-                home.derive_key(DISCLOSURE_KEY_PURPOSE), members.subjects))
+                home.derive_key(DISCLOSURE_KEY_PURPOSE), members))
             assert shown == disclosure.disclose(exact_after, k=home.config.suppression_k,
                                                 key=key)
-            assert not set(chosen[hospital]) & members.subjects
+            assert not set(chosen[hospital]) & members

@@ -89,3 +89,29 @@ def test_a_refused_credential_is_audited_once_and_the_body_never_runs(home, ring
         pytest.fail("the body ran under a refused permit")
     assert err.value.code == "wrong-hospital"
     assert [e.action for e in new_entries(home, before)] == ["federation.refused"]
+
+
+def test_a_body_that_fails_after_reading_leaves_its_read_audited(home, ring):
+    """A crash is no refusal (nothing to audit as one), but what was read before it is."""
+    before = len(home.audit.entries())
+    with pytest.raises(RuntimeError), Gate(home).open(READ_TEST, None, None,
+                                                      permit(ring)) as cohort:
+        cohort.read(7)
+        raise RuntimeError("the model crashed")
+    (entry,) = new_entries(home, before)
+    assert entry.action == "data.read" and entry.details["records"] == 7
+    with pytest.raises(RuntimeError), Gate(home).open(READ_TEST, None, None, permit(ring)):
+        raise RuntimeError("crashed before reading")
+    assert len(new_entries(home, before)) == 1, "nothing read: nothing audited"
+
+
+def test_a_body_that_reads_nothing_has_no_read_audited(home, ring):
+    before = len(home.audit.entries())
+    with Gate(home).open(READ_TEST, None, None, permit(ring)) as cohort:
+        cohort.read_nothing()
+    assert new_entries(home, before) == []
+    with Gate(home).open(READ_TEST, None, None, permit(ring)) as cohort:
+        cohort.read(3)
+        with pytest.raises(RuntimeError, match="audited"):
+            cohort.read_nothing()
+    assert [e.details["records"] for e in new_entries(home, before)] == [3]

@@ -141,11 +141,13 @@ def test_ingest_status_query_audit(cli, enrolled, pneumonia_npz, dicom_testdata,
 
     cohort = tmp_path / "cohort.json"
     cohort.write_text(json.dumps({"modality": ["CR"], "label": [1]}))
-    r = cli("query", str(cohort), "--home", home, "--json")
+    # no consent registry here (no Keycloak): the datasets' regimes decide
+    r = cli("query", str(cohort), "--consent-filter", "regime", "--home", home, "--json")
     answer = json.loads(r.stdout)
     ds = {d["dataset_id"]: d for d in answer["datasets"]}
     assert ds["scans"]["subjects"] == "<10" and ds["pneumonia"]["subjects"] % 5 == 0
-    r = cli("query", "-", "--home", home, input='{"dataset_id": "scans"}')
+    r = cli("query", "-", "--consent-filter", "regime", "--home", home,
+            input='{"dataset_id": "scans"}')
     assert r.exit_code == 0 and "<10" in r.stdout
 
     r = cli("publish", "--dry-run", "--home", home)
@@ -194,6 +196,19 @@ def test_bad_input_gives_one_line_and_non_zero_exit(cli, enrolled, pneumonia_npz
     # The ingestion errors above stored nothing.
     r = cli("status", "--home", home, "--json", "--offline")
     assert json.loads(r.stdout)["datasets"] == []
+
+
+def test_query_refuses_without_consent_state_and_audits_it_once(cli, enrolled, tmp_path):
+    """The default filter is the portal's consent registry: with no snapshot the node
+    can rely on, nothing is counted, and the refusal is one line and one audit row."""
+    table = tmp_path / "t.csv"
+    table.write_text("id,age\n" + "".join(f"p{i},{40 + i}\n" for i in range(20)))
+    assert cli("ingest", "table", str(table), "--id-column", "id", "--dataset-id", "t",
+               "--home", str(enrolled)).exit_code == 0
+    r = cli("query", "-", "--home", str(enrolled), input='{"dataset_id": "t"}')
+    one_line_error(r, "refused:", "consent snapshot")
+    actions = [e.action for e in NodeHome(enrolled).audit.entries()]
+    assert actions.count("query.refused") == 1 and "query.cohort" not in actions
 
 
 def test_consent_regime_is_fixed_by_the_first_ingestion(cli, enrolled, pneumonia_npz):

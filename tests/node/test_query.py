@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.datasets import load_breast_cancer
 
+from federation.node.consent import SnapshotConsentFilter, apply_snapshot
 from federation.node.errors import DataError
 from federation.node.ingest import ingest_dicom, ingest_medmnist, ingest_table
 from federation.node.query import cohort_members, run_query
+from federation.node.refusal import Refusal
+from federation.node.store import dataset_pseudonyms
 from tre.core import disclosure as dc
-from tre.core.schemas import CohortFilter
+from tre.core.disclosure import DISCLOSURE_KEY_PURPOSE, disclosed_count
+from tre.core.schemas import CohortFilter, Purpose
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +176,49 @@ def test_differencing_attack_on_the_node_fails(loaded):
     assert plain and all(r + 3 == t for r, t in plain)
     assert len(steps) > 20
     assert sum(r + 3 == t for r, t in steps) / len(steps) < 0.45
+
+
+def install_withdrawals(home, subjects: list[str], purposes: list[str]) -> None:
+    """A consent snapshot in the node's cache, as a pull from the portal installs it:
+    each of `subjects` withdrew consent for `purposes`."""
+    n = len(subjects)
+    apply_snapshot(home, pa.table({
+        "consent_id": [f"cns-{i}" for i in range(n)], "subject": subjects,
+        "organisation": ["steward"] * n, "purposes": [purposes] * n,
+        "status": ["withdrawn"] * n, "valid_from": pa.array([None] * n, pa.date32()),
+        "valid_to": pa.array([None] * n, pa.date32()), "version": [1] * n}),
+        kind="full", since=0, version=1, portal_url="test", now=time.time())
+
+
+def test_the_operators_count_leaves_out_withdrawn_subjects_and_audits_one_query(loaded):
+    home, *_ = loaded
+    everyone = dataset_pseudonyms(home, "wdbc")
+    install_withdrawals(home, everyone[:100], ["scientific_research"])
+    cohort = CohortFilter(dataset_id="wdbc")
+    before = home.audit.count()
+    result = run_query(home, cohort, consent_filter=SnapshotConsentFilter(home, pull=False))
+    shown = result["datasets"][0]["subjects"]
+    assert shown == disclosed_count(everyone[100:], k=10,
+                                    secret=home.derive_key(DISCLOSURE_KEY_PURPOSE))
+    assert abs(shown - 469) <= 4
+    consent, query = home.audit.entries(after_seq=before)
+    assert consent.action == "consent.filter" and consent.details["excluded"] == 100
+    assert consent.details["purpose"] == "scientific_research"
+    assert query.action == "query.cohort" and set(query.details) == {"cohort", "k", "datasets"}
+    # consent is for a purpose: a withdrawal from research leaves statistics alone
+    result = run_query(home, cohort, purpose=Purpose.STATISTICS,
+                       consent_filter=SnapshotConsentFilter(home, pull=False))
+    assert abs(result["datasets"][0]["subjects"] - 569) <= 4
+
+
+def test_a_refused_count_is_audited_once_and_counts_nothing(loaded):
+    home, *_ = loaded
+    before = home.audit.count()
+    with pytest.raises(Refusal) as err:  # never pulled: no consent state to rely on
+        run_query(home, CohortFilter(dataset_id="wdbc"),
+                  consent_filter=SnapshotConsentFilter(home, pull=False))
+    assert err.value.code == "consent-stale"
+    (entry,) = home.audit.entries(after_seq=before)
+    assert entry.action == "query.refused" and entry.details["code"] == "consent-stale"
+    assert entry.details["stage"] == "consent"
+    assert entry.details["cohort"] == CohortFilter(dataset_id="wdbc").model_dump(mode="json")

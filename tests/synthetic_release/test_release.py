@@ -22,6 +22,7 @@ from federation.node.synthesis import (
     releasable,
     source_frame,
     synthesize,
+    synthesize_if_cohort_changed,
     synthetic_dir,
 )
 from tests.fixtures.portal import bearer
@@ -289,6 +290,57 @@ def test_consent_is_honoured_before_synthesis_reads_a_record(synthesised):
             synthesize(home, DATASET, rows=50, consent_filter="regime")
         with pytest.raises(Refusal, match="consent snapshot"):
             synthesize(home, DATASET, rows=50)
+    finally:
+        with home.db.transaction() as cur:
+            cur.execute("UPDATE dataset SET consent_regime = 'opt-out' WHERE dataset_id = ?",
+                        [DATASET])
+
+
+class CrashingSynthesizer:
+    """A synthesizer whose fit dies, as SDV might: the read must already be audited."""
+
+    name = "crashing"
+
+    def fit(self, data: pd.DataFrame, plan: object) -> None:
+        raise RuntimeError("the synthesizer crashed while fitting")
+
+    def sample(self, num_rows: int) -> pd.DataFrame:
+        raise AssertionError("never fitted")
+
+
+def test_a_crash_inside_the_synthesizer_leaves_its_read_audited_once(synthesised):
+    home = synthesised.home
+    before, latest_before = home.audit.count(), latest(home, DATASET)
+    with pytest.raises(RuntimeError, match="crashed while fitting"):
+        synthesize(home, DATASET, synthesizer=CrashingSynthesizer(), rows=50,
+                   consent_filter="regime")
+    (read,) = home.audit.entries(after_seq=before)
+    assert read.action == "data.read" and read.object_id == DATASET
+    assert read.details["records"] == len(source_frame(home, DATASET))
+    assert read.details["for"] == "synthesis" and read.details["by"] == "node operator"
+    assert read.details["cohort_digest"] == latest_before["cohort_digest"]
+    assert latest(home, DATASET) == latest_before, "nothing stored"
+
+
+def test_an_unchanged_cohort_is_checked_without_a_data_read(synthesised):
+    """The re-check needs the consented subjects, not their records: it is audited as
+    what it is, and only a changed cohort is read (before it is synthesised)."""
+    home = synthesised.home
+    before, latest_before = home.audit.count(), latest(home, DATASET)
+    assert synthesize_if_cohort_changed(home, DATASET, rows=ROWS, seed=0,
+                                        consent_filter="regime") is None
+    (entry,) = home.audit.entries(after_seq=before)
+    assert entry.action == "synthetic.cohort_unchanged"
+    assert entry.details["cohort_digest"] == latest_before["cohort_digest"]
+
+    with home.db.transaction() as cur:  # under opt-in with no consent record: nobody
+        cur.execute("UPDATE dataset SET consent_regime = 'opt-in' WHERE dataset_id = ?",
+                    [DATASET])
+    try:
+        before = home.audit.count()
+        with pytest.raises(SynthesisError, match="no rows"):
+            synthesize_if_cohort_changed(home, DATASET, rows=ROWS, consent_filter="regime")
+        assert home.audit.entries(after_seq=before) == [], "changed, but nothing to read"
     finally:
         with home.db.transaction() as cur:
             cur.execute("UPDATE dataset SET consent_regime = 'opt-out' WHERE dataset_id = ?",

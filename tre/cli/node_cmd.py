@@ -27,7 +27,7 @@ from federation.node.partition import PartitionError, parse_partition, parse_sch
 from federation.node.portal_client import PortalError
 from federation.node.refusal import Refusal
 from tre.cli.common import console, err_console, fail, print_json
-from tre.core.schemas import CohortFilter
+from tre.core.schemas import CohortFilter, Purpose
 
 if TYPE_CHECKING:
     from federation.node.ingest import IngestReport
@@ -49,6 +49,9 @@ HomeOpt = Annotated[
     typer.Option("--home", help="Node home directory [default: $TRE_NODE_HOME or ./node-home]"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+ConsentFilterOpt = Annotated[str, typer.Option(
+    "--consent-filter", help="snapshot: the portal's consent registry; regime: the "
+    "dataset's regime with no consent records")]
 DatasetOpt = Annotated[str, typer.Option("--dataset-id", help="Dataset to ingest into.")]
 IdSystemOpt = Annotated[str | None, typer.Option(
     "--id-system", help="System of the patient ids, e.g. urn:oid:1.2.250.1.213.1.4.8 (INS): "
@@ -357,7 +360,8 @@ def _label_names(text: str | None) -> dict[str, str] | None:
 # -- queries and publication ----------------------------------------------------------------
 COHORT_EXAMPLE = '{"dataset_id": "pneumonia", "label": [1], "age_min": 40}'
 QUERY_HELP = escape(
-    "Count a cohort with disclosure control (<k suppressed, others rounded to 5).\n\n"
+    "Count a cohort's consented subjects with disclosure control (<k suppressed, others "
+    "rounded to 5).\n\n"
     "COHORT_FILE is a JSON cohort filter (or - for stdin); every field is optional: "
     + ", ".join(CohortFilter.model_fields) + f". Example: {COHORT_EXAMPLE}; clinical "
     'ranges as {"clinical": {"mean radius": {"min": 15}}}. A dataset, variable or filter '
@@ -371,9 +375,14 @@ def query(
         int | None, typer.Option("--k", min=1, help=escape(
             "Suppression threshold [default: the node's configuration]."))
     ] = None,
+    purpose: Annotated[Purpose, typer.Option(
+        "--purpose", help="Count only subjects whose consent covers this purpose.")
+    ] = Purpose.SCIENTIFIC_RESEARCH,
+    consent_filter: ConsentFilterOpt = "snapshot",
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
+    from federation.node.consent import consent_filter_for
     from federation.node.query import run_query
 
     with node_errors():
@@ -391,7 +400,8 @@ def query(
             where = ".".join(str(p) for p in first.get("loc", ())) or "cohort"
             fail(f"invalid cohort filter ({where}): {first.get('msg')}")
         node = open_home(home)
-        result = run_query(node, cohort, k=k)
+        result = run_query(node, cohort, k=k, purpose=purpose,
+                           consent_filter=consent_filter_for(node, consent_filter))
     if as_json:
         print_json(result)
         return
@@ -423,9 +433,7 @@ def synthesize_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Hold-out split and sampling seed.")] = 0,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Training epochs (ctgan, tvae).")] = None,
-    consent_filter: Annotated[str, typer.Option(
-        "--consent-filter", help="snapshot: the portal's consent registry; regime: the "
-        "dataset's regime with no consent records")] = "snapshot",
+    consent_filter: ConsentFilterOpt = "snapshot",
     if_cohort_changed: Annotated[bool, typer.Option(
         "--if-cohort-changed", help="Only when the consented cohort differs from the one the "
         "latest run modelled (a consent withdrawn or given, new data); for a daily timer.")

@@ -38,6 +38,8 @@ from collections.abc import Iterable, Sequence
 DEFAULT_K = 10
 DEFAULT_BASE = 5
 DEFAULT_MAX_NOISE = 2
+DISCLOSURE_KEY_PURPOSE = "disclosure-cell-key"
+"""What a node derives its records' cell-key secret for (`NodeHome.derive_key`)."""
 _MOD = 1 << 64
 
 Disclosed = int | str
@@ -134,6 +136,14 @@ def largest_within(
     else:
         shown = int(value) + spread
     return round_to(shown + 2 * max_noise, base)
+
+
+def disclosed_count(record_ids: Iterable[str], *, secret: bytes, k: int = DEFAULT_K,
+                    base: int = DEFAULT_BASE) -> Disclosed:
+    """The publishable count of a set of records: suppressed below k, perturbed by the
+    set's cell key, rounded (`disclose`)."""
+    ids = list(record_ids)
+    return disclose(len(ids), k=k, base=base, key=cell_key(record_keys(secret, ids)))
 
 
 def disclose_statistic(value: float, contributors: int, *, k: int = DEFAULT_K,
