@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from federation.launch.columns import TableSpec, table_spec
 from federation.launch.models import MODEL_KINDS
 
 STRATEGIES = ("fedavg", "fedprox")
@@ -75,6 +76,9 @@ class RunParams:
     min_nodes: int = _param(0, ge=0)  # 0: every hospital named in the permit
     round_timeout: int = _param(1800, ge=1)
     node_map: str = _param("")  # JSON hospital -> Flower node id, from enrolment; "": none
+    # clinical-table models: the variables they read (`federation.launch.columns`)
+    features: str = _param("")  # "a, b, smoker=no|yes": numeric names, text ones one-hot
+    label: str = _param("")  # the label variable: numeric 0..n-1, or "name=class0|class1"
 
     @classmethod
     def from_run_config(cls, cfg: dict[str, Any]) -> RunParams:
@@ -104,6 +108,15 @@ class RunParams:
         """Reject nonsense early with a message naming the field."""
         for f in fields(self):
             check_param(f.name, getattr(self, f.name))
+        table = self.table()
+        if table.label is not None and table.label.categories and \
+                len(table.label.categories) != self.num_classes:
+            raise ValueError(f"label: {len(table.label.categories)} classes named, "
+                             f"num-classes is {self.num_classes}")
+
+    def table(self) -> TableSpec:
+        """The table columns of a clinical model's run (none for images)."""
+        return table_spec(self.features, self.label)
 
 
 def run_config_key(name: str) -> str:
