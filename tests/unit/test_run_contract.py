@@ -40,6 +40,10 @@ def test_run_config_round_trips():
     ({"strategy": "fedsgd"}, "strategy must be one of fedavg, fedprox"),
     ({"accountant": "gdp"}, "accountant must be one of rdp, prv"),
     ({"delta": 1.0}, "delta must be < 1"),
+    ({"features": "age, age"}, "features: a column is named twice"),
+    ({"features": "sex=F"}, "features: 'sex' needs two or more distinct categories"),
+    ({"label": "stage=I|II|III"}, "label: 3 classes named, num-classes is 2"),
+    ({"features": "age", "label": "age"}, "label: 'age' is also a feature"),
 ])
 def test_a_check_names_the_field(changes, named):
     with pytest.raises(ValueError, match=named):
