@@ -25,15 +25,8 @@ from federation.node.refusal import Refusal
 from federation.node.revocations import RevocationList
 from federation.training.data import standardise
 
-from .helpers import (
-    BREAST_LABEL,
-    breast_features,
-    claims,
-    make_home,
-    populate,
-    populate_table,
-    tickets_for,
-)
+from . import helpers
+from .helpers import BREAST_LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -41,9 +34,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def node(tmp_path: Path) -> tuple[Path, PermitKeyRing]:
     ring = PermitKeyRing.load_or_create(tmp_path / "ring.json")
-    home = make_home(tmp_path, "hospital-1", ring)
-    populate_table(home, "wdbc", 0, 3)
-    populate(home, "pneu", 0, 3, limit=60)
+    home = helpers.make_home(tmp_path, "hospital-1", ring)
+    helpers.populate_table(home, "wdbc", 0, 3)
+    helpers.populate(home, "pneu", 0, 3, limit=60)
     ledger = PrivacyLedger(home.db, home.audit, actor="operator")
     ledger.set_budget("wdbc", 10.0)
     ledger.set_budget("pneu", 10.0)
@@ -52,8 +45,8 @@ def node(tmp_path: Path) -> tuple[Path, PermitKeyRing]:
 
 
 def params(ring: PermitKeyRing, dataset: str = "wdbc", **kw: object) -> RunParams:
-    token = ring.sign(claims([("hospital-1", dataset)], eps=4.0))
-    base = {"model": "logreg", "features": breast_features(), "label": BREAST_LABEL,
+    token = ring.sign(helpers.claims([("hospital-1", dataset)], eps=4.0))
+    base = {"model": "logreg", "features": helpers.breast_features(), "label": BREAST_LABEL,
             "batch_size": 32, "rounds": 2, **kw}
     return RunParams(permit=token, **base)  # type: ignore[arg-type]
 
@@ -61,7 +54,7 @@ def params(ring: PermitKeyRing, dataset: str = "wdbc", **kw: object) -> RunParam
 def ctx(path: Path, ring: PermitKeyRing, p: RunParams) -> NodeContext:
     return NodeContext(home=path, run_id="run-t", app_hash=fab_hash(),
                        revocations=lambda: RevocationList(frozenset(), "t", 0),
-                       run_tickets=tickets_for(ring, p.permit))
+                       run_tickets=helpers.tickets_for(ring, p.permit))
 
 
 def test_splits_are_per_person_and_the_default_split(node) -> None:  # noqa: ANN001
