@@ -166,7 +166,8 @@ def table_split_pseudonyms(db: Database, dataset_id: str, split: str, label: Col
 
     A table names no split: a subject's split is `default_split` of their pseudonym,
     the keyed hash image ingestion gives a study whose source names none, so it is per
-    person, stable across ingestions, and the same for a person's images and table row.
+    person, stable across ingestions, and the split of the person's images wherever
+    their source named none.
     A text label outside the label's categories counts as no label.
     """
     # here, not at the top: the ingest package loads pydicom, which training never needs
