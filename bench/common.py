@@ -28,12 +28,30 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def write_result(name: str, figures: dict[str, Any]) -> Path:
-    """bench/results/<name>.json with the figures and their context."""
+def _context() -> dict[str, Any]:
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(["python", *sys.argv]), "machine": machine()}
+
+
+def write_result(name: str, figures: dict[str, Any], *, keep: tuple[str, ...] = ()) -> Path:
+    """bench/results/<name>.json with the figures and their context; `keep`: keys of the
+    file as it was to carry over (figures of a mode run apart: `update_result`)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    doc = {"benchmark": name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
-           "command": " ".join(["python", *sys.argv]), "machine": machine(), **figures}
+    old = json.loads(path.read_text()) if keep and path.exists() else {}
+    doc = {"benchmark": name, **_context(), **figures,
+           **{k: old[k] for k in keep if k in old}}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return path
+
+
+def update_result(name: str, key: str, figures: dict[str, Any]) -> Path:
+    """Set `key` of bench/results/<name>.json to the figures with their own context,
+    keeping every other key: for a bench mode run apart from the rest of its bench."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"benchmark": name}
+    doc[key] = {**_context(), **figures}
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
 

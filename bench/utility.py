@@ -15,8 +15,20 @@ both final models on the same test split: SecAgg+ quantises each masked update, 
 aggregate is FedAvg's up to rounding, and the AUC difference says what that costs
 (issue 15's aim: within 0.005). Writes bench/results/utility_secagg.json.
 
+With `--table`, a clinical table instead (issue 17: tables train too): scikit-learn's
+breast-cancer table split into three seeded random shares, each ingested by a node's
+table ingestion; DP logistic regression and a DP MLP trained by the same governed
+`train_task` at ε = 4, scored by each node's governed `evaluate_task` and on the three
+test splits pooled (each node's rows standardised at that node, as its evaluation
+does); beside them a non-private logistic regression (scikit-learn) fitted on the
+same train splits pooled. Every figure per seed and the mean over the seeds. Writes
+key `table` of bench/results/utility.json, keeping the others. Subjects' splits follow
+their node-local pseudonyms, whose key each new node home draws afresh: the split
+differs from one invocation to the next (within one, every model and seed shares it).
+
     python bench/utility.py [--rounds 6 --local-epochs 2 --batch-size 128 --lr 0.25 --epsilon 8]
     python bench/utility.py --secagg
+    python bench/utility.py --table [--rounds 5 --local-epochs 2 --batch-size 32 --epsilon 4]
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from access_control.permits import PermitKeyRing  # noqa: E402
-from bench.common import write_result  # noqa: E402
-from federation.apps.tasks import NodeContext, train_task  # noqa: E402
+from bench.common import update_result, write_result  # noqa: E402
+from federation.apps.tasks import NodeContext, evaluate_task, params_spec, train_task  # noqa: E402
 from federation.launch.fab import fab_hash  # noqa: E402
 from federation.launch.params import RunParams  # noqa: E402
 from federation.node.ledger import PrivacyLedger  # noqa: E402
@@ -45,14 +58,25 @@ from federation.training.dp import DPTrainer, plan_dp  # noqa: E402
 from federation.training.evaluation import TensorSet, evaluate  # noqa: E402
 from federation.training.models import ModelSpec, build_model  # noqa: E402
 from tests.federation.helpers import (  # noqa: E402
+    BREAST_LABEL,
     NPZ,
+    breast_features,
     claims,
     make_home,
     populate,
+    populate_table,
     tickets_for,
 )
 
 HOSPITALS = ["hospital-1", "hospital-2", "hospital-3"]
+#: flag defaults of the image bench and of `--table`
+DEFAULTS = {
+    "images": {"rounds": 6, "local_epochs": 2, "batch_size": 128, "lr": 0.25, "epsilon": 8.0},
+    "table": {"rounds": 5, "local_epochs": 2, "batch_size": 32, "lr": None, "epsilon": 4.0},
+}
+#: `--table`'s learning rate per model when --lr is not given (the MLP diverges at 0.5)
+TABLE_LR = {"logreg": 0.5, "mlp": 0.2}
+TABLE = "wdbc"
 
 
 def fedavg(results: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
@@ -89,6 +113,117 @@ def centralised(model_id: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
             loss_fn(model(x[idx]), y[idx]).backward()
             opt.step()
     return {"weights": {k: v.detach().numpy() for k, v in model.state_dict().items()}}
+
+
+def _context(path: Path, ring: PermitKeyRing, token: str, run_id: str) -> NodeContext:
+    return NodeContext(home=path, run_id=run_id, app_hash=fab_hash(),
+                       revocations=lambda: RevocationList(frozenset(), "bench", 0),
+                       run_tickets=tickets_for(ring, token))
+
+
+def _split_rows(path: Path, split: str, params: RunParams, *, scaled: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A node's table rows of `split` (all subjects: opt-out, nobody withdrew), scaled
+    at the node as its tasks scale them, or raw (for the pooled baseline)."""
+    from federation.node.data import load_table, table_split_pseudonyms
+    from federation.node.home import node_session
+    from federation.training.data import standardise
+
+    table = params.table()
+    with node_session(path) as home:
+        persons = table_split_pseudonyms(home.db, TABLE, split, table.label)
+        x, y, _ = load_table(home.db, TABLE, split, persons, table)
+    return (standardise(x, np.array(table.numeric)) if scaled else x), y
+
+
+def federated_table(homes: list[tuple[str, Path]], ring: PermitKeyRing, params: RunParams,
+                    pooled_test: TensorSet) -> dict:
+    """One governed federated run over the nodes' tables (under its own permit: a
+    permit's ε cap holds across its runs), FedAvg in process; its governed evaluation
+    (example-weighted mean of the nodes' AUC) every round."""
+    token = params.permit
+    run_id = f"bench-table-{params.model}-{params.seed}"
+    weights = {k: v.numpy() for k, v in build_model(
+        params.model, params_spec(params), seed=params.seed).state_dict().items()}
+    per_round, eps, t0 = [], {}, time.time()
+    for rnd in range(1, params.rounds + 1):
+        results = []
+        for h, path in homes:
+            o = train_task(_context(path, ring, token, run_id), params, server_round=rnd,
+                           weights=weights)
+            results.append((o.weights, int(o.metrics["num-examples"])))
+            eps[h] = o.metrics["epsilon"]
+        weights = fedavg(results)
+        node_eval = [evaluate_task(_context(path, ring, token, run_id), params,
+                                   server_round=rnd, weights=weights) for _, path in homes]
+        governed = sum(e["auc"] * e["num-examples"] for e in node_eval) / sum(
+            e["num-examples"] for e in node_eval)
+        per_round.append({"round": rnd, "governed_auc": governed, "epsilon": dict(eps)})
+        print(f"{params.model} seed {params.seed} round {rnd}: governed AUC {governed:.4f} "
+              f"ε {max(eps.values()):.3f}", flush=True)
+    model = build_model(params.model, params_spec(params))
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+    pooled = evaluate(model, pooled_test)
+    return {"seed": params.seed, "auc": pooled["auc"], "accuracy": pooled["accuracy"],
+            "governed_auc": per_round[-1]["governed_auc"], "epsilon_per_node": eps,
+            "seconds": time.time() - t0, "per_round": per_round}
+
+
+def table_utility(args: argparse.Namespace) -> dict:
+    """The breast-cancer table bench (see the module docstring)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from federation.training.evaluation import binary_auc
+
+    out: dict = {"config": vars(args), "hospitals": len(HOSPITALS), "delta": args.delta,
+                 "split": "seeded random shares; train/val/test per person (default_split)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        ring = PermitKeyRing.load_or_create(Path(tmp) / "ring.json")
+        homes, sizes = [], {}
+        for i, h in enumerate(HOSPITALS):
+            home = make_home(Path(tmp), h, ring)
+            sizes[h] = populate_table(home, TABLE, i, len(HOSPITALS), seed=7)
+            PrivacyLedger(home.db, home.audit, actor="bench").set_budget(TABLE, 100.0)
+            home.db.close()
+            homes.append((h, home.path))
+        out["partition_sizes"] = sizes
+        base = RunParams(features=breast_features(), label=BREAST_LABEL,
+                         rounds=args.rounds, local_epochs=args.local_epochs,
+                         batch_size=args.batch_size, delta=args.delta)
+        scaled = [_split_rows(p, "test", base, scaled=True) for _, p in homes]
+        pooled_test = TensorSet(torch.from_numpy(np.concatenate([x for x, _ in scaled])),
+                                torch.from_numpy(np.concatenate([y for _, y in scaled])))
+        train = [_split_rows(p, "train", base, scaled=False) for _, p in homes]
+        test = [_split_rows(p, "test", base, scaled=False) for _, p in homes]
+        for model_id in ("logreg", "mlp"):
+            lr = args.lr or TABLE_LR[model_id]
+            runs = [federated_table(homes, ring, replace(
+                base, model=model_id, lr=lr, seed=seed, permit=ring.sign(claims(
+                    [(h, TABLE) for h in HOSPITALS], eps=args.epsilon, delta=args.delta))),
+                pooled_test) for seed in args.seeds]
+            out[f"federated_dp_{model_id}"] = {
+                "auc": float(np.mean([r["auc"] for r in runs])),
+                "governed_auc": float(np.mean([r["governed_auc"] for r in runs])),
+                "accuracy": float(np.mean([r["accuracy"] for r in runs])),
+                "lr": lr, "runs": runs}
+    scaler = StandardScaler().fit(np.concatenate([x for x, _ in train]))
+    plain = LogisticRegression(max_iter=5000).fit(
+        scaler.transform(np.concatenate([x for x, _ in train])),
+        np.concatenate([y for _, y in train]))
+    x_test, y_test = np.concatenate([x for x, _ in test]), np.concatenate([y for _, y in test])
+    scores = plain.decision_function(scaler.transform(x_test))
+    out["non_private_logreg"] = {"auc": binary_auc(y_test == 1, scores),
+                                 "accuracy": float((plain.predict(
+                                     scaler.transform(x_test)) == y_test).mean()),
+                                 "train_rows": int(sum(len(y) for _, y in train)),
+                                 "test_rows": int(len(y_test))}
+    fed = out["federated_dp_logreg"]
+    out.update({"auc": fed["auc"], "epsilon": args.epsilon, "aim_auc": 0.95,
+                "meets_aim": bool(fed["auc"] >= 0.95),
+                "ratio_federated_dp_auc_to_non_private": fed["auc"] /
+                out["non_private_logreg"]["auc"]})
+    return out
 
 
 def over_flower(args: argparse.Namespace, test: TensorSet) -> dict:
@@ -150,20 +285,34 @@ def over_flower(args: argparse.Namespace, test: TensorSet) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--local-epochs", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=0.25)
-    ap.add_argument("--epsilon", type=float, default=8.0)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--local-epochs", type=int)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--epsilon", type=float)
     ap.add_argument("--delta", type=float, default=1e-5)
     ap.add_argument("--model", default="cnn-gn")
     ap.add_argument("--central-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--secagg", action="store_true",
                     help="plain vs SecAgg+ over real Flower (see the module docstring)")
+    ap.add_argument("--table", action="store_true",
+                    help="the breast-cancer table (see the module docstring)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="--table: the training seeds, figures averaged over them")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    for name, default in DEFAULTS["table" if args.table else "images"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     torch.set_num_threads(1)
+    if args.table:
+        out = table_utility(args)
+        for k in ("federated_dp_logreg", "federated_dp_mlp", "non_private_logreg"):
+            print(f"{k:22s} AUC {out[k]['auc']:.4f}  ACC {out[k]['accuracy']:.4f}")
+        if not args.no_write:
+            print("wrote", update_result("utility", "table", out))
+        return
 
     data = np.load(NPZ)
     test = TensorSet(images_to_tensor(data["test_images"]),
@@ -238,7 +387,7 @@ def main() -> None:
     for k in ("federated_dp", "centralised_non_private", "centralised_dp"):
         print(f"{k:26s} AUC {out[k]['auc']:.4f}  ACC {out[k]['accuracy']:.4f}")
     if not args.no_write:
-        print("wrote", write_result("utility", out))
+        print("wrote", write_result("utility", out, keep=("table",)))
 
 
 if __name__ == "__main__":

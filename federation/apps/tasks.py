@@ -5,6 +5,8 @@ which the training app touches a node's data; each goes through the node's gate
 (`federation.node.gate`: permit, scope, app hash, consent, disclosure, ε) and reads
 records only inside it, after every check passed.
 The ClientApp is a thin adapter over these, so tests drive the same code.
+Images and clinical tables take the same path: only where records are found
+(`_subjects`) and read (`_read`) depends on the model's kind.
 
 torch and Opacus are imported inside the functions that train or evaluate:
 every message runs in a fresh process, and a refusal or a `close` should not
@@ -22,10 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from federation.launch.columns import TableSpec
+from federation.launch.models import MODEL_KINDS
 from federation.launch.params import RunParams
 from federation.node.authorisation import Authorisation, RunPermit
 from federation.node.consent import ConsentFilter, RegimeConsentFilter
-from federation.node.data import load_images
+from federation.node.data import (
+    clinical_variables,
+    load_images,
+    load_table,
+    table_split_pseudonyms,
+)
+from federation.node.errors import DataError
 from federation.node.gate import (
     Action,
     BelowThreshold,
@@ -39,7 +49,13 @@ from federation.node.home import NodeHome, node_session
 from federation.node.ledger import Reservation
 from federation.node.refusal import Refusal
 from federation.node.revocations import RevocationList
-from federation.training.data import images_to_tensor, one_record_per_person, split_pseudonyms
+from federation.node.store import dataset_kind
+from federation.training.data import (
+    inputs_to_tensor,
+    one_record_per_person,
+    split_pseudonyms,
+    standardise,
+)
 from tre.core.disclosure import Disclosed, disclose, disclose_statistic
 
 if TYPE_CHECKING:
@@ -103,13 +119,14 @@ def params_spec(p: RunParams) -> ModelSpec:
     from federation.training.models import ModelSpec
 
     return ModelSpec(in_channels=p.in_channels, image_size=p.image_size,
-                     num_classes=p.num_classes)
+                     num_classes=p.num_classes, in_features=p.table().in_features)
 
 
 def _check_shape(images: np.ndarray, labels: np.ndarray, p: RunParams) -> None:
+    """Refuse inputs the run's model cannot take (table rows fit by construction)."""
     if len(labels) == 0:
         return
-    if images.shape[1:] != (p.image_size, p.image_size, p.in_channels):
+    if images.ndim > 2 and images.shape[1:] != (p.image_size, p.image_size, p.in_channels):
         raise Refusal("data-shape", f"images here are {images.shape[1:]} (H, W, C), the run "
                       f"expects {(p.image_size, p.image_size, p.in_channels)}")
     if int(labels.max()) >= p.num_classes:
@@ -117,12 +134,61 @@ def _check_shape(images: np.ndarray, labels: np.ndarray, p: RunParams) -> None:
                       f"expects {p.num_classes} classes")
 
 
-def _subjects(*splits: str) -> Candidates:
-    """The authorised dataset's subjects with a labelled study in `splits`."""
+def _subjects(params: RunParams, *splits: str) -> Candidates:
+    """The authorised dataset's subjects with a labelled study (or table row) in `splits`,
+    once the dataset is found fit for the run's model (`_table_columns`)."""
     def candidates(home: NodeHome, grant: Any) -> dict[str, list[str]]:
-        found = [split_pseudonyms(home.db, grant.dataset_id, split) for split in splits]
-        return {grant.dataset_id: sorted(set().union(*found))}
+        ds = grant.dataset_id
+        table = _table_columns(home, ds, params)
+        found = [split_pseudonyms(home.db, ds, split) if table is None
+                 else table_split_pseudonyms(home.db, ds, split, table.label)
+                 for split in splits]
+        return {ds: sorted(set().union(*found))}
     return candidates
+
+
+def _table_columns(home: NodeHome, dataset_id: str, params: RunParams) -> TableSpec | None:
+    """The run's table columns, checked against the dataset (None: an imaging run).
+    Refuses, before anything is read or spent, a dataset of the other kind and a named
+    variable the dataset lacks or holds with the other kind (text vs numeric)."""
+    wanted, kind = MODEL_KINDS[params.model], dataset_kind(home, dataset_id)
+    if kind != wanted:
+        raise Refusal("dataset-kind", f"model {params.model!r} trains on {wanted} data; "
+                      f"dataset {dataset_id!r} is {kind}")
+    if wanted == "imaging":
+        return None
+    table = params.table()
+    if not table.features or table.label is None:
+        raise Refusal("no-columns", f"model {params.model!r} trains on a table: the run "
+                      "names its columns (run config `features` and `label`)")
+    held = clinical_variables(home.db, dataset_id)
+    for col in (*table.features, table.label):
+        if col.name not in held:
+            raise Refusal("missing-column",
+                          f"dataset {dataset_id!r} has no variable {col.name!r}")
+        named = "text" if col.categories else "numeric"
+        if held[col.name] != named:
+            raise Refusal("column-kind", f"variable {col.name!r} of {dataset_id!r} is "
+                          f"{held[col.name]}, the run reads it as {named}"
+                          + (": name its categories (name=a|b)" if named == "numeric"
+                             else ""))
+    return table
+
+
+def _read(home: NodeHome, cohort: ConsentedCohort, split: str, params: RunParams
+          ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The consented cohort's records of `split` as model inputs (images N×H×W×C, or
+    table rows N×F standardised at this node: `standardise`), labels, and each record's
+    person. Refusal `data-shape` for a label that is not a class index."""
+    if MODEL_KINDS[params.model] == "imaging":
+        return load_images(home.db, cohort.dataset, split, cohort.pseudonyms,
+                           size=params.image_size)
+    table = params.table()
+    try:
+        x, y, persons = load_table(home.db, cohort.dataset, split, cohort.pseudonyms, table)
+    except DataError as exc:
+        raise Refusal("data-shape", str(exc)) from exc
+    return standardise(x, np.array(table.numeric, dtype=bool)), y, persons
 
 
 @dataclass
@@ -181,31 +247,26 @@ def train_task(
     import torch
 
     from federation.training.dp import DPTrainer
-    from federation.training.models import model_kind
 
-    if model_kind(params.model) != "imaging":
-        raise Refusal("unsupported-model",
-                      f"model {params.model!r} trains on clinical tables: not served here yet")
     round_budget = TrainRound(params, server_round)
     action = Action(
-        f"train round {server_round}", "train", _subjects("train"),
+        f"train round {server_round}", "train", _subjects(params, "train"),
         below_threshold=BelowThreshold.REFUSE, require_records=True, spend=round_budget,
         query=None if weights is None else Query("train-input", server_round,
                                                  weights_digest(weights)))
     with node_session(ctx.home) as home, _gate(home, ctx).open(
             action, None, params.dataset_id or None, _permit(ctx, params)) as cohort:
-        images, labels, persons = load_images(home.db, cohort.dataset, "train",
-                                              cohort.pseudonyms, size=params.image_size)
-        images, labels = one_record_per_person(images, labels, persons,
+        inputs, labels, persons = _read(home, cohort, "train", params)
+        inputs, labels = one_record_per_person(inputs, labels, persons,
                                                seed=params.seed * 1000 + server_round)
         cohort.read(len(labels))
-        _check_shape(images, labels, params)
+        _check_shape(inputs, labels, params)
         hospital, k = home.config.hospital_id, home.config.suppression_k
     # The store is closed from here on: training holds only the consented tensors.
     res, plan = cohort.reservation, round_budget.plan
     model = _model(params, weights, seed=params.seed)
     global_params = [p.detach().clone() for p in model.parameters()]
-    trainer = DPTrainer(model, images_to_tensor(images), torch.from_numpy(labels), plan,
+    trainer = DPTrainer(model, inputs_to_tensor(inputs), torch.from_numpy(labels), plan,
                         round_budget.history, lr=params.lr, momentum=params.momentum,
                         grad_sample_mode=params.grad_sample_mode,
                         seed=params.seed * 1000 + server_round)
@@ -275,7 +336,7 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
 
     from federation.training.evaluation import TensorSet, evaluate
 
-    action = Action("evaluate", "test", _subjects("test"),
+    action = Action("evaluate", "test", _subjects(params, "test"),
                     below_threshold=BelowThreshold.WITHHOLD,
                     query=Query("evaluate", server_round, weights_digest(weights)))
     with node_session(ctx.home) as home, _gate(home, ctx).open(
@@ -283,13 +344,12 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
         if cohort.withheld:
             return {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"),
                     "auc-se": float("nan"), "num-examples": 0}
-        images, labels, _ = load_images(home.db, cohort.dataset, "test", cohort.pseudonyms,
-                                        size=params.image_size)
+        inputs, labels, _ = _read(home, cohort, "test", params)
         cohort.read(len(labels))
-        _check_shape(images, labels, params)
+        _check_shape(inputs, labels, params)
         k = home.config.suppression_k
     model = _model(params, weights)
-    out = evaluate(model, TensorSet(images_to_tensor(images), torch.from_numpy(labels)))
+    out = evaluate(model, TensorSet(inputs_to_tensor(inputs), torch.from_numpy(labels)))
     return {"loss": disclose_statistic(out["loss"], len(labels), k=k),
             "accuracy": disclose_statistic(out["accuracy"], len(labels), k=k),
             "auc": disclose_statistic(out["auc"], len(labels), k=k),
@@ -313,14 +373,12 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict
 
     from federation.training.membership import balanced_by_label, membership_audit
 
-    action = Action("privacy-audit", "train+val", _subjects("train", "val"),
+    action = Action("privacy-audit", "train+val", _subjects(params, "train", "val"),
                     query=Query("audit", 0, weights_digest(weights)))
     with node_session(ctx.home) as home, _gate(home, ctx).open(
             action, None, params.dataset_id or None, _permit(ctx, params)) as cohort:
-        x_in, y_in, _ = load_images(home.db, cohort.dataset, "train", cohort.pseudonyms,
-                                    size=params.image_size)
-        x_out, y_out, _ = load_images(home.db, cohort.dataset, "val", cohort.pseudonyms,
-                                      size=params.image_size)
+        x_in, y_in, _ = _read(home, cohort, "train", params)
+        x_out, y_out, _ = _read(home, cohort, "val", params)
         cohort.read(len(y_in) + len(y_out))
     pick_in, pick_out = balanced_by_label(y_in, y_out, np.random.default_rng(params.seed))
     hospital = cohort.authorisation.dataset.node_id
@@ -329,7 +387,7 @@ def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict
                 "mia-records": len(pick_in)}
     model = _model(params, weights)
     model.eval()
-    x = images_to_tensor(np.concatenate([x_in[pick_in], x_out[pick_out]]))
+    x = inputs_to_tensor(np.concatenate([x_in[pick_in], x_out[pick_out]]))
     y = torch.from_numpy(np.concatenate([y_in[pick_in], y_out[pick_out]]))
     with torch.no_grad():
         logits = torch.cat([model(x[i:i + 512]) for i in range(0, len(y), 512)])

@@ -32,6 +32,7 @@ import json
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, Self
 
+from federation.launch.columns import TableSpec, table_spec
 from federation.launch.models import MODEL_KINDS
 from tre.core.schemas import CohortFilter, Purpose
 
@@ -115,6 +116,9 @@ class RunParams(FlowerParams):
     min_nodes: int = _param(0, ge=0)  # 0: every hospital named in the permit
     round_timeout: int = _param(1800, ge=1)
     node_map: str = _param("")  # JSON hospital -> Flower node id, from enrolment; "": none
+    # clinical-table models: the variables they read (`federation.launch.columns`)
+    features: str = _param("")  # "a, b, smoker=no|yes": numeric names, text ones one-hot
+    label: str = _param("")  # the label variable: numeric 0..n-1, or "name=class0|class1"
 
     def resolved(self, hospitals: int) -> RunParams:
         """These params with `secagg` decided for a run over `hospitals` hospitals (an
@@ -122,6 +126,19 @@ class RunParams(FlowerParams):
         if self.secagg is not None:
             return self
         return replace(self, secagg=secagg_default(hospitals))
+
+    def check(self) -> None:
+        """Reject nonsense early with a message naming the field."""
+        super().check()
+        table = self.table()
+        if table.label is not None and table.label.categories and \
+                len(table.label.categories) != self.num_classes:
+            raise ValueError(f"label: {len(table.label.categories)} classes named, "
+                             f"num-classes is {self.num_classes}")
+
+    def table(self) -> TableSpec:
+        """The table columns of a clinical model's run (none for images)."""
+        return table_spec(self.features, self.label)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from federation.launch.columns import Column, TableSpec
 from federation.node.errors import DataError
 from federation.training.pixels import DEFAULT_IMAGE_SIZE, PixelMeta, prepare_image
 from tre.core.db import Database
@@ -149,6 +150,68 @@ def clinical_frame(db: Database, dataset_id: str) -> pd.DataFrame:
         out[name] = column.reindex(out.index).astype("float64" if kind == "numeric" else object)
     out.index.name = "pseudonym"
     return out.reset_index()
+
+
+def clinical_variables(db: Database, dataset_id: str) -> dict[str, str]:
+    """A clinical dataset's variables and their kinds ('numeric' or 'text')."""
+    with db.reader() as cur:
+        return dict(cur.execute(
+            "SELECT variable, kind FROM clinical_variable WHERE dataset_id = ?"
+            " ORDER BY position", [dataset_id]).fetchall())
+
+
+def table_split_pseudonyms(db: Database, dataset_id: str, split: str, label: Column
+                           ) -> list[str]:
+    """Subjects of the clinical dataset with a label in `split` (what consent decides on).
+
+    A table names no split: a subject's split is `default_split` of their pseudonym,
+    the keyed hash image ingestion gives a study whose source names none, so it is per
+    person, stable across ingestions, and the split of the person's images wherever
+    their source named none.
+    A text label outside the label's categories counts as no label.
+    """
+    # here, not at the top: the ingest package loads pydicom, which training never needs
+    from federation.node.ingest.common import default_split
+
+    with db.reader() as cur:
+        rows = cur.execute(
+            "SELECT pseudonym, value_num, value_text FROM clinical"
+            " WHERE dataset_id = ? AND variable = ? ORDER BY 1",
+            [dataset_id, label.name]).fetchall()
+    return [p for p, num, text in rows
+            if (text in label.categories if label.categories else num is not None)
+            and default_split(p) == split]
+
+
+def load_table(db: Database, dataset_id: str, split: str, pseudonyms: Iterable[str],
+               table: TableSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(X N×F float64, y int64, pseudonyms) of `pseudonyms`' labelled rows in `split`,
+    sorted by pseudonym: numeric features as stored (NaN where missing), text ones
+    one-hot over their categories. Raises DataError for a label that is not a class
+    index (a negative or fractional number)."""
+    if table.label is None:
+        raise DataError("the run names no label column")
+    keep = set(pseudonyms) & set(table_split_pseudonyms(db, dataset_id, split, table.label))
+    frame = clinical_frame(db, dataset_id)
+    frame = frame[frame["pseudonym"].isin(keep)].reset_index(drop=True)
+    blocks = []
+    for col in table.features:
+        values = frame[col.name] if col.name in frame else pd.Series([np.nan] * len(frame))
+        if col.categories:
+            blocks.append(np.stack([(values == c).to_numpy(float) for c in col.categories],
+                                   axis=1))
+        else:
+            blocks.append(values.to_numpy(float)[:, None])
+    x = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
+    label = frame[table.label.name]
+    if table.label.categories:
+        y = label.map({c: i for i, c in enumerate(table.label.categories)}).to_numpy(float)
+    else:
+        y = label.to_numpy(float)
+    if len(y) and (np.any(y < 0) or np.any(y != np.round(y))):
+        raise DataError(f"label {table.label.name!r} of {dataset_id} holds values that are "
+                        "not class indices 0, 1, …: name its classes (label=name=a|b)")
+    return x, y.astype(np.int64), frame["pseudonym"].tolist()
 
 
 def dataset_overview(db: Database) -> list[dict]:

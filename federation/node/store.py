@@ -12,15 +12,20 @@ from tre.core.audit import AuditAction
 from tre.core.schemas import ConsentRegime
 
 
-def dataset_regime(home: NodeHome, dataset_id: str) -> ConsentRegime:
-    """The dataset's consent regime; Refusal `unknown-dataset` when it is not held here."""
+def _dataset_field(home: NodeHome, dataset_id: str, column: str) -> str:
+    """One column of the dataset's row; Refusal `unknown-dataset` when it is not held here."""
     with home.db.reader() as cur:
-        row = cur.execute("SELECT consent_regime FROM dataset WHERE dataset_id = ?",
+        row = cur.execute(f"SELECT {column} FROM dataset WHERE dataset_id = ?",
                           [dataset_id]).fetchall()
     if not row:
         raise Refusal("unknown-dataset",
                       f"dataset {dataset_id!r} is not held by {home.config.hospital_id}")
-    return ConsentRegime(row[0][0])
+    return str(row[0][0])
+
+
+def dataset_regime(home: NodeHome, dataset_id: str) -> ConsentRegime:
+    """The dataset's consent regime; Refusal `unknown-dataset` when it is not held here."""
+    return ConsentRegime(_dataset_field(home, dataset_id, "consent_regime"))
 
 
 def dataset_pseudonyms(home: NodeHome, dataset_id: str) -> list[str]:
@@ -50,3 +55,9 @@ def feasibility_queries_since(home: NodeHome, researcher: str, since: str) -> in
             "SELECT count(*) FROM audit_log WHERE action = ? AND ts >= ?"
             " AND json_extract_string(details, '$.researcher') = ?",
             [AuditAction.QUERY_FEASIBILITY.value, since, researcher]).fetchone()[0])
+
+
+
+def dataset_kind(home: NodeHome, dataset_id: str) -> str:
+    """'imaging' or 'clinical'; Refusal `unknown-dataset` when it is not held here."""
+    return _dataset_field(home, dataset_id, "kind")

@@ -7,6 +7,7 @@ before any training should not pay for a deep-learning stack they do not use.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +38,14 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return t.div(127.5).sub_(1.0).contiguous()
 
 
+def inputs_to_tensor(x: np.ndarray) -> torch.Tensor:
+    """A model's inputs: images (N×H×W×C) through `images_to_tensor`, table rows (N×F
+    float32, already standardised: `standardise`) as they are."""
+    import torch
+
+    return images_to_tensor(x) if x.ndim > 2 else torch.from_numpy(np.asarray(x, np.float32))
+
+
 def one_record_per_person(images: np.ndarray, labels: np.ndarray, pseudonyms: list[str],
                           *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One image (drawn with `seed`) of each person, in first-seen order.
@@ -65,3 +74,26 @@ def split_pseudonyms(db: Database, dataset_id: str, split: str) -> list[str]:
                 [dataset_id, split],
             ).fetchall()
         ]
+
+
+def standardise(x: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """Float32 model inputs from a table's rows: `numeric` columns centred and scaled by
+    the mean and standard deviation of the rows at hand, a missing value set to that
+    mean (0); one-hot columns unchanged.
+
+    The statistics are those of the node's own consented records of one split, computed
+    where the rows are read and used only there: no mean or deviation leaves the node,
+    and no node needs another's. What DP-SGD's ε covers is the training on these inputs,
+    not the scaling itself: the released weights are fitted to inputs scaled by the
+    node's statistics, so they are not covered by the accountant (statistics fixed by
+    the run, e.g. published reference ranges, would close that).
+    """
+    out = np.array(x, dtype=np.float64)
+    cols = out[:, numeric]
+    if len(cols):
+        with warnings.catch_warnings():  # an all-missing column: its mean is NaN, then 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(cols, axis=0), np.nanstd(cols, axis=0)
+        mean, std = np.nan_to_num(mean), np.where(np.nan_to_num(std) > 0, std, 1.0)
+        out[:, numeric] = np.nan_to_num((cols - mean) / std)
+    return out.astype(np.float32)

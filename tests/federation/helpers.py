@@ -1,5 +1,6 @@
-"""Test helpers: node homes holding a label-skewed partition of the real PneumoniaMNIST,
-and permits signed by the portal's real key ring class."""
+"""Test helpers: node homes holding a label-skewed partition of the real PneumoniaMNIST
+(or a share of scikit-learn's breast-cancer table), and permits signed by the portal's
+real key ring class."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from tre.core.settings import default_data_root
 from tre.portal.services import airlock
 
 NPZ = default_data_root() / "medmnist" / "pneumoniamnist.npz"
+BREAST_LABEL = "diagnosis=benign|malignant"
+"""The breast-cancer table's label as a run names it: class 1 is malignant."""
 
 
 def label_skew_indices(labels: np.ndarray, index: int, count: int, seed: int,
@@ -89,6 +92,40 @@ def populate(home: NodeHome, dataset_id: str, index: int, count: int, *, seed: i
         cur.execute("INSERT INTO imaging_study (study_id, dataset_id, pseudonym, modality,"
                     " body_site, label, split, image_ref) SELECT * FROM s_src")
     return counts
+
+
+def breast_features() -> str:
+    """The breast-cancer table's 30 numeric variables, as a run's `features`."""
+    from sklearn.datasets import load_breast_cancer
+
+    return ",".join(load_breast_cancer().feature_names)
+
+
+def populate_table(home: NodeHome, dataset_id: str, index: int, count: int, *,
+                   seed: int = 7) -> dict[str, int]:
+    """Ingest share `index` of `count` (a seeded random partition) of scikit-learn's
+    breast-cancer table through the node's table ingestion, its label as text
+    (`diagnosis`); returns the labelled subjects per split."""
+    import tempfile
+
+    from sklearn.datasets import load_breast_cancer
+
+    from federation.launch.columns import parse_column
+    from federation.node.data import table_split_pseudonyms
+    from federation.node.ingest import ingest_table
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.insert(0, "mrn", [f"BC{i:04d}" for i in range(len(frame))])
+    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
+    owner = np.random.default_rng(seed).integers(0, count, len(frame))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{dataset_id}-{index}.csv"
+        frame[owner == index].to_csv(path, index=False)
+        ingest_table(home, path, id_column="mrn", dataset_id=dataset_id,
+                     title="Wisconsin breast cancer (scikit-learn)")
+    label = parse_column(BREAST_LABEL, "label")
+    return {split: len(table_split_pseudonyms(home.db, dataset_id, split, label))
+            for split in ("train", "val", "test")}
 
 
 def make_home(root: Path, hospital: str, ring: PermitKeyRing, *, portal: str = "http://127.0.0.1:9",

@@ -74,6 +74,10 @@ def test_run_config_round_trips():
     ({"strategy": "fedsgd"}, "strategy must be one of fedavg, fedprox"),
     ({"accountant": "gdp"}, "accountant must be one of rdp, prv"),
     ({"delta": 1.0}, "delta must be < 1"),
+    ({"features": "age, age"}, "features: a column is named twice"),
+    ({"features": "sex=F"}, "features: 'sex' needs two or more distinct categories"),
+    ({"label": "stage=I|II|III"}, "label: 3 classes named, num-classes is 2"),
+    ({"features": "age", "label": "age"}, "label: 'age' is also a feature"),
 ])
 def test_a_check_names_the_field(changes, named):
     with pytest.raises(ValueError, match=named):
@@ -85,7 +89,7 @@ def test_a_check_names_the_field(changes, named):
 def test_the_api_body_takes_defaults_and_bounds_from_run_params():
     shared = [f.name for f in fields(RunParams) if f.name in RunIn.model_fields]
     assert shared == ["model", "rounds", "local_epochs", "batch_size", "lr", "strategy",
-                      "secagg", "delta", "seed"]
+                      "secagg", "delta", "seed", "features", "label"]
     for name in set(shared) - {"delta", "secagg"}:  # those two default to the permit's
         assert RunIn.model_fields[name].default == param_default(name), name
     for name in ("rounds", "local_epochs", "batch_size", "lr", "seed"):
@@ -96,6 +100,18 @@ def test_the_api_body_takes_defaults_and_bounds_from_run_params():
     params = body.run_params(permit="token", hospitals=2, min_hospitals=0, node_map="",
                              round_timeout=param_default("round_timeout"))
     assert params == RunParams(permit="token", secagg=False)
+
+
+def test_a_table_run_from_the_api_body_takes_its_classes_from_the_label():
+    body = RunIn(permit_id="pmt_1", model="logreg", features="age, smoker=no|yes",
+                 label="stage=I|II|III")
+    params = body.run_params(permit="t", hospitals=2, min_hospitals=0, node_map="",
+                             round_timeout=60)
+    assert (params.features, params.label, params.num_classes) == (
+        "age, smoker=no|yes", "stage=I|II|III", 3)
+    assert params.table().in_features == 3
+    with pytest.raises(ValueError, match="features: 'smoker' needs two or more"):
+        RunIn(permit_id="pmt_1", model="logreg", features="smoker=no", label="stage")
 
 
 def test_the_portal_builds_and_checks_a_run_without_torch(tmp_path):

@@ -8,8 +8,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from federation.launch.columns import table_spec
 from federation.launch.params import RunParams, check_param, param_bounds, param_default
 from tre.core.schemas import CohortFilter, Purpose
 
@@ -232,6 +233,15 @@ class RunIn(Strict):
     seed: int = _run_param("seed")
     secagg: bool | None = None
     """Secure aggregation (SecAgg+); None: on from three hospitals up (RunParams.resolved)."""
+    features: str = _run_param("features", max_length=8000)
+    label: str = _run_param("label", max_length=1000)
+    """A table model's columns (`federation.launch.columns`); a label's categories, when
+    named, give the run's number of classes."""
+
+    @model_validator(mode="after")
+    def _columns(self) -> RunIn:
+        table_spec(self.features, self.label)  # ValueError names the field: a 422
+        return self
 
     def run_params(self, *, permit: str, hospitals: int, min_hospitals: int, node_map: str,
                    round_timeout: int) -> RunParams:
@@ -243,7 +253,13 @@ class RunIn(Strict):
             strategy=self.strategy, target_epsilon=self.epsilon or 0.0,
             delta=self.delta or 0.0, min_nodes=min_hospitals, seed=self.seed,
             secagg=self.secagg, node_map=node_map, round_timeout=round_timeout,
+            features=self.features, label=self.label, num_classes=self._classes(),
         ).resolved(hospitals)
+
+    def _classes(self) -> int:
+        label = table_spec(self.features, self.label).label
+        return len(label.categories) if label and label.categories \
+            else param_default("num_classes")
 
 
 class FeasibilityIn(Strict):

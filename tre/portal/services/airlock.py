@@ -46,6 +46,9 @@ DECLARED = (
     ("time", ("started_at", "finished_at", "*seconds")),
     ("privacy", ("*epsilon*", "*delta", "*noise_multiplier", "releases.#.released",
                  "releases.#.charged", "privacy_audits.#.mia_*")),
+    # a perfect AUC or accuracy (1.0: common on a small, easy table) is not a count of 1
+    ("statistic", ("rounds.#.evaluate.auc", "rounds.#.evaluate.accuracy",
+                   "rounds.#.evaluate.loss")),
 )
 PSEUDONYM = re.compile(r"ps_[0-9a-f]{32}")
 MAX_VECTOR = 64  # longest list of numbers an aggregate metric may hold (curves, per-round)
