@@ -21,6 +21,8 @@ class Role(StrEnum):
     NODE = "node"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    CITIZEN = "citizen"  # a person, about their own records only (tre.portal.services.me)
+    PORTAL = "portal"  # the portal's own service account (derives a citizen's pseudonym)
 
 
 class Action(StrEnum):
@@ -65,9 +67,13 @@ class Action(StrEnum):
     NODE_VIEW = "node.view"
     NODE_ENROL = "node.enrol"
     PSEUDONYM_EVALUATE = "pseudonym.evaluate"
+    ME_READ = "me.read"
+    ME_CONSENT = "me.consent"
 
 
 R = Role
+EVERY_USER = frozenset(Role) - {R.PORTAL}  # the portal's service account reads nothing of its own
+
 POLICY: dict[Action, frozenset[Role]] = {
     Action.REQUEST_CREATE: frozenset({R.RESEARCHER}),
     Action.REQUEST_UPDATE: frozenset({R.RESEARCHER}),
@@ -84,7 +90,7 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.PERMIT_KEYS_RETIRE: frozenset({R.ADMIN}),
     Action.STORE_BACKUP: frozenset({R.ADMIN}),
     Action.APP_REGISTER: frozenset({R.ADMIN}),
-    Action.APP_READ: frozenset(Role),
+    Action.APP_READ: EVERY_USER,
     Action.AUDIT_READ: frozenset({R.AUDITOR, R.ADMIN}),
     Action.AUDIT_VERIFY: frozenset({R.AUDITOR, R.ADMIN}),
     Action.AUDIT_CHECKPOINT: frozenset({R.NODE}),
@@ -93,7 +99,7 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.AUDIT_EXPORT_UPLOAD: frozenset({R.NODE}),
     Action.AUDIT_EXPORT_READ: frozenset({R.AUDITOR}),
     Action.AUDIT_VERIFICATION_RECORD: frozenset({R.AUDITOR}),
-    Action.CATALOGUE_READ: frozenset(Role),
+    Action.CATALOGUE_READ: EVERY_USER,
     Action.CATALOGUE_PUBLISH: frozenset({R.NODE}),
     Action.SYNTHETIC_DOWNLOAD: frozenset({R.RESEARCHER, R.REVIEWER, R.AUDITOR}),
     # a steward (consent withdrawn) any release; a node its own hospital's (service checks)
@@ -115,8 +121,13 @@ POLICY: dict[Action, frozenset[Role]] = {
     # a node registers its own Flower key (own hospital only, checked by the service)
     Action.NODE_ENROL: frozenset({R.NODE, R.ADMIN}),
     # the pseudonymisation service's OPRF: hospitals at ingestion, stewards recording
-    # consent for a person; each caller is rate-limited there (pseudonymisation.service)
-    Action.PSEUDONYM_EVALUATE: frozenset({R.NODE, R.STEWARD}),
+    # consent for a person; each caller is rate-limited there (pseudonymisation.service);
+    # the portal for a citizen who signs in, from the identifier in their token
+    Action.PSEUDONYM_EVALUATE: frozenset({R.NODE, R.STEWARD, R.PORTAL}),
+    # a person's own consents, receipts and the runs that used their records: the
+    # service scopes every read and change to the pseudonym of the caller's identifier
+    Action.ME_READ: frozenset({R.CITIZEN}),
+    Action.ME_CONSENT: frozenset({R.CITIZEN}),
 }
 
 

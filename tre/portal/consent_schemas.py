@@ -78,6 +78,14 @@ class WithdrawIn(Strict):
     reason: Note | None = None
 
 
+class PurposeChoice(Strict):
+    """A person's own choice for one purpose (`/v1/me/purposes/{purpose}`)."""
+
+    status: ConsentStatus = Field(description="`active` gives consent, `withdrawn` "
+                                  "withdraws it (or objects)")
+    reason: Note | None = None
+
+
 class BulkImportIn(Strict):
     consents: list[ConsentIn] = Field(min_length=1, max_length=10_000)
 
@@ -144,3 +152,10 @@ class Snapshot(BaseModel):
     version: int
     generated_at: datetime
     consents: list[SnapshotEntry]
+
+
+class MyConsents(BaseModel):
+    """A person's consents across every organisation, under their federation pseudonym."""
+
+    subject: str
+    items: list[Consent]
