@@ -1,0 +1,109 @@
+"""A person's own view (issue 14): a citizen signs in with a token carrying their INS.
+
+Real Keycloak (demo citizens with an `ins` attribute mapped into their tokens), the
+real pseudonymisation service, and the real portal, which derives each citizen's
+pseudonym through that service with its own service account. A steward records
+consent by identifier as the CLI does (pseudonymised on the client); the person then
+sees it with its history and receipt, withdraws and gives consent per purpose
+(audited), and another person sees none of it. The INS is in no byte of the portal's
+state once it has stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from access_control.keycloak.realm import DEMO_USERS
+from pseudonymisation.identifiers import INS_NIR, Identifier
+from tests.fixtures.portal import bearer, portal_settings
+from tre.portal.app import create_app
+
+pytestmark = pytest.mark.integration
+
+INS = {u.username: u.attributes["ins"] for u in DEMO_USERS if "ins" in u.attributes}
+
+
+def _files(root: Path) -> list[tuple[Path, bytes]]:
+    return [(p, p.read_bytes()) for p in root.rglob("*") if p.is_file()]
+
+
+@pytest.mark.timeout(300)
+def test_a_citizen_sees_and_changes_only_their_own_consents(keycloak, tmp_path,
+                                                            make_pseudonymiser) -> None:
+    service = make_pseudonymiser(tmp_path / "pseudonymiser")
+    state = tmp_path / "portal"
+    settings = portal_settings(keycloak, state, pseudonymiser_url=service.url,
+                               oidc_client_secret=keycloak.portal_client_secret)
+    steward = service.client(lambda: keycloak.token("steward1"))
+    person = steward.pseudonyms([Identifier(INS_NIR, INS["citizen1"])])[0]
+    keycloak.ensure_user("citizen-noins", roles=["citizen"])
+    with TestClient(create_app(settings)) as api:
+        camille, claude = bearer(keycloak.token("citizen1")), bearer(keycloak.token("citizen2"))
+        recorded = api.post("/v1/consents", headers=bearer(keycloak.token("steward1")),
+                            json={"subject": person, "purposes": ["ai_training"]})
+        assert recorded.status_code == 201, recorded.text
+        cid = recorded.json()["id"]
+
+        mine = api.get("/v1/me/consents", headers=camille)
+        assert mine.status_code == 200, mine.text
+        assert mine.json()["subject"] == person
+        [item] = mine.json()["items"]
+        assert item["id"] == cid and item["organisation"] == "org-a"
+        assert [v["change"] for v in item["history"]] == ["record"]
+        kept = api.get(f"/v1/me/consents/{cid}/receipt", headers=camille)
+        assert kept.status_code == 200 and kept.json()["subject"] == person
+        page = api.get(f"/v1/me/consents/{cid}/receipt?format=html", headers=camille)
+        assert page.status_code == 200 and person in page.text
+
+        # another person: an empty view, and Camille's consent does not exist for them
+        theirs = api.get("/v1/me/consents", headers=claude).json()
+        assert theirs["items"] == [] and theirs["subject"] != person
+        assert api.get(f"/v1/me/consents/{cid}/receipt", headers=claude).status_code == 404
+        # other roles have no view of their own; a citizen token without an INS neither
+        for user in ("steward1", "alice", "auditor1"):
+            assert api.get("/v1/me/consents",
+                           headers=bearer(keycloak.token(user))).status_code == 403, user
+        no_ins = api.get("/v1/me/consents", headers=bearer(keycloak.token("citizen-noins")))
+        assert no_ins.status_code == 403 and "ins" in no_ins.json()["detail"]
+        assert api.get("/v1/consents", headers=camille).status_code == 403
+
+        # per purpose, in her own name: withdraw AI training, then give it again
+        withdrawn = api.post("/v1/me/purposes/ai_training", headers=camille,
+                             json={"status": "withdrawn", "reason": "changed my mind"})
+        assert withdrawn.status_code == 200, withdrawn.text
+        own = withdrawn.json()
+        assert own["organisation"] == "self:ai_training" and own["status"] == "withdrawn"
+        again = api.post("/v1/me/purposes/ai_training", headers=camille,
+                         json={"status": "withdrawn"})
+        assert again.status_code == 409
+        given = api.post("/v1/me/purposes/ai_training", headers=camille,
+                         json={"status": "active"})
+        assert given.status_code == 200 and given.json()["id"] == own["id"]
+        assert [v["change"] for v in given.json()["history"]] == ["record", "reconsent"]
+        assert api.post("/v1/me/purposes/not-a-purpose", headers=camille,
+                        json={"status": "active"}).status_code == 422
+        assert api.post("/v1/me/purposes/statistics", headers=claude,
+                        json={"status": "withdrawn"}).status_code == 200
+        assert len(api.get("/v1/me/consents", headers=camille).json()["items"]) == 2
+
+        # the nodes see her own statements like any organisation's (the snapshot)
+        snapshot = api.get("/v1/consents/snapshot",
+                           headers=bearer(keycloak.client_token("hospital-a"))).json()
+        assert {(c["organisation"], c["status"]) for c in snapshot["consents"]
+                if c["subject"] == person} == {("org-a", "active"),
+                                               ("self:ai_training", "active")}
+
+        portal = api.app.state.portal
+        changes = [e for e in portal.audit.entries() if e.object_id == own["id"]]
+        assert [e.action for e in changes] == ["consent.record", "consent.reconsent"]
+        assert {e.actor for e in changes} == {f"citizen:{person}"}
+        assert changes[0].details["reason"] == "changed my mind"
+        assert portal.audit.verify().ok
+    service.stop()
+
+    ins = INS["citizen1"].encode()
+    for path, data in _files(state):
+        assert ins not in data and ins[:13] not in data, path
