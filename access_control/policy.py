@@ -59,6 +59,7 @@ class Action(StrEnum):
     RUN_CANCEL = "run.cancel"
     RUN_CANCEL_ANY = "run.cancel_any"
     RUN_TICKET = "run.ticket"
+    RUN_MEMBERS = "run.members"
     OUTPUT_REVIEW = "output.review"
     OUTPUT_DOWNLOAD = "output.download"
     CONSENT_WRITE = "consent.write"
@@ -112,6 +113,8 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.RUN_CANCEL_ANY: frozenset({R.ADMIN}),
     # a hospital's node fetches the ticket of a run the portal submitted (own hospital only)
     Action.RUN_TICKET: frozenset({R.NODE}),
+    # ... and reports the membership tags of the people the run used (own hospital only)
+    Action.RUN_MEMBERS: frozenset({R.NODE}),
     Action.OUTPUT_REVIEW: frozenset({R.OUTPUT_CHECKER}),
     Action.OUTPUT_DOWNLOAD: frozenset({R.RESEARCHER}),
     Action.CONSENT_WRITE: frozenset({R.STEWARD}),

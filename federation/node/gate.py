@@ -18,7 +18,9 @@ Checks, in this order, before the body runs; the first that fails refuses:
 
 The gate audits the read when the body completes (or recorded what it read before a
 refusal), and audits every `Refusal` raised by the checks, the spend or the body: this
-is the one place where refusals are audited, exactly once each.
+is the one place where refusals are audited, exactly once each. After a permit run's
+read it tells the portal whom the run used, as membership tags
+(`federation.node.participation`), so each person can see the runs on their records.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from federation.node.authorisation import (
 from federation.node.consent import ConsentDecision, ConsentFilter, RegimeConsentFilter
 from federation.node.home import NodeHome
 from federation.node.ledger import BudgetError, PrivacyLedger, QueryRefused, Reservation
+from federation.node.participation import report as report_members
 from federation.node.query import DISCLOSURE_KEY_PURPOSE, disclosed_count
 from federation.node.refusal import Refusal
 from federation.node.store import dataset_regime
@@ -246,6 +249,8 @@ class Gate:
             raise
         if not cohort.withheld:
             self._audit_read(action, cohort)
+            if isinstance(grant, Authorisation):
+                report_members(self.home, grant.run_id, grant.dataset_id, cohort.pseudonyms)
         if action.spend is not None and budget is not None and cohort.reservation is not None:
             action.spend.settle(budget, cohort.reservation)
 

@@ -13,13 +13,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from access_control.keycloak.realm import DEMO_USERS
+from federation.node import participation
 from pseudonymisation.identifiers import INS_NIR, Identifier
-from tests.fixtures.portal import bearer, portal_settings
+from tests.fixtures.portal import (
+    APP_HASH,
+    APP_ID,
+    LivePortal,
+    approved_permit,
+    bearer,
+    node_of,
+    portal_settings,
+)
+from tre.core.run_members import member_tag
 from tre.portal.app import create_app
+from tre.portal.context import utcnow
+from tre.portal.store import runs as run_store
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +120,78 @@ def test_a_citizen_sees_and_changes_only_their_own_consents(keycloak, tmp_path,
     ins = INS["citizen1"].encode()
     for path, data in _files(state):
         assert ins not in data and ins[:13] not in data, path
+
+
+def _submitted_run(server: LivePortal, permit: dict, flower_run_id: int) -> str:
+    """A run of `permit` as the portal records it once the SuperLink took it."""
+    run_id = f"run_test_{flower_run_id}"
+    with server.portal.db.transaction() as cur:
+        run_store.insert_run(cur, {"id": run_id, "permit_id": permit["id"],
+                                   "holder_sub": "alice", "holder_username": "alice",
+                                   "params": {"rounds": 1}, "results_dir": "unused",
+                                   "created_at": utcnow()})
+        run_store.update_run(cur, run_id, utcnow(), state="running",
+                             flower_run_id=flower_run_id)
+    return run_id
+
+
+@pytest.mark.timeout(300)
+def test_a_citizen_sees_the_runs_that_used_their_records_and_no_one_else(
+        keycloak, tmp_path, make_pseudonymiser) -> None:
+    """Nodes report each run's consented cohort as membership tags; the person sees the
+    run that included them at two hospitals, not the later one that excluded them, and
+    another person sees no run."""
+    service = make_pseudonymiser(tmp_path / "pseudonymiser")
+    node_token = service.client(lambda: keycloak.client_token("hospital-a"))
+    person, other = node_token.pseudonyms([Identifier(INS_NIR, INS["citizen1"]),
+                                           Identifier(INS_NIR, "269054958815780")])
+    with LivePortal(keycloak, tmp_path / "portal", pseudonymiser_url=service.url,
+                    oidc_client_secret=keycloak.portal_client_secret) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as api:
+        assert api.post("/v1/apps", headers=bearer(keycloak.token("admin1")), json={
+            "app_id": APP_ID, "app_hash": APP_HASH, "description": "test"}).status_code == 201
+        permit = approved_permit(api, keycloak)
+        before, after = _submitted_run(server, permit, 41), _submitted_run(server, permit, 42)
+        homes = {h: node_of(tmp_path / h, server.url, keycloak, h)
+                 for h in ("hospital-a", "hospital-b", "hospital-c")}
+        for hospital in ("hospital-a", "hospital-b"):
+            participation.report(homes[hospital], "flwr-41", "pneumonia", [person, other])
+            participation.report(homes[hospital], "flwr-41", "pneumonia", [person])  # a round
+            participation.report(homes[hospital], "flwr-42", "pneumonia", [other])  # withdrawn
+        participation.report(homes["hospital-c"], "flwr-41", "pneumonia", [person])  # no permit
+
+        sent = [e for e in homes["hospital-a"].audit.entries() if e.action == "run.members"]
+        assert [(e.object_id, e.details["tags"], e.details["new"]) for e in sent] == [
+            ("flwr-41", 2, 2), ("flwr-41", 1, 0), ("flwr-42", 1, 1)]
+        assert person not in str([e.details for e in sent])
+        [refused] = [e for e in homes["hospital-c"].audit.entries()
+                     if e.action == "run.members_failed"]
+        assert "404" in refused.details["problem"]
+
+        mine = api.get("/v1/me/runs", headers=bearer(keycloak.token("citizen1")))
+        assert mine.status_code == 200, mine.text
+        [run] = mine.json()["items"]
+        assert run["run_id"] == before != after
+        assert run["title"] == "Pneumonia detection from chest X-rays"
+        assert run["hospitals"] == 2 and run["permit_id"] == permit["id"]
+        assert set(run) == {"run_id", "permit_id", "title", "organisation", "purpose",
+                            "started_at", "state", "hospitals"}
+        assert api.get("/v1/me/runs",
+                       headers=bearer(keycloak.token("citizen2"))).json()["items"] == []
+        assert api.get("/v1/me/runs",
+                       headers=bearer(keycloak.token("alice"))).status_code == 403
+
+        # what the portal holds of a run is tags: no pseudonym, and only the tag of a
+        # pseudonym it is given tells it anything
+        with server.portal.db.reader() as cur:
+            stored = cur.execute("SELECT tag FROM run_member WHERE flower_run_id = 41"
+                                 ).fetchall()
+        assert {t for (t,) in stored} == {member_tag("flwr-41", person),
+                                          member_tag("flwr-41", other)}
+        assert api.post("/v1/runs/flower/41/members", headers=bearer(keycloak.token("alice")),
+                        json={"dataset_id": "pneumonia", "tags": ["0" * 64]}
+                        ).status_code == 403
+        bad = api.post("/v1/runs/flower/41/members",
+                       headers=bearer(keycloak.client_token("hospital-a")),
+                       json={"dataset_id": "pneumonia", "tags": [person]})
+        assert bad.status_code == 422

@@ -25,6 +25,7 @@ from tre.portal.routes import (
     nodes,
     ops,
     outputs,
+    participation,
     results,
     runs,
     synthetic,
@@ -86,6 +87,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(nodes.router)
     app.include_router(indicators.router)
     app.include_router(me.router)
+    app.include_router(participation.router)
     install_web(app, settings)  # web UI: pages, session + CSRF middleware, static files
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        larger=[(synthetic.UPLOAD_PATH, settings.max_upload_bytes),

@@ -12,7 +12,7 @@ from access_control.deps import require
 from access_control.policy import Action
 from access_control.tokens import Principal
 from tre.core.schemas import Purpose
-from tre.portal.consent_schemas import Consent, MyConsents, PurposeChoice
+from tre.portal.consent_schemas import Consent, MyConsents, MyRuns, PurposeChoice
 from tre.portal.context import Portal
 from tre.portal.routes import portal
 from tre.portal.services import consent_receipts, me
@@ -42,3 +42,10 @@ def receipt(cid: str, version: int | None = Query(None, ge=1),
     """The receipt of one of your consents: JSON, or a printable page with `format=html`."""
     data = me.receipt(p, who, cid, version)
     return HTMLResponse(consent_receipts.as_html(data)) if format == "html" else data
+
+
+@router.get("/runs", response_model=MyRuns)
+def my_runs(p: Portal = Depends(portal),
+            who: Principal = Depends(require(Action.ME_READ))) -> MyRuns:
+    """The approved projects whose runs used your records, as the hospitals reported it."""
+    return me.my_runs(p, who)

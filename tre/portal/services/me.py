@@ -1,5 +1,5 @@
 """A person's own view (issue 14): their consents with history, consent given or
-withdrawn per purpose, and their receipts.
+withdrawn per purpose, their receipts, and the runs that used their records.
 
 Every function starts from the caller's pseudonym (`tre.portal.citizens`, derived
 from the identifier in their token), never from a parameter: a citizen reads the
@@ -23,13 +23,17 @@ from __future__ import annotations
 from typing import Any
 
 from access_control.tokens import Principal
+from tre.core.run_members import member_tag
 from tre.core.schemas import ConsentStatus, Purpose
-from tre.portal.consent_schemas import Consent
+from tre.portal.consent_schemas import Consent, MyRun, MyRuns
 from tre.portal.context import Portal
 from tre.portal.errors import Conflict, NotFound
 from tre.portal.services import consent_receipts
 from tre.portal.services.consent_registry import apply_change, to_model
+from tre.portal.store import access as access_store
 from tre.portal.store import consent as store
+from tre.portal.store import participation
+from tre.portal.store import runs as run_store
 
 SOURCE = "citizen"
 MAX_CONSENTS = 1000  # a person's consents across every organisation: a handful in practice
@@ -86,3 +90,24 @@ def receipt(portal: Portal, principal: Principal, cid: str, version: int | None 
     """The receipt of one of the caller's consents (any organisation's)."""
     subject = portal.citizens.of(principal)
     return consent_receipts.receipt_of(portal, _own(subject, cid), cid, version)
+
+
+def my_runs(portal: Portal, principal: Principal) -> MyRuns:
+    """The runs whose nodes reported the caller's tag (`services.participation`), newest
+    first, with what the transparency register shows of their permit: never anyone
+    else's membership, never a cohort."""
+    subject = portal.citizens.of(principal)
+    items = []
+    with portal.db.reader() as cur:
+        tags = {r: member_tag(f"flwr-{r}", subject) for r in participation.reported_runs(cur)}
+        for flower_run_id, hospitals in participation.hospitals_with(cur, tags).items():
+            run = run_store.get_run_by_flower_id(cur, flower_run_id)
+            permit = access_store.get_permit(cur, run["permit_id"]) if run else None
+            request = access_store.get_request(cur, permit["request_id"]) if permit else None
+            if request is None:
+                continue
+            items.append(MyRun(run_id=run["id"], permit_id=permit["id"], title=request["title"],
+                               organisation=request["organisation"],
+                               purpose=permit["claims"]["purpose"], started_at=run["created_at"],
+                               state=run["state"], hospitals=hospitals))
+    return MyRuns(items=sorted(items, key=lambda r: r.started_at, reverse=True))
