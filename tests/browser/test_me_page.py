@@ -1,19 +1,30 @@
 """A person's own page in real Chromium: a citizen logs in on Keycloak's page, sees the
 consent an organisation recorded for them (by their INS, pseudonymised on the
 steward's side) with its history and receipt, gives and withdraws consent per
-purpose; another citizen sees none of it, and other roles get no such page."""
+purpose, and sees the approved project whose run used their records at two hospitals
+(as the nodes reported it); another citizen sees none of it, and other roles get no
+such page."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
 from access_control.keycloak.realm import DEMO_USERS
+from federation.node import participation
 from pseudonymisation.identifiers import INS_NIR, Identifier
 from tests.fixtures.browser import WebPortal, login, shot
-from tests.fixtures.portal import LivePortal
+from tests.fixtures.portal import (
+    APP_HASH,
+    APP_ID,
+    LivePortal,
+    approved_permit,
+    node_of,
+    submitted_run,
+)
 from tests.fixtures.pseudonymiser import LivePseudonymiser
 
 pytestmark = pytest.mark.browser
@@ -23,7 +34,8 @@ INS = {u.username: u.attributes["ins"] for u in DEMO_USERS if "ins" in u.attribu
 
 @pytest.fixture(scope="module")
 def citizen_portal(keycloak, tmp_path_factory) -> Iterator[tuple[WebPortal, str]]:
-    """A portal with a pseudonymisation service, and citizen1's consent from org-a."""
+    """A portal with a pseudonymisation service, citizen1's consent from org-a, and a
+    run under alice's permit that used citizen1's records at hospitals A and B."""
     service = LivePseudonymiser(tmp_path_factory.mktemp("pseudonymiser"),
                                 keycloak_url=keycloak.base_url, keycloak_realm=keycloak.realm,
                                 audience=keycloak.audience).start()
@@ -36,6 +48,15 @@ def citizen_portal(keycloak, tmp_path_factory) -> Iterator[tuple[WebPortal, str]
     resp = portal.api("POST", "/v1/consents", "steward1",
                       json={"subject": person, "purposes": ["ai_training"]})
     assert resp.status_code == 201, resp.text
+    assert portal.api("POST", "/v1/apps", "admin1", json={
+        "app_id": APP_ID, "app_hash": APP_HASH, "description": "test"}).status_code == 201
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        permit = approved_permit(api, keycloak)
+    submitted_run(server, permit, 7)
+    tmp = tmp_path_factory.mktemp("nodes")
+    for hospital in ("hospital-a", "hospital-b"):
+        participation.report(node_of(tmp / hospital, server.url, keycloak, hospital),
+                             "flwr-7", "pneumonia", [person])
     try:
         yield portal, person
     finally:
@@ -52,6 +73,10 @@ def test_a_citizen_manages_their_consent_and_sees_no_one_else(citizen_portal, ne
     expect(consent).to_have_count(1)
     expect(consent).to_contain_text("org-a")
     expect(consent.locator(".history tbody tr")).to_have_count(1)
+    runs = camille.locator("#runs-table tbody tr")
+    expect(runs).to_have_count(1)
+    expect(runs).to_contain_text("Pneumonia detection from chest X-rays")
+    expect(runs.locator("td.num")).to_have_text("2")
     shot(camille, "me-01-citizen")
 
     with camille.context.expect_page() as opened:
@@ -75,6 +100,7 @@ def test_a_citizen_manages_their_consent_and_sees_no_one_else(citizen_portal, ne
     login(claude, portal, "citizen2", "/me")
     expect(claude.locator("h1")).to_have_text("Mes données de santé")
     expect(claude.locator("#no-consents")).to_be_visible()
+    expect(claude.locator("#no-runs")).to_be_visible()
     expect(claude.locator("main")).not_to_contain_text(person)
     shot(claude, "me-03-other-citizen-fr")
 

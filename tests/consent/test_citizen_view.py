@@ -28,11 +28,10 @@ from tests.fixtures.portal import (
     bearer,
     node_of,
     portal_settings,
+    submitted_run,
 )
 from tre.core.run_members import member_tag
 from tre.portal.app import create_app
-from tre.portal.context import utcnow
-from tre.portal.store import runs as run_store
 
 pytestmark = pytest.mark.integration
 
@@ -122,19 +121,6 @@ def test_a_citizen_sees_and_changes_only_their_own_consents(keycloak, tmp_path,
         assert ins not in data and ins[:13] not in data, path
 
 
-def _submitted_run(server: LivePortal, permit: dict, flower_run_id: int) -> str:
-    """A run of `permit` as the portal records it once the SuperLink took it."""
-    run_id = f"run_test_{flower_run_id}"
-    with server.portal.db.transaction() as cur:
-        run_store.insert_run(cur, {"id": run_id, "permit_id": permit["id"],
-                                   "holder_sub": "alice", "holder_username": "alice",
-                                   "params": {"rounds": 1}, "results_dir": "unused",
-                                   "created_at": utcnow()})
-        run_store.update_run(cur, run_id, utcnow(), state="running",
-                             flower_run_id=flower_run_id)
-    return run_id
-
-
 @pytest.mark.timeout(300)
 def test_a_citizen_sees_the_runs_that_used_their_records_and_no_one_else(
         keycloak, tmp_path, make_pseudonymiser) -> None:
@@ -151,7 +137,7 @@ def test_a_citizen_sees_the_runs_that_used_their_records_and_no_one_else(
         assert api.post("/v1/apps", headers=bearer(keycloak.token("admin1")), json={
             "app_id": APP_ID, "app_hash": APP_HASH, "description": "test"}).status_code == 201
         permit = approved_permit(api, keycloak)
-        before, after = _submitted_run(server, permit, 41), _submitted_run(server, permit, 42)
+        before, after = submitted_run(server, permit, 41), submitted_run(server, permit, 42)
         homes = {h: node_of(tmp_path / h, server.url, keycloak, h)
                  for h in ("hospital-a", "hospital-b", "hospital-c")}
         for hospital in ("hospital-a", "hospital-b"):

@@ -1,6 +1,7 @@
-"""A person's own page (`/me`): their consents with history and receipts, and their
-choice per purpose. Same service and policy rows as `/v1/me`; the service derives who
-they are from their token, so no page takes a subject."""
+"""A person's own page (`/me`): their consents with history and receipts, their
+choice per purpose, and the approved projects whose runs used their records. Same
+service and policy rows as `/v1/me`; the service derives who they are from their
+token, so no page takes a subject."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def my_page(ctx: Ctx = Depends(needs(Action.ME_READ))) -> Response:
     mine = me.my_consents(ctx.portal, ctx.user)
     own = {c.organisation: c for c in mine["items"]}
     choices = [(p.value, own.get(me.own_organisation(ctx.portal, p))) for p in Purpose]
-    return render(ctx, "me.html", mine=mine, choices=choices)
+    return render(ctx, "me.html", mine=mine, choices=choices,
+                  runs=me.my_runs(ctx.portal, ctx.user).items)
 
 
 @router.post("/me/purposes/{purpose}")
