@@ -9,27 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
-from access_control.keycloak.realm import DEMO_USERS
 from federation.node import participation
 from pseudonymisation.identifiers import INS_NIR, Identifier
 from tests.fixtures.browser import WebPortal, login, shot
-from tests.fixtures.portal import (
-    APP_HASH,
-    APP_ID,
-    LivePortal,
-    approved_permit,
-    node_of,
-    submitted_run,
-)
+from tests.fixtures.keycloak import CITIZEN_INS
+from tests.fixtures.portal import LivePortal, approved_run_permit, node_of, submitted_run
 from tests.fixtures.pseudonymiser import LivePseudonymiser
 
 pytestmark = pytest.mark.browser
-
-INS = {u.username: u.attributes["ins"] for u in DEMO_USERS if "ins" in u.attributes}
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +34,11 @@ def citizen_portal(keycloak, tmp_path_factory) -> Iterator[tuple[WebPortal, str]
                         pseudonymiser_url=service.url).start()
     portal = WebPortal(server, keycloak, keycloak.demo_password)
     person = service.client(lambda: keycloak.token("steward1")).pseudonyms(
-        [Identifier(INS_NIR, INS["citizen1"])])[0]
+        [Identifier(INS_NIR, CITIZEN_INS["citizen1"])])[0]
     resp = portal.api("POST", "/v1/consents", "steward1",
                       json={"subject": person, "purposes": ["ai_training"]})
     assert resp.status_code == 201, resp.text
-    assert portal.api("POST", "/v1/apps", "admin1", json={
-        "app_id": APP_ID, "app_hash": APP_HASH, "description": "test"}).status_code == 201
-    with httpx.Client(base_url=server.url, timeout=30) as api:
-        permit = approved_permit(api, keycloak)
-    submitted_run(server, permit, 7)
+    submitted_run(server, approved_run_permit(server, keycloak), 7)
     tmp = tmp_path_factory.mktemp("nodes")
     for hospital in ("hospital-a", "hospital-b"):
         participation.report(node_of(tmp / hospital, server.url, keycloak, hospital),

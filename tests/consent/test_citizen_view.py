@@ -17,14 +17,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from access_control.keycloak.realm import DEMO_USERS
 from federation.node import participation
 from pseudonymisation.identifiers import INS_NIR, Identifier
+from tests.fixtures.keycloak import CITIZEN_INS
 from tests.fixtures.portal import (
-    APP_HASH,
-    APP_ID,
     LivePortal,
-    approved_permit,
+    approved_run_permit,
     bearer,
     node_of,
     portal_settings,
@@ -34,8 +32,6 @@ from tre.core.run_members import member_tag
 from tre.portal.app import create_app
 
 pytestmark = pytest.mark.integration
-
-INS = {u.username: u.attributes["ins"] for u in DEMO_USERS if "ins" in u.attributes}
 
 
 def _files(root: Path) -> list[tuple[Path, bytes]]:
@@ -50,7 +46,7 @@ def test_a_citizen_sees_and_changes_only_their_own_consents(keycloak, tmp_path,
     settings = portal_settings(keycloak, state, pseudonymiser_url=service.url,
                                oidc_client_secret=keycloak.portal_client_secret)
     steward = service.client(lambda: keycloak.token("steward1"))
-    person = steward.pseudonyms([Identifier(INS_NIR, INS["citizen1"])])[0]
+    person = steward.pseudonyms([Identifier(INS_NIR, CITIZEN_INS["citizen1"])])[0]
     keycloak.ensure_user("citizen-noins", roles=["citizen"])
     with TestClient(create_app(settings)) as api:
         camille, claude = bearer(keycloak.token("citizen1")), bearer(keycloak.token("citizen2"))
@@ -116,7 +112,7 @@ def test_a_citizen_sees_and_changes_only_their_own_consents(keycloak, tmp_path,
         assert portal.audit.verify().ok
     service.stop()
 
-    ins = INS["citizen1"].encode()
+    ins = CITIZEN_INS["citizen1"].encode()
     for path, data in _files(state):
         assert ins not in data and ins[:13] not in data, path
 
@@ -129,14 +125,12 @@ def test_a_citizen_sees_the_runs_that_used_their_records_and_no_one_else(
     another person sees no run."""
     service = make_pseudonymiser(tmp_path / "pseudonymiser")
     node_token = service.client(lambda: keycloak.client_token("hospital-a"))
-    person, other = node_token.pseudonyms([Identifier(INS_NIR, INS["citizen1"]),
+    person, other = node_token.pseudonyms([Identifier(INS_NIR, CITIZEN_INS["citizen1"]),
                                            Identifier(INS_NIR, "269054958815780")])
     with LivePortal(keycloak, tmp_path / "portal", pseudonymiser_url=service.url,
                     oidc_client_secret=keycloak.portal_client_secret) as server, \
             httpx.Client(base_url=server.url, timeout=30) as api:
-        assert api.post("/v1/apps", headers=bearer(keycloak.token("admin1")), json={
-            "app_id": APP_ID, "app_hash": APP_HASH, "description": "test"}).status_code == 201
-        permit = approved_permit(api, keycloak)
+        permit = approved_run_permit(server, keycloak)
         before, after = submitted_run(server, permit, 41), submitted_run(server, permit, 42)
         homes = {h: node_of(tmp_path / h, server.url, keycloak, h)
                  for h in ("hospital-a", "hospital-b", "hospital-c")}

@@ -19,25 +19,15 @@ from access_control.tokens import Principal
 from tre.core.audit import AuditAction
 from tre.portal.consent_schemas import RunMembersIn, RunMembersOut
 from tre.portal.context import Portal, utcnow
-from tre.portal.errors import NotFound
-from tre.portal.store import access as access_store
+from tre.portal.services.runs import hospital_run
 from tre.portal.store import participation as store
-from tre.portal.store import runs as run_store
 
 
 def record_members(portal: Portal, principal: Principal, flower_run_id: str,
                    body: RunMembersIn) -> RunMembersOut:
     """Store one node's report of one run (idempotent), audited with its counts."""
-    not_ours = NotFound(f"this portal submitted no Flower run {flower_run_id!r} on the data "
-                        "of your hospital")
-    if not flower_run_id.isdigit():
-        raise not_ours
     with portal.db.transaction() as cur:
-        run = run_store.get_run_by_flower_id(cur, int(flower_run_id))
-        permit = access_store.get_permit(cur, run["permit_id"]) if run else None
-        named = {d["node_id"] for d in permit["claims"]["datasets"]} if permit else set()
-        if principal.hospital_id not in named:
-            raise not_ours
+        run, _, _ = hospital_run(cur, flower_run_id, principal.hospital_id)
         new = store.add_members(cur, int(flower_run_id), principal.hospital_id,
                                 body.dataset_id, body.tags, utcnow())
         portal.audit.append(cur, actor=principal.username, action=AuditAction.RUN_MEMBERS,
