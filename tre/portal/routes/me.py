@@ -14,13 +14,14 @@ from access_control.tokens import Principal
 from tre.core.schemas import Purpose
 from tre.portal.consent_schemas import Consent, MyConsents, MyRuns, PurposeChoice
 from tre.portal.context import Portal
+from tre.portal.problems import UNAVAILABLE
 from tre.portal.routes import portal
 from tre.portal.services import consent_receipts, me
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
 
 
-@router.get("/consents", response_model=MyConsents)
+@router.get("/consents", response_model=MyConsents, responses=UNAVAILABLE)
 def my_consents(p: Portal = Depends(portal),
                 who: Principal = Depends(require(Action.ME_READ))) -> dict[str, Any]:
     """Your consents, recorded by any organisation or by you, each with its history."""
@@ -35,7 +36,7 @@ def choose(purpose: Purpose, body: PurposeChoice, p: Portal = Depends(portal),
     return me.set_purpose(p, who, purpose, body.status, body.reason)
 
 
-@router.get("/consents/{cid}/receipt")
+@router.get("/consents/{cid}/receipt", responses=UNAVAILABLE)
 def receipt(cid: str, version: int | None = Query(None, ge=1),
             format: Literal["json", "html"] = "json", p: Portal = Depends(portal),
             who: Principal = Depends(require(Action.ME_READ))) -> Any:
@@ -44,7 +45,7 @@ def receipt(cid: str, version: int | None = Query(None, ge=1),
     return HTMLResponse(consent_receipts.as_html(data)) if format == "html" else data
 
 
-@router.get("/runs", response_model=MyRuns)
+@router.get("/runs", response_model=MyRuns, responses=UNAVAILABLE)
 def my_runs(p: Portal = Depends(portal),
             who: Principal = Depends(require(Action.ME_READ))) -> MyRuns:
     """The approved projects whose runs used your records, as the hospitals reported it."""
