@@ -80,6 +80,9 @@ def test_a_citizen_manages_their_consent_and_sees_no_one_else(citizen_portal, ne
     expect(camille.locator("#choice-statistics")).to_contain_text("withdrawn")
     own = camille.locator("#my-consents article", has_text="self:statistics")
     expect(own.locator(".history tbody tr")).to_have_count(2)
+    camille.click("#object-education")  # an objection to a purpose never consented to
+    expect(camille.locator("#choice-education")).to_contain_text("withdrawn")
+    expect(camille.locator("#give-education")).to_be_visible()
     shot(camille, "me-02-withdrawn")
 
     claude = new_page(locale="fr-FR")

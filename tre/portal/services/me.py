@@ -20,6 +20,7 @@ IdP may have chosen is ever stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from access_control.tokens import Principal
@@ -74,7 +75,7 @@ def set_purpose(portal: Portal, principal: Principal, purpose: Purpose, status: 
         return to_model(cur, row, with_history=True)
 
 
-def _own(subject: str, cid: str) -> Any:
+def _own(subject: str, cid: str) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
     """The access rule of a person's receipts: their own consents only."""
 
     def readable(row: dict[str, Any] | None) -> dict[str, Any]:
