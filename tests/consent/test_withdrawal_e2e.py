@@ -67,6 +67,7 @@ def _relabel(home: NodeHome, old: str, new: str) -> None:
         cur.execute("INSERT INTO person SELECT ? AS pseudonym, * EXCLUDE (pseudonym)"
                     " FROM person WHERE pseudonym = ?", [new, old])
         cur.execute("UPDATE imaging_study SET pseudonym = ? WHERE pseudonym = ?", [new, old])
+    with home.db.transaction() as cur:  # DuckDB checks foreign keys against committed rows
         cur.execute("DELETE FROM person WHERE pseudonym = ?", [old])
 
 
@@ -109,9 +110,9 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path,  # noq
         populate(home, "pneumonia", i, 3, limit=LIMIT, regime="opt-out")
         PrivacyLedger(home.db, home.audit, actor="operator").set_budget("pneumonia", 20.0)
         train = split_pseudonyms(home.db, "pneumonia", "train")
-        if hospital != "hospital-c":  # the person was treated at A and B
+        if hospital != "hospital-c":  # the person was treated at A and B: one of the three
             _relabel(home, train[0], person)
-            train = split_pseudonyms(home.db, "pneumonia", "train")
+            train = [person, *train[1:]]
         chosen[hospital], train_sizes[hospital] = train[:PER_NODE], len(train)
         home.db.close()
         homes[hospital] = home.path
