@@ -21,6 +21,8 @@ class Role(StrEnum):
     NODE = "node"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    CITIZEN = "citizen"  # a person, about their own records only (tre.portal.services.me)
+    PORTAL = "portal"  # the portal's own service account (derives a citizen's pseudonym)
 
 
 class Action(StrEnum):
@@ -57,6 +59,7 @@ class Action(StrEnum):
     RUN_CANCEL = "run.cancel"
     RUN_CANCEL_ANY = "run.cancel_any"
     RUN_TICKET = "run.ticket"
+    RUN_MEMBERS = "run.members"
     OUTPUT_REVIEW = "output.review"
     OUTPUT_DOWNLOAD = "output.download"
     CONSENT_WRITE = "consent.write"
@@ -65,9 +68,13 @@ class Action(StrEnum):
     NODE_VIEW = "node.view"
     NODE_ENROL = "node.enrol"
     PSEUDONYM_EVALUATE = "pseudonym.evaluate"
+    ME_READ = "me.read"
+    ME_CONSENT = "me.consent"
 
 
 R = Role
+EVERY_USER = frozenset(Role) - {R.PORTAL}  # the portal's service account reads nothing of its own
+
 POLICY: dict[Action, frozenset[Role]] = {
     Action.REQUEST_CREATE: frozenset({R.RESEARCHER}),
     Action.REQUEST_UPDATE: frozenset({R.RESEARCHER}),
@@ -84,7 +91,7 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.PERMIT_KEYS_RETIRE: frozenset({R.ADMIN}),
     Action.STORE_BACKUP: frozenset({R.ADMIN}),
     Action.APP_REGISTER: frozenset({R.ADMIN}),
-    Action.APP_READ: frozenset(Role),
+    Action.APP_READ: EVERY_USER,
     Action.AUDIT_READ: frozenset({R.AUDITOR, R.ADMIN}),
     Action.AUDIT_VERIFY: frozenset({R.AUDITOR, R.ADMIN}),
     Action.AUDIT_CHECKPOINT: frozenset({R.NODE}),
@@ -93,7 +100,7 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.AUDIT_EXPORT_UPLOAD: frozenset({R.NODE}),
     Action.AUDIT_EXPORT_READ: frozenset({R.AUDITOR}),
     Action.AUDIT_VERIFICATION_RECORD: frozenset({R.AUDITOR}),
-    Action.CATALOGUE_READ: frozenset(Role),
+    Action.CATALOGUE_READ: EVERY_USER,
     Action.CATALOGUE_PUBLISH: frozenset({R.NODE}),
     Action.SYNTHETIC_DOWNLOAD: frozenset({R.RESEARCHER, R.REVIEWER, R.AUDITOR}),
     # a steward (consent withdrawn) any release; a node its own hospital's (service checks)
@@ -106,6 +113,8 @@ POLICY: dict[Action, frozenset[Role]] = {
     Action.RUN_CANCEL_ANY: frozenset({R.ADMIN}),
     # a hospital's node fetches the ticket of a run the portal submitted (own hospital only)
     Action.RUN_TICKET: frozenset({R.NODE}),
+    # ... and reports the membership tags of the people the run used (own hospital only)
+    Action.RUN_MEMBERS: frozenset({R.NODE}),
     Action.OUTPUT_REVIEW: frozenset({R.OUTPUT_CHECKER}),
     Action.OUTPUT_DOWNLOAD: frozenset({R.RESEARCHER}),
     Action.CONSENT_WRITE: frozenset({R.STEWARD}),
@@ -115,8 +124,13 @@ POLICY: dict[Action, frozenset[Role]] = {
     # a node registers its own Flower key (own hospital only, checked by the service)
     Action.NODE_ENROL: frozenset({R.NODE, R.ADMIN}),
     # the pseudonymisation service's OPRF: hospitals at ingestion, stewards recording
-    # consent for a person; each caller is rate-limited there (pseudonymisation.service)
-    Action.PSEUDONYM_EVALUATE: frozenset({R.NODE, R.STEWARD}),
+    # consent for a person; each caller is rate-limited there (pseudonymisation.service);
+    # the portal for a citizen who signs in, from the identifier in their token
+    Action.PSEUDONYM_EVALUATE: frozenset({R.NODE, R.STEWARD, R.PORTAL}),
+    # a person's own consents, receipts and the runs that used their records: the
+    # service scopes every read and change to the pseudonym of the caller's identifier
+    Action.ME_READ: frozenset({R.CITIZEN}),
+    Action.ME_CONSENT: frozenset({R.CITIZEN}),
 }
 
 

@@ -3,7 +3,8 @@
 Normalisation, blinding and finalisation happen here, on the caller's side: only
 blinded elements cross the network, so the service never sees an identifier and an
 eavesdropper learns nothing; the caller never sees the key. Hospitals use it at
-ingestion, stewards when they record a person's consent.
+ingestion, stewards when they record a person's consent, the portal when a citizen
+signs in.
 """
 
 from __future__ import annotations

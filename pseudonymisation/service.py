@@ -2,8 +2,9 @@
 
 It sees group elements that are uniformly random to it (the client's blinds), so it
 learns neither identifiers nor pseudonyms; it hands out `skS · B`, never skS. Callers
-are the federation's hospitals (`node` service accounts) and consent stewards,
-authenticated by the realm's Keycloak and the one policy table. Each caller has a
+are the federation's hospitals (`node` service accounts), consent stewards and the
+portal (its `portal` service account, for a signed-in citizen), authenticated by the
+realm's Keycloak and the one policy table. Each caller has a
 token bucket of elements per minute, so no one can run a dictionary of identifiers
 through it faster than the operator allows; every batch served or refused is one row
 of the hash-chained audit log, with the caller and the count, never an element.

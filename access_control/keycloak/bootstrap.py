@@ -60,6 +60,9 @@ def bootstrap(
     wanted_clients = spec.clients(hospitals, dev=dev, portal_url=portal_url)
     client_ids = {c["clientId"]: _ensure_client(admin, c) for c in wanted_clients}
 
+    portal_account = admin.get_client_service_account_user(client_ids[spec.PORTAL_CLIENT])
+    _ensure_realm_roles(admin, portal_account["id"], ["portal"], roles)
+
     result_hospitals: dict[str, dict[str, str]] = {}
     for hospital in hospitals:
         cid = client_ids[spec.node_client_id(hospital)]

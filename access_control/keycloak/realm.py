@@ -33,11 +33,17 @@ ROLES: dict[str, str] = {
     "node": "Service account of a hospital node (client-credentials grant)",
     "auditor": "Reads and verifies the audit trail",
     "admin": "Administers the portal",
+    "citizen": "A person: sees and changes their own consents, receipts and the runs "
+               "that used their records",
+    "portal": "Service account of the portal: derives a signed-in citizen's pseudonym",
 }
 
 # User attributes carried into tokens as claims of the same name. Only admins may
-# edit them: a user who could set their own hospital_id could act for any node.
-CLAIM_ATTRIBUTES: tuple[str, ...] = ("organisation", "hospital_id")
+# edit them: a user who could set their own hospital_id could act for any node, a
+# citizen who could set their `ins` could read anyone's consents. With identity
+# brokering (e.g. FranceConnect / Pro Santé Connect as an identity provider of the
+# realm) an IdP mapper fills `ins` from the national IdP's claim: configuration only.
+CLAIM_ATTRIBUTES: tuple[str, ...] = ("organisation", "hospital_id", "ins")
 
 _HOSPITAL_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -69,6 +75,9 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("nodeop1", "Nora", "Operator", ("node_operator",), {"hospital_id": "hospital-a"}),
     DemoUser("auditor1", "Aude", "Auditor", ("auditor",)),
     DemoUser("admin1", "Adam", "Admin", ("admin",)),
+    # two people with a (made-up, well-formed) French INS-NIR each
+    DemoUser("citizen1", "Camille", "Citizen", ("citizen",), {"ins": "185037512345641"}),
+    DemoUser("citizen2", "Claude", "Citizen", ("citizen",), {"ins": "290067598765460"}),
 )
 
 
@@ -198,6 +207,8 @@ def _client(client_id: str, name: str, **fields: Any) -> dict[str, Any]:
 def portal_client(portal_url: str | None = None) -> dict[str, Any]:
     """Confidential web client: authorization code + PKCE (S256 required) on loopback.
     Keycloak ignores the port of loopback redirect URIs, so these cover any port.
+    Its service account (role `portal`) is how the portal itself calls the
+    pseudonymisation service for a signed-in citizen.
     With the portal's URL, Keycloak tells the portal when a session ends (back-channel
     logout, one logout token naming the session), so its web sessions end too."""
     backchannel = ({"backchannel.logout.url": portal_url.rstrip("/") + BACKCHANNEL_LOGOUT_PATH}
@@ -209,6 +220,7 @@ def portal_client(portal_url: str | None = None) -> dict[str, Any]:
         clientAuthenticatorType="client-secret",
         standardFlowEnabled=True,
         frontchannelLogout=False,  # Keycloak skips back-channel logout for front-channel clients
+        serviceAccountsEnabled=True,
         redirectUris=["http://127.0.0.1/*", "http://localhost/*"],
         webOrigins=["+"],
         attributes={
@@ -264,6 +276,16 @@ def service_account_user(hospital_id: str) -> dict[str, Any]:
     }
 
 
+def portal_service_account_user() -> dict[str, Any]:
+    """The portal client's service-account user: realm role `portal` only."""
+    return {
+        "username": f"service-account-{PORTAL_CLIENT}",
+        "enabled": True,
+        "serviceAccountClientId": PORTAL_CLIENT,
+        "realmRoles": ["portal", f"default-roles-{REALM}"],
+    }
+
+
 def demo_user_representation(user: DemoUser, password: str | None = None) -> dict[str, Any]:
     """UserRepresentation of a demo user; with a password only when creating it."""
     rep: dict[str, Any] = {
@@ -304,7 +326,8 @@ def realm_export(
         "realm": [{"name": n, "description": d} for n, d in ROLES.items()],
     }
     realm["clients"] = clients(hospitals, dev=False)
-    realm["users"] = [service_account_user(h) for h in hospitals]
+    realm["users"] = [portal_service_account_user()] + [service_account_user(h)
+                                                         for h in hospitals]
     realm["components"] = {
         "org.keycloak.userprofile.UserProfileProvider": [
             {

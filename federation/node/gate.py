@@ -20,7 +20,9 @@ The gate audits the read when the body completes, or when it fails after recordi
 what it read (`cohort.read`): a crash after the read never leaves it unaudited. A body
 that decides to read nothing (`cohort.read_nothing`) has no read audited. The gate
 audits every `Refusal` raised by the checks, the spend or the body: this is the one
-place where refusals are audited, exactly once each.
+place where refusals are audited, exactly once each. After a permit run's read it tells
+the portal whom the run used, as membership tags (`federation.node.participation`), so
+each person can see the runs on their records.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from federation.node.authorisation import (
 from federation.node.consent import ConsentDecision, ConsentFilter, RegimeConsentFilter
 from federation.node.home import NodeHome
 from federation.node.ledger import BudgetError, PrivacyLedger, QueryRefused, Reservation
+from federation.node.participation import report as report_members
 from federation.node.refusal import Refusal
 from federation.node.store import dataset_regime
 from tre.core.audit import AuditAction
@@ -261,6 +264,8 @@ class Gate:
             raise
         if not (cohort.withheld or cohort.unread):
             self._audit_read(action, cohort)
+            if isinstance(grant, Authorisation):
+                report_members(self.home, grant.run_id, grant.dataset_id, cohort.pseudonyms)
         if action.spend is not None and budget is not None and cohort.reservation is not None:
             action.spend.settle(budget, cohort.reservation)
 

@@ -338,6 +338,17 @@ class PortalClient:
         except (ValueError, KeyError, TypeError) as exc:
             raise PortalError(f"{url} did not answer a ticket") from exc
 
+    def report_run_members(self, flower_run_id: int, dataset_id: str, tags: list[str]
+                           ) -> dict[str, Any]:
+        """`POST /v1/runs/flower/{id}/members`: membership tags of the people a run used
+        here (`federation.node.participation`)."""
+        url = f"{self.portal_url}/v1/runs/flower/{flower_run_id}/members"
+        resp = self._authed("POST", url, json={"dataset_id": dataset_id, "tags": tags})
+        if resp.status_code != 200:
+            raise PortalError(f"{url} answered {resp.status_code}: {problem_detail(resp)}",
+                              resp.status_code)
+        return resp.json()
+
     def send_checkpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/audit/checkpoints`: this node's signed audit chain head."""
         url = f"{self.portal_url}/v1/audit/checkpoints"

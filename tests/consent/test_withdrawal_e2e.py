@@ -4,7 +4,11 @@ Real Keycloak, the real portal over HTTP, a real SuperLink and three SuperNodes
 whose ClientApps use the snapshot consent filter (the production default): run 1
 uses three subjects per hospital; their steward withdraws; run 2, started after the
 withdrawal, excludes them on every node, each node's audit says so, and the
-node's feasibility counts drop accordingly (after disclosure control).
+node's feasibility counts drop accordingly (after disclosure control). One of those
+subjects is a person with records at hospitals A and B, known to the federation by
+the pseudonym of their INS: signed in as a citizen, they see run 1 (at two
+hospitals) and not run 2 among the runs that used their records, as the nodes
+reported it; another citizen sees no run (issue 14).
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from federation.node.query import cohort_members, run_query
 from federation.node.service import publish
 from federation.node.settings import StoredNodeSettings
 from federation.training.data import split_pseudonyms
+from pseudonymisation.identifiers import INS_NIR, Identifier
 from tests.federation.helpers import assert_only_disclosed, populate
 from tests.fixtures.flower import FlowerCluster
+from tests.fixtures.keycloak import CITIZEN_INS
 from tests.fixtures.net import free_port
 from tests.fixtures.portal import LivePortal, bearer, request_body
 from tre.core import disclosure
@@ -64,26 +70,41 @@ def _feasibility(home: NodeHome) -> tuple[int, object]:
     return len(_consented(home)), answer["datasets"][0]["subjects"]
 
 
+def _relabel(home: NodeHome, old: str, new: str) -> None:
+    """Make `old`'s records those of the person `new` (the citizen treated here)."""
+    with home.db.transaction() as cur:
+        cur.execute("INSERT INTO person SELECT ? AS pseudonym, * EXCLUDE (pseudonym)"
+                    " FROM person WHERE pseudonym = ?", [new, old])
+        cur.execute("UPDATE imaging_study SET pseudonym = ? WHERE pseudonym = ?", [new, old])
+    with home.db.transaction() as cur:  # DuckDB checks foreign keys against committed rows
+        cur.execute("DELETE FROM person WHERE pseudonym = ?", [old])
+
+
 @pytest.mark.timeout(1500)
 def test_withdrawal_between_two_runs_excludes_subjects_on_every_node(
-    keycloak, tmp_path, monkeypatch,
+    keycloak, tmp_path, monkeypatch, make_pseudonymiser,
 ):
     # SuperNodes and their ClientApps find Keycloak through the environment
     monkeypatch.setenv("TRE_KEYCLOAK_URL", keycloak.base_url)
     monkeypatch.setenv("TRE_KEYCLOAK_REALM", keycloak.realm)
     port = free_port()
+    service = make_pseudonymiser(tmp_path / "pseudonymiser")
+    person = service.client(lambda: keycloak.token("steward1")).pseudonyms(
+        [Identifier(INS_NIR, CITIZEN_INS["citizen1"])])[0]
     cluster = FlowerCluster(tmp_path / "flower")
     cluster.root.mkdir()
     try:
         cluster.start_superlink(portal_url=f"http://127.0.0.1:{port}")
         with LivePortal(keycloak, tmp_path / "portal", port=port, superlink=cluster.control,
-                        superlink_report_key=cluster.report_key) as portal:
-            _withdrawal_between_two_runs(keycloak, portal.url, cluster, tmp_path)
+                        superlink_report_key=cluster.report_key, pseudonymiser_url=service.url,
+                        oidc_client_secret=keycloak.portal_client_secret) as portal:
+            _withdrawal_between_two_runs(keycloak, portal.url, cluster, tmp_path, person)
     finally:
         cluster.stop()
 
 
-def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> None:  # noqa: ANN001
+def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path,  # noqa: ANN001
+                                 person: str) -> None:
     _ok(httpx.post(f"{url}/v1/apps", headers=bearer(keycloak.token("admin1")), json={
         "app_id": APP_ID, "app_hash": fab_hash(), "description": "DP-SGD image classifier"}))
     jwks = httpx.get(f"{url}/v1/permit-keys").json()
@@ -99,6 +120,9 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
         PrivacyLedger(home.db, home.audit, actor="operator").set_budget("pneumonia", 20.0)
         publish(home, synthetic=False)  # its count bounds the SecAgg+ weights of the runs
         train = split_pseudonyms(home.db, "pneumonia", "train")
+        if hospital != "hospital-c":  # the person was treated at A and B: one of the three
+            _relabel(home, train[0], person)
+            train = [person, *train[1:]]
         chosen[hospital], train_sizes[hospital] = train[:PER_NODE], len(train)
         home.db.close()
         homes[hospital] = home.path
@@ -108,8 +132,9 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
     consent_ids = [
         _ok(httpx.post(f"{url}/v1/consents", headers=steward,
                        json={"subject": s, "purposes": ["ai_training"]}))["id"]
-        for subjects in chosen.values() for s in subjects
+        for s in sorted({s for subjects in chosen.values() for s in subjects})
     ]
+    assert all(person in chosen[h] for h in ("hospital-a", "hospital-b"))
 
     alice = bearer(keycloak.token("alice"))
     req = _ok(httpx.post(f"{url}/v1/requests", headers=alice, json=request_body(
@@ -129,6 +154,8 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
     for path in homes.values():
         flower_cluster.start_node(path, consent_filter="snapshot")
 
+    started_runs = []
+
     def run(name: str) -> dict:
         """A run started the way researchers start them: through the portal, which
         submits it to the SuperLink and issues the nodes' run tickets."""
@@ -137,6 +164,7 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
                                 "lr": 0.5, "epsilon": 2.0}, timeout=60)
         assert resp.status_code == 202, resp.text
         started = resp.json()
+        started_runs.append(started["id"])
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             state = _ok(httpx.get(f"{url}/v1/runs/{started['id']}", timeout=30,
@@ -165,6 +193,17 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
         assert second[hospital]["excluded_by_consent"] == "<10"
         assert near(second[hospital]["num_examples"], train_sizes[hospital] - PER_NODE)
 
+    # the person's own view: run 1 used their records at A and B, run 2 did not
+    mine = _ok(httpx.get(f"{url}/v1/me/runs", headers=bearer(keycloak.token("citizen1")),
+                         timeout=30))["items"]
+    assert [(r["run_id"], r["hospitals"]) for r in mine] == [(started_runs[0], 2)]
+    assert mine[0]["title"] == request_body()["title"]
+    assert _ok(httpx.get(f"{url}/v1/me/runs", headers=bearer(keycloak.token("citizen2")),
+                         timeout=30))["items"] == []
+    receipts = _ok(httpx.get(f"{url}/v1/me/consents", timeout=30,
+                             headers=bearer(keycloak.token("citizen1"))))["items"]
+    assert [[v["change"] for v in c["history"]] for c in receipts] == [["record", "withdraw"]]
+
     for hospital in HOSPITALS:
         with node_session(homes[hospital]) as home:
             entries = home.audit.entries()
@@ -189,3 +228,5 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path) -> Non
             assert shown == disclosure.disclose(exact_after, k=home.config.suppression_k,
                                                 key=key)
             assert not set(chosen[hospital]) & members
+            reported = [e.details for e in entries if e.action == "run.members"]
+            assert reported and not [e for e in entries if e.action == "run.members_failed"]

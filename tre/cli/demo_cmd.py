@@ -324,7 +324,10 @@ class Demo:
                           "TRE_SUPERLINK_ROOT_CERTIFICATES": str(self.ca_cert(PORTAL)),
                           "TRE_SUPERLINK_REPORT_KEY": self.report_key,
                           "TRE_OIDC_CLIENT_SECRET": self.realm["portal_client_secret"],
-                          "TRE_PUBLIC_URL": self.portal_url}
+                          "TRE_PUBLIC_URL": self.portal_url,
+                          # a citizen's view: their pseudonym, from the INS in their token
+                          "TRE_PSEUDONYMISER_URL": self.plan.pseudonymiser_url,
+                          "TRE_PSEUDONYMISER_CA": str(self.ca_cert(PORTAL))}
         proc = self.procs.start("portal", [
             _tre(), "portal", "serve", "--host", host, "--port", str(port),
             "--ssl-certfile", str(tls / "portal.crt"), "--ssl-keyfile", str(tls / "portal.key")],

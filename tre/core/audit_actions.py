@@ -41,6 +41,8 @@ class AuditAction(StrEnum):
     RUN_FAIL = "run.fail"
     RUN_COMPLETE = "run.complete"
     RUN_RESULTS = "run.results"
+    RUN_MEMBERS = "run.members"  # tags of the people a run used: portal: stored; node: sent
+    RUN_MEMBERS_FAILED = "run.members_failed"  # node: the portal did not take them
 
     # --- portal: airlock (`output.<OutputDecision>` is one checker's decision) ---
     OUTPUT_SUBMIT = "output.submit"

@@ -21,9 +21,11 @@ from tre.portal.routes import (
     consent,
     feasibility,
     indicators,
+    me,
     nodes,
     ops,
     outputs,
+    participation,
     results,
     runs,
     synthetic,
@@ -84,6 +86,8 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(feasibility.router)
     app.include_router(nodes.router)
     app.include_router(indicators.router)
+    app.include_router(me.router)
+    app.include_router(participation.router)
     install_web(app, settings)  # web UI: pages, session + CSRF middleware, static files
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        larger=[(synthetic.UPLOAD_PATH, settings.max_upload_bytes),

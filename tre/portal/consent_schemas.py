@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tre.core.run_members import MAX_TAGS_PER_REPORT, TAG_PATTERN
 from tre.core.schemas import ConsentStatus, Purpose
 
 SubjectId = Annotated[
@@ -75,6 +76,14 @@ class ConsentPatch(_Period):
 
 
 class WithdrawIn(Strict):
+    reason: Note | None = None
+
+
+class PurposeChoice(Strict):
+    """A person's own choice for one purpose (`/v1/me/purposes/{purpose}`)."""
+
+    status: ConsentStatus = Field(description="`active` gives consent, `withdrawn` "
+                                  "withdraws it (or objects)")
     reason: Note | None = None
 
 
@@ -144,3 +153,43 @@ class Snapshot(BaseModel):
     version: int
     generated_at: datetime
     consents: list[SnapshotEntry]
+
+
+class MyConsents(BaseModel):
+    """A person's consents across every organisation, under their federation pseudonym."""
+
+    subject: str
+    items: list[Consent]
+
+
+# -- which runs used a person's records ---------------------------------------------------
+
+class RunMembersIn(Strict):
+    """What a node reports of one run: the membership tags (`tre.core.run_members`) of
+    the people in one dataset's consented cohort; it may report a run more than once."""
+
+    dataset_id: Annotated[str, Field(min_length=1, max_length=100,
+                                     pattern=r"^[A-Za-z0-9._:-]+$")]
+    tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(
+        min_length=1, max_length=MAX_TAGS_PER_REPORT)
+
+
+class RunMembersOut(BaseModel):
+    new: int = Field(description="tags this report added (the others were known)")
+
+
+class MyRun(BaseModel):
+    """A run that used the person's records: project-level facts only."""
+
+    run_id: str
+    permit_id: str
+    title: str
+    organisation: str
+    purpose: str
+    started_at: datetime
+    state: str
+    hospitals: int = Field(description="hospitals where the run used your records")
+
+
+class MyRuns(BaseModel):
+    items: list[MyRun]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from access_control.permits import PermitKeyRing
 from tre.core.audit import AuditLog
 from tre.core.db import Database, ReadCache
+from tre.portal.citizens import CitizenPseudonyms
 from tre.portal.settings import PortalSettings
 from tre.portal.store import migrate_all
 
@@ -22,9 +23,11 @@ class Portal:
     run_threads: dict = field(default_factory=dict)  # run id -> the thread following it
     closing: threading.Event = field(default_factory=threading.Event)
     cache: ReadCache = field(init=False)  # hot reads (a request polled by its researcher)
+    citizens: CitizenPseudonyms = field(init=False)  # a citizen's token -> their pseudonym
 
     def __post_init__(self) -> None:
         self.cache = ReadCache(self.db)
+        self.citizens = CitizenPseudonyms(self.settings)
 
     @classmethod
     def open(cls, settings: PortalSettings) -> Portal:
@@ -39,6 +42,7 @@ class Portal:
         self.closing.set()
         for thread in list(self.run_threads.values()):
             thread.join(timeout=10)
+        self.citizens.close()
         self.db.close()
 
 

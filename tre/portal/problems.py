@@ -32,6 +32,10 @@ PROBLEM_SCHEMA = {
 WRITES = frozenset({"post", "put", "patch", "delete"})
 #: `responses=GONE` on a route whose object can be withdrawn: its shape cannot say so.
 GONE: dict[int | str, dict[str, Any]] = {410: {"description": HTTPStatus.GONE.phrase}}
+#: `responses=UNAVAILABLE` on a read that waits on another party (a citizen's view needs
+#: the pseudonymisation service).
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"description": HTTPStatus.SERVICE_UNAVAILABLE.phrase}}
 
 
 def statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
@@ -55,7 +59,7 @@ def statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
 
 def document(doc: dict[str, Any]) -> dict[str, Any]:
     """Every operation of an OpenAPI document answers its errors as problems: those its
-    shape implies and the 4xx a route declares itself (e.g. `GONE`)."""
+    shape implies and those a route declares itself (e.g. `GONE`, `UNAVAILABLE`)."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
@@ -64,7 +68,7 @@ def document(doc: dict[str, Any]) -> dict[str, Any]:
     for path, methods in doc.get("paths", {}).items():
         for method, operation in methods.items():
             declared = {int(s) for s in operation.get("responses", {})
-                        if s.isdigit() and 400 <= int(s) < 500}
+                        if s.isdigit() and 400 <= int(s) < 600}
             for status in sorted(statuses(path, method, operation) | declared):
                 operation.setdefault("responses", {})[str(status)] = {
                     "description": HTTPStatus(status).phrase,

@@ -47,6 +47,12 @@ class PortalSettings(CommonSettings):
     session_check_ttl_s: float = Field(default=30.0, ge=0, le=30)
     # the portal signs its audit head at least this often, on quiet days too
     checkpoint_interval_s: float = Field(default=24 * 3600, gt=0)
+    # A citizen's view (/v1/me): the pseudonymisation service that turns the identifier
+    # in a citizen's token into their pseudonym, the CA of its TLS certificate, and the
+    # organisation a person's own consents are recorded under
+    pseudonymiser_url: str | None = None
+    pseudonymiser_ca: Path | None = None
+    citizen_organisation: str = Field(default="self", pattern=r"^[A-Za-z0-9._:-]{1,100}$")
 
     @property
     def database(self) -> Path:

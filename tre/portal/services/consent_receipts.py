@@ -8,6 +8,7 @@ subject can later show what they agreed to and when.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,16 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 def receipt(portal: Portal, principal: Principal, cid: str, version: int | None = None
             ) -> dict[str, Any]:
-    """What the subject keeps: the consent as recorded, anchored in the audit chain."""
+    """A receipt as the steward's organisation (or an auditor) reads it."""
+    return receipt_of(portal, lambda row: check_readable(principal, row, cid), cid, version)
+
+
+def receipt_of(portal: Portal, readable: Callable[[dict[str, Any] | None], dict[str, Any]],
+               cid: str, version: int | None = None) -> dict[str, Any]:
+    """What the subject keeps: the consent as recorded, anchored in the audit chain.
+    `readable` is the caller's access rule: the row back, or NotFound."""
     with portal.db.reader() as cur:
-        row = check_readable(principal, store.get_consent(cur, cid), cid)
+        row = readable(store.get_consent(cur, cid))
         v = store.get_version(cur, cid, version or row["version"])
         if v is None:
             raise NotFound(f"consent {cid} has no version {version}")
@@ -83,7 +91,10 @@ def _statement(v: dict[str, Any]) -> str:
 
 def receipt_html(portal: Portal, principal: Principal, cid: str, version: int | None = None
                  ) -> str:
+    return as_html(receipt(portal, principal, cid, version))
+
+
+def as_html(data: dict[str, Any]) -> str:
     """The receipt as a printable page, for a subject without a JSON viewer."""
-    data = receipt(portal, principal, cid, version)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     return env.get_template("consent_receipt.html").render(r=data)

@@ -85,7 +85,7 @@ def _version_model(row: dict[str, Any]) -> ConsentVersion:
     return ConsentVersion(**{k: row[k] for k in ConsentVersion.model_fields})
 
 
-def _to_model(cur, row: dict[str, Any], *, with_history: bool) -> Consent:
+def to_model(cur, row: dict[str, Any], *, with_history: bool) -> Consent:
     hist = [_version_model(v) for v in store.history(cur, row["consent_id"])] if with_history \
         else None
     return Consent(id=row["consent_id"], history=hist,
@@ -107,11 +107,11 @@ def _row_of(body: ConsentIn | consent_fhir.ParsedConsent, organisation: str,
 
 
 # -- single changes ---------------------------------------------------------------------------
-def _apply_one(portal: Portal, cur, principal: Principal, row: dict[str, Any], *,
-               reason: str | None = None) -> dict[str, Any]:
+def apply_change(portal: Portal, cur, actor: str, row: dict[str, Any], *,
+                 source: str = "api", reason: str | None = None) -> dict[str, Any]:
     """Write one version and its audit entry (in the caller's transaction)."""
     result = store.apply_batch(cur, store.incoming_table([row]), now=utcnow(),
-                               actor=principal.username, source="api", want_ids=True)
+                               actor=actor, source=source, want_ids=True)
     cid = result["consent_ids"][0]
     current = store.get_consent(cur, cid)
     version = store.get_version(cur, cid, current["version"])
@@ -123,7 +123,7 @@ def _apply_one(portal: Portal, cur, principal: Principal, row: dict[str, Any], *
     }
     if reason:
         details["reason"] = reason
-    entry = portal.audit.append(cur, actor=principal.username,
+    entry = portal.audit.append(cur, actor=actor,
                                 action=AuditAction(f"consent.{version['change']}"),
                                 object_type="consent",
                                 object_id=cid, details=details)
@@ -139,8 +139,9 @@ def record_consent(portal: Portal, principal: Principal, body: ConsentIn) -> Con
         if existing is not None:
             raise Conflict(f"subject {body.subject} already has consent {existing['consent_id']} "
                            f"with {organisation}: update or withdraw that one")
-        row = _apply_one(portal, cur, principal, _row_of(body, organisation, note=body.note))
-        return _to_model(cur, row, with_history=True)
+        row = apply_change(portal, cur, principal.username,
+                           _row_of(body, organisation, note=body.note))
+        return to_model(cur, row, with_history=True)
 
 
 def _load_writable(cur, principal: Principal, cid: str) -> dict[str, Any]:
@@ -167,8 +168,8 @@ def update_consent(portal: Portal, principal: Principal, cid: str, patch: Consen
         candidate = _row_of(new, row["organisation"], cid, note)
         if all(candidate[k] == row[k] for k in ("purposes", "status", "valid_from", "valid_to")):
             raise Invalid("the patch changes nothing: give at least one new value")
-        row = _apply_one(portal, cur, principal, candidate)
-        return _to_model(cur, row, with_history=True)
+        row = apply_change(portal, cur, principal.username, candidate)
+        return to_model(cur, row, with_history=True)
 
 
 def withdraw_consent(portal: Portal, principal: Principal, cid: str, reason: str | None
@@ -180,15 +181,15 @@ def withdraw_consent(portal: Portal, principal: Principal, cid: str, reason: str
         candidate = {**{k: row[k] for k in ("consent_id", "organisation", "subject", "purposes",
                                              "valid_from", "valid_to")},
                      "status": ConsentStatus.WITHDRAWN.value, "note": reason}
-        row = _apply_one(portal, cur, principal, candidate, reason=reason)
-        return _to_model(cur, row, with_history=True)
+        row = apply_change(portal, cur, principal.username, candidate, reason=reason)
+        return to_model(cur, row, with_history=True)
 
 
 # -- reads ------------------------------------------------------------------------------------
 def get_consent(portal: Portal, principal: Principal, cid: str) -> Consent:
     with portal.db.reader() as cur:
         row = check_readable(principal, store.get_consent(cur, cid), cid)
-        return _to_model(cur, row, with_history=True)
+        return to_model(cur, row, with_history=True)
 
 
 def list_consents(portal: Portal, principal: Principal, *, organisation: str | None,
@@ -200,7 +201,7 @@ def list_consents(portal: Portal, principal: Principal, *, organisation: str | N
                                           status=status.value if status else None,
                                           limit=limit, offset=offset)
         return {
-            "items": [_to_model(cur, r, with_history=False) for r in rows],
+            "items": [to_model(cur, r, with_history=False) for r in rows],
             "total": total,
             "registry_version": store.registry_version(cur),
         }

@@ -186,22 +186,30 @@ def _execute(portal: Portal, run_id: str, permit: dict[str, Any], params: RunPar
             _set(portal, run_id, AuditAction.RUN_FAIL, state="failed", error=str(exc)[:2000])
 
 
+def hospital_run(cur, flower_run_id: str, hospital_id: str | None
+                 ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The run this portal submitted as Flower run `flower_run_id`, its permit and the
+    permit's hospitals, if `hospital_id` is one of them; else 404 (whether the run
+    exists is not confirmed to another hospital)."""
+    unknown = NotFound(f"this portal submitted no Flower run {flower_run_id!r} for your "
+                       "hospital")
+    row = store.get_run_by_flower_id(cur, int(flower_run_id)) if flower_run_id.isdigit() \
+        else None
+    permit = access_store.get_permit(cur, row["permit_id"]) if row else None
+    hospitals = sorted({d["node_id"] for d in permit["claims"]["datasets"]}) if permit else []
+    if row is None or hospital_id not in hospitals:
+        raise unknown
+    return row, permit, hospitals
+
+
 def run_ticket(portal: Portal, principal: Principal, flower_run_id: str) -> dict[str, str]:
     """Sign the ticket that binds a run this portal submitted to its Flower run id.
 
     Only a node of one of the permit's hospitals gets it, and only while the run is
     active; anything else is 404 (a Flower run the portal never submitted, e.g. one
     sent straight to the SuperLink with a copied permit, has no ticket at all)."""
-    unknown = NotFound(f"this portal submitted no Flower run {flower_run_id!r} for your "
-                       "hospital")
-    if not flower_run_id.isdigit():
-        raise unknown
     with portal.db.transaction() as cur:
-        row = store.get_run_by_flower_id(cur, int(flower_run_id))
-        permit = access_store.get_permit(cur, row["permit_id"]) if row else None
-        hospitals = sorted({d["node_id"] for d in permit["claims"]["datasets"]}) if permit else []
-        if row is None or principal.hospital_id not in hospitals:
-            raise unknown
+        row, permit, hospitals = hospital_run(cur, flower_run_id, principal.hospital_id)
         if row["state"] not in ACTIVE:
             raise Conflict(f"run {row['id']} is {row['state']}: its ticket is no longer issued")
         now = int(time.time())

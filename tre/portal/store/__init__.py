@@ -16,9 +16,11 @@ def migrate_all(db: Database) -> None:
         checkpoints,
         consent,
         nodes,
+        participation,
         runs,
         synthetic,
     )
 
-    for module in (access, catalogue, airlock, runs, consent, synthetic, nodes, checkpoints):
+    for module in (access, catalogue, airlock, runs, consent, synthetic, nodes, checkpoints,
+                   participation):
         db.migrate(module.COMPONENT, module.MIGRATIONS)

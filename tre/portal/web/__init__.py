@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from tre.portal.settings import PortalSettings
-from tre.portal.web import catalogue, consents, feasibility, login, outputs, runs, views
+from tre.portal.web import catalogue, consents, feasibility, login, me, outputs, runs, views
 from tre.portal.web.auth import WebAuth, WebSessionMiddleware
 from tre.portal.web.pages import STATIC
 from tre.portal.web.session import load_or_create_secret
@@ -24,7 +24,7 @@ def install(app: FastAPI, settings: PortalSettings) -> None:
                    keys=app.state.token_validator.keys)  # one key set for API and web
     app.state.web_auth = auth
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (login, views, catalogue, feasibility, outputs, consents, runs):
+    for module in (login, views, catalogue, feasibility, outputs, consents, runs, me):
         app.include_router(module.router)
     app.include_router(login.backchannel)
     app.add_middleware(WebSessionMiddleware, auth=auth)
