@@ -112,6 +112,10 @@ def test_a_table_run_from_the_api_body_takes_its_classes_from_the_label():
     assert params.table().in_features == 3
     with pytest.raises(ValueError, match="features: 'smoker' needs two or more"):
         RunIn(permit_id="pmt_1", model="logreg", features="smoker=no", label="stage")
+    with pytest.raises(ValueError, match="model 'mlp' trains on a table; name its"):
+        RunIn(permit_id="pmt_1", model="mlp", features="age")
+    with pytest.raises(ValueError, match="model 'cnn-gn' trains on images and reads no"):
+        RunIn(permit_id="pmt_1", features="age", label="stage")
 
 
 def test_the_portal_builds_and_checks_a_run_without_torch(tmp_path):

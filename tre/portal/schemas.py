@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from federation.launch.columns import table_spec
+from federation.launch.models import MODEL_KINDS
 from federation.launch.params import RunParams, check_param, param_bounds, param_default
 from tre.core.schemas import CohortFilter, Purpose
 
@@ -240,7 +241,17 @@ class RunIn(Strict):
 
     @model_validator(mode="after")
     def _columns(self) -> RunIn:
-        table_spec(self.features, self.label)  # ValueError names the field: a 422
+        """Columns that parse, and only for a model that reads a table: a table run
+        without them, or an image run with them, is refused here (a 422) rather than
+        started and refused at every node."""
+        spec = table_spec(self.features, self.label)  # ValueError names the field
+        named = bool(spec.features) or spec.label is not None
+        if MODEL_KINDS[self.model] == "clinical" and not (spec.features and spec.label):
+            raise ValueError(f"features and label: model {self.model!r} trains on a table; "
+                             "name its feature columns and its label")
+        if MODEL_KINDS[self.model] != "clinical" and named:
+            raise ValueError(f"features and label: model {self.model!r} trains on images "
+                             "and reads no table columns")
         return self
 
     def run_params(self, *, permit: str, hospitals: int, min_hospitals: int, node_map: str,
