@@ -149,7 +149,7 @@ class OperatorAuthorisation:
         count is); the use of a dataset as its read, with the records read."""
         if self.cohort is not None:
             return AuditAction.QUERY_COHORT, "cohort", self.cohort.digest()[:16], {
-                "cohort": self.cohort.model_dump(mode="json")}
+                "cohort": self.cohort.model_dump(mode="json"), "purpose": self.purpose.value}
         return AuditAction.DATA_READ, "dataset", str(self.dataset_id), {
             "run_id": self.run_id, "dataset_id": self.dataset_id,
             "purpose": self.purpose.value, "by": "node operator", "split": split,

@@ -147,7 +147,7 @@ def test_queries_are_audited_without_their_answers(loaded):
     entry = home.audit.entries(after_seq=before)[-1]
     assert entry.action == "query.cohort"
     assert entry.details["cohort"]["modality"] == ["CR"]
-    assert set(entry.details) == {"cohort", "k", "datasets"}
+    assert set(entry.details) == {"cohort", "purpose", "k", "datasets"}
     assert home.audit.verify().ok
 
 
@@ -204,7 +204,9 @@ def test_the_operators_count_leaves_out_withdrawn_subjects_and_audits_one_query(
     consent, query = home.audit.entries(after_seq=before)
     assert consent.action == "consent.filter" and consent.details["excluded"] == 100
     assert consent.details["purpose"] == "scientific_research"
-    assert query.action == "query.cohort" and set(query.details) == {"cohort", "k", "datasets"}
+    assert query.action == "query.cohort" and set(query.details) == {"cohort", "purpose", "k",
+                                                                     "datasets"}
+    assert query.details["purpose"] == "scientific_research"  # whichever consent filter
     # consent is for a purpose: a withdrawal from research leaves statistics alone
     result = run_query(home, cohort, purpose=Purpose.STATISTICS,
                        consent_filter=SnapshotConsentFilter(home, pull=False))
