@@ -28,6 +28,11 @@ def dataset_regime(home: NodeHome, dataset_id: str) -> ConsentRegime:
     return ConsentRegime(_dataset_field(home, dataset_id, "consent_regime"))
 
 
+def dataset_kind(home: NodeHome, dataset_id: str) -> str:
+    """'imaging' or 'clinical'; Refusal `unknown-dataset` when it is not held here."""
+    return _dataset_field(home, dataset_id, "kind")
+
+
 def dataset_pseudonyms(home: NodeHome, dataset_id: str) -> list[str]:
     """Every subject the dataset holds, imaging or clinical, sorted."""
     with home.db.reader() as cur:
@@ -55,9 +60,3 @@ def feasibility_queries_since(home: NodeHome, researcher: str, since: str) -> in
             "SELECT count(*) FROM audit_log WHERE action = ? AND ts >= ?"
             " AND json_extract_string(details, '$.researcher') = ?",
             [AuditAction.QUERY_FEASIBILITY.value, since, researcher]).fetchone()[0])
-
-
-
-def dataset_kind(home: NodeHome, dataset_id: str) -> str:
-    """'imaging' or 'clinical'; Refusal `unknown-dataset` when it is not held here."""
-    return _dataset_field(home, dataset_id, "kind")
