@@ -45,13 +45,21 @@ def write_result(name: str, figures: dict[str, Any], *, keep: tuple[str, ...] = 
     return path
 
 
-def update_result(name: str, key: str, figures: dict[str, Any]) -> Path:
-    """Set `key` of bench/results/<name>.json to the figures with their own context,
-    keeping every other key: for a bench mode run apart from the rest of its bench."""
+def update_result(name: str, key: str | tuple[str, ...], figures: dict[str, Any], *,
+                  keep: tuple[str, ...] = ()) -> Path:
+    """Set `key` of bench/results/<name>.json (a tuple: a path into nested sections) to
+    the figures with their own context, keeping every other key: for a bench mode run
+    apart from the rest of its bench. `keep`: keys of the value it replaces to carry
+    over (a section another mode writes inside it)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     doc = json.loads(path.read_text()) if path.exists() else {"benchmark": name}
-    doc[key] = {**_context(), **figures}
+    *outer, last = (key,) if isinstance(key, str) else key
+    section = doc
+    for k in outer:
+        section = section.setdefault(k, {})
+    old = section.get(last, {})
+    section[last] = {**_context(), **figures, **{k: old[k] for k in keep if k in old}}
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
 

@@ -130,8 +130,10 @@ def _check_shape(images: np.ndarray, labels: np.ndarray, p: RunParams) -> None:
         raise Refusal("data-shape", f"images here are {images.shape[1:]} (H, W, C), the run "
                       f"expects {(p.image_size, p.image_size, p.in_channels)}")
     if int(labels.max()) >= p.num_classes:
+        hint = ("" if images.ndim > 2 else ": name the label's classes (label=name=a|b) or "
+                "binarise it at a threshold (label=name>number)")
         raise Refusal("data-shape", f"labels here go up to {int(labels.max())}, the run "
-                      f"expects {p.num_classes} classes")
+                      f"expects {p.num_classes} classes{hint}")
 
 
 def _subjects(params: RunParams, *splits: str) -> Candidates:

@@ -118,7 +118,7 @@ class RunParams(FlowerParams):
     node_map: str = _param("")  # JSON hospital -> Flower node id, from enrolment; "": none
     # clinical-table models: the variables they read (`federation.launch.columns`)
     features: str = _param("")  # "a, b, smoker=no|yes": numeric names, text ones one-hot
-    label: str = _param("")  # the label variable: numeric 0..n-1, or "name=class0|class1"
+    label: str = _param("")  # numeric 0..n-1, "name=class0|class1", or "name>threshold"
 
     def resolved(self, hospitals: int) -> RunParams:
         """These params with `secagg` decided for a run over `hospitals` hospitals (an
@@ -131,10 +131,10 @@ class RunParams(FlowerParams):
         """Reject nonsense early with a message naming the field."""
         super().check()
         table = self.table()
-        if table.label is not None and table.label.categories and \
-                len(table.label.categories) != self.num_classes:
-            raise ValueError(f"label: {len(table.label.categories)} classes named, "
-                             f"num-classes is {self.num_classes}")
+        classes = table.label.classes if table.label is not None else None
+        if classes is not None and classes != self.num_classes:
+            named = "classes named" if table.label.categories else "classes (a threshold)"
+            raise ValueError(f"label: {classes} {named}, num-classes is {self.num_classes}")
 
     def table(self) -> TableSpec:
         """The table columns of a clinical model's run (none for images)."""

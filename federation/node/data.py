@@ -187,8 +187,9 @@ def load_table(db: Database, dataset_id: str, split: str, pseudonyms: Iterable[s
                table: TableSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(X N×F float64, y int64, pseudonyms) of `pseudonyms`' labelled rows in `split`,
     sorted by pseudonym: numeric features as stored (NaN where missing), text ones
-    one-hot over their categories. Raises DataError for a label that is not a class
-    index (a negative or fractional number)."""
+    one-hot over their categories; a threshold label is 1 above its threshold, else 0.
+    Raises DataError for a label that is not a class index (a negative or fractional
+    number)."""
     if table.label is None:
         raise DataError("the run names no label column")
     keep = set(pseudonyms) & set(table_split_pseudonyms(db, dataset_id, split, table.label))
@@ -206,11 +207,14 @@ def load_table(db: Database, dataset_id: str, split: str, pseudonyms: Iterable[s
     label = frame[table.label.name]
     if table.label.categories:
         y = label.map({c: i for i, c in enumerate(table.label.categories)}).to_numpy(float)
+    elif table.label.threshold is not None:
+        y = table.label.outcome(label.to_numpy(float)).astype(float)
     else:
         y = label.to_numpy(float)
     if len(y) and (np.any(y < 0) or np.any(y != np.round(y))):
         raise DataError(f"label {table.label.name!r} of {dataset_id} holds values that are "
-                        "not class indices 0, 1, …: name its classes (label=name=a|b)")
+                        "not class indices 0, 1, …: name its classes (label=name=a|b) or "
+                        "binarise it at a threshold (label=name>number)")
     return x, y.astype(np.int64), frame["pseudonym"].tolist()
 
 

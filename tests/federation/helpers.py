@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from access_control.permits import PermitKeyRing
@@ -26,6 +27,13 @@ from tre.portal.services import airlock
 NPZ = default_data_root() / "medmnist" / "pneumoniamnist.npz"
 BREAST_LABEL = "diagnosis=benign|malignant"
 """The breast-cancer table's label as a run names it: class 1 is malignant."""
+DIABETES_LABEL = "target>140"
+"""The diabetes table's outcome as a protocol defines it: disease progression a year
+after baseline above 140 (about the median of its 25-346) is class 1."""
+TABLE_LABELS = {"breast-cancer": BREAST_LABEL, "diabetes": DIABETES_LABEL}
+"""scikit-learn's tables the tests and `bench/utility.py --table` train on, and their labels."""
+TABLE_TITLES = {"breast-cancer": "Wisconsin breast cancer (scikit-learn)",
+                "diabetes": "Diabetes progression (scikit-learn)"}
 
 
 def label_skew_indices(labels: np.ndarray, index: int, count: int, seed: int,
@@ -94,36 +102,55 @@ def populate(home: NodeHome, dataset_id: str, index: int, count: int, *, seed: i
     return counts
 
 
+def sklearn_table(name: str) -> pd.DataFrame:
+    """scikit-learn's `breast-cancer` or `diabetes` table as a hospital holds it: a local
+    id `mrn` first; the breast-cancer diagnosis as text, the diabetes table in its
+    original units with its continuous outcome `target` (binarised by the run's label)."""
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    if name == "breast-cancer":
+        frame, prefix = load_breast_cancer(as_frame=True).frame, "BC"
+        frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
+    elif name == "diabetes":
+        frame, prefix = load_diabetes(as_frame=True, scaled=False).frame, "DB"
+    else:
+        raise ValueError(f"no scikit-learn table {name!r}: one of {', '.join(TABLE_LABELS)}")
+    frame.insert(0, "mrn", [f"{prefix}{i:04d}" for i in range(len(frame))])
+    return frame
+
+
+def table_features(name: str) -> str:
+    """A scikit-learn table's variables but its id and label, as a run's `features`."""
+    from federation.launch.columns import parse_label
+
+    label = parse_label(TABLE_LABELS[name]).name
+    return ",".join(c for c in sklearn_table(name).columns if c not in ("mrn", label))
+
+
 def breast_features() -> str:
     """The breast-cancer table's 30 numeric variables, as a run's `features`."""
-    from sklearn.datasets import load_breast_cancer
-
-    return ",".join(load_breast_cancer().feature_names)
+    return table_features("breast-cancer")
 
 
 def populate_table(home: NodeHome, dataset_id: str, index: int, count: int, *,
-                   seed: int = 7) -> dict[str, int]:
-    """Ingest share `index` of `count` (a seeded random partition) of scikit-learn's
-    breast-cancer table through the node's table ingestion, its label as text
-    (`diagnosis`); returns the labelled subjects per split."""
+                   seed: int = 7, table: str = "breast-cancer") -> dict[str, int]:
+    """Ingest share `index` of `count` (a seeded random partition) of a scikit-learn
+    table (`sklearn_table`) through the node's table ingestion; returns the labelled
+    subjects per split under the table's label (`TABLE_LABELS`)."""
     import tempfile
 
-    from sklearn.datasets import load_breast_cancer
-
-    from federation.launch.columns import parse_column
+    from federation.launch.columns import parse_label
     from federation.node.data import table_split_pseudonyms
     from federation.node.ingest import ingest_table
 
-    frame = load_breast_cancer(as_frame=True).frame
-    frame.insert(0, "mrn", [f"BC{i:04d}" for i in range(len(frame))])
-    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
+    frame = sklearn_table(table)
     owner = np.random.default_rng(seed).integers(0, count, len(frame))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{dataset_id}-{index}.csv"
         frame[owner == index].to_csv(path, index=False)
         ingest_table(home, path, id_column="mrn", dataset_id=dataset_id,
-                     title="Wisconsin breast cancer (scikit-learn)")
-    label = parse_column(BREAST_LABEL, "label")
+                     title=TABLE_TITLES[table])
+    label = parse_label(TABLE_LABELS[table])
     return {split: len(table_split_pseudonyms(home.db, dataset_id, split, label))
             for split in ("train", "val", "test")}
 

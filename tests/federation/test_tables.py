@@ -1,8 +1,8 @@
 """A clinical table at one node: what a table run reads, and what it refuses unread.
 
-Real DuckDB node homes holding a share of scikit-learn's breast-cancer table (ingested
-by the node's table ingestion) beside an imaging dataset; real permits; the governed
-tasks the ClientApp runs.
+Real DuckDB node homes holding a share of scikit-learn's breast-cancer and diabetes
+tables (ingested by the node's table ingestion) beside an imaging dataset; real
+permits; the governed tasks the ClientApp runs.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 
 from access_control.permits import PermitKeyRing
 from federation.apps.tasks import NodeContext, evaluate_task, train_task
-from federation.launch.columns import parse_column
+from federation.launch.columns import parse_column, parse_label
 from federation.launch.fab import fab_hash
 from federation.launch.params import RunParams
-from federation.node.data import table_split_pseudonyms
+from federation.node.data import clinical_frame, load_table, table_split_pseudonyms
 from federation.node.home import node_session
 from federation.node.ingest.common import default_split
 from federation.node.ledger import PrivacyLedger
@@ -26,7 +26,7 @@ from federation.node.revocations import RevocationList
 from federation.training.data import standardise
 
 from . import helpers
-from .helpers import BREAST_LABEL
+from .helpers import BREAST_LABEL, DIABETES_LABEL, table_features
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +36,11 @@ def node(tmp_path: Path) -> tuple[Path, PermitKeyRing]:
     ring = PermitKeyRing.load_or_create(tmp_path / "ring.json")
     home = helpers.make_home(tmp_path, "hospital-1", ring)
     helpers.populate_table(home, "wdbc", 0, 3)
+    helpers.populate_table(home, "diab", 0, 3, table="diabetes")
     helpers.populate(home, "pneu", 0, 3, limit=60)
     ledger = PrivacyLedger(home.db, home.audit, actor="operator")
-    ledger.set_budget("wdbc", 10.0)
-    ledger.set_budget("pneu", 10.0)
+    for dataset in ("wdbc", "diab", "pneu"):
+        ledger.set_budget(dataset, 10.0)
     home.db.close()
     return home.path, ring
 
@@ -81,6 +82,28 @@ def test_a_table_trains_and_evaluates_through_the_gate(node, model: str) -> None
         train = len(table_split_pseudonyms(home.db, "wdbc", "train",
                                            parse_column(BREAST_LABEL, "label")))
     assert [(r["split"], r["records"]) for r in reads][0] == ("train", train)
+
+
+def test_the_diabetes_table_trains_on_the_outcome_its_run_defines(node) -> None:  # noqa: ANN001
+    """A continuous outcome is no class label: the run's `target>140` binarises it at the
+    node, and a governed round trains and evaluates on it; the bare `target` is refused."""
+    path, ring = node
+    p = params(ring, dataset="diab", features=table_features("diabetes"), label=DIABETES_LABEL)
+    out = train_task(ctx(path, ring, p), p, server_round=1, weights=None)
+    assert 0 < out.metrics["epsilon"] < 4.0 and out.dataset_id == "diab"
+    metrics = evaluate_task(ctx(path, ring, p), p, server_round=1, weights=out.weights)
+    assert metrics["auc"] > 0.6 and metrics["num-examples"] > 0
+    with node_session(path) as home:
+        label = parse_label(DIABETES_LABEL)
+        persons = table_split_pseudonyms(home.db, "diab", "train", label)
+        _, y, read = load_table(home.db, "diab", "train", persons, p.table())
+        target = clinical_frame(home.db, "diab").set_index("pseudonym").loc[read, "target"]
+    np.testing.assert_array_equal(y, (target.to_numpy() > 140).astype(np.int64))
+    assert 0.3 < y.mean() < 0.7
+    bare = params(ring, dataset="diab", features=table_features("diabetes"), label="target")
+    with pytest.raises(Refusal, match="binarise it at a threshold") as err:
+        train_task(ctx(path, ring, bare), bare, server_round=1, weights=None)
+    assert err.value.code == "data-shape"
 
 
 @pytest.mark.parametrize(("change", "code", "named"), [

@@ -11,6 +11,7 @@ from dataclasses import fields
 
 import pytest
 
+from federation.launch.columns import Column, parse_label
 from federation.launch.fab import FAB_DIR, FEASIBILITY_FAB_DIR
 from federation.launch.params import (
     FeasibilityParams,
@@ -78,6 +79,14 @@ def test_run_config_round_trips():
     ({"features": "sex=F"}, "features: 'sex' needs two or more distinct categories"),
     ({"label": "stage=I|II|III"}, "label: 3 classes named, num-classes is 2"),
     ({"features": "age", "label": "age"}, "label: 'age' is also a feature"),
+    ({"label": "target>140", "num_classes": 3}, "label: 2 classes \\(a threshold\\), num-cl"),
+    ({"label": "target>high"}, "label: threshold 'high' of 'target' is not a number: use name>"),
+    ({"label": "target>"}, "label: 'target>' names no threshold: use name>number"),
+    ({"label": "target>=nan"}, "label: threshold 'nan' of 'target' is not a finite number"),
+    ({"label": "target<140"}, "label: 'target<140': a threshold label puts class 1 above"),
+    ({"label": ">140"}, "label: '>140' does not name a column"),
+    ({"label": "dx=a|b>1"}, "label: 'dx=a|b>1' does not name a column"),
+    ({"features": "age>60"}, "features: 'age>60': a threshold defines the label only"),
 ])
 def test_a_check_names_the_field(changes, named):
     with pytest.raises(ValueError, match=named):
@@ -116,6 +125,32 @@ def test_a_table_run_from_the_api_body_takes_its_classes_from_the_label():
         RunIn(permit_id="pmt_1", model="mlp", features="age")
     with pytest.raises(ValueError, match="model 'cnn-gn' trains on images and reads no"):
         RunIn(permit_id="pmt_1", features="age", label="stage")
+
+
+@pytest.mark.parametrize(("text", "column", "above", "at"), [
+    ("target>140", Column("target", threshold=140.0), True, False),
+    (" target >= 140.5 ", Column("target", threshold=140.5, inclusive=True), True, True),
+    ("hba1c>=6.5", Column("hba1c", threshold=6.5, inclusive=True), True, True),
+    ("delta>-1e1", Column("delta", threshold=-10.0), True, False),
+])
+def test_a_threshold_label_binarises_a_numeric_outcome(text, column, above, at):
+    label = parse_label(text)
+    assert label == column and label.classes == 2 and label.width == 1
+    assert (label.outcome(column.threshold + 0.5), label.outcome(column.threshold),
+            label.outcome(column.threshold - 0.5)) == (above, at, False)
+    assert parse_label("target") == Column("target") and Column("target").classes is None
+
+
+def test_a_threshold_label_from_the_api_body_makes_two_classes():
+    body = RunIn(permit_id="pmt_1", model="logreg", features="age, bmi", label="target>140")
+    params = body.run_params(permit="t", hospitals=2, min_hospitals=0, node_map="",
+                             round_timeout=60)
+    assert (params.label, params.num_classes, params.table().label.threshold) == (
+        "target>140", 2, 140.0)
+    with pytest.raises(ValueError, match="label: threshold 'high' of 'target' is not a"):
+        RunIn(permit_id="pmt_1", model="logreg", features="age", label="target>high")
+    with pytest.raises(ValueError, match="features: 'bmi>30': a threshold defines the"):
+        RunIn(permit_id="pmt_1", model="logreg", features="bmi>30", label="target>140")
 
 
 def test_the_portal_builds_and_checks_a_run_without_torch(tmp_path):

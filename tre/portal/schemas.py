@@ -237,7 +237,7 @@ class RunIn(Strict):
     features: str = _run_param("features", max_length=8000)
     label: str = _run_param("label", max_length=1000)
     """A table model's columns (`federation.launch.columns`); a label's categories, when
-    named, give the run's number of classes."""
+    named, give the run's number of classes, and a threshold label (`target>140`) two."""
 
     @model_validator(mode="after")
     def _columns(self) -> RunIn:
@@ -269,8 +269,8 @@ class RunIn(Strict):
 
     def _classes(self) -> int:
         label = table_spec(self.features, self.label).label
-        return len(label.categories) if label and label.categories \
-            else param_default("num_classes")
+        classes = label.classes if label is not None else None
+        return classes if classes is not None else param_default("num_classes")
 
 
 class FeasibilityIn(Strict):
