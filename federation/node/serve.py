@@ -20,7 +20,7 @@ from pathlib import Path
 
 from federation.node.home import NodeHome
 from federation.runtime import auth_secret_file
-from federation.superlink import flower_env, tool
+from federation.superlink import flower_env
 
 FLWR_DIR = "flwr"
 
@@ -30,7 +30,8 @@ def supernode_command(home: NodeHome, superlink: str, *, port: int,
                       node_key: Path | None = None,
                       root_certificates: Path | None = None,
                       secret_file: Path | None = None) -> list[str]:
-    """The `flower-supernode` command line for a node home.
+    """The SuperNode command line for a node home: `flower-supernode`'s options, run
+    through `federation.node.supernode` (Flower's SuperNode with a prompt poll).
 
     With `node_key` (the enrolled key, `federation.node.enrol`) the SuperNode does not
     self-register: it activates as the node id its public key was registered under,
@@ -39,8 +40,9 @@ def supernode_command(home: NodeHome, superlink: str, *, port: int,
     Its Runtime API (`--port`) listens on loopback only, for the node runtime."""
     node_config = (f'node-home="{home.path}" hospital-id="{home.config.hospital_id}"'
                    f' consent-filter="{consent_filter}"')
-    cmd = [tool("flower-supernode"), "--superlink", superlink, "--host", "127.0.0.1",
-           "--port", str(port), "--node-config", node_config, "--isolation", "process"]
+    cmd = [sys.executable, "-m", "federation.node.supernode", "--superlink", superlink,
+           "--host", "127.0.0.1", "--port", str(port), "--node-config", node_config,
+           "--isolation", "process"]
     if secret_file is not None:
         cmd += ["--superexec-auth-secret-file", str(secret_file)]
     if node_key is not None:

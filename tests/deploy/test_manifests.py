@@ -144,7 +144,8 @@ def test_flower_commands_we_build_use_flowers_own_options(tmp_path: Path) -> Non
                              node_key=tmp_path / "k", root_certificates=tmp_path / "ca",
                              secret_file=tmp_path / "s")
     for cmd in (link, node):
-        out = subprocess.run([cmd[0], "--help"], capture_output=True, text=True, timeout=120,
+        program = cmd[:3] if cmd[1:2] == ["-m"] else cmd[:1]  # a module: our SuperNode entry
+        out = subprocess.run([*program, "--help"], capture_output=True, text=True, timeout=120,
                              check=True).stdout
         for opt in (c for c in cmd if c.startswith("--")):
             assert opt in out, f"{Path(cmd[0]).name} has no {opt}"

@@ -1,4 +1,4 @@
-"""The timer behind the daily audit checkpoints."""
+"""The timer behind the daily audit checkpoints, and the backoff of prompt polls."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tre.core.periodic import Every
+from tre.core.periodic import Backoff, Every
 
 pytestmark = pytest.mark.unit
 
@@ -38,3 +38,12 @@ def test_a_stop_before_the_first_interval_calls_nothing():
     assert calls == []
     with pytest.raises(ValueError, match="positive"):
         Every(0, lambda: None, name="bad")
+
+
+def test_backoff_grows_to_its_cap_and_resets() -> None:
+    b = Backoff(0.05, 1.0)
+    assert [b.next_wait() for _ in range(7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    b.reset()
+    assert b.next_wait() == 0.05
+    with pytest.raises(ValueError, match="floor"):
+        Backoff(2.0, 1.0)

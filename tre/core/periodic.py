@@ -1,6 +1,7 @@
-"""Call a function every `interval_s` in a daemon thread until stopped.
+"""Timing helpers: a function called every `interval_s` in a daemon thread until
+stopped, and the backoff of a poll.
 
-The audit checkpoints need it: a node and the portal sign their chain head at least
+The audit checkpoints need the first: a node and the portal sign their chain head at least
 daily, even on a day with no run, so that a cut tail or a rewritten chain always
 contradicts a head someone else already holds.
 """
@@ -42,3 +43,25 @@ class Every:
                 self._fn()
             except Exception as exc:  # noqa: BLE001 - a missed call is retried next time
                 _log.warning("%s failed: %s", self._thread.name, exc)
+
+
+class Backoff:
+    """Waits that start short and grow while nothing happens: a poll answers within
+    `floor_s` of activity and costs at most one request per `cap_s` when idle."""
+
+    def __init__(self, floor_s: float, cap_s: float, factor: float = 2.0) -> None:
+        if not 0 < floor_s <= cap_s or factor < 1:
+            raise ValueError(f"need 0 < floor ≤ cap and factor ≥ 1, not "
+                             f"{floor_s}, {cap_s}, {factor}")
+        self.floor_s, self.cap_s, self.factor = floor_s, cap_s, factor
+        self._next = floor_s
+
+    def next_wait(self) -> float:
+        """The wait before the next poll (each idle poll waits longer, up to the cap)."""
+        wait = self._next
+        self._next = min(self.cap_s, wait * self.factor)
+        return wait
+
+    def reset(self) -> None:
+        """Something happened: poll promptly again."""
+        self._next = self.floor_s
