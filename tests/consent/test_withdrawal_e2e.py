@@ -58,7 +58,6 @@ APP_ID = "tre-train"
 CITIZEN = CITIZEN_INS["citizen1"]
 
 
-
 def _others(n: int, count: int) -> list[str]:
     """INS of people treated at hospital `n` only."""
     return [ins_nir(f"2{n}0{i:02d}75123{n}{i:02d}") for i in range(count)]
@@ -68,8 +67,9 @@ def _others(n: int, count: int) -> list[str]:
 #: citizen1 at A and B, and others at one hospital each.
 PEOPLE = {"hospital-a": [CITIZEN, *_others(0, 2)], "hospital-b": [CITIZEN, *_others(1, 2)],
           "hospital-c": _others(2, 3)}
-PER_NODE = 3
-IMAGES = 2  # chest X-rays of each of those people at each of their hospitals
+PER_NODE = 3  # such people per hospital
+assert all(len(people) == PER_NODE for people in PEOPLE.values())
+IMAGES = 2  # chest X-rays of each at each of their hospitals (a run trains on one)
 
 
 def _ok(resp: httpx.Response) -> dict:
