@@ -94,6 +94,12 @@ def test_steward_records_and_withdraws_consent_by_identifier(steward_portal, key
     expect(page.locator("#consent-status")).to_contain_text("withdrawn")
     shot(page, "27-consent-withdrawn-by-identifier")
 
+    # the relay passes the service's refusal of a bad element on, naming it
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    refused = page.request.post(portal.url + "/consents/pseudonymise",
+                                data={"blinded": "A" * 43}, headers={"X-CSRF-Token": csrf})
+    assert refused.status == 422 and "/blinded/0" in refused.json()["detail"], refused.text()
+
     relayed = [r for r in sent if r.url.endswith("/consents/pseudonymise")]
     assert len(relayed) == 3  # NHS, INS on the form, INS on the search
     # the service served the steward, not the portal: its audit names who asked
