@@ -26,20 +26,16 @@ from federation.node.ingest import ingest_table
 from federation.node.service import init_node
 from federation.provision import provision
 from pseudonymisation.identifiers import INS_NIR, Identifier
+from tests.fixtures.identifiers import assert_absent, consent_bundle, ins_nir
 from tests.fixtures.portal import LivePortal
 from tre.cli.main import app
-from tre.core.schemas import PURPOSE_SYSTEM, Purpose
+from tre.core.schemas import Purpose
 
 pytestmark = pytest.mark.e2e
 
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
 DATASET = "cohort"
 OTHERS = 12  # other people per hospital (their INS differ at every hospital)
-
-
-def ins_nir(number: str) -> str:
-    """A 13-character NIR with its 2-digit key (97 - number mod 97), as an INS is written."""
-    return f"{number}{97 - int(number) % 97:02d}"
 
 
 def _table(path: Path, people: list[str]) -> Path:
@@ -49,30 +45,6 @@ def _table(path: Path, people: list[str]) -> Path:
         for i, ins in enumerate(people):
             out.writerow([ins, 40 + i, 5.0 + i / 10])
     return path
-
-
-def _bundle(path: Path, ins: str) -> Path:
-    """What the organisation holds: a FHIR Consent naming the person by INS."""
-    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {
-            "resourceType": "Consent", "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
-                                            "consentscope", "code": "research"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "57016-8"}]}],
-            "patient": {"identifier": {"system": INS_NIR, "value": ins}},
-            "provision": {"type": "permit", "purpose": [
-                {"system": PURPOSE_SYSTEM, "code": "ai_training"}]}}}]}))
-    return path
-
-
-def _files_bytes(root: Path) -> list[tuple[Path, bytes]]:
-    return [(p, p.read_bytes()) for p in root.rglob("*") if p.is_file()]
-
-
-def _absent(needles: list[bytes], root: Path) -> None:
-    for path, data in _files_bytes(root):
-        for needle in needles:
-            assert needle not in data, f"{needle[:8]!r}… found in {path}"
 
 
 def _decision(home_path: Path, subject: str) -> tuple[bool, dict]:
@@ -117,8 +89,8 @@ def test_consent_and_withdrawal_by_ins_reach_both_hospitals(keycloak, tmp_path,
         steward = ["--portal", portal.url, "--pseudonymiser", service.url, "--ca",
                    str(pki.ca_cert), "--insecure", "--token", keycloak.token("steward1")]
         runner = CliRunner()
-        imported = runner.invoke(app, ["consent", "import",
-                                       str(_bundle(tmp_path / "org.json", person)), *steward])
+        bundle = consent_bundle(tmp_path / "org.json", [person])
+        imported = runner.invoke(app, ["consent", "import", str(bundle), *steward])
         assert imported.exit_code == 0, imported.output
         assert "1 created" in imported.output
 
@@ -151,7 +123,7 @@ def test_consent_and_withdrawal_by_ins_reach_both_hospitals(keycloak, tmp_path,
     key = bytes.fromhex((tmp_path / "pseudonymiser" / "oprf.key").read_text().strip())
     # every party stopped: what each one left on disk
     ins_forms = [person.encode(), person[:13].encode()]  # with and without its key
-    _absent(ins_forms, tmp_path / "portal")
-    _absent(ins_forms, tmp_path / "pseudonymiser")
+    assert_absent(ins_forms, tmp_path / "portal")
+    assert_absent(ins_forms, tmp_path / "pseudonymiser")
     for party in (tmp_path / "portal", *homes.values()):
-        _absent([key, key.hex().encode()], party)
+        assert_absent([key, key.hex().encode()], party)

@@ -1,22 +1,33 @@
-"""Acceptance: a withdrawal between two training runs, with real processes.
+"""Acceptance: a withdrawal between two training runs, with real processes (issue 14).
 
-Real Keycloak, the real portal over HTTP, a real SuperLink and three SuperNodes
-whose ClientApps use the snapshot consent filter (the production default): run 1
-uses three subjects per hospital; their steward withdraws; run 2, started after the
-withdrawal, excludes them on every node, each node's audit says so, and the
-node's feasibility counts drop accordingly (after disclosure control). One of those
-subjects is a person with records at hospitals A and B, known to the federation by
-the pseudonym of their INS: signed in as a citizen, they see run 1 (at two
+Real Keycloak, the real portal over HTTP, the real pseudonymisation service, a real
+SuperLink and three SuperNodes whose ClientApps use the snapshot consent filter (the
+production default). Each hospital holds a share of PneumoniaMNIST and ingests, with
+`tre node ingest images`, chest X-rays of three people whose labels file names them
+by INS: the node derives their federation pseudonyms through the service and keeps
+no identifier. One of them, citizen1, was treated at hospitals A and B. The
+data-altruism organisation imports their consents from a FHIR bundle naming them by
+INS (`tre consent import`); run 1 uses them; the organisation withdraws by INS
+(`tre consent withdraw --identifier`); run 2 excludes them on every node, each
+node's audit says so, and the node's feasibility counts drop accordingly (after
+disclosure control). Signed in as a citizen, the person sees run 1 (at two
 hospitals) and not run 2 among the runs that used their records, as the nodes
-reported it; another citizen sees no run (issue 14).
+reported it; another citizen sees no run. No INS is in any byte of the portal's,
+the service's, the nodes' or Flower's state, and the service's key in no other
+party's.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
+from typer.testing import CliRunner
 
 from federation.launch.fab import fab_hash
 from federation.node.consent import SnapshotConsentFilter
@@ -26,12 +37,15 @@ from federation.node.query import cohort_members, run_query
 from federation.node.service import publish
 from federation.node.settings import StoredNodeSettings
 from federation.training.data import split_pseudonyms
+from pseudonymisation.client import PseudonymClient
 from pseudonymisation.identifiers import INS_NIR, Identifier
-from tests.federation.helpers import assert_only_disclosed, populate
+from tests.federation.helpers import NPZ, assert_only_disclosed, label_skew_indices, populate
 from tests.fixtures.flower import FlowerCluster
+from tests.fixtures.identifiers import assert_absent, consent_bundle, ins_nir
 from tests.fixtures.keycloak import CITIZEN_INS
 from tests.fixtures.net import free_port
 from tests.fixtures.portal import LivePortal, bearer, request_body
+from tre.cli.main import app
 from tre.core import disclosure
 from tre.core.disclosure import DISCLOSURE_KEY_PURPOSE
 from tre.core.schemas import CohortFilter, Purpose
@@ -39,9 +53,23 @@ from tre.core.schemas import CohortFilter, Purpose
 pytestmark = pytest.mark.e2e
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
-PER_NODE = 3
 LIMIT = 160  # studies per split and hospital: small, the test is about consent
 APP_ID = "tre-train"
+CITIZEN = CITIZEN_INS["citizen1"]
+
+
+def _others(n: int, count: int) -> list[str]:
+    """INS of people treated at hospital `n` only."""
+    return [ins_nir(f"2{n}0{i:02d}75123{n}{i:02d}") for i in range(count)]
+
+
+#: The people each hospital ingests by INS and the organisation records consent for:
+#: citizen1 at A and B, and others at one hospital each.
+PEOPLE = {"hospital-a": [CITIZEN, *_others(0, 2)], "hospital-b": [CITIZEN, *_others(1, 2)],
+          "hospital-c": _others(2, 3)}
+PER_NODE = 3  # such people per hospital
+assert all(len(people) == PER_NODE for people in PEOPLE.values())
+IMAGES = 2  # chest X-rays of each at each of their hospitals (a run trains on one)
 
 
 def _ok(resp: httpx.Response) -> dict:
@@ -70,14 +98,30 @@ def _feasibility(home: NodeHome) -> tuple[int, object]:
     return len(_consented(home)), answer["datasets"][0]["subjects"]
 
 
-def _relabel(home: NodeHome, old: str, new: str) -> None:
-    """Make `old`'s records those of the person `new` (the citizen treated here)."""
-    with home.db.transaction() as cur:
-        cur.execute("INSERT INTO person SELECT ? AS pseudonym, * EXCLUDE (pseudonym)"
-                    " FROM person WHERE pseudonym = ?", [new, old])
-        cur.execute("UPDATE imaging_study SET pseudonym = ? WHERE pseudonym = ?", [new, old])
-    with home.db.transaction() as cur:  # DuckDB checks foreign keys against committed rows
-        cur.execute("DELETE FROM person WHERE pseudonym = ?", [old])
+def _image_folder(root: Path, index: int, people: list[str]) -> Path:
+    """A hospital's export of its chest X-rays of `people`: PNG files and a labels file
+    naming each person by INS (training images of the hospital's share that `populate`
+    left out). Returns the labels file."""
+    data = np.load(NPZ)
+    images, labels = data["train_images"], data["train_labels"].reshape(-1)
+    spare = label_skew_indices(labels, index, len(HOSPITALS), 7)[LIMIT:]
+    root.mkdir(parents=True)
+    rows = []
+    for p, person in enumerate(people):
+        for k in range(IMAGES):
+            i = spare[p * IMAGES + k]
+            Image.fromarray(images[i]).save(root / f"xr-{p}-{k}.png")
+            rows.append({"file": f"xr-{p}-{k}.png", "label": int(labels[i]),
+                         "patient_id": person, "split": "train"})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root / "labels.csv"
+
+
+def _tre(*args: str) -> str:
+    """A `tre` command as the hospital's operator or the organisation runs it."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 @pytest.mark.timeout(1500)
@@ -89,8 +133,6 @@ def test_withdrawal_between_two_runs_excludes_subjects_on_every_node(
     monkeypatch.setenv("TRE_KEYCLOAK_REALM", keycloak.realm)
     port = free_port()
     service = make_pseudonymiser(tmp_path / "pseudonymiser")
-    person = service.client(lambda: keycloak.token("steward1")).pseudonyms(
-        [Identifier(INS_NIR, CITIZEN_INS["citizen1"])])[0]
     cluster = FlowerCluster(tmp_path / "flower")
     cluster.root.mkdir()
     try:
@@ -98,43 +140,69 @@ def test_withdrawal_between_two_runs_excludes_subjects_on_every_node(
         with LivePortal(keycloak, tmp_path / "portal", port=port, superlink=cluster.control,
                         superlink_report_key=cluster.report_key, pseudonymiser_url=service.url,
                         oidc_client_secret=keycloak.portal_client_secret) as portal:
-            _withdrawal_between_two_runs(keycloak, portal.url, cluster, tmp_path, person)
+            _withdrawal_between_two_runs(keycloak, portal.url, cluster, tmp_path, service.url)
     finally:
         cluster.stop()
+    service.stop()
+
+    # every party stopped: what each one left on disk
+    ins_forms = [v.encode() for people in PEOPLE.values() for ins in people
+                 for v in (ins, ins[:13])]  # with and without its key
+    for party in ("portal", "pseudonymiser", "nodes", "flower"):
+        assert_absent(ins_forms, tmp_path / party)
+    key = bytes.fromhex((tmp_path / "pseudonymiser" / "oprf.key").read_text().strip())
+    for party in ("portal", "nodes", "flower"):
+        assert_absent([key, key.hex().encode()], tmp_path / party)
 
 
 def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path,  # noqa: ANN001
-                                 person: str) -> None:
+                                 service_url: str) -> None:
     _ok(httpx.post(f"{url}/v1/apps", headers=bearer(keycloak.token("admin1")), json={
         "app_id": APP_ID, "app_hash": fab_hash(), "description": "DP-SGD image classifier"}))
     jwks = httpx.get(f"{url}/v1/permit-keys").json()
 
-    homes, chosen, train_sizes = {}, {}, {}
+    homes, train_sizes = {}, {}
     for i, hospital in enumerate(HOSPITALS):
         home = NodeHome.create(tmp_path / "nodes" / hospital, StoredNodeSettings(
-            hospital_id=hospital, portal_url=url,
+            hospital_id=hospital, portal_url=url, pseudonymiser_url=service_url,
             keycloak_url=keycloak.base_url, keycloak_realm=keycloak.realm), jwks)
         creds = keycloak.client_credentials(hospital)
         home.save_credentials(creds["client_id"], creds["client_secret"])
         populate(home, "pneumonia", i, 3, limit=LIMIT, regime="opt-out")
-        PrivacyLedger(home.db, home.audit, actor="operator").set_budget("pneumonia", 20.0)
-        publish(home, synthetic=False)  # its count bounds the SecAgg+ weights of the runs
-        train = split_pseudonyms(home.db, "pneumonia", "train")
-        if hospital != "hospital-c":  # the person was treated at A and B: one of the three
-            _relabel(home, train[0], person)
-            train = [person, *train[1:]]
-        chosen[hospital], train_sizes[hospital] = train[:PER_NODE], len(train)
-        home.db.close()
+        home.close()
+        # the hospital's own export of the people it knows by INS, ingested as any is
+        labels = _image_folder(tmp_path / "exports" / hospital, i, PEOPLE[hospital])
+        ingested = _tre("node", "ingest", "images", str(labels.parent), "--labels",
+                        str(labels), "--dataset-id", "pneumonia", "--id-system", INS_NIR,
+                        "--home", str(home.path))
+        assert f"ingested {PER_NODE * IMAGES} images into pneumonia" in ingested, ingested
+        assert "node-local" not in ingested
+        with node_session(home.path) as home:
+            PrivacyLedger(home.db, home.audit, actor="operator").set_budget("pneumonia", 20.0)
+            publish(home, synthetic=False)  # its count bounds the SecAgg+ weights of the runs
+            train_sizes[hospital] = len(split_pseudonyms(home.db, "pneumonia", "train"))
         homes[hospital] = home.path
 
-    # the data-altruism organisation holds these subjects' consent for AI training
-    steward = bearer(keycloak.token("steward1"))
-    consent_ids = [
-        _ok(httpx.post(f"{url}/v1/consents", headers=steward,
-                       json={"subject": s, "purposes": ["ai_training"]}))["id"]
-        for s in sorted({s for subjects in chosen.values() for s in subjects})
-    ]
-    assert all(person in chosen[h] for h in ("hospital-a", "hospital-b"))
+    # what the organisation (or anyone with a token) derives for the people it knows
+    subject = dict(zip(
+        [ins for people in PEOPLE.values() for ins in people],
+        PseudonymClient(service_url, lambda: keycloak.token("steward1")).pseudonyms(
+            [Identifier(INS_NIR, ins) for people in PEOPLE.values() for ins in people]),
+        strict=True))
+    chosen = {h: [subject[ins] for ins in people] for h, people in PEOPLE.items()}
+    for hospital in HOSPITALS:  # the nodes hold them under those pseudonyms, split train
+        with node_session(homes[hospital]) as home:
+            assert set(chosen[hospital]) <= set(split_pseudonyms(home.db, "pneumonia", "train"))
+
+    # the data-altruism organisation holds these people's consent for AI training, by INS
+    def steward(*args: str) -> str:
+        return _tre(*args, "--portal", url, "--pseudonymiser", service_url, "--insecure",
+                    "--token", keycloak.token("steward1"))
+
+    everyone = sorted({ins for people in PEOPLE.values() for ins in people})
+    imported = steward("consent", "import",
+                       str(consent_bundle(tmp_path / "organisation.json", everyone)))
+    assert f"{len(everyone)} created" in imported, imported
 
     alice = bearer(keycloak.token("alice"))
     req = _ok(httpx.post(f"{url}/v1/requests", headers=alice, json=request_body(
@@ -181,12 +249,13 @@ def _withdrawal_between_two_runs(keycloak, url, flower_cluster, tmp_path,  # noq
         assert first[hospital]["status"] == "trained"
         # what the researcher sees passed the node's disclosure control: no exact count
         assert first[hospital]["excluded_by_consent"] == "<10"
+        # one image per person and round (DP-SGD's unit is the person, not the image)
         assert near(first[hospital]["num_examples"], train_sizes[hospital])
 
-    steward = bearer(keycloak.token("steward1"))  # a fresh token: run 1 took minutes
-    for cid in consent_ids:
-        _ok(httpx.post(f"{url}/v1/consents/{cid}/withdraw", headers=steward,
-                       json={"reason": "withdrawn between the two runs"}))
+    for ins in everyone:  # the organisation's CLI sends the portal pseudonyms only
+        withdrawn = steward("consent", "withdraw", "--identifier", f"{INS_NIR}|{ins}",
+                            "--reason", "withdrawn between the two runs")
+        assert f"withdrew 1 consent(s) of {subject[ins]}" in withdrawn and ins not in withdrawn
 
     second = run("run-2")
     for hospital in HOSPITALS:

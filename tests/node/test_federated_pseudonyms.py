@@ -16,16 +16,13 @@ from federation.node.home import NodeHome
 from federation.node.ingest import IngestError, ingest_dicom, ingest_images, ingest_table
 from federation.node.settings import StoredNodeSettings
 from pseudonymisation.identifiers import INS_NIR, TEST_PERSON, Identifier
+from tests.fixtures.identifiers import ins_nir
 from tests.node.conftest import table_counts
 
 pytestmark = pytest.mark.integration
 
 
-def ins(number: str) -> str:
-    return f"{number}{97 - int(number) % 97:02d}"
-
-
-PEOPLE = [ins(f"1850375123{i:03d}") for i in range(6)]
+PEOPLE = [ins_nir(f"1850375123{i:03d}") for i in range(6)]
 
 
 def federated_node(path, keycloak, service, hospital: str) -> NodeHome:  # noqa: ANN001

@@ -1,17 +1,25 @@
 """The steward's consent pages: list, record, update, withdraw, import FHIR, and the
 DGA activity report. Same services and policy rows as `/v1/consents`; a steward acts
-for the organisation in their token, which the service enforces."""
+for the organisation in their token, which the service enforces.
+
+A steward may name the person by identifier on the record form and the list's search:
+`static/pseudonymise.js` derives the pseudonym in the browser, and the portal only
+relays the blinded element to the pseudonymisation service (`pseudonymise_relay`); it
+never receives the identifier (docs/steward-identifiers.md)."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, Form, Query, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
 from access_control.policy import Action
+from pseudonymisation.client import PseudonymClient, PseudonymisationError
+from pseudonymisation.identifiers import INS_NIA, INS_NIR, NHS_NUMBER, SYSTEMS, TEST_PERSON
 from tre.core.schemas import ConsentStatus, Purpose
 from tre.portal.consent_schemas import ConsentIn, ConsentPatch, WithdrawIn
 from tre.portal.errors import DomainError
@@ -28,17 +36,56 @@ def _purposes() -> list[str]:
     return [p.value for p in Purpose]
 
 
+def _identifier_systems(ctx: Ctx) -> list[tuple[str, str]]:
+    """(system URI, label) of every system the browser can pseudonymise, INS first; none
+    (no identifier widget) when the portal knows no pseudonymisation service."""
+    if not ctx.request.app.state.settings.pseudonymiser_url:
+        return []
+    labels = {INS_NIR: ctx._("INS (NIR)"), INS_NIA: ctx._("INS (NIA)"),
+              NHS_NUMBER: ctx._("NHS number"), TEST_PERSON: ctx._("Test person")}
+    return [(system, labels[system]) for system in SYSTEMS]
+
+
+class BlindedIn(BaseModel):
+    blinded: str = Field(max_length=64, description="one blinded element, base64url")
+
+
+@router.post("/consents/pseudonymise")
+def pseudonymise_relay(body: BlindedIn,
+                       ctx: Ctx = Depends(needs(Action.CONSENT_WRITE))) -> JSONResponse:
+    """Relay one blinded element to the pseudonymisation service under the steward's own
+    token (the service audits and rate-limits the steward). The element is uniformly
+    random and the blind stays in the browser: the portal learns neither the identifier
+    nor, from this exchange, the pseudonym."""
+    settings = ctx.request.app.state.settings
+    token = ctx.web.session.access_token if ctx.web.session else None
+    if not settings.pseudonymiser_url or not token:
+        return JSONResponse({"detail": ctx._("This portal has no pseudonymisation service "
+                                             "configured.")}, status_code=503)
+    ca = settings.pseudonymiser_ca
+    try:
+        with PseudonymClient(settings.pseudonymiser_url, lambda: token,
+                             verify=str(ca) if ca else True, timeout_s=30) as service:
+            evaluated = service.evaluate([body.blinded])
+    except PseudonymisationError as exc:
+        status = exc.status if exc.status and 400 <= exc.status < 500 else 503
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+    return JSONResponse({"evaluated": evaluated[0]})
+
+
 @router.get("/consents")
 def consents_list(subject: str | None = Query(None, max_length=128),
-                  status: ConsentStatus | None = None,
+                  status: ConsentStatus | Literal[""] | None = None,
                   organisation: str | None = Query(None, max_length=100),
                   offset: int = Query(0, ge=0),
                   ctx: Ctx = Depends(needs(Action.CONSENT_READ))) -> Response:
+    status = status or None  # the filter form's "—" sends an empty status: any status
     page = consent_registry.list_consents(ctx.portal, ctx.user,
                                           organisation=organisation or None,
                                           subject=subject or None, status=status, limit=PAGE,
                                           offset=offset)
     return render(ctx, "consents.html", page=page, subject=subject or "",
+                  systems=_identifier_systems(ctx),
                   status_filter=status.value if status else "",
                   organisation=organisation or "",
                   offset=offset, limit=PAGE, statuses=[s.value for s in ConsentStatus],
@@ -48,7 +95,7 @@ def consents_list(subject: str | None = Query(None, max_length=128),
 def _consent_form(ctx: Ctx, *, values: dict[str, Any], errors: forms.Errors | None = None,
                   problem: str | None = None, status: int = 200) -> Response:
     return render(ctx, "consent_form.html", status=status, values=values, errors=errors or {},
-                  problem=problem, purposes=_purposes(),
+                  problem=problem, purposes=_purposes(), systems=_identifier_systems(ctx),
                   statuses=[s.value for s in ConsentStatus])
 
 
