@@ -49,7 +49,8 @@ def main() -> None:
                 demo.tre("node", "publish", "--home", str(demo.home(hospital)))
             return "dataset descriptors published"
 
-        for name, stage in (("keycloak", demo.keycloak), ("superlink", demo.superlink_),
+        for name, stage in (("pki", demo.provision), ("keycloak", demo.keycloak),
+                            ("pseudonymiser", demo.pseudonymiser), ("superlink", demo.superlink_),
                             ("portal", demo.portal), ("nodes", demo.nodes),
                             ("publish", publish), ("supernodes", demo.serve_nodes)):
             demo.stage(name, stage)
