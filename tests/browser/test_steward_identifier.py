@@ -44,6 +44,26 @@ def steward_portal(keycloak, tmp_path_factory) -> Iterator[tuple[WebPortal, Live
         service.stop()
 
 
+def test_a_portal_without_its_oprf_library_says_so_in_the_page(steward_portal, new_page):
+    """The vendor folder missing (the install step not run): the widget names the
+    library and the install step, derives nothing and sends nothing to the relay. (Runs
+    first: the next test stops the portal.)"""
+    portal, _, _ = steward_portal
+    page = new_page()
+    page.route("**/static/vendor/**", lambda route: route.fulfill(status=404))
+    sent: list[Request] = []
+    page.on("request", lambda request: sent.append(request))
+    login(page, portal, "steward1", "/consents/new")
+    problem = page.locator("#subject-by-identifier [role=alert]")
+    expect(problem).to_contain_text("/static/vendor/@noble/curves/ed25519.js did not load")
+    expect(problem).to_contain_text("python -m tre.portal.web.vendor")
+    page.fill("#subject-id-value", INS)
+    page.click("#subject-derive")
+    expect(problem).to_contain_text("did not load")
+    expect(page.locator("#subject")).to_have_value("")
+    assert not [r for r in sent if r.url.endswith("/consents/pseudonymise")]
+
+
 def test_steward_records_and_withdraws_consent_by_identifier(steward_portal, keycloak,
                                                              new_page):
     portal, service, state = steward_portal
@@ -112,3 +132,4 @@ def test_steward_records_and_withdraws_consent_by_identifier(steward_portal, key
         assert not [f for f in forms if f in carried], request.url
     portal.server.stop()  # idempotent; every byte it keeps is now on disk
     assert_absent([f.encode() for f in forms], state)
+

@@ -3,8 +3,12 @@ catalogues' coverage, PKCE, session cookies, CSRF refusals, form error mapping."
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import re
 import stat
+import tarfile
 from functools import cache
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from tre.portal.app import create_app
 from tre.portal.schemas import DataForm, DatasetKind, Decision, LegalBasis, RequestState, RunIn
 from tre.portal.services import indicators
 from tre.portal.settings import PortalSettings
-from tre.portal.web import forms, i18n, pages
+from tre.portal.web import forms, i18n, pages, vendor
 from tre.portal.web.session import CookieCodec, SessionStore, load_or_create_secret
 
 pytestmark = pytest.mark.unit
@@ -256,3 +260,63 @@ def test_typed_numbers_reach_the_strict_models_as_numbers():
     body, errors = forms.parse(RunIn, {"permit_id": "pmt_1", "rounds": forms.number("4"),
                                        "lr": forms.number("0,1")}, i18n.translator("en"))
     assert not errors and body.rounds == 4 and body.lr == 0.1
+
+
+def _npm_tarball(files: dict[str, str]) -> tuple[bytes, str]:
+    """A gzipped npm-style tarball of `files` and its `dist.integrity`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    tarball = buffer.getvalue()
+    return tarball, "sha512-" + base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+
+
+def test_vendored_modules_import_each_other_by_relative_paths(tmp_path, monkeypatch):
+    """A browser resolves no bare `@noble/...` specifier without an inline import map,
+    which the CSP forbids: unpacking makes every one relative, keeps only the ES modules,
+    LICENSE and package.json, and marks the folder complete last."""
+    tarball, integrity = _npm_tarball({
+        "package/package.json": "{}", "package/LICENSE": "MIT", "package/README.md": "",
+        "package/ed25519.js": "import { sha512 } from '@noble/hashes/sha2.js';\n"
+                              'import { createOPRF } from "./abstract/oprf.js";\n',
+        "package/abstract/oprf.js": "import { abytes } from '@noble/hashes/utils.js';\n"
+                                    "export * from '@noble/curves/utils.js';\n",
+        "package/src/ed25519.ts": "", "package/ed25519.d.ts": "",
+        "package/../escape.js": "",
+    })
+    package = vendor.NpmPackage("@noble/curves", "9.9.9", integrity)
+    monkeypatch.setattr(vendor, "VENDOR", tmp_path / "vendor")
+    monkeypatch.setattr(vendor, "PACKAGES", (package,))
+    assert vendor.missing() == ["@noble/curves@9.9.9"]
+    vendor.unpack(package, vendor.check_integrity(package, tarball))
+    assert vendor.missing() == []
+    folder = tmp_path / "vendor" / "@noble" / "curves"
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        ".tre-verified", "LICENSE", "abstract/oprf.js", "ed25519.js", "package.json"]
+    assert (folder / "ed25519.js").read_text() == (
+        "import { sha512 } from '../hashes/sha2.js';\n"
+        'import { createOPRF } from "./abstract/oprf.js";\n')
+    assert (folder / "abstract" / "oprf.js").read_text() == (
+        "import { abytes } from '../../hashes/utils.js';\n"
+        "export * from '../utils.js';\n")
+    assert not list(tmp_path.rglob("escape.js"))
+
+
+def test_a_tarball_unlike_its_pin_is_refused():
+    tarball, _ = _npm_tarball({"package/package.json": "{}"})
+    _, other = _npm_tarball({"package/package.json": "{ }"})
+    with pytest.raises(vendor.VendorError, match="does not match the integrity pinned"):
+        vendor.check_integrity(vendor.NpmPackage("@noble/hashes", "9.9.9", other), tarball)
+
+
+def test_a_portal_missing_its_vendor_folder_warns_at_start(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(vendor, "VENDOR", tmp_path / "no-vendor")
+    settings = PortalSettings(state_dir=tmp_path / "p", keycloak_url="http://127.0.0.1:9",
+                              pseudonymiser_url="http://127.0.0.1:9")
+    create_app(settings)
+    assert "@noble/curves@2.4.0, @noble/hashes@2.4.0 not in" in caplog.text
+    assert "python -m tre.portal.web.vendor" in caplog.text

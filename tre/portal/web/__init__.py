@@ -8,14 +8,18 @@ French (`i18n.py`, from the gettext catalogues under `locale/`).
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from tre.portal.settings import PortalSettings
-from tre.portal.web import catalogue, consents, feasibility, login, me, outputs, runs, views
+from tre.portal.web import catalogue, consents, feasibility, login, me, outputs, runs, vendor, views
 from tre.portal.web.auth import WebAuth, WebSessionMiddleware
 from tre.portal.web.pages import STATIC
 from tre.portal.web.session import load_or_create_secret
+
+log = logging.getLogger(__name__)
 
 
 def install(app: FastAPI, settings: PortalSettings) -> None:
@@ -24,6 +28,11 @@ def install(app: FastAPI, settings: PortalSettings) -> None:
                    keys=app.state.token_validator.keys)  # one key set for API and web
     app.state.web_auth = auth
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if settings.pseudonymiser_url and (absent := vendor.missing()):
+        # the identifier widget says so too, in the steward's page
+        log.warning("the identifier widget cannot work: %s not in %s; run `python -m "
+                    "tre.portal.web.vendor` (scripts/ensure-venv does)", ", ".join(absent),
+                    vendor.VENDOR)
     for module in (login, views, catalogue, feasibility, outputs, consents, runs, me):
         app.include_router(module.router)
     app.include_router(login.backchannel)
