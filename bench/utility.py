@@ -48,15 +48,27 @@ sys.path.insert(0, str(ROOT))
 
 from access_control.permits import PermitKeyRing  # noqa: E402
 from bench.common import update_result, write_result  # noqa: E402
-from federation.apps.tasks import NodeContext, evaluate_task, params_spec, train_task  # noqa: E402
+from federation.apps.tasks import (  # noqa: E402
+    NodeContext,
+    calibrate_task,
+    evaluate_task,
+    params_spec,
+    train_task,
+)
 from federation.launch.fab import fab_hash  # noqa: E402
 from federation.launch.params import RunParams  # noqa: E402
 from federation.node.ledger import PrivacyLedger  # noqa: E402
 from federation.node.revocations import RevocationList  # noqa: E402
 from federation.training.data import images_to_tensor  # noqa: E402
 from federation.training.dp import DPTrainer, plan_dp  # noqa: E402
-from federation.training.evaluation import TensorSet, evaluate  # noqa: E402
+from federation.training.evaluation import (  # noqa: E402
+    TensorSet,
+    evaluate,
+    pick_threshold,
+    positive_scores,
+)
 from federation.training.models import ModelSpec, build_model  # noqa: E402
+from federation.training.server_opt import ServerMomentum  # noqa: E402
 from tests.federation.helpers import (  # noqa: E402
     BREAST_LABEL,
     NPZ,
@@ -84,10 +96,16 @@ def fedavg(results: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.nda
     return {k: sum(w[k] * (n / total) for w, n in results) for k in results[0][0]}
 
 
-def score(model_id: str, weights: dict[str, np.ndarray], test: TensorSet) -> dict[str, float]:
+def score(model_id: str, weights: dict[str, np.ndarray], test: TensorSet, *,
+          threshold: float | None = None) -> dict[str, float]:
+    """Test metrics; with `threshold`, also the accuracy at that threshold on P(class 1)."""
     m = build_model(model_id, ModelSpec())
     m.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
-    return evaluate(m, test)
+    out = evaluate(m, test)
+    if threshold is not None:
+        calibrated = (positive_scores(m, test.x) >= threshold) == (test.y.numpy() == 1)
+        out.update(threshold=threshold, accuracy_calibrated=float(calibrated.mean()))
+    return out
 
 
 def centralised(model_id: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
@@ -113,6 +131,126 @@ def centralised(model_id: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
             loss_fn(model(x[idx]), y[idx]).backward()
             opt.step()
     return {"weights": {k: v.detach().numpy() for k, v in model.state_dict().items()}}
+
+
+def image_homes(root: Path, ring: PermitKeyRing, *, partition_seed: int
+                ) -> list[tuple[str, Path, dict[str, int]]]:
+    """Three node homes holding label-skewed shares of PneumoniaMNIST (every split)."""
+    homes = []
+    for i, h in enumerate(HOSPITALS):
+        home = make_home(root, h, ring)
+        counts = populate(home, "pneumonia", i, len(HOSPITALS), seed=partition_seed)
+        PrivacyLedger(home.db, home.audit, actor="bench").set_budget("pneumonia", 1000.0)
+        home.db.close()
+        homes.append((h, home.path, counts))
+    return homes
+
+
+def federated_images(homes: list[tuple[str, Path, dict[str, int]]], ring: PermitKeyRing,
+                     params: RunParams, epsilon: float, delta: float, test: TensorSet
+                     ) -> dict:
+    """One governed federated DP run over the image nodes under its own permit at ε, δ:
+    `train_task` at each node, FedAvg and the run's server momentum in process, the
+    threshold calibrated by each node's governed `calibrate_task` on its val split;
+    AUC and accuracy (argmax, and at the calibrated threshold) on the official test split."""
+    token = ring.sign(claims([(h, "pneumonia") for h in HOSPITALS], eps=epsilon, delta=delta))
+    params = replace(params, permit=token)
+    run_id = f"bench-{params.model}-{params.seed}-{time.time_ns()}"
+    weights = {k: v.numpy() for k, v in build_model(
+        params.model, params_spec(params), seed=params.seed).state_dict().items()}
+    server = ServerMomentum(params.server_lr, params.server_momentum)
+    per_round, eps, t0 = [], {}, time.time()
+    for rnd in range(1, params.rounds + 1):
+        results = []
+        for h, path, _ in homes:
+            o = train_task(_context(path, ring, token, run_id), params, server_round=rnd,
+                           weights=weights)
+            results.append((o.weights, int(o.metrics["num-examples"])))
+            eps[h] = o.metrics["epsilon"]
+        weights = server.step(weights, fedavg(results))
+        m = score(params.model, weights, test)
+        per_round.append({"round": rnd, "auc": m["auc"], "accuracy": m["accuracy"],
+                          "epsilon": dict(eps)})
+        print(f"round {rnd}: AUC {m['auc']:.4f} acc {m['accuracy']:.4f} "
+              f"ε {max(eps.values()):.3f}", flush=True)
+    seconds = time.time() - t0
+    # calibration, like the audit, is asked of the weights last evaluated at the node
+    for _, path, _ in homes:
+        evaluate_task(_context(path, ring, token, run_id), params,
+                      server_round=params.rounds, weights=weights)
+    threshold = pick_threshold([calibrate_task(_context(path, ring, token, run_id), params,
+                                               weights=weights) for _, path, _ in homes])
+    m = score(params.model, weights, test, threshold=threshold)
+    return {**m, "seed": params.seed, "epsilon": epsilon, "epsilon_per_node": eps,
+            "seconds": seconds, "per_round": per_round, "weights": weights}
+
+
+#: `--sweep`'s recipes (issue 17's levers), each a change from the image bench's defaults:
+#: tanh (Papernot et al. 2021), server momentum (FedAvgM), more rounds at a smaller
+#: per-round ε, a larger batch with a larger step
+SWEEP: dict[str, dict] = {
+    "base": {},
+    "tanh": {"model": "cnn-gn-tanh"},
+    "tanh-lr0.5": {"model": "cnn-gn-tanh", "lr": 0.5},
+    "tanh-fedavgm": {"model": "cnn-gn-tanh", "server_momentum": 0.5},
+    "tanh-r12e1": {"model": "cnn-gn-tanh", "rounds": 12, "local_epochs": 1},
+    "tanh-b256": {"model": "cnn-gn-tanh", "batch_size": 256, "lr": 0.5},
+}
+
+
+def sweep(args: argparse.Namespace, test: TensorSet) -> None:
+    """Each chosen recipe × ε × seed, one governed federated run each (see
+    `federated_images`), merged into key `sweep` of bench/results/utility.json as it
+    finishes: several sweeps may run side by side (the file is locked while merged)."""
+    base = {"model": args.model, "rounds": args.rounds, "local_epochs": args.local_epochs,
+            "batch_size": args.batch_size, "lr": args.lr, "max_grad_norm": args.max_grad_norm,
+            "server_lr": args.server_lr, "server_momentum": args.server_momentum}
+    unknown = set(args.configs or ()) - set(SWEEP)
+    if unknown:
+        raise SystemExit(f"unknown sweep configs {sorted(unknown)}; known: {', '.join(SWEEP)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ring = PermitKeyRing.load_or_create(Path(tmp) / "ring.json")
+        homes: dict[int, list] = {}
+        for name in args.configs or SWEEP:
+            config = {**base, **SWEEP[name]}
+            for epsilon in args.epsilons:
+                for seed in args.seeds:
+                    if seed not in homes:
+                        homes[seed] = image_homes(Path(tmp) / f"s{seed}", ring,
+                                                  partition_seed=seed + 7)
+                    print(f"== {name} ε {epsilon:g} seed {seed}", flush=True)
+                    run = federated_images(homes[seed], ring, RunParams(**config, seed=seed),
+                                           epsilon, args.delta, test)
+                    run.pop("weights")
+                    row = {"name": name, "config": config, **run}
+                    print(f"== {name} ε {epsilon:g} seed {seed}: AUC {row['auc']:.4f} "
+                          f"acc {row['accuracy']:.4f} calibrated "
+                          f"{row['accuracy_calibrated']:.4f} ({row['seconds']:.0f} s)",
+                          flush=True)
+                    if not args.no_write:
+                        _merge_sweep(row)
+
+
+def _merge_sweep(row: dict) -> None:
+    """Add (or replace) one sweep run in key `sweep`, with each recipe's mean per ε."""
+    import fcntl
+    import json
+
+    from bench.common import RESULTS
+
+    with open(RESULTS / "utility.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = RESULTS / "utility.json"
+        runs = [r for r in json.loads(path.read_text()).get("sweep", {}).get("runs", [])
+                if (r["name"], r["epsilon"], r["seed"]) !=
+                (row["name"], row["epsilon"], row["seed"])] + [row]
+        means: dict[str, dict] = {}
+        for r in runs:
+            means.setdefault(f"{r['name']} eps={r['epsilon']:g}", []).append(r)
+        summary = {k: {f: float(np.mean([r[f] for r in rs])) for f in
+                       ("auc", "accuracy", "accuracy_calibrated", "seconds")} |
+                   {"seeds": sorted(r["seed"] for r in rs)} for k, rs in sorted(means.items())}
+        update_result("utility", "sweep", {"recipes": SWEEP, "mean": summary, "runs": runs})
 
 
 def _context(path: Path, ring: PermitKeyRing, token: str, run_id: str) -> NodeContext:
@@ -292,6 +430,9 @@ def main() -> None:
     ap.add_argument("--epsilon", type=float)
     ap.add_argument("--delta", type=float, default=1e-5)
     ap.add_argument("--model", default="cnn-gn")
+    ap.add_argument("--max-grad-norm", type=float, default=1.0)
+    ap.add_argument("--server-lr", type=float, default=1.0)
+    ap.add_argument("--server-momentum", type=float, default=0.0)
     ap.add_argument("--central-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--secagg", action="store_true",
@@ -300,6 +441,11 @@ def main() -> None:
                     help="the breast-cancer table (see the module docstring)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="--table: the training seeds, figures averaged over them")
+    ap.add_argument("--sweep", action="store_true",
+                    help="the recipe sweep (`SWEEP`) over --epsilons and --seeds")
+    ap.add_argument("--configs", nargs="+", help="--sweep: only these recipes")
+    ap.add_argument("--epsilons", type=float, nargs="+", default=[8.0, 3.0],
+                    help="--sweep: the ε of each recipe's runs")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     for name, default in DEFAULTS["table" if args.table else "images"].items():
@@ -317,6 +463,9 @@ def main() -> None:
     data = np.load(NPZ)
     test = TensorSet(images_to_tensor(data["test_images"]),
                      torch.from_numpy(data["test_labels"].reshape(-1).astype(np.int64)))
+    if args.sweep:
+        sweep(args, test)
+        return
     if args.secagg:
         out = over_flower(args, test)
         print(f"SecAgg+ vs plain: AUC difference {out['auc_difference']:.4f} (aim ≤ 0.005)")
@@ -329,39 +478,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         ring = PermitKeyRing.load_or_create(Path(tmp) / "ring.json")
-        homes = []
-        for i, h in enumerate(HOSPITALS):
-            home = make_home(Path(tmp), h, ring)
-            counts = populate(home, "pneumonia", i, len(HOSPITALS), seed=args.seed + 7)
-            PrivacyLedger(home.db, home.audit, actor="bench").set_budget("pneumonia", 100.0)
-            home.db.close()
-            homes.append((h, home.path, counts))
-        token = ring.sign(claims([(h, "pneumonia") for h in HOSPITALS], eps=args.epsilon,
-                                 delta=args.delta))
-        params = RunParams(permit=token, model=args.model, rounds=args.rounds,
+        homes = image_homes(Path(tmp), ring, partition_seed=args.seed + 7)
+        params = RunParams(model=args.model, rounds=args.rounds,
                            local_epochs=args.local_epochs, batch_size=args.batch_size,
-                           lr=args.lr, seed=args.seed)
-        weights = {k: v.numpy() for k, v in
-                   build_model(args.model, ModelSpec(), seed=args.seed).state_dict().items()}
-        t0 = time.time()
-        per_round, eps = [], {}
-        for rnd in range(1, args.rounds + 1):
-            results = []
-            for h, path, _ in homes:
-                ctx = NodeContext(home=path, run_id="bench-utility", app_hash=fab_hash(),
-                                  revocations=lambda: RevocationList(frozenset(), "bench", 0),
-                                  run_tickets=tickets_for(ring, token))
-                o = train_task(ctx, params, server_round=rnd, weights=weights)
-                results.append((o.weights, int(o.metrics["num-examples"])))
-                eps[h] = o.metrics["epsilon"]
-            weights = fedavg(results)
-            m = score(args.model, weights, test)
-            per_round.append({"round": rnd, "auc": m["auc"], "accuracy": m["accuracy"],
-                              "epsilon": dict(eps)})
-            print(f"round {rnd}: AUC {m['auc']:.4f} acc {m['accuracy']:.4f} ε {eps}",
-                  flush=True)
-        fed_seconds = time.time() - t0
-        fed = score(args.model, weights, test)
+                           lr=args.lr, seed=args.seed, max_grad_norm=args.max_grad_norm,
+                           server_lr=args.server_lr, server_momentum=args.server_momentum)
+        fed = federated_images(homes, ring, params, args.epsilon, args.delta, test)
+        fed.pop("weights")
         out["partition_sizes"] = {h: c for h, _, c in homes}
 
     t0 = time.time()
@@ -376,8 +499,7 @@ def main() -> None:
     cdp_m = score(args.model, cdp["weights"], test)
     cdp_s = time.time() - t0
     out.update({
-        "federated_dp": {**fed, "epsilon_per_node": eps, "seconds": fed_seconds,
-                         "per_round": per_round},
+        "federated_dp": fed,
         "centralised_non_private": {**plain_m, "seconds": plain_s},
         "centralised_dp": {**cdp_m, "epsilon": cdp["epsilon"], "seconds": cdp_s},
         "aim_auc": 0.93, "reference_medmnist_resnet18_28_auc": 0.944,

@@ -53,6 +53,7 @@ from federation.apps.tasks import (
     NodeContext,
     TrainOutcome,
     audit_task,
+    calibrate_task,
     close_task,
     evaluate_task,
     train_task,
@@ -190,6 +191,19 @@ def audit(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({"metrics": MetricRecord(out),
                                        "node": ConfigRecord({"hospital-id": hospital})}),
                    reply_to=msg)
+
+
+@app.query("calibrate")
+def calibrate(msg: Message, context: Context) -> Message:
+    """The final model's rates at fixed thresholds on the val split, as disclosure lets
+    them leave (the server picks the decision threshold)."""
+    try:
+        params = RunParams.from_run_config(dict(context.run_config))
+        out = calibrate_task(_ctx(msg, context), params,
+                             weights=to_weights(msg.content.array_records["arrays"]))
+    except Refusal as refusal:
+        return _refused(msg, context, refusal)
+    return Message(content=RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)
 
 
 @app.query("close")

@@ -1,6 +1,6 @@
 """What a node does for one message of a governed run, independent of Flower's types.
 
-`train_task`, `evaluate_task`, `audit_task` and `close_task` are the only paths by
+`train_task`, `evaluate_task`, `calibrate_task`, `audit_task` and `close_task` are the only paths by
 which the training app touches a node's data; each goes through the node's gate
 (`federation.node.gate`: permit, scope, app hash, consent, disclosure, ε) and reads
 records only inside it, after every check passed.
@@ -355,6 +355,40 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
             "auc": disclose_statistic(out["auc"], len(labels), k=k),
             "auc-se": disclose_statistic(out["auc-se"], len(labels), k=k, digits=4),
             "num-examples": int(cohort.shown)}
+
+
+def calibrate_task(ctx: NodeContext, params: RunParams, *, weights: Weights
+                   ) -> dict[str, Any]:
+    """Score the final model on this node's consented val split at the fixed decision
+    thresholds (`THRESHOLDS`), for the server to pick one over all nodes
+    (`pick_threshold`). What leaves: the disclosed example count, the share of
+    positives and each threshold's true-positive and true-negative rate, each rounded
+    like any statistic and withheld (NaN) when fewer than k records stand behind it;
+    nothing at all under k records."""
+    from federation.training.evaluation import THRESHOLDS, positive_scores, threshold_rates
+
+    if params.num_classes != 2:
+        raise Refusal("not-binary", "a decision threshold is calibrated for two classes, "
+                      f"the run has {params.num_classes}")
+    action = Action("calibrate", "val", _subjects(params, "val"),
+                    below_threshold=BelowThreshold.WITHHOLD,
+                    query=Query("calibrate", 0, weights_digest(weights)))
+    nan = [float("nan")] * len(THRESHOLDS)
+    with node_session(ctx.home) as home, _gate(home, ctx).open(
+            action, None, params.dataset_id or None, _permit(ctx, params)) as cohort:
+        if cohort.withheld:
+            return {"num-examples": 0, "prevalence": float("nan"), "tpr": nan, "tnr": nan}
+        inputs, labels, _ = _read(home, cohort, "val", params)
+        cohort.read(len(labels))
+        _check_shape(inputs, labels, params)
+        k = home.config.suppression_k
+    rates = threshold_rates(labels, positive_scores(_model(params, weights),
+                                                    inputs_to_tensor(inputs)))
+    n_pos = int((labels == 1).sum())
+    return {"num-examples": int(cohort.shown),
+            "prevalence": disclose_statistic(rates["prevalence"], len(labels), k=k),
+            "tpr": [disclose_statistic(r, n_pos, k=k) for r in rates["tpr"]],
+            "tnr": [disclose_statistic(r, len(labels) - n_pos, k=k) for r in rates["tnr"]]}
 
 
 def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict[str, Any]:

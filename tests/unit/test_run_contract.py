@@ -62,8 +62,8 @@ def test_feasibility_config_round_trips():
 
 def test_run_config_round_trips():
     params = RunParams(permit="token", model="mlp", rounds=7, lr=0.05, strategy="fedprox",
-                       secagg=True, secagg_max_weight=2345, target_epsilon=2.5,
-                       node_map='{"a": 1}')
+                       server_lr=0.8, server_momentum=0.5, secagg=True,
+                       secagg_max_weight=2345, target_epsilon=2.5, node_map='{"a": 1}')
     assert RunParams.from_run_config(params.to_run_config()) == params
 
 
@@ -72,6 +72,8 @@ def test_run_config_round_trips():
     ({"rounds": 0}, "rounds must be >= 1"),
     ({"lr": 0.0}, "lr must be > 0"),
     ({"strategy": "fedsgd"}, "strategy must be one of fedavg, fedprox"),
+    ({"server_momentum": 1.0}, "server-momentum must be < 1"),
+    ({"server_lr": 0.0}, "server-lr must be > 0"),
     ({"accountant": "gdp"}, "accountant must be one of rdp, prv"),
     ({"delta": 1.0}, "delta must be < 1"),
     ({"features": "age, age"}, "features: a column is named twice"),
