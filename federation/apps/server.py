@@ -45,7 +45,7 @@ from federation.launch.params import (
     parse_node_map,
 )
 from federation.launch.report import results_sender
-from federation.training.evaluation import pick_threshold
+from federation.training.evaluation import CALIBRATION_KEYS, accuracy_at, pick_threshold
 from federation.training.membership import ATTACKS, FIGURES
 from federation.training.models import build_model
 from federation.training.server_opt import ServerMomentum
@@ -318,20 +318,24 @@ def main(grid: Grid, context: Context) -> None:
 def _calibrate(grid: Grid, arrays: ArrayRecord, nodes: set[int], params: RunParams
                ) -> dict[str, Any] | None:
     """The final model's decision threshold on P(class 1), picked over the nodes' val
-    splits pooled (`pick_threshold`) from what each node's disclosure control let
-    leave (`calibrate_task`); None for a model of more than two classes."""
+    splits pooled (`pick_threshold`), and its accuracy at that threshold over their test
+    splits pooled (`accuracy_at`), from what each node's disclosure control let leave
+    (`calibrate_task`); None for a model of more than two classes. No count in it: the
+    airlock reads every integer of a report as one."""
     if not nodes or params.num_classes != 2:
         return None
     msgs = [Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord()}),
                     message_type="query.calibrate", dst_node_id=nid) for nid in nodes]
-    answers, errors = [], []
+    val, test, errors = [], [], []
     for m in grid.send_and_receive(msgs, timeout=params.round_timeout):
         if m.has_error():
             errors.append({"node_id": int(m.metadata.src_node_id), "error": m.error.reason})
             continue
         mm = m.content.metric_records.get("metrics", MetricRecord())
-        answers.append({k: mm.get(k) for k in ("num-examples", "prevalence", "tpr", "tnr")})
-    return {"threshold": pick_threshold(answers), "nodes": len(answers), "errors": errors,
+        val.append({k: mm.get(k) for k in CALIBRATION_KEYS})
+        test.append({k: mm.get(f"test-{k}") for k in CALIBRATION_KEYS})
+    threshold = pick_threshold(val)
+    return {"threshold": threshold, **accuracy_at(test, threshold), "errors": errors,
             "rule": "highest balanced accuracy over the nodes' val splits pooled"}
 
 

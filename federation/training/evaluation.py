@@ -84,8 +84,12 @@ def auc_score(y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-#: the decision thresholds on P(class 1) a node scores its val split at (calibration)
-THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+#: the decision thresholds on P(class 1) a node scores its val split at (calibration):
+#: steps of 0.05, finer at the ends, where a model trained under label skew puts them
+THRESHOLDS = (0.01, 0.02, *(round(0.05 * i, 2) for i in range(1, 20)), 0.98, 0.99)
+#: what a node gives per split for calibration (`calibrate_task`; its test split's
+#: with prefix `test-`)
+CALIBRATION_KEYS = ("num-examples", "prevalence", "tpr", "tnr")
 
 
 @torch.no_grad()
@@ -110,15 +114,11 @@ def threshold_rates(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
             "tpr": tpr.tolist(), "tnr": tnr.tolist()}
 
 
-def pick_threshold(nodes: list[dict[str, Any]]) -> float:
-    """The threshold of `THRESHOLDS` with the highest balanced accuracy over the nodes'
-    val splits pooled. Each node gives `num-examples` (its disclosed count), `prevalence`
-    and per-threshold `tpr`/`tnr` (rounded; NaN where withheld); a node's positives and
-    negatives are estimated from its count and prevalence. Balanced accuracy, not
-    accuracy: under label skew the val prevalence need not be that of deployment.
-    0.5 (the argmax rule) when no node gave both classes."""
-    tp = np.zeros(len(THRESHOLDS))
-    tn = np.zeros(len(THRESHOLDS))
+def _pooled(nodes: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Per threshold, the true positives and true negatives of the nodes' splits pooled
+    (estimated from each node's disclosed count, share of positives and rates; a node
+    that withheld, or a class a node withheld, is left out), and the pooled class sizes."""
+    tp, tn = np.zeros(len(THRESHOLDS)), np.zeros(len(THRESHOLDS))
     n_pos = n_neg = 0.0
     for node in nodes:
         n, prev = float(node.get("num-examples") or 0), float(node.get("prevalence", np.nan))
@@ -131,9 +131,31 @@ def pick_threshold(nodes: list[dict[str, Any]]) -> float:
         if np.isfinite(tnr).all() and prev < 1:
             tn += tnr * n * (1 - prev)
             n_neg += n * (1 - prev)
+    return tp, tn, n_pos, n_neg
+
+
+def pick_threshold(nodes: list[dict[str, Any]]) -> float:
+    """The threshold of `THRESHOLDS` with the highest balanced accuracy over the nodes'
+    val splits pooled. Each node gives `num-examples` (its disclosed count), `prevalence`
+    and per-threshold `tpr`/`tnr` (rounded; NaN where withheld). Balanced accuracy, not
+    accuracy: under label skew the val prevalence need not be that of deployment.
+    0.5 (the argmax rule) when no node gave both classes."""
+    tp, tn, n_pos, n_neg = _pooled(nodes)
     if n_pos == 0 or n_neg == 0:
         return 0.5
     balanced = (tp / n_pos + tn / n_neg) / 2
     # among equal scores, the threshold nearest 0.5
     order = np.argsort(np.abs(np.asarray(THRESHOLDS) - 0.5), kind="stable")
     return float(THRESHOLDS[int(order[np.argmax(balanced[order])])])
+
+
+def accuracy_at(nodes: list[dict[str, Any]], threshold: float) -> dict[str, float]:
+    """Accuracy and balanced accuracy at `threshold` (one of `THRESHOLDS`) over the
+    nodes' splits pooled, from the same per-node rates (NaN when no node gave any)."""
+    tp, tn, n_pos, n_neg = _pooled(nodes)
+    i = THRESHOLDS.index(threshold)
+    if n_pos + n_neg == 0:
+        return {"accuracy": float("nan"), "balanced_accuracy": float("nan")}
+    balanced = (tp[i] / n_pos + tn[i] / n_neg) / 2 if n_pos and n_neg else float("nan")
+    return {"accuracy": float((tp[i] + tn[i]) / (n_pos + n_neg)),
+            "balanced_accuracy": float(balanced)}

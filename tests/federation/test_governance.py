@@ -283,12 +283,13 @@ def test_evaluations_the_audit_and_calibration_answer_only_the_runs_own_weights_
     assert audit_read["records"] == held["train"] + held["val"] < sum(held.values())
     refused("queries-exhausted", audit_task, weights=second)
     refused("weights-not-of-this-run", calibrate_task, weights=first)
-    rates = calibrate_task(ctx, p, weights=second)  # val only, rates rounded like statistics
+    rates = calibrate_task(ctx, p, weights=second)  # rates rounded like statistics
     with node_session(home) as h:
         assert [e.details for e in h.audit.entries() if e.action == "data.read"][-1][
-            "split"] == "val"
-    assert rates["num-examples"] > 0 and 0 < rates["prevalence"] < 1
-    assert all(v == round(v, 3) for v in rates["tpr"] + rates["tnr"])
+            "split"] == "val+test"
+    for split in ("", "test-"):
+        assert rates[f"{split}num-examples"] % 5 == 0 and 0 < rates[f"{split}prevalence"] < 1
+        assert all(v == round(v, 3) for v in rates[f"{split}tpr"] + rates[f"{split}tnr"])
     refused("queries-exhausted", calibrate_task, weights=second)
     ledger, actions, _ = state(home)
     kinds = sorted((row[4], row[5]) for row in ledger["run_query"])

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from federation.training.evaluation import THRESHOLDS, pick_threshold, threshold_rates
+from federation.training.evaluation import (
+    THRESHOLDS,
+    accuracy_at,
+    pick_threshold,
+    threshold_rates,
+)
 from federation.training.server_opt import ServerMomentum
 
 
@@ -46,3 +51,14 @@ def test_the_threshold_is_picked_over_the_nodes_pooled_under_label_skew():
     withheld = {"num-examples": 0, "prevalence": float("nan"),
                 "tpr": [float("nan")] * len(THRESHOLDS), "tnr": [float("nan")] * len(THRESHOLDS)}
     assert pick_threshold([a, b, withheld]) == pick_threshold([a, b])
+
+
+def test_accuracy_at_a_threshold_pools_the_nodes_rates():
+    y_a, s_a = np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.3, 0.6])
+    y_b, s_b = np.array([1, 1, 1, 1, 0, 0]), np.array([0.8, 0.7, 0.2, 0.9, 0.1, 0.2])
+    nodes = [{"num-examples": len(y), **threshold_rates(y, s)}
+             for y, s in ((y_a, s_a), (y_b, s_b))]
+    pooled_y, pooled_s = np.r_[y_a, y_b], np.r_[s_a, s_b]
+    got = accuracy_at(nodes, 0.5)
+    assert got["accuracy"] == pytest.approx(((pooled_s >= 0.5) == (pooled_y == 1)).mean())
+    assert got["balanced_accuracy"] == pytest.approx((4 / 6 + 3 / 4) / 2)

@@ -91,12 +91,15 @@ def test_a_check_names_the_field(changes, named):
 def test_the_api_body_takes_defaults_and_bounds_from_run_params():
     shared = [f.name for f in fields(RunParams) if f.name in RunIn.model_fields]
     assert shared == ["model", "rounds", "local_epochs", "batch_size", "lr", "strategy",
-                      "secagg", "delta", "seed", "features", "label"]
+                      "server_lr", "server_momentum", "secagg", "delta", "seed", "features",
+                      "label"]
     for name in set(shared) - {"delta", "secagg"}:  # those two default to the permit's
         assert RunIn.model_fields[name].default == param_default(name), name
-    for name in ("rounds", "local_epochs", "batch_size", "lr", "seed"):
+    for name in ("rounds", "local_epochs", "batch_size", "lr", "server_lr", "server_momentum",
+                 "seed"):
         schema = RunIn.model_json_schema()["properties"][name]
-        shown = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum"}
+        shown = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum",
+                 "lt": "exclusiveMaximum"}
         assert {b: schema[shown[b]] for b in param_bounds(name)} == param_bounds(name), name
     body = RunIn(permit_id="pmt_1")
     params = body.run_params(permit="token", hospitals=2, min_hospitals=0, node_map="",
