@@ -210,21 +210,22 @@ def federated_images(homes: list[tuple[str, Path, dict[str, int]]], ring: Permit
             "per_round": per_round, "weights": weights}
 
 
-#: `--sweep`'s recipes (issue 17's levers), each a change from the image bench's defaults:
-#: tanh (Papernot et al. 2021), server momentum (FedAvgM), more rounds at a smaller
-#: per-round ε, a larger batch with a larger step
+#: `--sweep`'s recipes (issue 17's levers), each a change from the image bench's flags
+#: (6 rounds x 2 epochs, batch 128 unless named): tanh (Papernot et al. 2021), the step
+#: size, server momentum (FedAvgM), more rounds at a smaller per-round ε, a larger batch
+#: with a larger step
 SWEEP: dict[str, dict] = {
-    "base": {},
-    "tanh": {"model": "cnn-gn-tanh"},
+    "base": {"model": "cnn-gn", "lr": 0.25},
+    "tanh": {"model": "cnn-gn-tanh", "lr": 0.25},
     "tanh-lr0.5": {"model": "cnn-gn-tanh", "lr": 0.5},
-    "tanh-fedavgm": {"model": "cnn-gn-tanh", "server_momentum": 0.5},
-    "tanh-r12e1": {"model": "cnn-gn-tanh", "rounds": 12, "local_epochs": 1},
+    "tanh-fedavgm": {"model": "cnn-gn-tanh", "lr": 0.25, "server_momentum": 0.5},
+    "tanh-r12e1": {"model": "cnn-gn-tanh", "lr": 0.25, "rounds": 12, "local_epochs": 1},
     "tanh-b256": {"model": "cnn-gn-tanh", "batch_size": 256, "lr": 0.5},
     # the demo's budget: its former request (3 rounds x 1 epoch, batch 64, lr 0.5) with
     # tanh, and 3 rounds x 2 epochs
     "tanh-demo": {"model": "cnn-gn-tanh", "rounds": 3, "local_epochs": 1, "batch_size": 64,
                   "lr": 0.5},
-    "tanh-r3e2": {"model": "cnn-gn-tanh", "rounds": 3},
+    "tanh-r3e2": {"model": "cnn-gn-tanh", "lr": 0.25, "rounds": 3},
 }
 
 
@@ -268,9 +269,9 @@ def _merge_sweep(row: dict) -> None:
 
     from bench.common import RESULTS
 
-    with open(RESULTS / "utility.lock", "w") as lock:
+    path = RESULTS / "utility.json"
+    with open(path, "a") as lock:  # the file itself: update_result rewrites it in place
         fcntl.flock(lock, fcntl.LOCK_EX)
-        path = RESULTS / "utility.json"
         runs = [r for r in json.loads(path.read_text()).get("sweep", {}).get("runs", [])
                 if (r["name"], r["epsilon"], r["seed"]) !=
                 (row["name"], row["epsilon"], row["seed"])] + [row]
@@ -282,8 +283,9 @@ def _merge_sweep(row: dict) -> None:
         update_result("utility", "sweep", {"recipes": SWEEP, "mean": summary, "runs": runs})
 
 
-#: the result keys of the recipe `--record` names, per ε
+#: the result keys of the recipe `--record` names, per ε, and issue 17's aims
 RECORDED = {8.0: "federated_dp", 3.0: "eps3", 1.0: "eps1"}
+AIMS = {8.0: 0.945, 3.0: 0.935}
 
 
 def seed_summary(runs: list[dict]) -> dict:
@@ -313,9 +315,17 @@ def record(name: str) -> None:
         at = [r for r in runs if r["epsilon"] == eps]
         if at:
             update_result("utility", key, {"recipe": name, "config": at[0]["config"],
-                                           **seed_summary(at)})
+                                           "aim_auc": AIMS.get(eps), **seed_summary(at)})
             print(f"{key}: {name} AUC {seed_summary(at)['auc']:.4f} over seeds "
                   f"{[r['seed'] for r in at]}")
+    path = RESULTS / "utility.json"
+    doc = json.loads(path.read_text())
+    if "auc" in doc.get("federated_dp", {}) and "centralised_non_private" in doc:
+        fed = doc["federated_dp"]["auc"]
+        doc.update({"aim_auc": AIMS[8.0], "federated_meets_aim": bool(fed >= AIMS[8.0]),
+                    "ratio_federated_dp_auc_to_centralised_non_private":
+                        fed / doc["centralised_non_private"]["auc"]})
+        path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
 
 def _context(path: Path, ring: PermitKeyRing, token: str, run_id: str) -> NodeContext:
@@ -580,8 +590,8 @@ def main() -> None:
         "federated_dp": fed,
         "centralised_non_private": {**plain_m, "seconds": plain_s},
         "centralised_dp": {**cdp_m, "epsilon": cdp["epsilon"], "seconds": cdp_s},
-        "aim_auc": 0.945, "reference_medmnist_resnet18_28_auc": 0.944,
-        "federated_meets_aim": bool(fed["auc"] >= 0.945),
+        "aim_auc": AIMS[8.0], "reference_medmnist_resnet18_28_auc": 0.944,
+        "federated_meets_aim": bool(fed["auc"] >= AIMS[8.0]),
         "ratio_federated_dp_auc_to_centralised_non_private": fed["auc"] / plain_m["auc"],
     })
     for k in ("federated_dp", "centralised_non_private", "centralised_dp"):

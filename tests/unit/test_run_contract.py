@@ -119,7 +119,7 @@ def test_a_table_run_from_the_api_body_takes_its_classes_from_the_label():
         RunIn(permit_id="pmt_1", model="logreg", features="smoker=no", label="stage")
     with pytest.raises(ValueError, match="model 'mlp' trains on a table; name its"):
         RunIn(permit_id="pmt_1", model="mlp", features="age")
-    with pytest.raises(ValueError, match="model 'cnn-gn' trains on images and reads no"):
+    with pytest.raises(ValueError, match="model 'cnn-gn-tanh' trains on images and reads"):
         RunIn(permit_id="pmt_1", features="age", label="stage")
 
 
