@@ -4,7 +4,7 @@ with optional server momentum (FedAvgM) on the aggregate.
 Runs beside the SuperLink. It never sees data: it sends the global model, gets
 back DP-trained weights and aggregate metrics, and records per round what each
 hospital reported (ε spent so far, or why it refused). At the end it asks every
-node for its val split's rates at fixed decision thresholds (the report's
+node for its val and test splits' rates at fixed decision thresholds (the report's
 `decision_threshold`), for its membership-inference audit, and to release the
 unused part of its ε reservation, and sends the final model and report to the
 portal that started the run (`federation.launch.report`).
