@@ -19,8 +19,10 @@ sends a weight above the bound (`secagg_reply`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from logging import WARNING
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import (
@@ -53,6 +55,7 @@ from federation.apps.tasks import (
     NodeContext,
     TrainOutcome,
     audit_task,
+    calibrate_task,
     close_task,
     evaluate_task,
     train_task,
@@ -177,19 +180,38 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
+def _on_final_model(msg: Message, context: Context, task: Callable[..., dict[str, Any]]
+                    ) -> dict[str, Any] | Message:
+    """`task` (the audit, the calibration) on the final model the message carries, or
+    the reply to its refusal."""
+    try:
+        params = RunParams.from_run_config(dict(context.run_config))
+        return task(_ctx(msg, context), params,
+                    weights=to_weights(msg.content.array_records["arrays"]))
+    except Refusal as refusal:
+        return _refused(msg, context, refusal)
+
+
 @app.query("audit")
 def audit(msg: Message, context: Context) -> Message:
     """Membership-inference audit of the final model; only the attack's advantage leaves."""
-    try:
-        params = RunParams.from_run_config(dict(context.run_config))
-        out = audit_task(_ctx(msg, context), params,
-                         weights=to_weights(msg.content.array_records["arrays"]))
-    except Refusal as refusal:
-        return _refused(msg, context, refusal)
+    out = _on_final_model(msg, context, audit_task)
+    if isinstance(out, Message):
+        return out
     hospital = str(out.pop("hospital-id"))
     return Message(content=RecordDict({"metrics": MetricRecord(out),
                                        "node": ConfigRecord({"hospital-id": hospital})}),
                    reply_to=msg)
+
+
+@app.query("calibrate")
+def calibrate(msg: Message, context: Context) -> Message:
+    """The final model's rates at fixed thresholds on the val and test splits, as
+    disclosure lets them leave (the server picks the decision threshold on val)."""
+    out = _on_final_model(msg, context, calibrate_task)
+    if isinstance(out, Message):
+        return out
+    return Message(content=RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)
 
 
 @app.query("close")

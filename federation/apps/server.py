@@ -1,10 +1,13 @@
-"""The training ServerApp: FedAvg (weighted by examples) or FedProx over governed nodes.
+"""The training ServerApp: FedAvg (weighted by examples) or FedProx over governed nodes,
+with optional server momentum (FedAvgM) on the aggregate.
 
 Runs beside the SuperLink. It never sees data: it sends the global model, gets
 back DP-trained weights and aggregate metrics, and records per round what each
 hospital reported (ε spent so far, or why it refused). At the end it asks every
-node to release the unused part of its ε reservation and sends the final model
-and report to the portal that started the run (`federation.launch.report`).
+node for its val and test splits' rates at fixed decision thresholds (the report's
+`decision_threshold`), for its membership-inference audit, and to release the
+unused part of its ε reservation, and sends the final model and report to the
+portal that started the run (`federation.launch.report`).
 
 Node selection by permit: the run config's `node-map` (hospital → Flower node id,
 fixed when each hospital enrolled its SuperNode key: `tre.portal.services.nodes`)
@@ -32,6 +35,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from access_control.permits import unverified_claims
+from federation.apps.client import to_arrays, to_weights
 from federation.apps.secagg import secagg_round, trace_arrays, trace_dir
 from federation.apps.tasks import params_spec
 from federation.launch.params import (
@@ -41,8 +45,10 @@ from federation.launch.params import (
     parse_node_map,
 )
 from federation.launch.report import results_sender
+from federation.training.evaluation import CALIBRATION_KEYS, accuracy_at, pick_threshold
 from federation.training.membership import ATTACKS, FIGURES
 from federation.training.models import build_model
+from federation.training.server_opt import ServerMomentum
 
 app = ServerApp()
 
@@ -202,6 +208,8 @@ def main(grid: Grid, context: Context) -> None:
               "evaluate_metrics_aggr_fn": weighted_mean_finite}
     strategy = (FedProx(proximal_mu=params.proximal_mu, **common)
                 if params.strategy == "fedprox" else FedAvg(**common))
+    # after the aggregate, plain or SecAgg+'s alike: FedAvgM's server momentum
+    server_opt = ServerMomentum(params.server_lr, params.server_momentum)
     trained_nodes: set[int] = set()
     status = "completed"
     for rnd in range(1, params.rounds + 1):
@@ -249,7 +257,7 @@ def main(grid: Grid, context: Context) -> None:
                 trace_arrays(trace, f"round-{rnd}-aggregate",
                              {k: v.numpy() for k, v in agg_arrays.items()})
         if agg_arrays is not None:
-            arrays = agg_arrays
+            arrays = to_arrays(server_opt.step(to_weights(arrays), to_weights(agg_arrays)))
         eval_metrics = None
         if agg_arrays is not None:
             ev = list(grid.send_and_receive(
@@ -280,6 +288,7 @@ def main(grid: Grid, context: Context) -> None:
     # Nodes that went away are not waited for: they settle their reservation themselves
     # when they next start (`federation.node.recovery`).
     online = set(grid.get_node_ids())
+    report["decision_threshold"] = _calibrate(grid, arrays, trained_nodes & online, params)
     report["privacy_audits"] = _privacy_audits(grid, arrays, trained_nodes & online, params)
     # Release what each node reserved but did not spend (e.g. the run stopped early).
     releases = []
@@ -304,6 +313,30 @@ def main(grid: Grid, context: Context) -> None:
     events.report(report)
     events.emit("end", status=status, epsilon_per_node=report["epsilon_per_node"],
                 stop_reason=report.get("stop_reason"))
+
+
+def _calibrate(grid: Grid, arrays: ArrayRecord, nodes: set[int], params: RunParams
+               ) -> dict[str, Any] | None:
+    """The final model's decision threshold on P(class 1), picked over the nodes' val
+    splits pooled (`pick_threshold`), and its accuracy at that threshold over their test
+    splits pooled (`accuracy_at`), from what each node's disclosure control let leave
+    (`calibrate_task`); None for a model of more than two classes. No count in it: the
+    airlock reads every integer of a report as one."""
+    if not nodes or params.num_classes != 2:
+        return None
+    msgs = [Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord()}),
+                    message_type="query.calibrate", dst_node_id=nid) for nid in nodes]
+    val, test, errors = [], [], []
+    for m in grid.send_and_receive(msgs, timeout=params.round_timeout):
+        if m.has_error():
+            errors.append({"node_id": int(m.metadata.src_node_id), "error": m.error.reason})
+            continue
+        mm = m.content.metric_records.get("metrics", MetricRecord())
+        val.append({k: mm.get(k) for k in CALIBRATION_KEYS})
+        test.append({k: mm.get(f"test-{k}") for k in CALIBRATION_KEYS})
+    threshold = pick_threshold(val)
+    return {"threshold": threshold, **accuracy_at(test, threshold), "errors": errors,
+            "rule": "highest balanced accuracy over the nodes' val splits pooled"}
 
 
 def _privacy_audits(grid: Grid, arrays: ArrayRecord, nodes: set[int], params: RunParams

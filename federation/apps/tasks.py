@@ -1,6 +1,6 @@
 """What a node does for one message of a governed run, independent of Flower's types.
 
-`train_task`, `evaluate_task`, `audit_task` and `close_task` are the only paths by
+`train_task`, `evaluate_task`, `calibrate_task`, `audit_task` and `close_task` are the only paths by
 which the training app touches a node's data; each goes through the node's gate
 (`federation.node.gate`: permit, scope, app hash, consent, disclosure, ε) and reads
 records only inside it, after every check passed.
@@ -56,7 +56,7 @@ from federation.training.data import (
     split_pseudonyms,
     standardise,
 )
-from tre.core.disclosure import Disclosed, disclose, disclose_statistic
+from tre.core.disclosure import Disclosed, disclose, disclose_statistic, is_suppressed
 
 if TYPE_CHECKING:
     from federation.training.dp import DPPlan
@@ -357,6 +357,43 @@ def evaluate_task(ctx: NodeContext, params: RunParams, *, server_round: int, wei
             "auc": disclose_statistic(out["auc"], len(labels), k=k),
             "auc-se": disclose_statistic(out["auc-se"], len(labels), k=k, digits=4),
             "num-examples": int(cohort.shown)}
+
+
+def calibrate_task(ctx: NodeContext, params: RunParams, *, weights: Weights
+                   ) -> dict[str, Any]:
+    """Score the final model at the fixed decision thresholds (`THRESHOLDS`) on this
+    node's consented val split, for the server to pick one over all nodes
+    (`pick_threshold`), and on its test split, for the accuracy at the one picked
+    (`accuracy_at`). What leaves, per split: the disclosed example count, the share of
+    positives and each threshold's true-positive and true-negative rate, each rounded
+    like any statistic and withheld (NaN) when fewer than k records stand behind it."""
+    from federation.training.evaluation import positive_scores, threshold_rates
+
+    if params.num_classes != 2:
+        raise Refusal("not-binary", "a decision threshold is calibrated for two classes, "
+                      f"the run has {params.num_classes}")
+    action = Action("calibrate", "val+test", _subjects(params, "val", "test"),
+                    query=Query("calibrate", 0, weights_digest(weights)))
+    with node_session(ctx.home) as home, _gate(home, ctx).open(
+            action, None, params.dataset_id or None, _permit(ctx, params)) as cohort:
+        splits = {split: _read(home, cohort, split, params)[:2] for split in ("val", "test")}
+        cohort.read(sum(len(y) for _, y in splits.values()))
+        k = home.config.suppression_k
+    model = _model(params, weights)
+    out: dict[str, Any] = {}
+    for split, (inputs, labels) in splits.items():
+        _check_shape(inputs, labels, params)
+        n, n_pos = len(labels), int((labels == 1).sum())
+        rates = threshold_rates(labels, positive_scores(model, inputs_to_tensor(inputs))
+                                if n else np.zeros(0))
+        prefix = "" if split == "val" else "test-"
+        shown = disclose(n, k=k)
+        out.update({
+            f"{prefix}num-examples": 0 if is_suppressed(shown) else int(shown),
+            f"{prefix}prevalence": disclose_statistic(rates["prevalence"], n, k=k),
+            f"{prefix}tpr": [disclose_statistic(r, n_pos, k=k) for r in rates["tpr"]],
+            f"{prefix}tnr": [disclose_statistic(r, n - n_pos, k=k) for r in rates["tnr"]]})
+    return out
 
 
 def audit_task(ctx: NodeContext, params: RunParams, *, weights: Weights) -> dict[str, Any]:

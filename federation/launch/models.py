@@ -9,6 +9,7 @@ from __future__ import annotations
 
 MODEL_KINDS: dict[str, str] = {
     "cnn-gn": "imaging",
+    "cnn-gn-tanh": "imaging",
     "resnet18-gn": "imaging",
     "mlp": "clinical",
     "logreg": "clinical",

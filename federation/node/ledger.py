@@ -121,7 +121,9 @@ class QueryRefused(Exception):
         self.code = code
 
 
-QUERY_KINDS = ("train-input", "evaluate", "audit")
+QUERY_KINDS = ("train-input", "evaluate", "audit", "calibrate")
+#: kinds asked once per run, of the weights the run last evaluated here
+FINAL_KINDS = ("audit", "calibrate")
 
 
 @dataclass(frozen=True)
@@ -394,7 +396,8 @@ class PrivacyLedger:
         * `evaluate` round r: only for a round this node trained in, once;
         * `train-input` round r: the weights must be those evaluated for round r − 1,
           so a ServerApp that evaluated other weights than it sends on is caught;
-        * `audit`: once per run, on the weights of the run's last evaluation here.
+        * `audit`, `calibrate` (the decision threshold's val rates): once per run each,
+          on the weights of the run's last evaluation here.
 
         Raises QueryRefused (writing nothing) otherwise; each answer is audited."""
         if kind not in QUERY_KINDS:
@@ -412,18 +415,20 @@ class PrivacyLedger:
                            " AND kind = ? AND round = ?",
                            [run_id, dataset_id, kind, round]).fetchone()[0]:
                 raise QueryRefused("queries-exhausted", f"{where} already had its {kind} "
-                                   + (f"of round {round}" if kind != "audit" else "") +
-                                   ": one per trained round, one audit per run")
+                                   + (f"of round {round}" if kind not in FINAL_KINDS
+                                      else "") +
+                                   ": one per trained round, one audit and one "
+                                   "calibration per run")
             if kind == "evaluate" and not cur.execute(
                     "SELECT count(*) FROM privacy_charge WHERE run_id = ? AND dataset_id = ? "
                     "AND round = ?", [run_id, dataset_id, round]).fetchone()[0]:
                 raise QueryRefused("weights-not-of-this-run", f"{where} trained in no round "
                                    f"{round}: there is no model of that round to evaluate")
             before = evaluated(round - 1) if kind == "train-input" else \
-                evaluated() if kind == "audit" else None
-            if kind == "audit" and before is None:
+                evaluated() if kind in FINAL_KINDS else None
+            if kind in FINAL_KINDS and before is None:
                 raise QueryRefused("weights-not-of-this-run",
-                                   f"{where} evaluated no model: nothing to audit")
+                                   f"{where} evaluated no model: nothing to {kind}")
             if before is not None and before[1] != weights_sha256:
                 raise QueryRefused("weights-not-of-this-run", f"{where}: the weights sent for "
                                    f"the {kind} are not those evaluated in round {before[0]}")

@@ -19,6 +19,7 @@ from federation.launch.fab import FAB_DIR
 from federation.launch.params import RunParams
 from federation.node.home import node_session
 from federation.node.ledger import PrivacyLedger
+from federation.training.evaluation import THRESHOLDS
 
 from .helpers import Portal, assert_only_disclosed, claims, make_home, populate, run_ticket
 
@@ -95,6 +96,11 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
         assert 0 <= audit["mia_ci_low"] <= audit["mia_ci_high"] <= 1
         assert 0 < audit["mia_chance_advantage"] < 1 and 0 < audit["mia_p_value"] <= 1
         assert audit["mia_attack"] in ("loss", "confidence")
+    # The decision threshold, picked on the nodes' val splits pooled, and the accuracy
+    # at it on their test splits pooled: statistics only (assert_only_disclosed above).
+    calibrated = report["decision_threshold"]
+    assert calibrated["threshold"] in THRESHOLDS and calibrated["errors"] == []
+    assert 0.5 < calibrated["accuracy"] <= 1 and 0.5 < calibrated["balanced_accuracy"] <= 1
     # The ledger at each node holds exactly what the run reported, round by round.
     for hospital, path in zip(HOSPITALS, homes, strict=True):
         reported = [next(n["epsilon"] for n in r["nodes"] if n["hospital_id"] == hospital)
@@ -108,7 +114,8 @@ def test_three_hospitals_two_rounds(tmp_path: Path, flower_cluster) -> None:  # 
         assert [c["round"] for c in charges] == [1, 2]
         assert [c["epsilon_run"] for c in charges] == pytest.approx(reported)
         assert max(c["epsilon_run"] for c in charges) <= CAP
-        assert actions.count("data.read") == 5  # train + evaluate for two rounds, one audit
+        # train + evaluate for two rounds, one calibration, one audit
+        assert actions.count("data.read") == 6
         assert "privacy.release" in actions
         assert status.active_runs == 0
         assert status.epsilon_spent == pytest.approx(reported[-1])

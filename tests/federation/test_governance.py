@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from access_control.permits import PermitKeyRing
-from federation.apps.tasks import NodeContext, audit_task, evaluate_task, train_task
+from federation.apps.tasks import (
+    NodeContext,
+    audit_task,
+    calibrate_task,
+    evaluate_task,
+    train_task,
+)
 from federation.launch.fab import fab_hash
 from federation.launch.params import RunParams
 from federation.node.consent import RegimeConsentFilter
@@ -239,11 +245,11 @@ def test_round_beyond_plan_is_refused_and_released(home: Path, ring: PermitKeyRi
     assert reads == 2 and len(ledger["privacy_charge"]) == 2
 
 
-def test_evaluations_and_the_audit_answer_only_the_runs_own_weights_once(
+def test_evaluations_the_audit_and_calibration_answer_only_the_runs_own_weights_once(
         home: Path, ring: PermitKeyRing) -> None:
-    """A ServerApp may ask each node for one evaluation per round it trained and one
-    membership audit, on the weights the run produced; anything more is refused, audited,
-    and reads nothing."""
+    """A ServerApp may ask each node for one evaluation per round it trained, one
+    membership audit and one threshold calibration, on the weights the run produced;
+    anything more is refused, audited, and reads nothing."""
     token = ring.sign(claims([("hospital-a", DATASET)], eps=3.0))
     ctx = NodeContext(home=home, run_id="run-eval", app_hash=fab_hash(),
                       run_tickets=tickets_for(ring, token))
@@ -276,10 +282,20 @@ def test_evaluations_and_the_audit_answer_only_the_runs_own_weights_once(
     assert audit_read["split"] == "train+val"
     assert audit_read["records"] == held["train"] + held["val"] < sum(held.values())
     refused("queries-exhausted", audit_task, weights=second)
+    refused("weights-not-of-this-run", calibrate_task, weights=first)
+    rates = calibrate_task(ctx, p, weights=second)  # rates rounded like statistics
+    with node_session(home) as h:
+        assert [e.details for e in h.audit.entries() if e.action == "data.read"][-1][
+            "split"] == "val+test"
+    for split in ("", "test-"):
+        assert rates[f"{split}num-examples"] % 5 == 0 and 0 < rates[f"{split}prevalence"] < 1
+        assert all(v == round(v, 3) for v in rates[f"{split}tpr"] + rates[f"{split}tnr"])
+    refused("queries-exhausted", calibrate_task, weights=second)
     ledger, actions, _ = state(home)
     kinds = sorted((row[4], row[5]) for row in ledger["run_query"])
-    assert kinds == [("audit", 0), ("evaluate", 1), ("evaluate", 2), ("train-input", 2)]
-    assert actions.count("query.answer") == 4
+    assert kinds == [("audit", 0), ("calibrate", 0), ("evaluate", 1), ("evaluate", 2),
+                     ("train-input", 2)]
+    assert actions.count("query.answer") == 5
 
 
 def test_concurrent_runs_race_for_last_budget(home: Path, ring: PermitKeyRing) -> None:

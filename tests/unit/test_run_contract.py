@@ -63,8 +63,8 @@ def test_feasibility_config_round_trips():
 
 def test_run_config_round_trips():
     params = RunParams(permit="token", model="mlp", rounds=7, lr=0.05, strategy="fedprox",
-                       secagg=True, secagg_max_weight=2345, target_epsilon=2.5,
-                       node_map='{"a": 1}')
+                       server_lr=0.8, server_momentum=0.5, secagg=True,
+                       secagg_max_weight=2345, target_epsilon=2.5, node_map='{"a": 1}')
     assert RunParams.from_run_config(params.to_run_config()) == params
 
 
@@ -73,6 +73,8 @@ def test_run_config_round_trips():
     ({"rounds": 0}, "rounds must be >= 1"),
     ({"lr": 0.0}, "lr must be > 0"),
     ({"strategy": "fedsgd"}, "strategy must be one of fedavg, fedprox"),
+    ({"server_momentum": 1.0}, "server-momentum must be < 1"),
+    ({"server_lr": 0.0}, "server-lr must be > 0"),
     ({"accountant": "gdp"}, "accountant must be one of rdp, prv"),
     ({"delta": 1.0}, "delta must be < 1"),
     ({"features": "age, age"}, "features: a column is named twice"),
@@ -98,12 +100,15 @@ def test_a_check_names_the_field(changes, named):
 def test_the_api_body_takes_defaults_and_bounds_from_run_params():
     shared = [f.name for f in fields(RunParams) if f.name in RunIn.model_fields]
     assert shared == ["model", "rounds", "local_epochs", "batch_size", "lr", "strategy",
-                      "secagg", "delta", "seed", "features", "label"]
+                      "server_lr", "server_momentum", "secagg", "delta", "seed", "features",
+                      "label"]
     for name in set(shared) - {"delta", "secagg"}:  # those two default to the permit's
         assert RunIn.model_fields[name].default == param_default(name), name
-    for name in ("rounds", "local_epochs", "batch_size", "lr", "seed"):
+    for name in ("rounds", "local_epochs", "batch_size", "lr", "server_lr", "server_momentum",
+                 "seed"):
         schema = RunIn.model_json_schema()["properties"][name]
-        shown = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum"}
+        shown = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum",
+                 "lt": "exclusiveMaximum"}
         assert {b: schema[shown[b]] for b in param_bounds(name)} == param_bounds(name), name
     body = RunIn(permit_id="pmt_1")
     params = body.run_params(permit="token", hospitals=2, min_hospitals=0, node_map="",
@@ -123,7 +128,7 @@ def test_a_table_run_from_the_api_body_takes_its_classes_from_the_label():
         RunIn(permit_id="pmt_1", model="logreg", features="smoker=no", label="stage")
     with pytest.raises(ValueError, match="model 'mlp' trains on a table; name its"):
         RunIn(permit_id="pmt_1", model="mlp", features="age")
-    with pytest.raises(ValueError, match="model 'cnn-gn' trains on images and reads no"):
+    with pytest.raises(ValueError, match="model 'cnn-gn-tanh' trains on images and reads"):
         RunIn(permit_id="pmt_1", features="age", label="stage")
 
 

@@ -41,6 +41,7 @@ from rich.table import Table
 from access_control.keycloak.oidc import password_grant
 from access_control.keycloak.realm import CLI_CLIENT, DEMO_PASSWORD
 from access_control.keycloak.server import KeycloakServer
+from federation.launch.params import param_default
 from pseudonymisation.identifiers import TEST_PERSON
 from tre.cli.common import console, fail
 from tre.cli.hosts import Hosts, HostsError, Loopback, SeparateHosts, connects
@@ -521,9 +522,10 @@ class Demo:
         return f"request {rid} approved by rev1 → permit {self.permit_id}"
 
     def train(self) -> str:
+        # the approved app's recipe (model, epochs, batch, lr: RunParams' defaults, issue
+        # 17's sweep), only the number of rounds chosen here
         run = self.api("POST", "/v1/runs", "alice", json={
-            "permit_id": self.permit_id, "model": "cnn-gn", "rounds": self.rounds,
-            "local_epochs": 1, "batch_size": 64, "lr": 0.5})
+            "permit_id": self.permit_id, "rounds": self.rounds})
         seen = 0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
@@ -658,7 +660,7 @@ def demo(
     exit_after: bool = typer.Option(False, "--exit", help="stop after the story"),
     json_path: Path = typer.Option(None, "--json", help="write a summary JSON here"),
     state_dir: Path = typer.Option(None, "--state-dir", help="where the demo keeps its state"),
-    rounds: int = typer.Option(3, "--rounds", min=1, max=20),
+    rounds: int = typer.Option(param_default("rounds"), "--rounds", min=1, max=20),
     netns: bool = typer.Option(
         False, "--netns", help="each party on a host of its own: a network namespace each "
         "on a private bridge, Control on a portal-only link, each party seeing only its own "

@@ -228,6 +228,8 @@ class RunIn(Strict):
     batch_size: int = _run_param("batch_size")
     lr: float = _run_param("lr", allow_inf_nan=False)
     strategy: Annotated[Identifier, _run_choice("strategy")] = param_default("strategy")
+    server_lr: float = _run_param("server_lr", allow_inf_nan=False)
+    server_momentum: float = _run_param("server_momentum", allow_inf_nan=False)
     epsilon: Epsilon | None = None
     delta: Delta | None = None
     min_hospitals: HospitalCount | None = None
@@ -261,7 +263,8 @@ class RunIn(Strict):
         return RunParams(
             permit=permit, model=self.model, rounds=self.rounds,
             local_epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr,
-            strategy=self.strategy, target_epsilon=self.epsilon or 0.0,
+            strategy=self.strategy, server_lr=self.server_lr,
+            server_momentum=self.server_momentum, target_epsilon=self.epsilon or 0.0,
             delta=self.delta or 0.0, min_nodes=min_hospitals, seed=self.seed,
             secagg=self.secagg, node_map=node_map, round_timeout=round_timeout,
             features=self.features, label=self.label, num_classes=self._classes(),

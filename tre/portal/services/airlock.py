@@ -48,7 +48,8 @@ DECLARED = (
                  "releases.#.charged", "privacy_audits.#.mia_*")),
     # a perfect AUC or accuracy (1.0: common on a small, easy table) is not a count of 1
     ("statistic", ("rounds.#.evaluate.auc", "rounds.#.evaluate.accuracy",
-                   "rounds.#.evaluate.loss")),
+                   "rounds.#.evaluate.loss", "decision_threshold.threshold",
+                   "decision_threshold.accuracy", "decision_threshold.balanced_accuracy")),
 )
 PSEUDONYM = re.compile(r"ps_[0-9a-f]{32}")
 MAX_VECTOR = 64  # longest list of numbers an aggregate metric may hold (curves, per-round)
