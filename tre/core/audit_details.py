@@ -1,12 +1,12 @@
 """What each audit action's `details` hold, in one place (issue 18).
 
-`DETAILS` maps every `AuditAction` to the shape(s) of its details: a TypedDict, or
-several where parties write the same action from their side (the portal *received* a
-catalogue entry, the node *sent* it). `AuditLog.append` checks a member's details
-against them before it writes, inside the writer's transaction, so a misspelt or
-missing key fails that write with `AuditDetailsError` instead of leaving a row an
-auditor's query cannot find. The check is of the stored form (after the JSON round trip
-the hash covers: dates as strings, tuples as lists).
+`DETAILS` maps every `AuditAction` to the shape(s) of its details: a TypedDict declared
+for it with `shape_of`, or several where parties write the same action from their side
+(the portal *received* a catalogue entry, the node *sent* it). `AuditLog.append` checks
+a member's details against them before it writes, inside the writer's transaction, so a
+misspelt or missing key fails that write with `AuditDetailsError` instead of leaving a
+row an auditor's query cannot find. The check is of the stored form (after the JSON
+round trip the hash covers: dates as strings, tuples as lists).
 
 The chain stays generic: `verify`, exports and plain-string actions (other parties'
 logs, older rows) are never checked against these shapes.
@@ -15,39 +15,71 @@ sites against them, so a mismatch fails in unit tests, before a run reaches it.
 """
 
 import types
-from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints
+from collections.abc import Callable
+from typing import (
+    Any,
+    NotRequired,
+    TypedDict,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from tre.core.audit_actions import AuditAction
+
+A = AuditAction
+Shape = TypeVar("Shape", bound=type)
+#: every action's details: one shape, or the alternatives of the parties that write it
+DETAILS: dict[AuditAction, tuple[type, ...]] = {}
 
 
 class AuditDetailsError(ValueError):
     """An audit row's details do not have its action's shape; nothing was written."""
 
 
+def shape_of(*actions: AuditAction) -> Callable[[Shape], Shape]:
+    """Declare a TypedDict the details of `actions`; declared again for an action, it is
+    an alternative (the same action as another party writes it)."""
+    def declare(shape: Shape) -> Shape:
+        for action in actions:
+            DETAILS[action] = (*DETAILS.get(action, ()), shape)
+        return shape
+    return declare
+
+
+@shape_of(A.REQUEST_SUBMIT, A.REQUEST_WITHDRAW, A.PERMIT_EXPIRE,
+          A.RUN_CANCEL, A.RUN_REATTACH, A.STORE_BACKUP)
 class NoDetails(TypedDict):
     """The action, actor and object say it all."""
 
 
 # --- portal: access requests and permits ------------------------------------------------------
+@shape_of(A.REQUEST_CREATE)
 class RequestCreate(TypedDict):
     title: str
     purpose: str
 
 
+@shape_of(A.REQUEST_UPDATE)
 class RequestUpdate(TypedDict):
     fields: list[str]
 
 
+@shape_of(A.REQUEST_REVIEW)
 class RequestReview(TypedDict):
     decision: str
     round: int
     rationale: str | None
 
 
+@shape_of(A.REQUEST_APPROVED, A.REQUEST_REJECTED, A.REQUEST_CHANGES_REQUESTED)
 class RequestOutcome(TypedDict):
     reviewers: list[str]
 
 
+@shape_of(A.PERMIT_ISSUE)
 class PermitIssue(TypedDict):
     request_id: str
     epsilon_cap: float
@@ -56,54 +88,65 @@ class PermitIssue(TypedDict):
     kid: str
 
 
+@shape_of(A.PERMIT_REVOKE, A.SYNTHETIC_PUBLISH_REFUSED)
 class Reason(TypedDict):
     reason: str
 
 
+@shape_of(A.APP_REGISTER)
 class AppRegister(TypedDict):
     app_hash: str
 
 
+@shape_of(A.PERMIT_KEY_ROTATE)
 class PermitKeyRotate(TypedDict):
     previous_kid: str | None
 
 
+@shape_of(A.PERMIT_KEY_RETIRE)
 class PermitKeyRetire(TypedDict):
     new_active_kid: str | None
 
 
 # --- portal: runs -----------------------------------------------------------------------------
+@shape_of(A.RUN_START)
 class RunStart(TypedDict):
     permit_id: str
     params: dict[str, Any]
 
 
+@shape_of(A.RUN_SUBMITTED)
 class RunState(TypedDict):
     state: str
 
 
+@shape_of(A.RUN_FAIL)
 class RunFail(TypedDict):
     state: str
     error: str | None
     epsilon_per_node: NotRequired[dict[str, Any]]
 
 
+@shape_of(A.RUN_COMPLETE)
 class RunComplete(TypedDict):
     state: str
     epsilon_per_node: dict[str, Any]
 
 
+@shape_of(A.RUN_TICKET)
 class RunTicket(TypedDict):
     ticket_id: str
     flower_run_id: int
     hospital: str | None
 
 
+@shape_of(A.RUN_RESULTS)
 class RunResults(TypedDict):
     status: str | None
     flower_run_id: int
 
 
+@shape_of(A.RUN_MEMBERS)
 class RunMembers(TypedDict):
     flower_run_id: int
     dataset_id: str
@@ -112,6 +155,7 @@ class RunMembers(TypedDict):
     hospital: NotRequired[str | None]  # the portal's row: which node sent them
 
 
+@shape_of(A.RUN_MEMBERS_FAILED)
 class RunMembersFailed(TypedDict):
     flower_run_id: int
     dataset_id: str
@@ -120,6 +164,7 @@ class RunMembersFailed(TypedDict):
 
 
 # --- portal: airlock --------------------------------------------------------------------------
+@shape_of(A.OUTPUT_SUBMIT)
 class OutputSubmit(TypedDict):
     run_id: str
     permit_id: str
@@ -127,17 +172,20 @@ class OutputSubmit(TypedDict):
     failed_checks: list[str]
 
 
+@shape_of(A.OUTPUT_APPROVE, A.OUTPUT_REJECT)
 class OutputDecision(TypedDict):
     status: str
     rationale: str | None
 
 
+@shape_of(A.OUTPUT_DOWNLOAD)
 class OutputDownload(TypedDict):
     file: str
     sha256: str
 
 
 # --- portal: consent registry -----------------------------------------------------------------
+@shape_of(A.CONSENT_RECORD, A.CONSENT_UPDATE, A.CONSENT_WITHDRAW, A.CONSENT_RECONSENT)
 class ConsentChange(TypedDict):
     subject: str
     organisation: str
@@ -150,6 +198,7 @@ class ConsentChange(TypedDict):
     reason: NotRequired[str]
 
 
+@shape_of(A.CONSENT_IMPORT)
 class ConsentImport(TypedDict):
     source: str
     organisation: str
@@ -162,6 +211,7 @@ class ConsentImport(TypedDict):
     digest: str | None
 
 
+@shape_of(A.CONSENT_SNAPSHOT)
 class ConsentSnapshot(TypedDict):
     hospital_id: str | None
     kind: str
@@ -171,16 +221,19 @@ class ConsentSnapshot(TypedDict):
 
 
 # --- portal: catalogue, feasibility, synthetic releases, nodes --------------------------------
+@shape_of(A.CATALOGUE_PUBLISH)
 class CatalogueReceived(TypedDict):
     kind: str
     title: str
 
 
+@shape_of(A.CATALOGUE_PUBLISH)
 class CatalogueSent(TypedDict):
     portal_url: str
     descriptor: dict[str, Any]
 
 
+@shape_of(A.FEASIBILITY_RUN)
 class FeasibilityRun(TypedDict):
     cohort: dict[str, Any]
     cohort_digest: str
@@ -189,19 +242,22 @@ class FeasibilityRun(TypedDict):
     node_map: dict[str, Any]
 
 
+@shape_of(A.FEASIBILITY_RESULT)
 class FeasibilityResult(TypedDict):
     flower_run_id: int
     status: dict[str, Any]
 
 
+@shape_of(A.SYNTHETIC_PUBLISH)
 class SyntheticReceived(TypedDict):
     release_id: str
+    files: dict[str, str]
+    checks: dict[str, Any]
     rows: int
     columns: list[str]
-    checks: dict[str, Any]
-    files: dict[str, str]
 
 
+@shape_of(A.SYNTHETIC_PUBLISH)
 class SyntheticSent(TypedDict):
     portal_url: str
     run_id: str
@@ -209,18 +265,21 @@ class SyntheticSent(TypedDict):
     portal_release: str | None
 
 
+@shape_of(A.SYNTHETIC_WITHDRAW)
 class SyntheticTakenDown(TypedDict):
     release_id: str
     reason: str
     files: dict[str, str]
 
 
+@shape_of(A.SYNTHETIC_WITHDRAW)
 class SyntheticWithdrawAsked(TypedDict):
     portal_url: str
     release_id: str
     reason: str
 
 
+@shape_of(A.SYNTHETIC_DOWNLOAD)
 class SyntheticDownload(TypedDict):
     release_id: str
     format: str
@@ -229,6 +288,7 @@ class SyntheticDownload(TypedDict):
     subject: str
 
 
+@shape_of(A.NODE_ENROL)
 class NodeEnrol(TypedDict):
     node_id: str | int | None
     superlink: str | None
@@ -236,30 +296,36 @@ class NodeEnrol(TypedDict):
 
 
 # --- portal: audit of the audit ---------------------------------------------------------------
+@shape_of(A.AUDIT_CHECKPOINT)
 class AuditCheckpoint(TypedDict):
     seq: int
     hash: str
 
 
+@shape_of(A.AUDIT_CHECKPOINT_REFUSED)
 class AuditCheckpointRefused(TypedDict):
     seq: int
     reason: str
 
 
+@shape_of(A.AUDIT_EXPORT_UPLOAD)
 class AuditExportUpload(TypedDict):
     rows: int
     sha256: str
 
 
+@shape_of(A.AUDIT_EXPORT_REFUSED)
 class AuditExportRefused(TypedDict):
     sha256: str
     reason: str
 
 
+@shape_of(A.AUDIT_EXPORT_READ)
 class AuditExportRead(TypedDict):
     sha256: str
 
 
+@shape_of(A.AUDIT_VERIFICATION)
 class AuditVerification(TypedDict):
     ok: bool
     rows: int
@@ -267,6 +333,7 @@ class AuditVerification(TypedDict):
 
 
 # --- node: setup, keys, apps, ingestion -------------------------------------------------------
+@shape_of(A.NODE_INIT, A.NODE_REENROL)
 class NodeInit(TypedDict):
     portal_url: str
     superlink: str | None
@@ -275,6 +342,7 @@ class NodeInit(TypedDict):
     pseudonymiser: str
 
 
+@shape_of(A.PERMIT_KEY_REFRESH)
 class PermitKeyRefresh(TypedDict):
     reason: str
     added: list[str]
@@ -282,6 +350,7 @@ class PermitKeyRefresh(TypedDict):
     retired: list[str]
 
 
+@shape_of(A.APP_REFUSED)
 class AppRefused(TypedDict):
     code: str
     reason: str
@@ -289,6 +358,7 @@ class AppRefused(TypedDict):
     files: list[str]
 
 
+@shape_of(A.INGEST_TABLE, A.INGEST_IMAGES, A.INGEST_DICOM, A.INGEST_MEDMNIST)
 class Ingest(TypedDict):
     batch_id: str
     pseudonyms: str
@@ -302,6 +372,7 @@ class Ingest(TypedDict):
 
 
 # --- node: consent ----------------------------------------------------------------------------
+@shape_of(A.CONSENT_SYNC)
 class ConsentSync(TypedDict):
     kind: str
     since: int
@@ -311,17 +382,20 @@ class ConsentSync(TypedDict):
     portal: str
 
 
+@shape_of(A.CONSENT_SYNC_FAILED)
 class ConsentSyncFailed(TypedDict):
     problem: str
     using_cache_age_s: float
     max_age_s: float
 
 
+@shape_of(A.CONSENT_REFUSED)
 class Refused(TypedDict):
     code: str
     reason: str
 
 
+@shape_of(A.CONSENT_FILTER)
 class ConsentFilter(TypedDict):
     regime: str
     purpose: str
@@ -341,12 +415,13 @@ _READ: dict[str, Any] = {"run_id": str, "dataset_id": str | None, "purpose": str
                          "split": str, "records": int, "excluded_by_consent": int,
                          "for": str, **_READ_EXTRAS}
 #: a read under a permit ("for" is a keyword: the functional form)
-PermitRead = TypedDict("PermitRead", {**_READ, "permit_id": str, "app_hash": str | None,
-                                      "revocations": str})
+PermitRead = shape_of(A.DATA_READ)(TypedDict("PermitRead", {
+    **_READ, "permit_id": str, "app_hash": str | None, "revocations": str}))
 #: the node operator's own read
-OperatorRead = TypedDict("OperatorRead", {**_READ, "by": str})
+OperatorRead = shape_of(A.DATA_READ)(TypedDict("OperatorRead", {**_READ, "by": str}))
 
 
+@shape_of(A.QUERY_COHORT)
 class QueryCohort(TypedDict):
     cohort: dict[str, Any]
     purpose: str
@@ -354,6 +429,7 @@ class QueryCohort(TypedDict):
     datasets: NotRequired[list[str]]
 
 
+@shape_of(A.QUERY_FEASIBILITY)
 class QueryFeasibility(TypedDict):
     run_id: str
     cohort: dict[str, Any]
@@ -364,20 +440,24 @@ class QueryFeasibility(TypedDict):
     datasets: NotRequired[list[str]]
 
 
+@shape_of(A.SYNTHETIC_REFUSED)
 class GateRefused(TypedDict):
     code: str
     reason: str
     stage: str
 
 
+@shape_of(A.FEDERATION_REFUSED)
 class FederationRefused(GateRefused):
     permit_id: str | None  # as verified, or as the refused token claims it
 
 
+@shape_of(A.QUERY_REFUSED)
 class QueryRefused(GateRefused):
     cohort: NotRequired[dict[str, Any]]
 
 
+@shape_of(A.QUERY_ANSWER)
 class QueryAnswer(TypedDict):
     run_id: str
     permit_id: str
@@ -387,42 +467,25 @@ class QueryAnswer(TypedDict):
 
 
 # --- node: the ε-ledger -----------------------------------------------------------------------
+@shape_of(A.PRIVACY_BUDGET_SET)
 class PrivacyBudgetSet(TypedDict):
     epsilon_total: float
     previous: float | None
 
 
-class PrivacyReserve(TypedDict):
-    reservation_id: str
-    run_id: str
-    permit_id: str
-    dataset_id: str
-    epsilon: float
-    delta: float
-    accountant: str
-    noise_multiplier: float
-    sample_rate: float
-    steps_per_round: int
-    rounds: int
-    max_grad_norm: float
-    remaining_before: float
-    permit_used_before: float
+#: the DP accounting a reservation and each charge name (federation/node/ledger.py)
+_DP_ACCOUNT: dict[str, Any] = {"epsilon": float, "delta": float, "accountant": str,
+                               "noise_multiplier": float, "sample_rate": float}
+PrivacyReserve = shape_of(A.PRIVACY_RESERVE)(TypedDict("PrivacyReserve", {
+    "reservation_id": str, "run_id": str, "permit_id": str, "dataset_id": str, **_DP_ACCOUNT,
+    "steps_per_round": int, "rounds": int, "max_grad_norm": float,
+    "remaining_before": float, "permit_used_before": float}))
+PrivacyCharge = shape_of(A.PRIVACY_CHARGE)(TypedDict("PrivacyCharge", {
+    "run_id": str, "permit_id": str, "reservation_id": str, "round": int, **_DP_ACCOUNT,
+    "epsilon_run": float, "steps": int}))
 
 
-class PrivacyCharge(TypedDict):
-    run_id: str
-    permit_id: str
-    reservation_id: str
-    round: int
-    epsilon: float
-    epsilon_run: float
-    delta: float
-    accountant: str
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-
-
+@shape_of(A.PRIVACY_RELEASE)
 class PrivacyRelease(TypedDict):
     reservation_id: str
     run_id: str
@@ -431,6 +494,7 @@ class PrivacyRelease(TypedDict):
     reason: str
 
 
+@shape_of(A.PRIVACY_SETTLE_INTERRUPTED)
 class PrivacySettleInterrupted(TypedDict):
     run_id: str
     permit_id: str
@@ -441,12 +505,14 @@ class PrivacySettleInterrupted(TypedDict):
 
 
 # --- node: catalogue and synthetic data -------------------------------------------------------
+@shape_of(A.CATALOGUE_PUBLISH_FAILED)
 class PublishFailed(TypedDict):
     portal_url: str
     status: int | None
     error: str
 
 
+@shape_of(A.SYNTHETIC_GENERATE)
 class SyntheticGenerate(TypedDict):
     run_id: str
     passed: bool
@@ -460,18 +526,21 @@ class SyntheticGenerate(TypedDict):
     cohort_size: int
 
 
+@shape_of(A.SYNTHETIC_COHORT_UNCHANGED)
 class SyntheticCohortUnchanged(TypedDict):
     run_id: str | None
     cohort_digest: str
     cohort_size: int
 
 
+@shape_of(A.SYNTHETIC_PUBLISH_FAILED)
 class SyntheticPublishFailed(TypedDict):
     run_id: str
     status: int | None
     error: str
 
 
+@shape_of(A.SYNTHETIC_WITHDRAW_FAILED)
 class SyntheticWithdrawFailed(TypedDict):
     release_id: str
     status: int | None
@@ -479,106 +548,23 @@ class SyntheticWithdrawFailed(TypedDict):
 
 
 # --- pseudonymisation service -----------------------------------------------------------------
+@shape_of(A.KEY_CREATE)
 class KeyCreate(TypedDict):
     suite: str
 
 
+@shape_of(A.PSEUDONYM_EVALUATE)
 class PseudonymEvaluate(TypedDict):
     count: int
     client_id: str | None
 
 
+@shape_of(A.PSEUDONYM_REFUSE)
 class PseudonymRefuse(PseudonymEvaluate):
     reason: str
     retry_after_s: float
 
 
-A = AuditAction
-#: every action's details: one shape, or the alternatives of the parties that write it
-DETAILS: dict[AuditAction, tuple[type, ...]] = {
-    A.REQUEST_CREATE: (RequestCreate,),
-    A.REQUEST_UPDATE: (RequestUpdate,),
-    A.REQUEST_SUBMIT: (NoDetails,),
-    A.REQUEST_WITHDRAW: (NoDetails,),
-    A.REQUEST_REVIEW: (RequestReview,),
-    A.REQUEST_APPROVED: (RequestOutcome,),
-    A.REQUEST_REJECTED: (RequestOutcome,),
-    A.REQUEST_CHANGES_REQUESTED: (RequestOutcome,),
-    A.PERMIT_ISSUE: (PermitIssue,),
-    A.PERMIT_REVOKE: (Reason,),
-    A.PERMIT_EXPIRE: (NoDetails,),
-    A.APP_REGISTER: (AppRegister,),
-    A.PERMIT_KEY_ROTATE: (PermitKeyRotate,),
-    A.PERMIT_KEY_RETIRE: (PermitKeyRetire,),
-    A.RUN_START: (RunStart,),
-    A.RUN_SUBMITTED: (RunState,),
-    A.RUN_TICKET: (RunTicket,),
-    A.RUN_CANCEL: (NoDetails,),
-    A.RUN_REATTACH: (NoDetails,),
-    A.RUN_FAIL: (RunFail,),
-    A.RUN_COMPLETE: (RunComplete,),
-    A.RUN_RESULTS: (RunResults,),
-    A.RUN_MEMBERS: (RunMembers,),
-    A.RUN_MEMBERS_FAILED: (RunMembersFailed,),
-    A.OUTPUT_SUBMIT: (OutputSubmit,),
-    A.OUTPUT_APPROVE: (OutputDecision,),
-    A.OUTPUT_REJECT: (OutputDecision,),
-    A.OUTPUT_DOWNLOAD: (OutputDownload,),
-    A.CONSENT_RECORD: (ConsentChange,),
-    A.CONSENT_UPDATE: (ConsentChange,),
-    A.CONSENT_WITHDRAW: (ConsentChange,),
-    A.CONSENT_RECONSENT: (ConsentChange,),
-    A.CONSENT_IMPORT: (ConsentImport,),
-    A.CONSENT_SNAPSHOT: (ConsentSnapshot,),
-    A.CATALOGUE_PUBLISH: (CatalogueReceived, CatalogueSent),
-    A.FEASIBILITY_RUN: (FeasibilityRun,),
-    A.FEASIBILITY_RESULT: (FeasibilityResult,),
-    A.SYNTHETIC_PUBLISH: (SyntheticReceived, SyntheticSent),
-    A.SYNTHETIC_WITHDRAW: (SyntheticTakenDown, SyntheticWithdrawAsked),
-    A.SYNTHETIC_DOWNLOAD: (SyntheticDownload,),
-    A.NODE_ENROL: (NodeEnrol,),
-    A.STORE_BACKUP: (NoDetails,),
-    A.AUDIT_CHECKPOINT: (AuditCheckpoint,),
-    A.AUDIT_CHECKPOINT_REFUSED: (AuditCheckpointRefused,),
-    A.AUDIT_EXPORT_UPLOAD: (AuditExportUpload,),
-    A.AUDIT_EXPORT_REFUSED: (AuditExportRefused,),
-    A.AUDIT_EXPORT_READ: (AuditExportRead,),
-    A.AUDIT_VERIFICATION: (AuditVerification,),
-    A.NODE_INIT: (NodeInit,),
-    A.NODE_REENROL: (NodeInit,),
-    A.PERMIT_KEY_REFRESH: (PermitKeyRefresh,),
-    A.APP_REFUSED: (AppRefused,),
-    A.INGEST_TABLE: (Ingest,),
-    A.INGEST_IMAGES: (Ingest,),
-    A.INGEST_DICOM: (Ingest,),
-    A.INGEST_MEDMNIST: (Ingest,),
-    A.CONSENT_SYNC: (ConsentSync,),
-    A.CONSENT_SYNC_FAILED: (ConsentSyncFailed,),
-    A.CONSENT_REFUSED: (Refused,),
-    A.CONSENT_FILTER: (ConsentFilter,),
-    A.DATA_READ: (PermitRead, OperatorRead),
-    A.FEDERATION_REFUSED: (FederationRefused,),
-    A.QUERY_ANSWER: (QueryAnswer,),
-    A.QUERY_COHORT: (QueryCohort,),
-    A.QUERY_FEASIBILITY: (QueryFeasibility,),
-    A.QUERY_REFUSED: (QueryRefused,),
-    A.PRIVACY_BUDGET_SET: (PrivacyBudgetSet,),
-    A.PRIVACY_RESERVE: (PrivacyReserve,),
-    A.PRIVACY_CHARGE: (PrivacyCharge,),
-    A.PRIVACY_RELEASE: (PrivacyRelease,),
-    A.PRIVACY_SETTLE_INTERRUPTED: (PrivacySettleInterrupted,),
-    A.CATALOGUE_PUBLISH_FAILED: (PublishFailed,),
-    A.SYNTHETIC_GENERATE: (SyntheticGenerate,),
-    A.SYNTHETIC_COHORT_UNCHANGED: (SyntheticCohortUnchanged,),
-    A.SYNTHETIC_REFUSED: (GateRefused,),
-    A.SYNTHETIC_PUBLISH_REFUSED: (Reason,),
-    A.SYNTHETIC_PUBLISH_FAILED: (SyntheticPublishFailed,),
-    A.SYNTHETIC_WITHDRAW_FAILED: (SyntheticWithdrawFailed,),
-    A.KEY_CREATE: (KeyCreate,),
-    A.PSEUDONYM_EVALUATE: (PseudonymEvaluate,),
-    A.PSEUDONYM_REFUSE: (PseudonymRefuse,),
-}
-del A
 
 
 def fields(shape: type) -> tuple[dict[str, Any], frozenset[str]]:
