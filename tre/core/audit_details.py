@@ -14,6 +14,7 @@ tests/unit/test_audit_details.py also checks every literal details dict at the w
 sites against them, so a mismatch fails in unit tests, before a run reaches it.
 """
 
+import functools
 import types
 from collections.abc import Callable
 from typing import (
@@ -567,8 +568,9 @@ class PseudonymRefuse(PseudonymEvaluate):
 
 
 
+@functools.cache
 def fields(shape: type) -> tuple[dict[str, Any], frozenset[str]]:
-    """(key -> type, required keys) of a details shape."""
+    """(key -> type, required keys) of a details shape (resolved once: every append asks)."""
     return get_type_hints(shape), shape.__required_keys__
 
 
