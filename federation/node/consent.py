@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from federation.node.home import NodeHome
 from federation.node.portal_client import PortalClient, PortalError
@@ -189,29 +190,35 @@ def cached_state(home: NodeHome) -> SnapshotState | None:
 
 
 def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, version: int,
-                   portal_url: str, now: float) -> SnapshotState:
+                   portal_url: str, now: float, total: int | None = None) -> SnapshotState:
     """Install a full snapshot (replace) or a delta (upsert by consent id), audited, in
-    one transaction: a failed pull leaves the previous state whole."""
+    one transaction: a failed pull leaves the previous state whole. `total`: the consents
+    the portal's registry holds at `version` (what the cache then holds); without it a
+    delta counts the consents it replaces, one more scan of the cache."""
     missing = SNAPSHOT_COLUMNS - set(table.column_names)
     if missing:
         raise ValueError(f"the consent snapshot lacks columns {sorted(missing)}")
     if kind not in ("full", "delta"):
         raise ValueError(f"unknown snapshot kind {kind!r}")
+    unknown = set(pc.unique(table["status"]).to_pylist()) - set(CACHE_TABLES)
+    if unknown:
+        raise ValueError(f"the consent snapshot holds unknown statuses "
+                         f"{sorted(unknown, key=str)}")
     migrate(home)
     with home.db.transaction() as cur:
-        previous = 0 if kind == "full" else _last_count(cur)
         cur.register("consent_incoming", table)
         try:
             if kind == "full":
+                consents = table.num_rows
                 for name in CACHE_TABLES.values():
                     cur.execute(f"DELETE FROM {name}")
-            elif table.num_rows:
-                previous -= _delete_replaced(cur)
-            unknown = cur.execute(
-                "SELECT DISTINCT status FROM consent_incoming WHERE status NOT IN"
-                " (SELECT unnest(?::VARCHAR[]))", [list(CACHE_TABLES)]).fetchall()
-            if unknown:
-                raise ValueError(f"the consent snapshot holds unknown statuses {unknown}")
+            else:
+                consents = total if total is not None else (
+                    _last_count(cur) - _replaced(cur) + table.num_rows)
+                if table.num_rows:
+                    for name in CACHE_TABLES.values():
+                        cur.execute(
+                            f"DELETE FROM {name} WHERE consent_key IN ({_INCOMING_KEYS})")
             for status_value, name in CACHE_TABLES.items():
                 cur.execute(
                     f"INSERT INTO {name} SELECT consent_id, subject, organisation,"
@@ -220,7 +227,6 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
                     [status_value])
         finally:
             cur.unregister("consent_incoming")
-        consents = previous + table.num_rows
         cur.execute("INSERT INTO consent_sync VALUES (?, ?, ?, ?, ?, ?)",
                     [version, kind, table.num_rows, consents, portal_url, now])
         home.audit.append(cur, actor=home.actor, action=AuditAction.CONSENT_SYNC,
@@ -231,17 +237,17 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
     return SnapshotState(version, now, consents, "portal")
 
 
-def _delete_replaced(cur: Any) -> int:
-    """Delete the cached rows of the consents in `consent_incoming`; how many consents
-    that was. Rows are found by `consent_key` alone, an integer scan: comparing the
-    (compressed) ids of every row, or even reading them, cost several times more. The
-    key is 128 bits of MD5 of a portal-made random id: equal keys are equal ids."""
-    incoming = "SELECT md5_number(consent_id) FROM consent_incoming"
-    replaced = cur.execute("SELECT count(DISTINCT consent_key) FROM consent_cache"
-                           f" WHERE consent_key IN ({incoming})").fetchall()[0][0]
-    for name in CACHE_TABLES.values():
-        cur.execute(f"DELETE FROM {name} WHERE consent_key IN ({incoming})")
-    return replaced
+# A delta replaces the cached rows of its consents, found by `consent_key` alone, an
+# integer scan: comparing the (compressed) ids of every row, or even reading them, cost
+# several times more. The key is 128 bits of MD5 of a portal-made random id: equal keys
+# are equal ids.
+_INCOMING_KEYS = "SELECT md5_number(consent_id) FROM consent_incoming"
+
+
+def _replaced(cur: Any) -> int:
+    """How many consents of `consent_incoming` the cache holds (a scan of every key)."""
+    return cur.execute("SELECT count(DISTINCT consent_key) FROM consent_cache"
+                       f" WHERE consent_key IN ({_INCOMING_KEYS})").fetchall()[0][0]
 
 
 def _last_count(cur: Any) -> int:
@@ -259,7 +265,7 @@ def pull_snapshot(home: NodeHome, client: PortalClient | None = None, *,
     since = state.version if state else 0
     snap = client.consent_snapshot(since)
     return apply_snapshot(home, snap.table, kind=snap.kind, since=since, version=snap.version,
-                          portal_url=client.portal_url, now=clock())
+                          portal_url=client.portal_url, now=clock(), total=snap.total)
 
 
 def ensure_fresh(home: NodeHome, client: PortalClient | None = None, *,

@@ -22,6 +22,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,8 @@ TOKEN_MARGIN_S = 30.0
 
 #: Tokens of clients without a node home, by `_token_key` values: (token, expiry).
 _TOKENS: dict[tuple[str, ...], tuple[str, float]] = {}
+#: TLS contexts by (`verify`, the CA file's mtime): see `tls_context`.
+_TLS: dict[tuple[str | bool, int], ssl.SSLContext] = {}
 
 
 class PortalError(Exception):
@@ -92,6 +96,25 @@ def validate_permit_jwks(jwks: Any) -> dict[str, Any]:
     return {"keys": [k for k in keys if k["kid"] not in retired], "retired": sorted(retired)}
 
 
+def tls_context(verify: str | bool) -> ssl.SSLContext:
+    """The TLS context of a `verify` setting (a CA file or folder, True: the system's CAs,
+    False: none), built once per process and CA file version: loading a CA bundle costs
+    about 20 ms of CPU, more than a small portal call, and a task makes several."""
+    try:
+        stamp = os.stat(verify).st_mtime_ns if isinstance(verify, str) else 0
+    except OSError:
+        stamp = -1  # missing: building the context names the problem
+    context = _TLS.get((verify, stamp))
+    if context is None:
+        if isinstance(verify, str):
+            context = (ssl.create_default_context(capath=verify) if os.path.isdir(verify)
+                       else ssl.create_default_context(cafile=verify))
+        else:
+            context = httpx.create_ssl_context(verify=verify)
+        _TLS[(verify, stamp)] = context
+    return context
+
+
 @dataclass(frozen=True)
 class ConsentSnapshot:
     """One `GET /v1/consents/snapshot` answer: the consents changed after `since`
@@ -100,6 +123,8 @@ class ConsentSnapshot:
     table: pa.Table
     kind: str
     version: int
+    total: int | None = None
+    """Consents in the registry at `version` (None from a portal that does not say)."""
 
 
 class PortalClient:
@@ -146,8 +171,8 @@ class PortalClient:
         """One call; the portal's certificate is checked with the node's pinned CA."""
         verify = self.verify if url.startswith(self.portal_url) else True
         try:
-            return httpx.request(method, url, timeout=timeout or self.timeout, verify=verify,
-                                 **kwargs)
+            return httpx.request(method, url, timeout=timeout or self.timeout,
+                                 verify=tls_context(verify), **kwargs)
         except httpx.HTTPError as exc:
             raise self._unreachable(url, exc) from exc
 
@@ -395,9 +420,11 @@ class PortalClient:
             raise PortalError(f"{url} answered {resp.status_code}: {problem_detail(resp)}",
                               resp.status_code)
         try:
+            total = resp.headers.get("X-Consent-Total")
             return ConsentSnapshot(pq.read_table(io.BytesIO(resp.content)),
                                    resp.headers["X-Consent-Kind"],
-                                   int(resp.headers["X-Consent-Version"]))
+                                   int(resp.headers["X-Consent-Version"]),
+                                   None if total is None else int(total))
         except (KeyError, ValueError, pa.ArrowException) as exc:
             raise PortalError(f"{url} sent an unreadable consent snapshot: {exc}",
                               resp.status_code) from exc

@@ -111,6 +111,8 @@ def test_withdrawal_reaches_the_node_at_its_next_pull(live_portal, keycloak, nod
     syncs = [e.details for e in entries if e.action == "consent.sync"]
     assert [(s["kind"], s["received"]) for s in syncs] == [("full", 8), ("delta", 1),
                                                             ("delta", 0)]
+    # a delta replaces its consents: the cache holds the portal's 8 throughout
+    assert [s["consents"] for s in syncs] == [8, 8, 8]
     filters = [e.details for e in entries if e.action == "consent.filter"]
     assert [(d["allowed"], d["excluded"]) for d in filters[:2]] == [(2, 6), (1, 7)]
     assert filters[1]["snapshot_version"] == v1 + 1

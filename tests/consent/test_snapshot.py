@@ -55,6 +55,7 @@ def test_snapshot_is_versioned_and_serves_deltas(api, keycloak):
                    headers=node)
     assert resp.headers["content-type"] == "application/vnd.apache.parquet"
     assert (resp.headers["x-consent-kind"], resp.headers["x-consent-version"]) == ("delta", "4")
+    assert (resp.headers["x-consent-count"], resp.headers["x-consent-total"]) == ("2", "2")
     rows = pq.read_table(io.BytesIO(resp.content)).to_pylist()
     assert [(r["consent_id"], r["status"]) for r in rows] == [(a["id"], "withdrawn"),
                                                                (b["id"], "active")]

@@ -169,7 +169,7 @@ def test_a_member_is_stored_and_hashed_as_its_plain_string(tmp_path):
     try:
         log = AuditLog(db)
         typed = log.record(actor="a", action=AuditAction.RUN_START, object_type="run",
-                           object_id="r1")
+                           object_id="r1", details={"permit_id": "p1", "params": {}})
         plain = log.record(actor="a", action="run.start", object_type="run", object_id="r2")
         assert type(typed.action) is str and typed.action == plain.action == "run.start"
         assert [e.object_id for e in log.entries(action=AuditAction.RUN_START)] == ["r1", "r2"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from tre.core import audit_details
 from tre.core.audit_actions import AuditAction
 from tre.core.db import Database, Migration
 
@@ -107,9 +108,11 @@ class VerifyResult:
 class AuditLog:
     """The audit table of one store. `append` joins the caller's transaction.
 
-    Product code names an `AuditAction`; the chain does not check membership at run
-    time: it is the same chain that reads and verifies any party's log, old rows included
-    (tests/unit/test_audit_actions.py keeps free strings out of the write sites)."""
+    Product code names an `AuditAction`, and `append` checks a member's details against
+    its shape (`tre.core.audit_details`). A plain string is neither checked for membership
+    nor for its details: it is the same chain that reads and verifies any party's log, old
+    rows included (tests/unit/test_audit_actions.py keeps free strings out of the write
+    sites)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -125,13 +128,18 @@ class AuditLog:
         object_id: str,
         details: dict[str, Any] | None = None,
     ) -> AuditEntry:
+        """Write one row in `cur`'s transaction; AuditDetailsError (nothing written) when a
+        member's details lack its shape."""
+        # Round-trip details through JSON so the hashed form is exactly what is stored.
+        details_json = canonical_json(details or {})
+        stored = json.loads(details_json)
+        if isinstance(action, AuditAction):
+            audit_details.check(action, stored)
         action = str(action)  # the plain value in the row and the hashed body
         last = cur.execute(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-        # Round-trip details through JSON so the hashed form is exactly what is stored.
-        details_json = canonical_json(details or {})
         body = {
             "seq": seq,
             "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -139,7 +147,7 @@ class AuditLog:
             "action": action,
             "object_type": object_type,
             "object_id": str(object_id),
-            "details": json.loads(details_json),
+            "details": stored,
         }
         digest = entry_hash(prev, body)
         cur.execute(

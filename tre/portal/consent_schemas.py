@@ -152,6 +152,8 @@ class Snapshot(BaseModel):
     since: int
     version: int
     generated_at: datetime
+    total: int = Field(description="consents in the registry at `version`: what a node's "
+                       "cache holds once this is installed")
     consents: list[SnapshotEntry]
 
 

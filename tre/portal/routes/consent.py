@@ -82,6 +82,7 @@ def snapshot(since: int = Query(0, ge=0), format: Literal["json", "parquet"] = "
         return Response(consent_registry.parquet_bytes(table), media_type=PARQUET, headers={
             "X-Consent-Kind": meta["kind"], "X-Consent-Since": str(meta["since"]),
             "X-Consent-Version": str(meta["version"]), "X-Consent-Count": str(meta["count"]),
+            "X-Consent-Total": str(meta["total"]),
             "X-Consent-Generated-At": meta["generated_at"].isoformat()})
     return Snapshot(consents=table.to_pylist(), **meta)
 

@@ -298,7 +298,8 @@ def snapshot(portal: Portal, principal: Principal, since: int) -> tuple[dict[str
         kind = "delta" if 0 < since <= version else "full"
         table = store.snapshot(cur, since if kind == "delta" else 0)
         meta = {"kind": kind, "since": since if kind == "delta" else 0, "version": version,
-                "generated_at": utcnow(), "count": table.num_rows}
+                "generated_at": utcnow(), "count": table.num_rows,
+                "total": store.consent_count(cur)}
         portal.audit.append(cur, actor=principal.username, action=AuditAction.CONSENT_SNAPSHOT,
                             object_type="consent_snapshot", object_id=str(version),
                             details={"hospital_id": principal.hospital_id, "kind": kind,

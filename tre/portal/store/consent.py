@@ -86,6 +86,11 @@ def query_arrow(cur: Cursor, sql: str, params: list[Any]) -> pa.Table:
     return fetch()
 
 
+def consent_count(cur: Cursor) -> int:
+    """How many consents the registry holds (each once, in its current version)."""
+    return _scalar(cur, "SELECT count(*) FROM consent")
+
+
 def registry_version(cur: Cursor) -> int:
     return _scalar(cur, "SELECT coalesce(max(registry_version), 0) FROM consent_version")
 
