@@ -87,4 +87,5 @@ def test_breast_cancer_table_trains_and_a_missing_column_is_refused(
         assert [r["code"] for r in refusals] == ["missing-column"], refusals
         # the refused run read and spent nothing: only the first run's two rounds
         assert [c["round"] for c in charges] == [1, 2]
-        assert [e.action for e in entries].count("data.read") == 2 + 2 + 1
+        # train and evaluate per round, then the membership audit and the calibration
+        assert [e.action for e in entries].count("data.read") == 2 + 2 + 1 + 1
