@@ -3,7 +3,9 @@
 Before every run and query the node pulls `GET /v1/consents/snapshot?since=V` with its
 service account (a delta after the first full pull, Parquet on the wire) and keeps
 the result in `node.duckdb`, one row per consent and purpose, split into active and
-withdrawn tables, so a decision is one DuckDB join that reads only the rows it needs.
+withdrawn tables, so a decision is one DuckDB join that reads only the rows it needs;
+a delta lands in a small overlay, so a pull costs what the delta holds, not what the
+cache holds.
 If the portal cannot be reached the cached snapshot is used while it is younger than
 `NodeSettings.consent_max_age_s`; after that the node refuses to run.
 
@@ -96,13 +98,40 @@ MIGRATIONS: list[Migration] = [
             SELECT * FROM consent_active UNION ALL SELECT * FROM consent_withdrawn
         """,
     ),
+    (
+        4,
+        # A delta no longer deletes from the large tables (a scan of every key per run):
+        # its consents go to a small overlay, and their keys to `consent_replaced`, which
+        # masks their older rows; `compact` folds the overlay in now and then.
+        """
+        DROP VIEW consent_cache;
+        CREATE TABLE consent_overlay AS SELECT * FROM consent_active LIMIT 0;
+        CREATE TABLE consent_replaced (consent_key UHUGEINT NOT NULL);
+        CREATE VIEW consent_active_current AS
+            SELECT a.* FROM consent_active a
+                ANTI JOIN consent_replaced r ON a.consent_key = r.consent_key
+            UNION ALL SELECT * FROM consent_overlay WHERE status = 'active';
+        CREATE VIEW consent_withdrawn_current AS
+            SELECT w.* FROM consent_withdrawn w
+                ANTI JOIN consent_replaced r ON w.consent_key = r.consent_key
+            UNION ALL SELECT * FROM consent_overlay WHERE status = 'withdrawn';
+        CREATE VIEW consent_cache AS
+            SELECT * FROM consent_active_current
+            UNION ALL SELECT * FROM consent_withdrawn_current
+        """,
+    ),
 ]
-# One row per consent and purpose, no primary key or index: a delta replaces a
-# consent's rows with DELETE + INSERT in one transaction, found by `consent_key`
-# (MD5 of the consent id as an integer), and bulk loads stay index-free and fast.
-# `consent_cache` is the view over both tables.
+# One row per consent and purpose, no primary key or index, so that bulk loads stay
+# index-free and fast. A full snapshot fills the two base tables (by status). A delta
+# puts its consents' rows in `consent_overlay` and their keys (`consent_key`: MD5 of
+# the consent id as an integer) in `consent_replaced`, in one transaction; the
+# `*_current` views are the base rows not replaced plus the overlay, and every
+# decision reads them. Once the overlay holds `OVERLAY_MAX_CONSENTS`, `compact` moves
+# it into the base tables (one scan of their keys, instead of one per delta).
+# `consent_cache` is the view over everything current.
 CACHE_TABLES = {ConsentStatus.ACTIVE.value: "consent_active",
                 ConsentStatus.WITHDRAWN.value: "consent_withdrawn"}
+OVERLAY_MAX_CONSENTS = 10_000
 
 SNAPSHOT_COLUMNS = {"consent_id", "subject", "organisation", "purposes", "status",
                     "valid_from", "valid_to", "version"}
@@ -171,6 +200,7 @@ def migrate(home: NodeHome) -> None:
         with home.db.transaction() as cur:
             if cur.execute("SELECT probe <> md5_number('consent-key-probe')"
                            " FROM consent_key_probe").fetchall()[0][0]:
+                compact(cur)  # with the old keys, which the replaced keys were made with
                 for name in CACHE_TABLES.values():
                     cur.execute(f"UPDATE {name} SET consent_key = md5_number(consent_id)")
                 cur.execute("UPDATE consent_key_probe"
@@ -210,21 +240,16 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
         try:
             if kind == "full":
                 consents = table.num_rows
-                for name in CACHE_TABLES.values():
+                for name in (*CACHE_TABLES.values(), "consent_overlay", "consent_replaced"):
                     cur.execute(f"DELETE FROM {name}")
+                for status_value, name in CACHE_TABLES.items():
+                    cur.execute(f"INSERT INTO {name} {_INCOMING_ROWS} WHERE status = ?",
+                                [status_value])
             else:
                 consents = total if total is not None else (
                     _last_count(cur) - _replaced(cur) + table.num_rows)
                 if table.num_rows:
-                    for name in CACHE_TABLES.values():
-                        cur.execute(
-                            f"DELETE FROM {name} WHERE consent_key IN ({_INCOMING_KEYS})")
-            for status_value, name in CACHE_TABLES.items():
-                cur.execute(
-                    f"INSERT INTO {name} SELECT consent_id, subject, organisation,"
-                    " unnest(purposes) AS purpose, status, valid_from, valid_to, version,"
-                    " md5_number(consent_id) FROM consent_incoming WHERE status = ?",
-                    [status_value])
+                    _overlay(cur)
         finally:
             cur.unregister("consent_incoming")
         cur.execute("INSERT INTO consent_sync VALUES (?, ?, ?, ?, ?, ?)",
@@ -238,10 +263,41 @@ def apply_snapshot(home: NodeHome, table: pa.Table, *, kind: str, since: int, ve
 
 
 # A delta replaces the cached rows of its consents, found by `consent_key` alone, an
-# integer scan: comparing the (compressed) ids of every row, or even reading them, cost
-# several times more. The key is 128 bits of MD5 of a portal-made random id: equal keys
-# are equal ids.
+# integer comparison: comparing the (compressed) ids of every row, or even reading them,
+# cost several times more. The key is 128 bits of MD5 of a portal-made random id: equal
+# keys are equal ids.
 _INCOMING_KEYS = "SELECT md5_number(consent_id) FROM consent_incoming"
+#: the cache's rows of the incoming snapshot: one per consent and purpose
+_INCOMING_ROWS = ("SELECT consent_id, subject, organisation, unnest(purposes) AS purpose,"
+                  " status, valid_from, valid_to, version, md5_number(consent_id)"
+                  " FROM consent_incoming")
+
+
+def _overlay(cur: Any) -> None:
+    """Install a delta's consents into the overlay, masking their older rows, and
+    compact once the overlay is large (see `OVERLAY_MAX_CONSENTS`)."""
+    cur.execute(f"DELETE FROM consent_overlay WHERE consent_key IN ({_INCOMING_KEYS})")
+    cur.execute("INSERT INTO consent_replaced SELECT DISTINCT k FROM"
+                f" ({_INCOMING_KEYS}) AS incoming(k)"
+                " WHERE k NOT IN (SELECT consent_key FROM consent_replaced)")
+    cur.execute(f"INSERT INTO consent_overlay {_INCOMING_ROWS}")
+    if cur.execute("SELECT count(*) FROM consent_replaced").fetchall()[0][0] \
+            >= OVERLAY_MAX_CONSENTS:
+        compact(cur)
+
+
+def compact(cur: Any) -> None:
+    """Fold the overlay into the base tables: the replaced consents' rows go, the
+    overlay's rows take their place (one scan of the base tables' keys)."""
+    if not cur.execute("SELECT count(*) FROM consent_replaced").fetchall()[0][0]:
+        return
+    for status_value, name in CACHE_TABLES.items():
+        cur.execute(f"DELETE FROM {name}"
+                    " WHERE consent_key IN (SELECT consent_key FROM consent_replaced)")
+        cur.execute(f"INSERT INTO {name} SELECT * FROM consent_overlay WHERE status = ?",
+                    [status_value])
+    cur.execute("DELETE FROM consent_overlay")
+    cur.execute("DELETE FROM consent_replaced")
 
 
 def _replaced(cur: Any) -> int:
@@ -314,11 +370,11 @@ def decide(home: NodeHome, *, regime: ConsentRegime, purpose: Purpose,
     candidates = pa.table({"ord": pa.array(np.arange(len(pseudonyms), dtype=np.int64)),
                            "pseudonym": pa.array(pseudonyms, pa.string())})
     withdrawn = (
-        "NOT EXISTS (SELECT 1 FROM consent_withdrawn w WHERE w.subject = i.pseudonym"
+        "NOT EXISTS (SELECT 1 FROM consent_withdrawn_current w WHERE w.subject = i.pseudonym"
         f" AND w.purpose IN ({covering}))"
     )
     consented = (
-        "EXISTS (SELECT 1 FROM consent_active a WHERE a.subject = i.pseudonym"
+        "EXISTS (SELECT 1 FROM consent_active_current a WHERE a.subject = i.pseudonym"
         f" AND a.purpose IN ({covering})"
         " AND (a.valid_from IS NULL OR a.valid_from <= $today)"
         " AND (a.valid_to IS NULL OR a.valid_to >= $today))"
