@@ -36,8 +36,9 @@ of `SWEEP` (changes from the flags' recipe) × `--epsilons` × `--seeds`, each r
 its own permit: test AUC, accuracy at argmax and at the threshold the nodes calibrated
 on their val splits (`calibrate_task`), each node's membership audit, seconds. Merged
 into key `sweep` of bench/results/utility.json as each run ends (sweeps may run side by
-side), with every recipe's mean per ε. The image bench's `--model` default is the
-recipe the sweep chose (`cnn-gn-tanh`); `--model cnn-gn` gives the former one.
+side), with every recipe's mean per ε. The image bench without `--sweep` runs the app's
+defaults, the recipe the sweep chose (`cnn-gn-tanh` with FedProx, μ = 0.1); `--model
+cnn-gn` gives the former model.
 
     python bench/utility.py [--rounds 6 --local-epochs 2 --batch-size 128 --lr 0.25 --epsilon 8]
     python bench/utility.py --sweep [--configs tanh base] [--epsilons 8 3] [--seeds 0 1 2]
@@ -86,7 +87,7 @@ from federation.training.evaluation import (  # noqa: E402
     positive_scores,
 )
 from federation.training.models import ModelSpec, build_model  # noqa: E402
-from federation.training.server_opt import ServerMomentum  # noqa: E402
+from federation.training.server_opt import ServerMomentum, TailAverage  # noqa: E402
 from tests.federation.helpers import (  # noqa: E402
     NPZ,
     TABLE_LABELS,
@@ -181,21 +182,25 @@ def federated_images(homes: list[tuple[str, Path, dict[str, int]]], ring: Permit
     weights = {k: v.numpy() for k, v in build_model(
         params.model, params_spec(params), seed=params.seed).state_dict().items()}
     server = ServerMomentum(params.server_lr, params.server_momentum)
+    averager = TailAverage(params.average_last)
+    proximal_mu = params.proximal_mu if params.strategy == "fedprox" else 0.0  # as the app
     per_round, eps, t0 = [], {}, time.time()
     for rnd in range(1, params.rounds + 1):
         results = []
         for h, path, _ in homes:
             o = train_task(_context(path, ring, token, run_id), params, server_round=rnd,
-                           weights=weights)
+                           weights=weights, proximal_mu=proximal_mu)
             results.append((o.weights, int(o.metrics["num-examples"])))
             eps[h] = o.metrics["epsilon"]
         weights = server.step(weights, fedavg(results))
-        m = score(params.model, weights, test)
+        released = averager.add(weights)  # what the ServerApp evaluates and releases
+        m = score(params.model, released, test)
         per_round.append({"round": rnd, "auc": m["auc"], "accuracy": m["accuracy"],
                           "epsilon": dict(eps)})
         print(f"round {rnd}: AUC {m['auc']:.4f} acc {m['accuracy']:.4f} "
               f"ε {max(eps.values()):.3f}", flush=True)
     seconds = time.time() - t0
+    weights = released
     # calibration, like the audit, is asked of the weights last evaluated at the node
     for _, path, _ in homes:
         evaluate_task(_context(path, ring, token, run_id), params,
@@ -219,10 +224,10 @@ def federated_images(homes: list[tuple[str, Path, dict[str, int]]], ring: Permit
             "per_round": per_round, "weights": weights}
 
 
-#: `--sweep`'s recipes (issue 17's levers), each a change from the image bench's flags
-#: (6 rounds x 2 epochs, batch 128 unless named): tanh (Papernot et al. 2021), the step
-#: size, server momentum (FedAvgM), more rounds at a smaller per-round ε, a larger batch
-#: with a larger step
+#: `--sweep`'s recipes (issue 17's levers), each a change from FedAvg with the image
+#: bench's flags (6 rounds x 2 epochs, batch 128 unless named): tanh (Papernot et al.
+#: 2021), the step size, server momentum (FedAvgM), more rounds at a smaller per-round ε,
+#: a larger batch with a larger step, averaging, FedProx, the accountant
 SWEEP: dict[str, dict] = {
     "base": {"model": "cnn-gn", "lr": 0.25},
     "tanh": {"model": "cnn-gn-tanh", "lr": 0.25},
@@ -230,6 +235,21 @@ SWEEP: dict[str, dict] = {
     "tanh-fedavgm": {"model": "cnn-gn-tanh", "lr": 0.25, "server_momentum": 0.5},
     "tanh-r12e1": {"model": "cnn-gn-tanh", "lr": 0.25, "rounds": 12, "local_epochs": 1},
     "tanh-b256": {"model": "cnn-gn-tanh", "batch_size": 256, "lr": 0.5},
+    # the released model is the mean of the last rounds' global models (De et al. 2022)
+    "tanh-avg2": {"model": "cnn-gn-tanh", "lr": 0.25, "average_last": 2},
+    "tanh-avg3": {"model": "cnn-gn-tanh", "lr": 0.25, "average_last": 3},
+    # client drift under label skew: FedProx' pull to the global model, a smaller step,
+    # less local momentum
+    "tanh-prox0.1": {"model": "cnn-gn-tanh", "lr": 0.25, "strategy": "fedprox",
+                     "proximal_mu": 0.1},
+    "tanh-prox0.3": {"model": "cnn-gn-tanh", "lr": 0.25, "strategy": "fedprox",
+                     "proximal_mu": 0.3},
+    "tanh-prox0.03": {"model": "cnn-gn-tanh", "lr": 0.25, "strategy": "fedprox",
+                      "proximal_mu": 0.03},
+    "tanh-lr0.125": {"model": "cnn-gn-tanh", "lr": 0.125},
+    "tanh-mom0.5": {"model": "cnn-gn-tanh", "lr": 0.5, "momentum": 0.5},
+    # planned with the PRV accountant: less noise for the same ε (Opacus' PRV bound)
+    "tanh-prv": {"model": "cnn-gn-tanh", "lr": 0.25, "accountant": "prv"},
     # the demo's budget: its former request (3 rounds x 1 epoch, batch 64, lr 0.5) with
     # tanh, and 3 rounds x 2 epochs
     "tanh-demo": {"model": "cnn-gn-tanh", "rounds": 3, "local_epochs": 1, "batch_size": 64,
@@ -244,7 +264,8 @@ def sweep(args: argparse.Namespace, test: TensorSet) -> None:
     finishes: several sweeps may run side by side (the file is locked while merged)."""
     base = {"model": args.model, "rounds": args.rounds, "local_epochs": args.local_epochs,
             "batch_size": args.batch_size, "lr": args.lr, "max_grad_norm": args.max_grad_norm,
-            "server_lr": args.server_lr, "server_momentum": args.server_momentum}
+            "server_lr": args.server_lr, "server_momentum": args.server_momentum,
+            "strategy": "fedavg"}  # the recipes were measured as changes from FedAvg
     unknown = set(args.configs or ()) - set(SWEEP)
     if unknown:
         raise SystemExit(f"unknown sweep configs {sorted(unknown)}; known: {', '.join(SWEEP)}")

@@ -48,7 +48,7 @@ from federation.launch.report import results_sender
 from federation.training.evaluation import CALIBRATION_KEYS, accuracy_at, pick_threshold
 from federation.training.membership import ATTACKS, FIGURES
 from federation.training.models import build_model
-from federation.training.server_opt import ServerMomentum
+from federation.training.server_opt import ServerMomentum, TailAverage
 
 app = ServerApp()
 
@@ -210,6 +210,10 @@ def main(grid: Grid, context: Context) -> None:
                 if params.strategy == "fedprox" else FedAvg(**common))
     # after the aggregate, plain or SecAgg+'s alike: FedAvgM's server momentum
     server_opt = ServerMomentum(params.server_lr, params.server_momentum)
+    # what is evaluated each round and released at the end: the mean of the last
+    # `average-last` global models (the last one by default)
+    averager = TailAverage(params.average_last)
+    released = arrays
     trained_nodes: set[int] = set()
     status = "completed"
     for rnd in range(1, params.rounds + 1):
@@ -258,10 +262,11 @@ def main(grid: Grid, context: Context) -> None:
                              {k: v.numpy() for k, v in agg_arrays.items()})
         if agg_arrays is not None:
             arrays = to_arrays(server_opt.step(to_weights(arrays), to_weights(agg_arrays)))
+            released = to_arrays(averager.add(to_weights(arrays)))
         eval_metrics = None
         if agg_arrays is not None:
             ev = list(grid.send_and_receive(
-                strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid),
+                strategy.configure_evaluate(rnd, released, ConfigRecord(), grid),
                 timeout=params.round_timeout,
             ))
             ev_ok = [m for m in ev if not m.has_error()]
@@ -288,8 +293,8 @@ def main(grid: Grid, context: Context) -> None:
     # Nodes that went away are not waited for: they settle their reservation themselves
     # when they next start (`federation.node.recovery`).
     online = set(grid.get_node_ids())
-    report["decision_threshold"] = _calibrate(grid, arrays, trained_nodes & online, params)
-    report["privacy_audits"] = _privacy_audits(grid, arrays, trained_nodes & online, params)
+    report["decision_threshold"] = _calibrate(grid, released, trained_nodes & online, params)
+    report["privacy_audits"] = _privacy_audits(grid, released, trained_nodes & online, params)
     # Release what each node reserved but did not spend (e.g. the run stopped early).
     releases = []
     trained_nodes &= online
@@ -306,7 +311,7 @@ def main(grid: Grid, context: Context) -> None:
     report.update(status=status, releases=releases, finished_at=time.time(),
                   seconds=time.time() - started)
     report["epsilon_per_node"] = _final_epsilons(report["rounds"])
-    state = {k: torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()}
+    state = {k: torch.from_numpy(np.array(v.numpy())) for k, v in released.items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     events.model(buffer.getvalue())

@@ -102,12 +102,16 @@ class RunParams(FlowerParams):
     batch_size: int = _param(128, ge=1, le=4096)
     lr: float = _param(0.25, gt=0, le=10)
     momentum: float = _param(0.9, ge=0, lt=1)
-    strategy: str = _param("fedavg", choices=STRATEGIES)
-    proximal_mu: float = _param(0.01, ge=0)
+    # FedProx' pull towards the global model holds back client drift under label skew
+    strategy: str = _param("fedprox", choices=STRATEGIES)
+    proximal_mu: float = _param(0.1, ge=0)
     # server momentum over the aggregate (FedAvgM; `federation.training.server_opt`):
     # lr 1, momentum 0 is plain FedAvg/FedProx
     server_lr: float = _param(1.0, gt=0, le=10)
     server_momentum: float = _param(0.0, ge=0, lt=1)
+    # the model evaluated and released: the mean of the last k rounds' global models
+    # (`federation.training.server_opt.TailAverage`); 1 is the last one
+    average_last: int = _param(1, ge=1, le=100)
     secagg: bool | None = _param(None)  # None: on from three hospitals up (`resolved`)
     secagg_max_weight: int = _param(0, ge=0)  # 0: not derived (see the module docstring)
     max_grad_norm: float = _param(1.0, gt=0)

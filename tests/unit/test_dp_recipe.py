@@ -11,7 +11,7 @@ from federation.training.evaluation import (
     pick_threshold,
     threshold_rates,
 )
-from federation.training.server_opt import ServerMomentum
+from federation.training.server_opt import ServerMomentum, TailAverage
 
 
 def test_server_momentum_is_fedavg_by_default_and_accumulates_the_update():
@@ -25,6 +25,18 @@ def test_server_momentum_is_fedavg_by_default_and_accumulates_the_update():
     # v = 0.5 * [0.5, 1] + [0.5, 1] = [0.75, 1.5]; new = first - v
     np.testing.assert_allclose(second["w"], [-0.25, -0.5])
     np.testing.assert_allclose(ServerMomentum(lr=2.0).step(old, agg)["w"], [0.0, 0.0])
+
+
+def test_the_tail_average_is_the_mean_of_the_last_rounds_models():
+    rounds = [{"w": np.array([float(r)], np.float32), "n": np.array(r, np.int64)}
+              for r in range(1, 6)]
+    last = TailAverage(1)
+    assert all(last.add(w) is w for w in rounds)  # the default releases the last model
+    avg = TailAverage(3)
+    seen = [avg.add(w) for w in rounds]
+    np.testing.assert_allclose([s["w"][0] for s in seen], [1.0, 1.5, 2.0, 3.0, 4.0])
+    assert seen[-1]["w"].dtype == np.float32
+    assert int(seen[-1]["n"]) == 5  # a counter is not averaged
 
 
 def test_threshold_rates_are_rates_over_the_split_only():
