@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from tre.portal.settings import PortalSettings
-from tre.portal.web import catalogue, consents, feasibility, login, me, outputs, runs, vendor, views
+from tre.portal.web import catalogue, consents, feasibility, login, me, outputs, runs, views
 from tre.portal.web.auth import WebAuth, WebSessionMiddleware
 from tre.portal.web.pages import STATIC
 from tre.portal.web.session import load_or_create_secret
@@ -28,6 +28,10 @@ def install(app: FastAPI, settings: PortalSettings) -> None:
                    keys=app.state.token_validator.keys)  # one key set for API and web
     app.state.web_auth = auth
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # imported here, not at the top: `python -m tre.portal.web.vendor` imports this
+    # package first, and must not find its own module already loaded
+    from tre.portal.web import vendor
+
     if settings.pseudonymiser_url and (absent := vendor.missing()):
         # the identifier widget says so too, in the steward's page
         log.warning("the identifier widget cannot work: %s not in %s; run `python -m "
