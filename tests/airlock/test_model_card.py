@@ -70,6 +70,9 @@ REPORT = {
          "mia_chance_advantage": 0.03659919028340082, "mia_chance_p95": 0.06477732793522273,
          "mia_p_value": 0.03496503496503497, "mia_attack": "confidence", "records": 494.0},
     ],
+    "decision_threshold": {"threshold": 0.85, "accuracy": 0.8, "balanced_accuracy": 0.7712,
+                           "errors": [], "rule": "highest balanced accuracy over the "
+                                                 "nodes' val splits pooled"},
     "releases": [{"node_id": 143, "released": 0.0, "charged": 7.996770038506612},
                  {"node_id": 109, "released": 1.75, "charged": 6.25}],
     "finished_at": 1795960943.4727235, "seconds": 135.88,
@@ -163,6 +166,16 @@ def test_the_card_exists_once_the_output_enters_the_airlock_and_its_numbers_are_
     reference = binomtest(round(0.76 * 625), 625).proportion_ci(0.95, method="wilson")
     assert metrics["accuracy"]["ci95"] == pytest.approx([reference.low, reference.high],
                                                         abs=1e-12)
+    # the accuracy at the threshold the nodes calibrated, with its interval on the same
+    # test examples
+    calibrated, reported = metrics["accuracy_calibrated"], REPORT["decision_threshold"]
+    assert (calibrated["value"], calibrated["threshold"], calibrated["balanced_accuracy"],
+            calibrated["rule"]) == (reported["accuracy"], reported["threshold"],
+                                    reported["balanced_accuracy"], reported["rule"])
+    reference = binomtest(round(0.8 * 625), 625).proportion_ci(0.95, method="wilson")
+    assert calibrated["ci95"] == pytest.approx([reference.low, reference.high], abs=1e-12)
+    assert any("decision threshold picked on the hospitals' validation splits" in item
+               for item in card["limitations"])
     assert metrics["auc"]["standard_error"] == final["auc-se"]
     assert metrics["auc"]["ci95"] == pytest.approx(
         [final["auc"] - 1.96 * final["auc-se"], final["auc"] + 1.96 * final["auc-se"]],
@@ -189,6 +202,7 @@ def test_the_card_exists_once_the_output_enters_the_airlock_and_its_numbers_are_
     allowed |= {float(d[k]) for d in permit["claims"]["datasets"]
                 for k in ("epsilon_cap", "delta_cap")}
     allowed |= set(metrics["accuracy"]["ci95"]) | set(metrics["auc"]["ci95"])
+    allowed |= set(calibrated["ci95"])
     invented = [v for v in numbers(card) if v not in allowed]
     assert not invented, invented
 
@@ -209,6 +223,21 @@ def test_counts_under_ten_are_suppressed_and_the_card_is_checked_like_the_rest(
     assert not small["passed"]  # the report's exact 7 blocks the release ...
     assert "report.json.privacy_audits.#.records = 7" in small["detail"]
     assert "model_card.json" not in small["detail"]  # ... the card's "<10" does not
+
+
+def test_a_perfect_accuracy_on_the_card_is_a_statistic_not_a_count_of_one():
+    """A small, easy test split can give accuracy 1.0 and a Wilson interval ending at 1.0:
+    read as counts of 1, they would block every such release."""
+    card = {"metrics": {"test_examples": 40, "auc": {"value": 1.0, "ci95": [0.97, 1.0]},
+                        "accuracy": {"value": 1.0, "ci95": [0.91, 1.0]},
+                        "accuracy_calibrated": {"value": 1.0, "ci95": [0.91, 1.0],
+                                                "threshold": 0.5, "balanced_accuracy": 1.0},
+                        "loss": {"value": 0.0}}}
+    kinds = {path: kind for path, _, kind in airlock.classify("model_card.json", card)}
+    assert kinds.pop("model_card.json.metrics.test_examples") == "count"
+    assert set(kinds.values()) == {"statistic"}, kinds
+    assert airlock.check_small_counts({"model_card.json": json.dumps(card).encode()},
+                                      k=10)["passed"]
 
 
 def test_a_run_cannot_bring_its_own_card_and_an_output_without_report_has_none(
@@ -247,6 +276,9 @@ def test_output_checkers_see_the_card_on_their_review_page(api, keycloak, permit
     html = page.text
     assert 'id="model-card"' in html and 'id="output-decision"' in html
     assert f"{card['metrics']['accuracy']['ci95'][0]:.3f}" in html
+    calibrated = card["metrics"]["accuracy_calibrated"]
+    assert 'id="card-accuracy-calibrated"' in html
+    assert f"{calibrated['value']:.3f}" in html and f"{calibrated['ci95'][1]:.3f}" in html
     assert card["intended_use"]["research_question"] in html
     for n in card["privacy"]["nodes"]:
         assert f"{n['epsilon']:.3f}" in html

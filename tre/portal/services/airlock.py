@@ -49,7 +49,10 @@ DECLARED = (
     # a perfect AUC or accuracy (1.0: common on a small, easy table) is not a count of 1
     ("statistic", ("rounds.#.evaluate.auc", "rounds.#.evaluate.accuracy",
                    "rounds.#.evaluate.loss", "decision_threshold.threshold",
-                   "decision_threshold.accuracy", "decision_threshold.balanced_accuracy")),
+                   "decision_threshold.accuracy", "decision_threshold.balanced_accuracy",
+                   # the card's metrics and their intervals (its test_examples stay counts)
+                   "metrics.auc.*", "metrics.accuracy.*", "metrics.accuracy_calibrated.*",
+                   "metrics.loss.*")),
 )
 PSEUDONYM = re.compile(r"ps_[0-9a-f]{32}")
 MAX_VECTOR = 64  # longest list of numbers an aggregate metric may hold (curves, per-round)

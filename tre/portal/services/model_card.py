@@ -86,20 +86,40 @@ def _auc(evaluation: dict[str, Any]) -> dict[str, Any]:
             "interval_method": "hanley-mcneil per node, combined for the weighted mean"}
 
 
-def _metrics(evaluation: dict[str, Any], k: int) -> dict[str, Any]:
-    n = evaluation.get("num-examples")
-    shown = _count(n, k)
-    accuracy = evaluation.get("accuracy")
+def _accuracy(accuracy: float | None, shown: int | str | None) -> dict[str, Any]:
+    """An accuracy with its Wilson interval over the disclosed test examples."""
     acc: dict[str, Any] = {"value": accuracy, "ci95": None, "interval_method": None}
-    if accuracy is not None and isinstance(shown, int) and shown > 0:
+    if accuracy is not None and math.isfinite(accuracy) and isinstance(shown, int) \
+            and shown > 0:
         acc.update(ci95=list(wilson(float(accuracy), shown)), interval_method="wilson")
+    return acc
+
+
+def _calibrated(calibration: dict[str, Any] | None, shown: int | str | None
+                ) -> dict[str, Any] | None:
+    """The accuracy at the decision threshold the nodes calibrated (the report's
+    `decision_threshold`: picked on their val splits pooled, scored on their test splits
+    pooled); None when the run calibrated none (more than two classes)."""
+    accuracy = (calibration or {}).get("accuracy")
+    if accuracy is None or not math.isfinite(accuracy):
+        return None
+    return {**_accuracy(accuracy, shown),
+            "threshold": calibration.get("threshold"),
+            "balanced_accuracy": calibration.get("balanced_accuracy"),
+            "rule": calibration.get("rule")}
+
+
+def _metrics(evaluation: dict[str, Any], calibration: dict[str, Any] | None, k: int
+             ) -> dict[str, Any]:
+    shown = _count(evaluation.get("num-examples"), k)
     return {
         "evaluated_on": "the consented test splits of the hospitals, federated "
                         "evaluation of the final model (example-weighted mean of each "
                         "node's figures)",
         "test_examples": shown,
         "auc": _auc(evaluation),
-        "accuracy": acc,
+        "accuracy": _accuracy(evaluation.get("accuracy"), shown),
+        "accuracy_calibrated": _calibrated(calibration, shown),
         "loss": {"value": evaluation.get("loss")},
     }
 
@@ -111,6 +131,10 @@ def _limitations(report: dict[str, Any], hospitals: list[str], audits: list[dict
         "decisions about individual patients.",
         "Evaluated only on the consented test splits of " + ", ".join(hospitals)
         + "; performance on other populations, devices or sites is unknown.",
+        "Accuracy is given for the most probable class and at the decision threshold "
+        "picked on the hospitals' validation splits pooled; a site that uses the model "
+        "should check that threshold on its own patients."
+        if _calibrated(report.get("decision_threshold"), None) else
         "Accuracy is that of the most probable class: no decision threshold was "
         "calibrated, so under label skew it can lag the AUC.",
         "The accuracy interval (Wilson, 95 %) treats the test examples as independent "
@@ -197,7 +221,7 @@ def build(report: dict[str, Any], permit: dict[str, Any], request: dict[str, Any
                     "nodes": nodes},
         "params": {k_: v for k_, v in report.get("params", {}).items()
                    if k_ not in HIDDEN_PARAMS},
-        "metrics": _metrics(_final_evaluation(report), k),
+        "metrics": _metrics(_final_evaluation(report), report.get("decision_threshold"), k),
         "privacy_audits": audits,
         "limitations": _limitations(report, hospitals, audits, claims["purpose"]),
         "disclosure": f"counts below {k} are shown as \"<{k}\", others rounded to the "
