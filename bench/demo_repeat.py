@@ -40,6 +40,10 @@ def one_run(index: int, netns: bool) -> dict:
     return {"run": index, "exit_code": proc.returncode, "seconds": round(seconds, 1),
             "failed_stage": doc.get("failed_stage"), "output_released":
             bool(doc.get("output_released")), "test_auc": doc.get("test_auc"),
+            "test_accuracy_calibrated": doc.get("test_accuracy_calibrated"),
+            "summary_check": subprocess.run(
+                [sys.executable, "scripts/check_demo_summary.py", str(summary)], cwd=REPO,
+                capture_output=True, text=True).returncode == 0 if doc else False,
             "airlock_passed": all(c["passed"] for c in checks.values()) if checks else None,
             "membership_inference": mia.get("detail"),
             "error_tail": None if proc.returncode == 0 else proc.stderr[-600:]}

@@ -562,6 +562,11 @@ class Demo:
         if failed:
             raise RuntimeError("automated checks failed: " + "; ".join(
                 f"{c['check']}: {c['detail']}" for c in failed))
+        # what the checkers review: the model card, with the calibrated accuracy
+        card = self.api("GET", f"/v1/outputs/{self.output_id}/card", "chk1")
+        calibrated = card["metrics"].get("accuracy_calibrated") or {}
+        self.summary["test_accuracy_calibrated"] = calibrated.get("value")
+        self.summary["decision_threshold"] = calibrated.get("threshold")
         for checker in ("chk1", "chk2"):
             self.api("POST", f"/v1/outputs/{self.output_id}/reviews", checker, json={
                 "decision": "approve", "rationale": "DP attested, aggregates only, MIA low."})
@@ -696,7 +701,8 @@ def demo(
         json_path.write_text(json.dumps(show.summary, indent=2, default=str))
     table = Table(title="TRE demo", show_header=False)
     for key in ("nodes", "records_per_node", "excluded_by_consent_per_node", "permit_id",
-                "rounds", "test_auc", "test_accuracy", "epsilon_per_node", "epsilon_cap",
+                "rounds", "test_auc", "test_accuracy", "test_accuracy_calibrated",
+                "decision_threshold", "epsilon_per_node", "epsilon_cap",
                 "output_released", "audit_verified"):
         table.add_row(key, json.dumps(show.summary.get(key), default=str))
     console.print(table)
