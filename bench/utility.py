@@ -113,6 +113,11 @@ TABLE_MODELS = {"breast-cancer": ("logreg", "mlp"), "diabetes": ("logreg",)}
 TABLE_AIM = {"breast-cancer": 0.95}
 
 
+def proximal_mu(params: RunParams) -> float:
+    """The FedProx pull each node applies, as the ServerApp sends it (0: FedAvg)."""
+    return params.proximal_mu if params.strategy == "fedprox" else 0.0
+
+
 def fedavg(results: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
     total = sum(n for _, n in results)
     return {k: sum(w[k] * (n / total) for w, n in results) for k in results[0][0]}
@@ -183,13 +188,12 @@ def federated_images(homes: list[tuple[str, Path, dict[str, int]]], ring: Permit
         params.model, params_spec(params), seed=params.seed).state_dict().items()}
     server = ServerMomentum(params.server_lr, params.server_momentum)
     averager = TailAverage(params.average_last)
-    proximal_mu = params.proximal_mu if params.strategy == "fedprox" else 0.0  # as the app
     per_round, eps, t0 = [], {}, time.time()
     for rnd in range(1, params.rounds + 1):
         results = []
         for h, path, _ in homes:
             o = train_task(_context(path, ring, token, run_id), params, server_round=rnd,
-                           weights=weights, proximal_mu=proximal_mu)
+                           weights=weights, proximal_mu=proximal_mu(params))
             results.append((o.weights, int(o.metrics["num-examples"])))
             eps[h] = o.metrics["epsilon"]
         weights = server.step(weights, fedavg(results))
@@ -382,7 +386,8 @@ def _split_rows(path: Path, dataset: str, split: str, params: RunParams, *, scal
 def federated_table(homes: list[tuple[str, Path]], ring: PermitKeyRing, params: RunParams,
                     pooled_test: TensorSet) -> dict:
     """One governed federated run over the nodes' tables (under its own permit: a
-    permit's ε cap holds across its runs), FedAvg in process; its governed evaluation
+    permit's ε cap holds across its runs), the app's aggregation in process (FedAvg of
+    the nodes' FedProx updates by default); its governed evaluation
     (example-weighted mean of the nodes' AUC) every round."""
     token = params.permit
     run_id = f"bench-table-{params.model}-{params.seed}"
@@ -393,7 +398,7 @@ def federated_table(homes: list[tuple[str, Path]], ring: PermitKeyRing, params: 
         results = []
         for h, path in homes:
             o = train_task(_context(path, ring, token, run_id), params, server_round=rnd,
-                           weights=weights)
+                           weights=weights, proximal_mu=proximal_mu(params))
             results.append((o.weights, int(o.metrics["num-examples"])))
             eps[h] = o.metrics["epsilon"]
         weights = fedavg(results)
