@@ -113,11 +113,6 @@ TABLE_MODELS = {"breast-cancer": ("logreg", "mlp"), "diabetes": ("logreg",)}
 TABLE_AIM = {"breast-cancer": 0.95}
 
 
-def proximal_mu(params: RunParams) -> float:
-    """The FedProx pull each node applies, as the ServerApp sends it (0: FedAvg)."""
-    return params.proximal_mu if params.strategy == "fedprox" else 0.0
-
-
 def fedavg(results: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
     total = sum(n for _, n in results)
     return {k: sum(w[k] * (n / total) for w, n in results) for k in results[0][0]}
@@ -193,7 +188,7 @@ def federated_images(homes: list[tuple[str, Path, dict[str, int]]], ring: Permit
         results = []
         for h, path, _ in homes:
             o = train_task(_context(path, ring, token, run_id), params, server_round=rnd,
-                           weights=weights, proximal_mu=proximal_mu(params))
+                           weights=weights, proximal_mu=params.node_proximal_mu())
             results.append((o.weights, int(o.metrics["num-examples"])))
             eps[h] = o.metrics["epsilon"]
         weights = server.step(weights, fedavg(results))
@@ -398,7 +393,7 @@ def federated_table(homes: list[tuple[str, Path]], ring: PermitKeyRing, params: 
         results = []
         for h, path in homes:
             o = train_task(_context(path, ring, token, run_id), params, server_round=rnd,
-                           weights=weights, proximal_mu=proximal_mu(params))
+                           weights=weights, proximal_mu=params.node_proximal_mu())
             results.append((o.weights, int(o.metrics["num-examples"])))
             eps[h] = o.metrics["epsilon"]
         weights = fedavg(results)

@@ -221,8 +221,8 @@ def main(grid: Grid, context: Context) -> None:
         if secagg:
             online = list(grid.get_node_ids())
             sa = secagg_round(grid, context, server_round=rnd, arrays=arrays,
-                              config={"lr": params.lr, "proximal-mu": (
-                                  params.proximal_mu if params.strategy == "fedprox" else 0.0)},
+                              config={"lr": params.lr,
+                                      "proximal-mu": params.node_proximal_mu()},
                               node_ids=online, timeout=params.round_timeout,
                               max_weight=params.secagg_max_weight)
             report["secagg"] = {"num_shares": sa.num_shares,
@@ -261,8 +261,10 @@ def main(grid: Grid, context: Context) -> None:
                 trace_arrays(trace, f"round-{rnd}-aggregate",
                              {k: v.numpy() for k, v in agg_arrays.items()})
         if agg_arrays is not None:
-            arrays = to_arrays(server_opt.step(to_weights(arrays), to_weights(agg_arrays)))
-            released = to_arrays(averager.add(to_weights(arrays)))
+            weights = server_opt.step(to_weights(arrays), to_weights(agg_arrays))
+            arrays = to_arrays(weights)
+            averaged = averager.add(weights)
+            released = arrays if averaged is weights else to_arrays(averaged)
         eval_metrics = None
         if agg_arrays is not None:
             ev = list(grid.send_and_receive(

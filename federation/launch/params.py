@@ -129,6 +129,10 @@ class RunParams(FlowerParams):
     features: str = _param("")  # "a, b, smoker=no|yes": numeric names, text ones one-hot
     label: str = _param("")  # numeric 0..n-1, "name=class0|class1", or "name>threshold"
 
+    def node_proximal_mu(self) -> float:
+        """The FedProx pull each node applies after its noisy steps (0: FedAvg)."""
+        return self.proximal_mu if self.strategy == "fedprox" else 0.0
+
     def resolved(self, hospitals: int) -> RunParams:
         """These params with `secagg` decided for a run over `hospitals` hospitals (an
         undecided `secagg` is left out of `to_run_config`: the FAB's default is off)."""
