@@ -6,6 +6,7 @@ extends `CommonSettings`.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from platformdirs import user_cache_dir, user_config_dir
@@ -28,8 +29,17 @@ def config_dir() -> Path:
 
 
 def default_data_root() -> Path:
-    """`../shared/data` beside the checkout (read in place, never copied)."""
-    return REPO_ROOT.parent / "shared" / "data"
+    """`../shared/data` beside the checkout (read in place, never copied); for a clone of
+    a checkout on this machine made elsewhere (CI's fresh clone in a temporary folder),
+    the one beside the checkout it was cloned from. `TRE_DATA_ROOT` overrides both."""
+    beside = REPO_ROOT.parent / "shared" / "data"
+    if beside.is_dir():
+        return beside
+    origin = subprocess.run(["git", "-C", str(REPO_ROOT), "config", "--get",
+                             "remote.origin.url"], capture_output=True, text=True,
+                            check=False).stdout.strip()
+    cloned_from = Path(origin).parent / "shared" / "data" if origin.startswith("/") else None
+    return cloned_from if cloned_from is not None and cloned_from.is_dir() else beside
 
 
 class CommonSettings(BaseSettings):
